@@ -1,0 +1,151 @@
+"""The ``parley`` command: the desktop app when run bare, subcommands for headless work.
+
+Each subcommand's handler lives next to the code it drives and is imported lazily (``"module:function"``), so
+``parley --help`` stays fast and a broken optional part cannot stop the others. Handlers take the parsed
+``argparse.Namespace`` and return an exit code. Errors that the user can fix are raised as :class:`UserError` and
+printed as one clear line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Callable
+
+from core import __version__
+
+log = logging.getLogger(__name__)
+
+
+class UserError(Exception):
+    """A problem the user can fix (missing file, missing system component...). Printed without a traceback."""
+
+    exit_code = 2
+
+
+def _handler(spec: str) -> Callable[[argparse.Namespace], int]:
+    module, _, func = spec.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _add_reply(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reply", help="answer one spoken input file with a spoken reply (headless)")
+    p.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
+    p.add_argument("--input", required=True, help="input WAV (any rate, any channel count)")
+    p.add_argument("--output", required=True, help="output WAV (the spoken answer)")
+    p.add_argument("--trace", help="write a JSON trace of every decision")
+    p.add_argument("--checkpoint", help="Freeze-Omni checkpoint folder (audiollm/, decoder/, codec/)")
+    p.add_argument("--llm", help="backbone LLM folder (Qwen2-7B-Instruct for Freeze-Omni; any chat model for Lite)")
+    p.add_argument("--system-prompt", help="system prompt / persona")
+    p.add_argument("--greedy", action="store_true", help="top-k 1 for the LLM and the speech decoder")
+    p.add_argument("--turn-end", choices=["model", "input"], default="model",
+                   help="model: honour the turn-state head; input: listen to the whole file, then answer")
+    p.add_argument("--codec-chunk", type=int, help="codec window size in tokens")
+    p.add_argument("--codec-padding", type=int, help="codec look-ahead/left context in tokens")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--voice", help="voice (Lite: Piper .onnx file; Freeze-Omni: named global tokens)")
+    p.set_defaults(func=_dispatch_reply)
+
+
+def _dispatch_reply(args: argparse.Namespace) -> int:
+    if args.profile == "freeze-omni":
+        return _handler("core.model.freeze_omni.cli:run_reply")(args)
+    return _handler("core.model.lite.cli:run_reply")(args)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks; each prints one JSON object")
+    bsub = p.add_subparsers(dest="bench", required=True)
+    m = bsub.add_parser("model", help="Freeze-Omni model core timings")
+    m.add_argument("--checkpoint", help="checkpoint folder (default: the tiny fixture, if found)")
+    m.add_argument("--llm", help="LLM folder (default: the tiny fixture LLM)")
+    m.add_argument("--synthetic", choices=["release"], help="random weights with the release dimensions")
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    m.add_argument("--chunks", type=int, default=20, help="listen steps to time")
+    m.add_argument("--tokens", type=int, default=32, help="LLM tokens to time")
+    m.set_defaults(func=_handler_lazy("core.model.freeze_omni.bench:run_bench"))
+    a = bsub.add_parser("audio", help="audio chain on the PulseAudio loop (ERLE, false onsets, flush...)")
+    a.add_argument("--seconds", type=float, default=20.0)
+    a.set_defaults(func=_handler_lazy("core.audio.bench:run_bench"))
+    lite = bsub.add_parser("lite", help="Lite profile: load, ASR/LLM/TTS speed, first-audio latency")
+    lite.add_argument("--runs", type=int, default=5)
+    lite.set_defaults(func=_handler_lazy("core.model.lite.bench:run_bench"))
+    eng = bsub.add_parser("engine", help="dialogue engine: per-turn latency and scheduler overhead")
+    eng.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
+    eng.add_argument("--turns", type=int, default=5)
+    eng.set_defaults(func=_handler_lazy("core.engine.bench:run_bench"))
+
+
+def _handler_lazy(spec: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return _handler(spec)(args)
+
+    return run
+
+
+def _add_chat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="run a whole multi-turn conversation from a WAV file through the engine")
+    p.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
+    p.add_argument("--input", required=True, help="conversation WAV (speech, pauses, interruptions)")
+    p.add_argument("--output", required=True, help="what the assistant played, on the input's timeline")
+    p.add_argument("--events", required=True, help="events JSONL")
+    p.add_argument("--realtime", action="store_true", help="run at the speed of the input instead of a virtual clock")
+    p.add_argument("--checkpoint")
+    p.add_argument("--llm")
+    p.add_argument("--system-prompt")
+    p.add_argument("--greedy", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--record", help="also record the conversation as a session folder")
+    p.set_defaults(func=_handler_lazy("core.engine.cli:run_chat"))
+
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check audio, display, GPU and weights; say what to do about each problem")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_handler_lazy("core.doctor:run_doctor"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description="Parley: a local full-duplex voice assistant.")
+    parser.add_argument("--version", action="version", version=f"parley {__version__}")
+    parser.add_argument("--self-test", action="store_true",
+                        help="import every module, open the main window offscreen, load Lite if present, exit")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command")
+    _add_reply(sub)
+    _add_bench(sub)
+    _add_chat(sub)
+    _add_doctor(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.log import setup_logging
+    from core.runtime import force_offline
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    force_offline()
+    try:
+        if args.self_test:
+            return _handler("app.selftest:run_self_test")(args)
+        if args.command is None:
+            return _handler("app.main:run_app")(args)
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    log_path = setup_logging(args.log_level)
     force_offline()
     try:
         if args.self_test:
@@ -145,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # an unexpected failure: one line on the console, the traceback in the log file
+        log.debug("unhandled error", exc_info=True)
+        where = f" (details in {log_path})" if log_path else ""
+        print(f"parley: internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

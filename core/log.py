@@ -30,7 +30,8 @@ def setup_logging(level: int | str = "INFO", console: bool = True, file: bool = 
     root = logging.getLogger()
     if isinstance(level, str):
         level = logging.getLevelName(level.upper())
-    root.setLevel(level)
+    # The root passes everything; each handler filters (console at `level`, the file keeps DEBUG detail).
+    root.setLevel(logging.DEBUG if file else level)
     path: Path | None = None
     if _configured:
         for handler in root.handlers:

@@ -1,0 +1,161 @@
+"""Repair of a session folder left behind by a killed process, and export of a session as a zip file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.session.store import (
+    EVENTS_NAME, FILE_MODE, META_NAME, STREAM_FILES, TRANSCRIPT_NAME, atomic_write_text, is_session_dir, read_meta,
+)
+from core.session.transcript import read_events, render_transcript, summarize_turns
+from core.session.wavfile import parse_wav_layout, repair_wav_header
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RepairReport:
+    path: Path
+    actions: list[str] = field(default_factory=list)    # what was changed
+    problems: list[str] = field(default_factory=list)   # what could not be fixed
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "ok": self.ok, "actions": self.actions, "problems": self.problems}
+
+
+def _repair_events(path: Path, report: RepairReport) -> None:
+    """Drop a torn last line (and any garbled line) so that every line is one JSON object."""
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    kept: list[bytes] = []
+    dropped = 0
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line.decode("utf-8"))
+            if not isinstance(obj, dict) or "type" not in obj:
+                raise ValueError("not an event")
+        except (ValueError, UnicodeDecodeError):
+            dropped += 1
+            where = "last" if i >= len(lines) - 2 else f"line {i + 1}"
+            report.actions.append(f"{EVENTS_NAME}: removed unreadable {where} line ({len(line)} bytes)")
+            continue
+        kept.append(line)
+    new = b"".join(line + b"\n" for line in kept)
+    if new != raw:
+        if not dropped:
+            report.actions.append(f"{EVENTS_NAME}: completed the last line")
+        atomic_write_text(path, new.decode("utf-8"))
+
+
+def repair_session(session: str | os.PathLike) -> RepairReport:
+    """Fix what a crash can break: WAV sizes (from the file length), a torn last JSONL line, the transcript (rebuilt
+    from the events) and meta.json (stream lengths, duration; rebuilt when missing). Idempotent."""
+    path = Path(session)
+    report = RepairReport(path)
+    if not path.is_dir():
+        report.problems.append(f"{path} is not a folder")
+        return report
+    if not is_session_dir(path) and not any((path / f).exists() for f in STREAM_FILES.values()):
+        report.problems.append(f"{path} holds no session files")
+        return report
+
+    events_file = path / EVENTS_NAME
+    if events_file.exists():
+        try:
+            _repair_events(events_file, report)
+        except OSError as exc:
+            report.problems.append(f"{EVENTS_NAME}: {exc}")
+    else:
+        report.problems.append(f"{EVENTS_NAME} is missing")
+
+    meta_ok = (path / META_NAME).exists() and bool(read_meta(path))
+    meta = read_meta(path)
+    if not meta_ok:
+        report.actions.append(f"{META_NAME}: missing or unreadable, rebuilt from the files")
+        meta = {"format": "parley-session", "format_version": 1, "session_id": path.name, "streams": {}}
+    streams = meta.setdefault("streams", {})
+    for name, filename in STREAM_FILES.items():
+        wav = path / filename
+        if not wav.exists():
+            continue
+        try:
+            fix = repair_wav_header(wav)
+            layout = parse_wav_layout(wav)
+        except (OSError, ValueError) as exc:
+            report.problems.append(f"{filename}: {exc}")
+            continue
+        if fix.changed:
+            report.actions.append(f"{filename}: header said {fix.claimed_frames} frames, file holds {fix.frames}")
+        info = streams.setdefault(name, {"file": filename, "on_mic_timeline": name != "assistant"})
+        info.update({"rate": layout.rate, "channels": layout.channels, "frames": fix.frames})
+        info.setdefault("start_t", 0.0 if name == "mic_raw" else None)
+        info.setdefault("mic_offset", 0 if name == "mic_raw" else None)
+    mic = streams.get("mic_raw") or streams.get("mic_clean")
+    if mic and mic.get("rate"):
+        duration = round(mic["frames"] / mic["rate"], 6)
+        if meta.get("duration_s") != duration:
+            meta["duration_s"] = duration
+    if not meta.get("complete"):
+        meta["complete"] = False
+        meta["repaired"] = True
+    try:
+        atomic_write_text(path / META_NAME, json.dumps(meta, indent=2, ensure_ascii=False, default=str) + "\n")
+    except OSError as exc:
+        report.problems.append(f"{META_NAME}: {exc}")
+
+    if events_file.exists():
+        try:
+            text = render_transcript(summarize_turns(read_events(events_file)), meta)
+            old = (path / TRANSCRIPT_NAME).read_text(encoding="utf-8") if (path / TRANSCRIPT_NAME).exists() else None
+            if text != old:
+                atomic_write_text(path / TRANSCRIPT_NAME, text)
+                report.actions.append(f"{TRANSCRIPT_NAME}: regenerated from the events")
+        except OSError as exc:
+            report.problems.append(f"{TRANSCRIPT_NAME}: {exc}")
+    for leftover in path.glob(".*.tmp"):
+        try:
+            leftover.unlink()
+            report.actions.append(f"removed the unfinished temporary file {leftover.name}")
+        except OSError:
+            pass
+    log.info("repaired %s: %d actions, %d problems", path, len(report.actions), len(report.problems))
+    return report
+
+
+def export_session(session: str | os.PathLike, out_zip: str | os.PathLike) -> Path:
+    """Zip a session folder (every file, under a top folder named after the session). The zip is owner-only."""
+    path = Path(session)
+    out = Path(out_zip)
+    if not path.is_dir() or not is_session_dir(path):
+        raise FileNotFoundError(f"{path} is not a session folder")
+    if out.resolve().is_relative_to(path.resolve()):
+        raise ValueError("the zip file must not be written inside the session folder")
+    tmp = out.with_name(f".{out.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
+                arc = Path(path.name) / file.relative_to(path)
+                # WAV data hardly compresses; store it to save time
+                kind = zipfile.ZIP_STORED if file.suffix == ".wav" else zipfile.ZIP_DEFLATED
+                zf.write(file, arc.as_posix(), compress_type=kind)
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return out

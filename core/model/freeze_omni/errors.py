@@ -1,8 +1,14 @@
-"""Errors shared by the Freeze-Omni loaders (audiollm, speech decoder, codec)."""
+"""Errors and checkpoint checks shared by the Freeze-Omni loaders (audiollm, speech decoder, codec)."""
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
 
 
 class CheckpointError(ValueError):
@@ -24,3 +30,54 @@ class CheckpointError(ValueError):
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
         self.detail = message
+
+
+def load_torch_state(path: str | Path) -> dict[str, Any]:
+    """``torch.load(path, map_location='cpu', weights_only=True)`` with every failure turned into a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, None, "checkpoint file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(path, None, "refused by torch.load(weights_only=True): the file holds a pickled object "
+                                          f"that is not a tensor or plain container ({_unpickling_reason(exc)})") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        raise CheckpointError(path, None, f"cannot read the checkpoint (truncated or not a torch file?): "
+                                          f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(path, None, f"expected a dict, found {type(data).__name__}")
+    return data
+
+
+def _unpickling_reason(exc: Exception) -> str:
+    """The useful part of torch's weights-only refusal, e.g. 'Unsupported global: GLOBAL argparse.Namespace'."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    match = re.search(r"(Unsupported (?:global|operand)[^\n]*?)(?: was not|\. |\n|$)", text)
+    if match:
+        return match.group(1).strip()
+    match = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    return (match.group(1) if match else text.strip().splitlines()[0] if text.strip() else type(exc).__name__)[:200]
+
+
+def check_state_dict(expected: dict[str, Tensor], found: dict[str, Any], path: str | Path,
+                     prefix: str = "") -> None:
+    """Raise CheckpointError (file + first offending key) unless ``found`` has exactly the keys and shapes of
+    ``expected`` and every value is a floating tensor (integer buffers such as counters may be integer)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(path, prefix + missing[0], f"missing from the checkpoint{more}")
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CheckpointError(path, prefix + unexpected[0], f"unexpected key in the checkpoint{more}")
+    for key, ref in expected.items():
+        value = found[key]
+        if not isinstance(value, Tensor):
+            raise CheckpointError(path, prefix + key, f"expected a tensor, found {type(value).__name__}")
+        if tuple(value.shape) != tuple(ref.shape):
+            raise CheckpointError(path, prefix + key, f"shape {tuple(value.shape)} does not match the expected "
+                                                      f"{tuple(ref.shape)}")
+        if ref.is_floating_point() and not value.is_floating_point():
+            raise CheckpointError(path, prefix + key, f"expected floating-point values, found {value.dtype}")

@@ -2,10 +2,10 @@
 
 The same summary feeds the transcript, the replay comparison and the session browser, so they always agree.
 
-Text events (see ``core.engine.events``): ``user_text`` carries ``text``; with ``partial=True`` it is the whole
-hypothesis so far (it replaces the previous partial), otherwise it is final text: with ``final=True`` (or
-``replace=True``) it replaces the turn's user text, else it is appended. ``assistant_text`` pieces are appended.
-``interruption`` carries ``unheard_text``: the part of the answer the user never heard.
+Text events, as ``core.engine.engine`` emits them: ``user_text`` with ``partial=True`` carries the whole hypothesis
+so far (it replaces the turn's user text); without it, ``text`` is a new piece appended to it (``final`` only says
+the transcript is now final). ``assistant_text`` pieces are appended. ``interruption`` (emitted on the barge-in turn)
+names the cut-off answer's turn in ``reply_turn`` and carries ``heard_text``/``unheard_text``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ class TurnSummary:
     turn: int
     t_start: float | None = None                # first event of the turn
     decisions: list[str] = field(default_factory=list)   # every turn_decision state, in order
-    user_committed: str = ""
-    user_partial: str = ""
+    user_text: str = ""
+    user_final: bool = False
     assistant_text: str = ""
     unheard_text: str = ""
     interrupted: bool = False
@@ -34,10 +34,7 @@ class TurnSummary:
     first_user_t: float | None = None
     first_assistant_t: float | None = None
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def user_text(self) -> str:
-        return _join(self.user_committed, self.user_partial)
+    heard: str | None = None                      # heard part of a cut-off answer, as the engine computed it
 
     @property
     def decision(self) -> str | None:
@@ -49,6 +46,8 @@ class TurnSummary:
 
     @property
     def heard_text(self) -> str:
+        if self.heard is not None:
+            return self.heard
         text = self.assistant_text
         if self.unheard_text and text.endswith(self.unheard_text):
             return text[: len(text) - len(self.unheard_text)]
@@ -61,14 +60,6 @@ class TurnSummary:
             "user_text": self.user_text, "assistant_text": self.assistant_text,
             "interrupted": self.interrupted, "unheard_text": self.unheard_text, "latencies": dict(self.latencies),
         }
-
-
-def _join(a: str, b: str) -> str:
-    if not a:
-        return b
-    if not b:
-        return a
-    return a + ("" if a.endswith(" ") or b.startswith(" ") else " ") + b
 
 
 def summarize_turns(events: Iterable[dict[str, Any]]) -> list[TurnSummary]:
@@ -92,21 +83,28 @@ def summarize_turns(events: Iterable[dict[str, Any]]) -> list[TurnSummary]:
             text = str(ev.get("text") or "")
             if s.first_user_t is None and text:
                 s.first_user_t = t
-            if ev.get("partial"):
-                s.user_partial = text
-            elif ev.get("final") or ev.get("replace"):
-                s.user_committed, s.user_partial = text, ""
+            if ev.get("partial") or ev.get("replace"):
+                s.user_text = text
             else:
-                s.user_committed = s.user_committed + text if s.user_committed else text
-                s.user_partial = ""
+                s.user_text += text
+            s.user_final = s.user_final or bool(ev.get("final"))
         elif etype == "assistant_text":
             text = str(ev.get("text") or "")
             if s.first_assistant_t is None and text:
                 s.first_assistant_t = t
             s.assistant_text += text
         elif etype == "interruption":
-            s.interrupted = True
-            s.unheard_text = str(ev.get("unheard_text") or "")
+            target = s
+            try:
+                reply_turn = int(ev.get("reply_turn", turn))
+            except (TypeError, ValueError):
+                reply_turn = turn
+            if reply_turn != turn:
+                target = turns.get(reply_turn) or turns.setdefault(reply_turn, TurnSummary(turn=reply_turn, t_start=t))
+            target.interrupted = True
+            target.unheard_text = str(ev.get("unheard_text") or "")
+            if "heard_text" in ev:
+                target.heard = str(ev.get("heard_text") or "")
         elif etype == "latency":
             for key, value in ev.items():
                 if key.endswith("_ms") and isinstance(value, (int, float)):
@@ -158,9 +156,9 @@ def render_transcript(turns: list[TurnSummary], meta: dict[str, Any] | None = No
     for s in turns:
         if not (s.user_text or s.assistant_text):
             continue
-        if s.user_text:
+        if s.user_text.strip():
             note = "" if s.decision in (None, "ss") else f" _(decision: {s.decision})_"
-            lines.append(f"**User** [{_clock(s.first_user_t or s.t_start)}, turn {s.turn}]: {s.user_text}{note}")
+            lines.append(f"**User** [{_clock(s.first_user_t or s.t_start)}, turn {s.turn}]: {s.user_text.strip()}{note}")
             lines.append("")
         if s.assistant_text:
             head = f"**Assistant** [{_clock(s.first_assistant_t)}, turn {s.turn}]: "
@@ -169,7 +167,7 @@ def render_transcript(turns: list[TurnSummary], meta: dict[str, Any] | None = No
             elif s.interrupted:
                 lines.append(head + s.assistant_text + " _(interrupted)_")
             else:
-                lines.append(head + s.assistant_text)
+                lines.append(head + s.assistant_text.strip())
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

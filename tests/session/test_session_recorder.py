@@ -42,8 +42,9 @@ def _conversation(rec: SessionRecorder, seconds: float = 1.0, mic_rate: int = 48
     rec.write_playback(reply[:3600], 24_000, t=0.5)
     rec.write_playback(reply[3600:], 24_000)          # follows the previous block
     rec.on_event(Event("vad_onset", 0.05, 1, {"sample": 800}))
-    rec.on_event(Event("user_text", 0.3, 1, {"text": "what time", "partial": True}))
-    rec.on_event(Event("user_text", 0.4, 1, {"text": "what time is it", "final": True}))
+    rec.on_event(Event("user_text", 0.3, 1, {"text": "what tim", "partial": True}))
+    rec.on_event(Event("user_text", 0.35, 1, {"text": "what time", "partial": True}))   # a revised hypothesis
+    rec.on_event(Event("user_text", 0.4, 1, {"text": " is it", "final": True}))         # a new piece
     rec.on_event(Event("turn_decision", 0.4, 1, {"state": "ss", "probs": [0.1, 0.8, 0.1]}))
     rec.on_event(Event("assistant_text", 0.45, 1, {"text": "It is "}))
     rec.on_event({"t": 0.46, "turn": 1, "type": "assistant_text", "text": "noon."})
@@ -82,7 +83,7 @@ def test_streams_round_trip_through_soundfile():
     assert streams["assistant"]["turn_offsets"] == {"1": 0} and streams["assistant"]["on_mic_timeline"] is False
 
     events = read_jsonl(rec.path / "events.jsonl")
-    assert [e["type"] for e in events] == ["vad_onset", "user_text", "user_text", "turn_decision", "assistant_text",
+    assert [e["type"] for e in events] == ["vad_onset", "user_text", "user_text", "user_text", "turn_decision", "assistant_text",
                                            "assistant_text", "latency"]
     assert all({"t", "turn", "type"} <= e.keys() for e in events)
     transcript = (rec.path / "transcript.md").read_text()

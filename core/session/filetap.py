@@ -1,0 +1,124 @@
+"""Recording a file-driven conversation (``parley chat --record``, ``parley replay``) with a SessionRecorder.
+
+:func:`core.engine.filemode.run_conversation` takes ``subscribers`` and an ``on_engine`` hook; :class:`ChatRecording`
+provides both::
+
+    tap = ChatRecording(recorder, input_audio, input_rate, audio_16k)
+    run_conversation(..., subscribers=tap.subscribers, on_engine=tap.on_engine)
+    tap.finish()
+
+What lands where: ``mic_raw.wav`` is the input file at its own rate, ``mic_clean.wav`` the 16 kHz audio the engine
+was fed (there is no echo canceller in file mode), ``playback.wav`` the virtual sink's timeline (everything "played",
+silence between), ``assistant.wav`` every piece the backend produced as it was enqueued. The mic streams are written
+as the virtual clock reaches them (not all at once), so a run that is killed leaves streams that end together.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import numpy as np
+
+from core.constants import MODEL_INPUT_RATE
+from core.session.recorder import SessionRecorder
+
+log = logging.getLogger(__name__)
+
+
+class _TeeSink:
+    """Wraps the engine's AudioSink: every call goes to the real sink; enqueued audio is also recorded."""
+
+    def __init__(self, inner: Any, tap: "ChatRecording", clock: Any) -> None:
+        self._inner = inner
+        self._tap = tap
+        self._clock = clock
+
+    def enqueue(self, samples: np.ndarray, rate: int, tag: int) -> None:
+        now = self._clock.now() if self._clock is not None else None
+        self._tap.recorder.write_assistant(samples, rate, turn=tag, t=now)
+        self._inner.enqueue(samples, rate, tag)
+
+    def flush(self):
+        return self._inner.flush()
+
+    def played_samples(self, tag: int) -> int:
+        return self._inner.played_samples(tag)
+
+    def pending_seconds(self) -> float:
+        return self._inner.pending_seconds()
+
+    def __getattr__(self, name: str) -> Any:   # advance, first_play_time, ... when the real sink has them
+        return getattr(self._inner, name)
+
+
+class ChatRecording:
+    """Feeds a :class:`SessionRecorder` from a file-driven run of the engine (see the module docstring)."""
+
+    def __init__(self, recorder: SessionRecorder, input_audio: np.ndarray, input_rate: int,
+                 audio_16k: np.ndarray) -> None:
+        self.recorder = recorder
+        self.input_audio = np.asarray(input_audio, dtype=np.float32)
+        self.input_rate = int(input_rate)
+        self.audio_16k = np.asarray(audio_16k, dtype=np.float32)
+        self._raw_pos = 0
+        self._clean_pos = 0
+        self._play_pos = 0
+        self._play_rate = 0
+        self.engine: Any = None
+
+    @property
+    def subscribers(self) -> list[Callable]:
+        return [self.recorder.on_event]
+
+    def on_engine(self, engine: Any) -> None:
+        """Hook for ``run_conversation(on_engine=...)``: tee the sink and its timeline writer."""
+        self.engine = engine
+        inner = engine.sink
+        rate = getattr(inner, "rate", None)
+        if rate is not None and hasattr(inner, "writer"):
+            self._play_rate = int(rate)
+            original = inner.writer
+
+            def played(block: np.ndarray) -> None:
+                if original is not None:
+                    original(block)
+                self._on_played(block)
+
+            inner.writer = played
+        else:
+            log.warning("the engine's sink has no timeline writer: playback.wav will not be recorded")
+        engine.sink = _TeeSink(inner, self, getattr(engine, "clock", None))
+
+    def _on_played(self, block: np.ndarray) -> None:
+        t0 = self._play_pos / self._play_rate
+        self._play_pos += len(block)
+        self.advance_mic(self._play_pos / self._play_rate)
+        self.recorder.write_playback(block, self._play_rate, t=t0)
+
+    def advance_mic(self, t: float) -> None:
+        """Record the input up to session time ``t`` (both mic streams; never past the input's end)."""
+        raw_end = min(len(self.input_audio), int(round(t * self.input_rate)))
+        if raw_end > self._raw_pos:
+            self.recorder.write_mic_raw(self.input_audio[self._raw_pos:raw_end], self.input_rate,
+                                        t=self._raw_pos / self.input_rate)
+            self._raw_pos = raw_end
+        clean_end = min(len(self.audio_16k), int(round(t * MODEL_INPUT_RATE)))
+        if clean_end > self._clean_pos:
+            self.recorder.write_mic_clean(self.audio_16k[self._clean_pos:clean_end],
+                                          t=self._clean_pos / MODEL_INPUT_RATE)
+            self._clean_pos = clean_end
+
+    def finish(self) -> None:
+        """Write whatever input the clock did not reach (a run that ended early)."""
+        self.advance_mic(max(len(self.input_audio) / self.input_rate, len(self.audio_16k) / MODEL_INPUT_RATE) + 1.0)
+
+
+def read_input(path: str) -> tuple[np.ndarray, int]:
+    """The input WAV exactly as ``load_wav_16k`` reads it (float32, channels kept), and its rate."""
+    import soundfile as sf
+
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    if data.shape[1] == 1:
+        data = data[:, 0]
+    return data, int(rate)

@@ -7,6 +7,18 @@ probabilities, and pulls the answer from the iterator returned by :meth:`Backend
 (each ``next()`` is one *speak step*: a few text tokens and/or one audio piece), so it can interleave listen steps
 with speak steps and stop between any two of them.
 
+Barge-in: the engine may call :meth:`Backend.start_turn` and :meth:`Backend.listen` while a reply iterator of the
+same conversation is still alive (the user speaks over the answer). Such a *candidate* turn must not disturb the
+running reply (listen on a branch of the dialogue memory). The engine then either drops the candidate (the backend
+said ``el``, or the engine judged it too short: the next ``start_turn`` discards it) or interrupts: it cancels the
+reply, calls :meth:`Backend.interrupted` with the text the user actually heard, then calls ``start_turn`` again and
+re-listens to the candidate's audio from its pre-roll on the corrected memory. A candidate is therefore never merged
+into the dialogue memory by the backend itself.
+
+Text and audio of a reply are aligned per speech segment: a segment's text is all ``ReplyPiece.text`` emitted after
+the previous ``segment_end`` piece up to and including the piece with ``segment_end=True``, and its audio is the
+audio of those same pieces. The engine uses this to compute what was heard when an answer is cut off.
+
 Model objects hold no conversation state. Everything that belongs to one conversation (front-end carry-over,
 encoder/adapter caches, LLM KV cache, history) lives in the :class:`Conversation` object the backend creates; one
 backend can serve several conversations, and a session can be replayed exactly.
@@ -82,3 +94,48 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Free the model's memory."""
+
+
+@runtime_checkable
+class ContextRebuilder(Protocol):
+    """Optional Backend method for multi-turn memory management (kept out of :class:`Backend` so that backends
+    without it still satisfy that protocol; :func:`rebuild_context` falls back to :func:`default_rebuild_context`).
+    """
+
+    def rebuild_context(self, conv: Conversation, history: list[dict[str, str]]) -> Conversation:
+        """Replace the conversation's context (KV cache) by the system prompt plus ``history`` as text.
+
+        ``history`` is ``[{"role": "user"|"assistant", "content": ...}]``, oldest first, already cut to what should
+        be kept; assistant entries hold the text as actually heard when an answer was interrupted; user entries may
+        be empty when the profile has no transcript. Returns the conversation to use from now on (the same object
+        or a new one) with ``context_tokens`` and ``history`` updated. Called only between turns (no reply alive).
+        """
+
+
+def history_as_text(history: list[dict[str, str]]) -> str:
+    """``history`` rendered as plain dialogue lines ("User: ..." / "Assistant: ...")."""
+    lines = []
+    for msg in history:
+        who = "User" if msg.get("role") == "user" else "Assistant"
+        content = (msg.get("content") or "").strip() or "(inaudible)"
+        lines.append(f"{who}: {content}")
+    return "\n".join(lines)
+
+
+def default_rebuild_context(backend: Backend, conv: Conversation, history: list[dict[str, str]]) -> Conversation:
+    """Rebuild for any backend: a fresh conversation whose system prompt carries the recent turns as text."""
+    prompt = conv.system_prompt
+    if history:
+        prompt = f"{prompt}\n\nThe conversation so far:\n{history_as_text(history)}"
+    new = backend.new_conversation(prompt)
+    new.system_prompt = conv.system_prompt   # the persona stays the base of later rebuilds
+    new.history = [dict(m) for m in history]
+    return new
+
+
+def rebuild_context(backend: Backend, conv: Conversation, history: list[dict[str, str]]) -> Conversation:
+    """Call the backend's own ``rebuild_context`` when it has one, else :func:`default_rebuild_context`."""
+    method = getattr(backend, "rebuild_context", None)
+    if callable(method):
+        return method(conv, history)
+    return default_rebuild_context(backend, conv, history)

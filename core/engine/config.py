@@ -1,0 +1,88 @@
+"""Engine settings: turn-taking, barge-in, playback lead, early speech and multi-turn memory.
+
+All times are seconds. ``EngineConfig.from_dict`` ignores unknown keys (with a warning) so an old settings file
+never stops the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EarlySpeech:
+    """Start speaking early: cut the first speech segment at the first clause boundary (``,`` ``;`` ``:`` ...) or
+    after ``first_segment_max_tokens`` LLM tokens, and decode the first codec window with
+    ``first_codec_chunk`` tokens (Freeze-Omni's ``decoder_first_chunk_size``, 20 in server.json vs 40 later).
+
+    The engine hands these to the backend when it is built (see ``core.engine.profiles``); a profile that lacks a
+    knob ignores it and the engine logs which ones were applied.
+    """
+
+    enabled: bool = True
+    first_segment_max_tokens: int = 12
+    first_codec_chunk: int = 20
+    codec_chunk: int = 40
+
+
+@dataclass
+class EngineConfig:
+    # --- listening / turn-taking ------------------------------------------------------------------------------
+    # A VAD speech probability at or above this marks a 32 ms window as voiced (end-of-speech time for latency,
+    # voiced duration of a barge-in candidate).
+    voiced_prob: float = 0.5
+    # After the VAD's offset, how long the input stays open waiting for the backend's decision. Then, when no answer
+    # is running, the backend is asked for its final decision (end_of_input); during an answer the candidate is
+    # dropped ("el", the answer goes on): only a live 'ss' interrupts.
+    silence_timeout_s: float = 1.5
+    # A user turn longer than this is closed with end_of_input (the backend answers or not).
+    max_turn_s: float = 30.0
+    # A barge-in ('ss' while an answer is playing or being prepared) needs at least this much voiced audio in the
+    # candidate turn; shorter ones (a cough, "mm-hm") are treated as 'el' and the answer goes on.
+    barge_in_min_voiced_s: float = 0.4
+    # After the assistant stops playing, the VAD keeps its "assistant speaking" (echo) thresholds this long.
+    echo_tail_s: float = 0.25
+    # --- speaking -------------------------------------------------------------------------------------------------
+    # Speak steps run only while less than this much audio is queued for playback: enough lead that playback never
+    # starves, little enough that an interruption wastes little generation.
+    playback_lead_s: float = 2.0
+    # A reply iterator that yields this many pieces without audio... is allowed; a single speak step that takes
+    # longer than this (wall clock) is reported as a warning (it delayed listening).
+    slow_step_warn_s: float = 0.5
+    # --- multi-turn memory ----------------------------------------------------------------------------------------
+    # When Conversation.context_tokens reaches ``rebuild_at`` x ``max_context_tokens`` (checked when the engine is
+    # idle between turns), the context is rebuilt from the system prompt plus the most recent turns as text.
+    max_context_tokens: int = 4096
+    rebuild_at: float = 0.8
+    # The rebuilt context aims at no more than this fraction of the limit (older turns are dropped to fit).
+    rebuild_target: float = 0.4
+    # Turns of text history the engine keeps (for rebuilds and the UI); older ones are forgotten.
+    history_turns: int = 64
+    # --- file mode -----------------------------------------------------------------------------------------------
+    # After the input file ends, keep the clock running (silence) at most this long for the answer to finish.
+    drain_limit_s: float = 120.0
+    early: EarlySpeech = dataclasses.field(default_factory=EarlySpeech)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "EngineConfig":
+        cfg = cls()
+        for key, value in (d or {}).items():
+            if key == "early" and isinstance(value, dict):
+                for k, v in value.items():
+                    if hasattr(cfg.early, k):
+                        setattr(cfg.early, k, type(getattr(cfg.early, k))(v))
+                    else:
+                        log.warning("unknown early-speech setting %r ignored", k)
+            elif hasattr(cfg, key) and key != "early":
+                setattr(cfg, key, type(getattr(cfg, key))(value))
+            else:
+                log.warning("unknown engine setting %r ignored", key)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,907 @@
+"""The streaming dialogue engine: one worker thread interleaves listen steps and speak steps.
+
+Scheduling (one thread, no locks around the model):
+
+* a *listen step* handles one 160 ms input chunk: echo-aware VAD (thresholds keyed on whether the assistant is
+  audible), then, while a user input is open, :meth:`Backend.listen` and the turn decision. A chunk that has arrived
+  is always handled before the next speak step, because listen steps decide barge-in;
+* a *speak step* is one ``next()`` of the backend's reply iterator (a few text tokens and/or one audio piece). Speak
+  steps run only while less than ``playback_lead_s`` of audio is queued, so playback never starves when the model
+  is fast enough and an interruption wastes little generation.
+
+Duplex state (emitted as ``state`` events): ``idle`` -> ``listening`` -> ``user_speaking`` (VAD onset) ->
+``thinking`` (the backend said 'ss', no audio yet) -> ``speaking`` -> ``listening``; ``interrupted`` when the user
+takes the turn during an answer.
+
+While an answer is alive (thinking or speaking) a VAD onset opens a *candidate* turn that is listened to without
+stopping the answer. Only the backend's 'ss' for it (with at least ``barge_in_min_voiced_s`` of voiced audio)
+interrupts: the reply is cancelled, playback flushed at once, the heard/unheard text computed from the played
+samples, :meth:`Backend.interrupted` called with the heard text, and the candidate is listened to again from its
+pre-roll as the new user turn on the corrected memory. 'el', a timeout, or too little voiced audio drop the candidate
+and the answer goes on.
+
+Drivers: :meth:`Engine.run` (live: a :class:`ChunkSource` fed by the audio layer, a real AudioSink) and
+``core.engine.filemode`` (a WAV file on a virtual or wall clock with :class:`~core.engine.sink.VirtualAudioSink`).
+Both use the same three calls: :meth:`process_chunk`, :meth:`speak_step` (while :meth:`wants_speak_step`) and
+:meth:`tick`.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, NamedTuple, Protocol
+
+import numpy as np
+
+from core.audio.interfaces import AudioSink, StreamingVad, VadEvent
+from core.constants import CHUNK_SAMPLES_16K, MODEL_INPUT_RATE, VAD_WINDOW_SAMPLES_16K
+from core.engine.alignment import ReplyTranscript, finish_transcript
+from core.engine.backend import Backend, Conversation, ListenResult, ReplyPiece, rebuild_context
+from core.engine.clock import WallClock
+from core.engine.config import EngineConfig
+from core.engine.events import Clock, EventBus
+
+log = logging.getLogger(__name__)
+
+try:
+    import psutil
+
+    _PROCESS = psutil.Process()
+except Exception:  # pragma: no cover - psutil is a dependency, but memory figures are optional
+    _PROCESS = None
+
+
+class DuplexState(str, enum.Enum):
+    IDLE = "idle"
+    LISTENING = "listening"
+    USER_SPEAKING = "user_speaking"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    INTERRUPTED = "interrupted"
+
+
+class InputChunk(NamedTuple):
+    samples: np.ndarray                   # 2560 samples, 16 kHz mono float32 (echo-cancelled in live mode)
+    reference: np.ndarray | None = None   # what the speakers played over the same 160 ms, 16 kHz (live mode)
+
+
+class ChunkSource(Protocol):
+    def read(self, timeout: float) -> InputChunk | None:
+        """The next chunk, or None when none arrived within ``timeout`` seconds; raises EOFError at the end."""
+
+
+class QueueChunkSource:
+    """A bounded bridge from the audio layer's capture thread to the engine's worker thread.
+
+    The capture side calls :meth:`push` (never blocks: when the engine is ``maxsize`` chunks behind, the oldest
+    chunk is dropped and counted in ``overruns``); the engine reads. :meth:`close` ends the stream.
+    """
+
+    def __init__(self, maxsize: int = 64) -> None:
+        self._items: collections.deque[InputChunk] = collections.deque()
+        self._maxsize = maxsize
+        self._cond = threading.Condition()
+        self._closed = False
+        self.overruns = 0
+
+    def push(self, samples_16k: np.ndarray, reference_16k: np.ndarray | None = None) -> None:
+        with self._cond:
+            if len(self._items) >= self._maxsize:
+                self._items.popleft()
+                self.overruns += 1
+            self._items.append(InputChunk(samples_16k, reference_16k))
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def read(self, timeout: float) -> InputChunk | None:
+        with self._cond:
+            if not self._items and not self._closed and timeout > 0:
+                self._cond.wait(timeout)
+            if self._items:
+                return self._items.popleft()
+            if self._closed:
+                raise EOFError
+            return None
+
+
+@dataclass
+class _Input:
+    """An open user input: from the VAD onset until the backend's decision (or a timeout)."""
+
+    turn: int
+    opened_t: float                      # clock time
+    onset_sample: int                    # position in the 16 kHz input stream
+    during_reply: bool                   # a barge-in candidate (an answer was alive at the onset)
+    audio: list[np.ndarray] = field(default_factory=list)   # every chunk fed to listen(), pre-roll included
+    voiced_windows: int = 0
+    speech_end_t: float | None = None    # clock time of the end of the last voiced VAD window
+    offset_t: float | None = None        # clock time of the VAD offset (None while speech goes on)
+    user_text: str = ""
+    emitted_text: str = ""
+    final_text: bool = False
+
+    @property
+    def voiced_s(self) -> float:
+        return self.voiced_windows * VAD_WINDOW_SAMPLES_16K / MODEL_INPUT_RATE
+
+
+@dataclass
+class _Reply:
+    turn: int
+    cancel: threading.Event
+    iterator: Iterator[ReplyPiece] | None
+    transcript: ReplyTranscript
+    decided_t: float
+    speech_end_t: float
+    user_text: str
+    compute_s: float = 0.0               # wall seconds in backend.reply steps until the first audio
+    steps: int = 0
+    first_audio_t: float | None = None
+    first_played_t: float | None = None
+    played_reported: int = 0
+    latency_done: bool = False
+    failed: bool = False
+
+
+class _Stats:
+    """Scheduler overhead per chunk: wall time in engine code, excluding backend and VAD calls."""
+
+    def __init__(self, keep: int = 50_000) -> None:
+        self.per_chunk_ms: collections.deque[float] = collections.deque(maxlen=keep)
+        self.chunks = 0
+        self.total_ms = 0.0
+        self.max_ms = 0.0
+        self.backend_ms = 0.0
+        self.vad_ms = 0.0
+        self.speak_steps = 0
+
+    def add_chunk(self, overhead_ms: float) -> None:
+        self.per_chunk_ms.append(overhead_ms)
+        self.chunks += 1
+        self.total_ms += overhead_ms
+        self.max_ms = max(self.max_ms, overhead_ms)
+
+    def summary(self) -> dict[str, Any]:
+        values = np.asarray(self.per_chunk_ms, dtype=np.float64)
+        pct = (lambda q: round(float(np.percentile(values, q)), 4)) if len(values) else (lambda q: None)
+        return {
+            "chunks": self.chunks,
+            "speak_steps": self.speak_steps,
+            "overhead_ms_mean": round(self.total_ms / self.chunks, 4) if self.chunks else None,
+            "overhead_ms_p50": pct(50),
+            "overhead_ms_p95": pct(95),
+            "overhead_ms_max": round(self.max_ms, 4),
+            "backend_ms_total": round(self.backend_ms, 1),
+            "vad_ms_total": round(self.vad_ms, 1),
+        }
+
+
+class Engine:
+    """The dialogue engine. Create it, call :meth:`start`, then drive it from ONE thread (see the module doc).
+
+    ``backend``: a loaded profile. ``vad``: a fresh StreamingVad. ``sink``: where assistant audio goes.
+    ``bus``: the session's event bus (its clock stamps the events; a :class:`WallClock` when it has none).
+    Thread rule: every method except :meth:`request_stop` and the read-only properties must be called from the
+    engine's worker thread.
+    """
+
+    def __init__(self, backend: Backend, vad: StreamingVad, sink: AudioSink, *, bus: EventBus | None = None,
+                 clock: Clock | None = None, config: EngineConfig | None = None,
+                 system_prompt: str | None = None) -> None:
+        self.backend = backend
+        self.vad = vad
+        self.sink = sink
+        self.config = config or EngineConfig()
+        if bus is None:
+            bus = EventBus(clock or WallClock())
+        elif clock is not None:
+            bus.clock = clock
+        elif bus.clock is None:
+            bus.clock = WallClock()
+        self.bus = bus
+        self.clock: Clock = bus.clock
+        self.system_prompt = system_prompt
+        self.conv: Conversation | None = None
+        self.state = DuplexState.IDLE
+        self.turn = 0
+        self.stats = _Stats()
+        self.history: collections.deque[dict[str, str]] = collections.deque(maxlen=2 * self.config.history_turns)
+        self.rebuilds = 0
+        self.errors = 0
+        self._input: _Input | None = None
+        self._reply: _Reply | None = None
+        self._stream_pos = 0                         # 16 kHz samples received so far
+        # Recent input chunks (4 s), to cut a new turn's audio from its onset.
+        self._recent: collections.deque[np.ndarray] = collections.deque(maxlen=25)
+        self._vad_in_speech = False
+        self._vad_base = 0      # engine stream position of the VAD's sample 0 (it counts from its last reset)
+        self._recent_voiced: collections.deque[tuple[int, float]] = collections.deque(maxlen=64)
+        self._last_audible_t = -1e9
+        self._conv_dirty = False
+        self._stop = threading.Event()
+        self._chunk_overhead_s = 0.0
+        self._backend_s = 0.0
+
+    # ------------------------------------------------------------------------------------------------------------
+    # life cycle
+
+    def start(self) -> None:
+        """Create the conversation (system prompt prefilled) and start listening."""
+        t0 = time.perf_counter()
+        self.conv = self.backend.new_conversation(self.system_prompt)
+        self.bus.emit("info", 0, kind="session_start", profile=getattr(self.backend, "name", "?"),
+                      output_rate=self.backend.output_rate, context_tokens=self.conv.context_tokens,
+                      config=self.config.to_dict(), compute_ms=round(1000 * (time.perf_counter() - t0), 3))
+        self._set_state(DuplexState.LISTENING)
+
+    def close(self) -> None:
+        """Stop any answer (no flush of what is already playing is implied) and leave the idle state."""
+        if self._reply is not None:
+            self._reply.cancel.set()
+            self._close_iterator(self._reply)
+            self._reply = None
+        self._input = None
+        self._set_state(DuplexState.IDLE)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return (thread-safe)."""
+        self._stop.set()
+
+    @property
+    def busy(self) -> bool:
+        """An input is open, an answer is being generated, or audio is still queued for playback."""
+        return self._input is not None or self._reply is not None or self.sink.pending_seconds() > 0
+
+    @property
+    def replying(self) -> bool:
+        return self._reply is not None
+
+    # ------------------------------------------------------------------------------------------------------------
+    # the live loop
+
+    def run(self, source: ChunkSource, stop: threading.Event | None = None, poll_s: float = 0.01) -> None:
+        """Drive the engine until ``stop`` (or :meth:`request_stop`) is set or the source ends.
+
+        For the app's worker thread with a live AudioIO: the audio layer pushes echo-cancelled 160 ms chunks (and
+        the played reference) into a :class:`QueueChunkSource`; this loop handles every available chunk first,
+        then one speak step when playback needs audio, else waits ``poll_s`` for input.
+        """
+        stop = stop or self._stop
+        if self.conv is None:
+            self.start()
+        while not (stop.is_set() or self._stop.is_set()):
+            self.tick()
+            try:
+                chunk = source.read(0.0)
+                if chunk is None and not self.wants_speak_step():
+                    chunk = source.read(poll_s)
+            except EOFError:
+                self.end_of_input()
+                break
+            if chunk is not None:
+                self.process_chunk(chunk.samples, chunk.reference)
+            elif self.wants_speak_step():
+                self.speak_step()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # time and playback
+
+    def tick(self) -> None:
+        """Advance a clock-driven sink, report played audio and first-played latency, finish drained answers, and
+        do between-turn housekeeping (context rebuild)."""
+        t0 = time.perf_counter()
+        backend_before = self._backend_s
+        now = self.clock.now()
+        advance = getattr(self.sink, "advance", None)
+        if advance is not None:
+            advance(now)
+        if self.sink.pending_seconds() > 0:
+            self._last_audible_t = now
+        reply = self._reply
+        if reply is not None:
+            self._report_played(reply, now)
+            if reply.iterator is None and self.sink.pending_seconds() <= 0:
+                self._finish_reply(reply)
+        if self._reply is None and self._input is None:
+            self._maybe_rebuild_context()
+        self._chunk_overhead_s += (time.perf_counter() - t0) - (self._backend_s - backend_before)
+
+    def _report_played(self, reply: _Reply, now: float) -> None:
+        played = self.sink.played_samples(reply.turn)
+        if played > reply.played_reported:
+            self.bus.emit("audio_played", reply.turn, samples=played - reply.played_reported, total=played,
+                          rate=self.backend.output_rate)
+            reply.played_reported = played
+        if played > 0 and reply.first_played_t is None:
+            first = getattr(self.sink, "first_play_time", None)
+            t = first(reply.turn) if first is not None else None
+            reply.first_played_t = now if t is None else t
+        if reply.first_played_t is not None and reply.first_audio_t is not None and not reply.latency_done:
+            reply.latency_done = True
+            ms = lambda t: round(1000.0 * (t - reply.speech_end_t), 1)  # noqa: E731
+            decision_ms = ms(reply.decided_t)
+            compute_ms = round(1000.0 * reply.compute_s, 1)
+            virtual = getattr(self.clock, "virtual", False)
+            self.bus.emit("latency", reply.turn, first_audio_ms=ms(reply.first_audio_t),
+                          first_played_ms=ms(reply.first_played_t), decision_ms=decision_ms,
+                          compute_ms=compute_ms, steps_to_first_audio=reply.steps,
+                          first_audio_est_ms=round(decision_ms + compute_ms, 1) if virtual
+                          else ms(reply.first_audio_t),
+                          virtual_clock=virtual)
+
+    def _assistant_audible(self, now: float) -> bool:
+        if self.sink.pending_seconds() > 0:
+            self._last_audible_t = now
+            return True
+        return now - self._last_audible_t < self.config.echo_tail_s
+
+    # ------------------------------------------------------------------------------------------------------------
+    # listen step
+
+    def process_chunk(self, chunk_16k: np.ndarray, reference_16k: np.ndarray | None = None) -> None:
+        """One listen step on a 160 ms chunk (2560 samples of 16 kHz mono float32)."""
+        self._close_chunk_stats()
+        self.tick()
+        t0 = time.perf_counter()
+        backend_before = self._backend_s
+        vad_s = 0.0
+        chunk = np.asarray(chunk_16k, dtype=np.float32).reshape(-1)
+        if len(chunk) != CHUNK_SAMPLES_16K:
+            raise ValueError(f"a chunk is {CHUNK_SAMPLES_16K} samples, got {len(chunk)}")
+        if self.conv is None:
+            self.start()
+        now = self.clock.now()
+        chunk_start = self._stream_pos
+        self._stream_pos += len(chunk)
+        self._recent.append(chunk)
+        lag = now - self._stream_pos / MODEL_INPUT_RATE   # clock time minus stream time (0 on the virtual clock)
+
+        # --- VAD, window by window (the end of speech is known to 32 ms) -------------------------------------------
+        audible = self._assistant_audible(now)
+        events: list[VadEvent] = []
+        peak = 0.0
+        for w in range(0, len(chunk), VAD_WINDOW_SAMPLES_16K):
+            ref = None if reference_16k is None else reference_16k[w:w + VAD_WINDOW_SAMPLES_16K]
+            v0 = time.perf_counter()
+            try:
+                events += self.vad.process(chunk[w:w + VAD_WINDOW_SAMPLES_16K], audible, ref)
+                prob = float(self.vad.probability)
+            except Exception as exc:  # the VAD is not allowed to stop the conversation either
+                self._fault(exc, "vad", self.turn)
+                prob = 0.0
+            vad_s += time.perf_counter() - v0
+            peak = max(peak, prob)
+            end_sample = chunk_start + w + VAD_WINDOW_SAMPLES_16K
+            if prob >= self.config.voiced_prob:
+                self._recent_voiced.append((end_sample, end_sample / MODEL_INPUT_RATE + lag))
+                if self._input is not None:
+                    self._input.voiced_windows += 1
+                    self._input.speech_end_t = end_sample / MODEL_INPUT_RATE + lag
+        self.bus.emit("levels", self.turn, vad=round(peak, 4), assistant_audible=audible)
+        position = getattr(self.vad, "position", None)   # VADs that count samples from their last reset say so
+        if isinstance(position, int):
+            self._vad_base = self._stream_pos - position
+
+        opened_now = False
+        for ev in events:
+            ev = VadEvent(ev.kind, int(ev.sample) + self._vad_base, float(ev.prob))
+            if ev.kind == "onset":
+                self._vad_in_speech = True
+                if self._input is None:
+                    self._open_input(ev, chunk_start, now)
+                    opened_now = True
+                else:
+                    self._input.offset_t = None
+                    self.bus.emit("vad_onset", self._input.turn, at=round(ev.sample / MODEL_INPUT_RATE, 4),
+                                  prob=round(ev.prob, 4), reopened=True)
+            elif ev.kind == "offset":
+                self._vad_in_speech = False
+                turn = self._input.turn if self._input is not None else self.turn
+                self.bus.emit("vad_offset", turn, at=round(ev.sample / MODEL_INPUT_RATE, 4), prob=round(ev.prob, 4))
+                if self._input is not None and self._input.offset_t is None:
+                    self._input.offset_t = now
+
+        # --- the backend's listen step and its decision ------------------------------------------------------------
+        if self._input is not None and not opened_now:
+            self._input.audio.append(chunk)
+            result = self._listen(self._input, chunk)
+            if result is not None:
+                self._decide(self._input, result)
+        if self._input is not None:
+            self._check_timeouts(self._input, now)
+
+        self.stats.vad_ms += 1000.0 * vad_s
+        self._chunk_overhead_s += (time.perf_counter() - t0) - (self._backend_s - backend_before) - vad_s
+
+    def finish_stats(self) -> None:
+        """Count the time since the last chunk as that chunk's overhead (call once at the end of a run)."""
+        self._close_chunk_stats()
+
+    def _close_chunk_stats(self) -> None:
+        if self._stream_pos > 0:
+            self.stats.add_chunk(1000.0 * self._chunk_overhead_s)
+        self._chunk_overhead_s = 0.0
+
+    def _open_input(self, ev: VadEvent, chunk_start: int, now: float) -> None:
+        self.turn += 1
+        during = self._reply is not None
+        inp = _Input(turn=self.turn, opened_t=now, onset_sample=int(ev.sample), during_reply=during)
+        inp.voiced_windows = sum(1 for end, _ in self._recent_voiced if end > ev.sample)
+        ends = [t for end, t in self._recent_voiced if end > ev.sample]
+        inp.speech_end_t = ends[-1] if ends else now
+        self._input = inp
+        self.bus.emit("vad_onset", inp.turn, at=round(ev.sample / MODEL_INPUT_RATE, 4), prob=round(ev.prob, 4),
+                      during_reply=during)
+        if not during:
+            self._set_state(DuplexState.USER_SPEAKING)
+        audio = self._turn_audio_from_onset(inp.onset_sample)
+        self._begin_listening(inp, audio)
+
+    def _turn_audio_from_onset(self, onset_sample: int) -> np.ndarray:
+        """The VAD's pre-roll plus the input from the onset to now, cut to whole chunks ending now."""
+        try:
+            pre = np.asarray(self.vad.pre_roll(), dtype=np.float32).reshape(-1)
+        except Exception as exc:
+            self._fault(exc, "vad", self.turn)
+            pre = np.zeros(0, np.float32)
+        recent = np.concatenate(self._recent) if self._recent else np.zeros(0, np.float32)
+        since = max(0, min(self._stream_pos - onset_sample, len(recent)))
+        audio = np.concatenate([pre, recent[len(recent) - since:]]) if since else pre
+        whole = (len(audio) // CHUNK_SAMPLES_16K) * CHUNK_SAMPLES_16K
+        if whole == 0:
+            return np.concatenate([np.zeros(CHUNK_SAMPLES_16K - len(audio), np.float32), audio])
+        return audio[len(audio) - whole:]
+
+    def _begin_listening(self, inp: _Input, audio: np.ndarray) -> None:
+        """start_turn, then listen to ``audio`` (whole chunks); only the last chunk's decision counts."""
+        try:
+            self._timed(self.backend.start_turn, self.conv)
+        except Exception as exc:
+            self._fault(exc, "start_turn", inp.turn)
+            self._close_input(inp, reason="error")
+            return
+        chunks = audio.reshape(-1, CHUNK_SAMPLES_16K)
+        result = None
+        for i, c in enumerate(chunks):
+            inp.audio.append(c.copy())
+            result = self._listen(inp, c, preroll=i < len(chunks) - 1)
+            if result is None:
+                return
+        if result is not None and self._input is inp:
+            self._decide(inp, result)
+
+    def _listen(self, inp: _Input, chunk: np.ndarray, preroll: bool = False) -> ListenResult | None:
+        try:
+            result = self._timed(self.backend.listen, self.conv, chunk)
+        except Exception as exc:
+            self._fault(exc, "listen", inp.turn)
+            self._close_input(inp, reason="error")
+            return None
+        self.bus.emit("state_probs", inp.turn, probs=[round(float(p), 4) for p in result.probs],
+                      state=result.state, preroll=preroll, candidate=inp.during_reply)
+        self._user_text(inp, result)
+        return result
+
+    def _user_text(self, inp: _Input, result: ListenResult) -> None:
+        text = result.user_text
+        if text is None:
+            return
+        inp.user_text = text
+        inp.final_text = inp.final_text or result.final
+        if text == inp.emitted_text and not result.final:
+            return
+        if text.startswith(inp.emitted_text):
+            piece = text[len(inp.emitted_text):]
+            if piece or result.final:
+                extra = {"full": text} if result.final else {}
+                self.bus.emit("user_text", inp.turn, text=piece, final=result.final, candidate=inp.during_reply,
+                              **extra)
+        else:
+            self.bus.emit("user_text", inp.turn, text=text, partial=True, final=result.final,
+                          candidate=inp.during_reply)
+        inp.emitted_text = text
+
+    def _decide(self, inp: _Input, result: ListenResult, forced: str | None = None) -> None:
+        state = result.state
+        if state == "cl":
+            return
+        if state == "ss":
+            if inp.during_reply and self._reply is not None:
+                if inp.voiced_s < self.config.barge_in_min_voiced_s:
+                    self.bus.emit("turn_decision", inp.turn, state="el", backend_state="ss", reason="too_short",
+                                  voiced_s=round(inp.voiced_s, 3), candidate=True)
+                    self._close_input(inp, reason="too_short")
+                    return
+                self._barge_in(inp)
+                return
+            self.bus.emit("turn_decision", inp.turn, state="ss", reason=forced or "backend",
+                          voiced_s=round(inp.voiced_s, 3), candidate=False)
+            self._input = None
+            if self._vad_in_speech:   # a new onset must be possible at once (spec pitfall 27)
+                self._reset_vad()
+            self._start_reply(inp)
+            return
+        # 'el': a false onset, noise, a backchannel: nothing is answered and a running answer goes on.
+        self.bus.emit("turn_decision", inp.turn, state="el", reason=forced or "backend",
+                      voiced_s=round(inp.voiced_s, 3), candidate=inp.during_reply)
+        self._close_input(inp, reason="el")
+
+    def _close_input(self, inp: _Input, reason: str) -> None:
+        if self._input is inp:
+            self._input = None
+        if self._reply is None and self.state in (DuplexState.USER_SPEAKING, DuplexState.INTERRUPTED):
+            self._set_state(DuplexState.LISTENING)
+
+    def _check_timeouts(self, inp: _Input, now: float) -> None:
+        cfg = self.config
+        reason = None
+        if inp.offset_t is not None and now - inp.offset_t >= cfg.silence_timeout_s:
+            reason = "silence_timeout"
+        elif now - inp.opened_t >= cfg.max_turn_s:
+            reason = "max_turn"
+        if reason is None:
+            return
+        if inp.during_reply and self._reply is not None:
+            # Only a live 'ss' may interrupt an answer; a candidate that never got one is dropped.
+            self.bus.emit("turn_decision", inp.turn, state="el", reason=reason, voiced_s=round(inp.voiced_s, 3),
+                          candidate=True)
+            self._close_input(inp, reason=reason)
+            return
+        self._force_end(inp, reason)
+
+    def _force_end(self, inp: _Input, reason: str) -> None:
+        try:
+            result = self._timed(self.backend.end_of_input, self.conv)
+        except Exception as exc:
+            self._fault(exc, "end_of_input", inp.turn)
+            self._close_input(inp, reason="error")
+            return
+        self.bus.emit("state_probs", inp.turn, probs=[round(float(p), 4) for p in result.probs],
+                      state=result.state, preroll=False, candidate=inp.during_reply, end_of_input=True)
+        self._user_text(inp, result)
+        if result.state == "cl":
+            result = ListenResult(state="el", probs=result.probs, user_text=result.user_text, final=True)
+        self._decide(inp, result, forced=reason)
+
+    def end_of_input(self) -> None:
+        """The input stream ended (end of file, microphone closed): close an open user turn with the backend's
+        final decision."""
+        if self._input is not None:
+            inp = self._input
+            if inp.during_reply and self._reply is not None:
+                self.bus.emit("turn_decision", inp.turn, state="el", reason="end_of_input", candidate=True,
+                              voiced_s=round(inp.voiced_s, 3))
+                self._close_input(inp, reason="end_of_input")
+            else:
+                self._force_end(inp, "end_of_input")
+
+    def _reset_vad(self) -> None:
+        try:
+            self.vad.reset()
+        except Exception as exc:
+            self._fault(exc, "vad", self.turn)
+        self._vad_in_speech = False
+        self._vad_base = self._stream_pos
+
+    # ------------------------------------------------------------------------------------------------------------
+    # barge-in
+
+    def _barge_in(self, inp: _Input) -> None:
+        reply = self._reply
+        assert reply is not None
+        decided = self.clock.now()
+        reply.cancel.set()
+        self._close_iterator(reply)
+        report = self.sink.flush()
+        played = report.played_samples.get(reply.turn, self.sink.played_samples(reply.turn))
+        self._report_played(reply, decided)
+        heard = reply.transcript.heard_text(played).strip()
+        unheard = reply.transcript.unheard_text(played).strip()
+        self.bus.emit("turn_decision", inp.turn, state="ss", reason="backend", voiced_s=round(inp.voiced_s, 3),
+                      candidate=True, barge_in=True)
+        self._set_state(DuplexState.INTERRUPTED)
+        rate = self.backend.output_rate
+        self.bus.emit("interruption", inp.turn, reply_turn=reply.turn, heard_text=heard, unheard_text=unheard,
+                      played_s=round(played / rate, 4), dropped_s=round(report.dropped_samples / rate, 4),
+                      decision_t=round(decided, 6), flush_t=round(self.clock.now(), 6))
+        self._reply = None
+        self._remember(reply.user_text, heard)
+        try:
+            self._timed(self.backend.interrupted, self.conv, heard)
+        except Exception as exc:
+            self._fault(exc, "interrupted", reply.turn)
+        # The candidate becomes the new user turn: listened to again, from its pre-roll, on the corrected memory.
+        inp.during_reply = False
+        inp.user_text = inp.emitted_text = ""
+        audio = np.concatenate(inp.audio) if inp.audio else np.zeros(CHUNK_SAMPLES_16K, np.float32)
+        inp.audio = []
+        self._set_state(DuplexState.USER_SPEAKING)
+        self._begin_listening(inp, audio)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # speak steps
+
+    def _start_reply(self, inp: _Input) -> None:
+        self._set_state(DuplexState.THINKING)
+        cancel = threading.Event()
+        now = self.clock.now()
+        reply = _Reply(turn=inp.turn, cancel=cancel, iterator=None,
+                       transcript=ReplyTranscript(self.backend.output_rate), decided_t=now,
+                       speech_end_t=inp.speech_end_t if inp.speech_end_t is not None else now,
+                       user_text=inp.user_text)
+        try:
+            t0 = time.perf_counter()
+            reply.iterator = iter(self._timed(self.backend.reply, self.conv, cancel))
+            reply.compute_s += time.perf_counter() - t0
+        except Exception as exc:
+            self._fault(exc, "reply", inp.turn)
+            self._remember(inp.user_text, "")
+            self._set_state(DuplexState.LISTENING)
+            return
+        self._reply = reply
+
+    def wants_speak_step(self) -> bool:
+        reply = self._reply
+        return (reply is not None and reply.iterator is not None
+                and self.sink.pending_seconds() < self.config.playback_lead_s)
+
+    def speak_step(self) -> bool:
+        """One ``next()`` of the reply iterator. Returns False when there was nothing to do."""
+        reply = self._reply
+        if reply is None or reply.iterator is None:
+            return False
+        t0 = time.perf_counter()
+        backend_before = self._backend_s
+        self.stats.speak_steps += 1
+        try:
+            b0 = time.perf_counter()
+            try:
+                piece = next(reply.iterator)
+            finally:
+                dt = time.perf_counter() - b0
+                self._backend_s += dt
+                self.stats.backend_ms += 1000.0 * dt
+                if reply.first_audio_t is None:
+                    reply.compute_s += dt
+                    reply.steps += 1
+                if dt > self.config.slow_step_warn_s:
+                    log.debug("slow speak step: %.3f s", dt)
+        except StopIteration:
+            reply.iterator = None
+            self._generation_done(reply)
+        except Exception as exc:
+            reply.iterator = None
+            self._reply_failed(reply, exc)
+        else:
+            self._take_piece(reply, piece)
+        self._chunk_overhead_s += (time.perf_counter() - t0) - (self._backend_s - backend_before)
+        return True
+
+    def _take_piece(self, reply: _Reply, piece: ReplyPiece) -> None:
+        if not isinstance(piece, ReplyPiece):
+            raise TypeError(f"reply() must yield ReplyPiece, got {type(piece).__name__}")
+        reply.transcript.add(piece)
+        if piece.text:
+            self.bus.emit("assistant_text", reply.turn, text=piece.text)
+        if piece.audio is not None and len(piece.audio):
+            audio = np.asarray(piece.audio, dtype=np.float32).reshape(-1)
+            self.sink.enqueue(audio, self.backend.output_rate, reply.turn)
+            now = self.clock.now()
+            self._last_audible_t = now
+            rate = self.backend.output_rate
+            self.bus.emit("audio_out", reply.turn, samples=len(audio), rate=rate,
+                          seconds=round(len(audio) / rate, 4), total=reply.transcript.samples,
+                          segment_end=bool(piece.segment_end))
+            if reply.first_audio_t is None:
+                reply.first_audio_t = now
+                self._set_state(DuplexState.SPEAKING)
+                self._report_played(reply, now)
+
+    def _generation_done(self, reply: _Reply) -> None:
+        finish_transcript(reply.transcript)
+        if not reply.transcript.text and not reply.transcript.samples:
+            self.bus.emit("warning", reply.turn, kind="empty_reply", message="the backend produced no answer")
+        self.bus.emit("info", reply.turn, kind="generation_done", text_chars=len(reply.transcript.text),
+                      audio_s=round(reply.transcript.samples / self.backend.output_rate, 4))
+        if self.sink.pending_seconds() <= 0:
+            self._finish_reply(reply)
+
+    def _reply_failed(self, reply: _Reply, exc: BaseException) -> None:
+        self._fault(exc, "reply", reply.turn)
+        reply.failed = True
+        reply.cancel.set()
+        self._close_iterator(reply)
+        # What is already queued still plays; memory keeps only what the user will hear.
+        spoken = reply.transcript.spoken_text().strip()
+        try:
+            self._timed(self.backend.interrupted, self.conv, spoken)
+        except Exception as exc2:
+            self._fault(exc2, "interrupted", reply.turn)
+        if self.sink.pending_seconds() <= 0:
+            self._finish_reply(reply)
+
+    def _finish_reply(self, reply: _Reply) -> None:
+        if self._reply is not reply:
+            return
+        self._report_played(reply, self.clock.now())
+        self._reply = None
+        heard = reply.transcript.spoken_text().strip() if reply.failed else reply.transcript.text.strip()
+        self._remember(reply.user_text, heard)
+        self._emit_memory(reply.turn)
+        if self._input is not None:
+            # A candidate that was listened to during the answer is now an ordinary user turn.
+            self._input.during_reply = False
+            self._set_state(DuplexState.USER_SPEAKING)
+        else:
+            self._set_state(DuplexState.LISTENING)
+
+    def _close_iterator(self, reply: _Reply) -> None:
+        it, reply.iterator = reply.iterator, None
+        close = getattr(it, "close", None)
+        if close is not None:
+            try:
+                self._timed(close)
+            except Exception as exc:
+                self._fault(exc, "reply", reply.turn)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # memory
+
+    def _remember(self, user_text: str, assistant_text: str) -> None:
+        self.history.append({"role": "user", "content": user_text or ""})
+        self.history.append({"role": "assistant", "content": assistant_text or ""})
+
+    def _emit_memory(self, turn: int) -> None:
+        """Context length and process memory after each answer (the UI's context meter; long-run checks)."""
+        rss_mb = None
+        if _PROCESS is not None:
+            try:
+                rss_mb = round(_PROCESS.memory_info().rss / 2**20, 1)
+            except Exception:  # psutil can fail in odd sandboxes; the figure is optional
+                rss_mb = None
+        self.bus.emit("context", turn, kind="turn_end",
+                      context_tokens=self.conv.context_tokens if self.conv is not None else None,
+                      limit=self.config.max_context_tokens, rss_mb=rss_mb)
+
+    def _maybe_rebuild_context(self) -> None:
+        conv = self.conv
+        if conv is None:
+            return
+        cfg = self.config
+        limit = cfg.max_context_tokens
+        if not self._conv_dirty and conv.context_tokens < cfg.rebuild_at * limit:
+            return
+        before = conv.context_tokens
+        history = [dict(m) for m in self.history]
+        target = cfg.rebuild_target * limit
+        # Drop the oldest turns until the rebuilt context fits the target (estimated first, then measured).
+        while history and _estimate_tokens(history) > target:
+            history = history[2:]
+        t0 = time.perf_counter()
+        new = None
+        for _ in range(6):
+            try:
+                new = self._timed(rebuild_context, self.backend, conv, history)
+            except Exception as exc:
+                self._fault(exc, "rebuild_context", self.turn)
+                new = None
+                break
+            if new.context_tokens <= target or not history:
+                break
+            history = history[2:]
+        if new is None:
+            try:
+                new = self._timed(self.backend.new_conversation, self.system_prompt)
+                history = []
+            except Exception as exc:
+                self._fault(exc, "new_conversation", self.turn)
+                return
+        self.conv = new
+        self._conv_dirty = False
+        self.rebuilds += 1
+        self.bus.emit("context", self.turn, kind="rebuild", before_tokens=before, after_tokens=new.context_tokens,
+                      turns_kept=len(history) // 2, limit=limit,
+                      compute_ms=round(1000.0 * (time.perf_counter() - t0), 1))
+
+    # ------------------------------------------------------------------------------------------------------------
+    # helpers
+
+    def _timed(self, fn, *args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            dt = time.perf_counter() - t0
+            self._backend_s += dt
+            self.stats.backend_ms += 1000.0 * dt
+
+    def _set_state(self, state: DuplexState) -> None:
+        if state == self.state:
+            return
+        prev, self.state = self.state, state
+        self.bus.emit("state", self.turn, state=state.value, prev=prev.value)
+
+    def _fault(self, exc: BaseException, where: str, turn: int) -> None:
+        self.errors += 1
+        kind = "out_of_memory" if _is_oom(exc) else "backend"
+        if where == "vad":
+            kind = "vad"
+        log.error("%s failed (%s): %s", where, kind, exc, exc_info=exc)
+        if kind == "out_of_memory":
+            _free_cuda_cache()
+        if where != "vad":
+            self._conv_dirty = True   # the model's state may be half-updated: rebuild it between turns
+        self.bus.emit("error", turn, where=where, kind=kind, message=f"{type(exc).__name__}: {exc}")
+
+
+def _estimate_tokens(history: list[dict[str, str]]) -> float:
+    return sum(len(m.get("content") or "") / 3.5 + 4 for m in history)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+        if oom is not None and isinstance(exc, oom):
+            return True
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+
+
+def _free_cuda_cache() -> None:
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover - best effort
+        log.debug("could not empty the CUDA cache", exc_info=True)
+
+
+class EngineThread:
+    """Runs :meth:`Engine.run` in its own worker thread (for callers that do not bring one, e.g. a plain script;
+    the Qt app may instead call ``engine.run`` from its QThread). :meth:`stop` never hangs: it joins with a timeout.
+    """
+
+    def __init__(self, engine: Engine, source: ChunkSource, name: str = "parley-engine") -> None:
+        self.engine = engine
+        self.source = source
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    def _main(self) -> None:
+        try:
+            self.engine.run(self.source, self._stop)
+        except BaseException as exc:  # reported, never lost in a dead thread
+            self.error = exc
+            log.exception("engine thread crashed")
+            self.engine.bus.emit("error", self.engine.turn, where="engine", kind="crash",
+                                 message=f"{type(exc).__name__}: {exc}")
+
+    def start(self) -> "EngineThread":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the loop to end and wait at most ``timeout`` s (a speak step in progress finishes first).
+        Returns True when the thread ended."""
+        self._stop.set()
+        self.engine.request_stop()
+        self._thread.join(timeout)
+        alive = self._thread.is_alive()
+        if alive:
+            log.warning("engine thread still busy after %.1f s (a model step is running); left as daemon", timeout)
+        return not alive
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from _paths import TINY_A_CHECKPOINTS, TINY_A_EXPECTED
-from core.model.freeze_omni.codec import TiCodec, fold_weight_norm
+from core.model.freeze_omni.codec import CodecConfig, TiCodec, fold_weight_norm
 from core.model.freeze_omni.errors import CheckpointError
 from core.runtime import configure_torch_threads
 
@@ -31,6 +31,35 @@ def test_config(codec: TiCodec) -> None:
     assert codec.default_global_tokens == [47, 32] and codec.sample_rate == 24000
     assert c.generator_channels(0) == 128  # the global feature is added after stage 0 in this config
     assert c.global_stage == 0 and c.global_feature_conv[0] == c.encoder_channels(0) == 64
+
+
+RELEASE_CODEC_JSON = {
+    "resblock": "1", "upsample_rates": [8, 5, 5, 3], "upsample_kernel_sizes": [16, 11, 11, 5],
+    "upsample_initial_channel": 512, "resblock_kernel_sizes": [3, 7, 11],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "sampling_rate": 24000, "n_code_groups": 1,
+    "residul_layer": 1, "n_codes": 1024, "global_code_num": 8, "global_feature_conv": [128, 64, 128, 3, 1],
+    "global_tokens": [473, 975, 419, 219, 565, 121, 550, 616],
+}
+
+
+def test_release_config_shapes() -> None:
+    """The released codec/model.json: 600 samples per token exactly, global feature after stage 1 (128 ch),
+    GlobalTokenEncoder on encoder stage 1, parameter counts of spec §10.1 (weight norm folded)."""
+    config = CodecConfig.from_dict(RELEASE_CODEC_JSON)
+    assert config.output_length(40) == 24_000 and config.hop == 600
+    assert [config.generator_channels(i) for i in range(4)] == [256, 128, 64, 32]
+    assert config.global_stage == 1 and config.encoder_channels(1) == 128
+    with torch.device("meta"):
+        model = TiCodec(config)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert (count(model.generator), count(model.encoder), count(model.quantizer)) == (15_369_857, 47_332_032,
+                                                                                      655_360)
+
+
+def test_config_rejects_mismatched_global_encoder() -> None:
+    with pytest.raises(CheckpointError) as info:
+        CodecConfig.from_dict({**RELEASE_CODEC_JSON, "global_feature_conv": [64, 64, 128, 3, 1]})
+    assert info.value.key == "global_feature_conv"
 
 
 def test_unit_codec_parity(codec: TiCodec) -> None:

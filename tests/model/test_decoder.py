@@ -45,6 +45,17 @@ def test_config_parsed_from_model_json(decoder: SpeechDecoder) -> None:
     assert len(decoder.layers_pre_nn) == 2 and len(decoder.layers) == 4 and len(decoder.layers_prefix) == 4
 
 
+def test_release_dimensions_give_the_spec_parameter_count() -> None:
+    """The released model.json dimensions (896/4864/14 heads, 4+4+2 layers, odim 1024) -> 164 718 980 params."""
+    raw = json.loads((DECODER_DIR / "model.json").read_text())
+    raw[2].update(idim=896, odim=1024, transformer_attention_dim=896, transformer_linear_units=4864,
+                  transformer_attention_heads=14, encoder_output_dim=896)
+    with torch.device("meta"):
+        model = SpeechDecoder(DecoderConfig.from_obj(raw))
+    assert sum(p.numel() for p in model.parameters()) == 164_718_980
+    assert model.embedding.weight.shape == (1028, 896) and model.config.eos == 1026
+
+
 def test_unit_decoder_parity(decoder: SpeechDecoder) -> None:
     """Greedy tokens exactly, logits of every step (incl. the eos step) within 1e-4.
 
@@ -99,6 +110,16 @@ def test_prefill_is_bidirectional(decoder: SpeechDecoder) -> None:
     p = a.prefix_len
     assert torch.equal(a.layers[0].keys[:, :, :p], b.layers[0].keys[:, :, :p])  # prefix slots untouched
     assert not torch.allclose(a.layers[1].keys[:, :, p], b.layers[1].keys[:, :, p])
+
+
+def test_empty_text_and_no_prefix(decoder: SpeechDecoder) -> None:
+    """An empty post-processed text gives 0 rows: X is just bos; without a prefix P = 0."""
+    state = decoder.prefill(torch.zeros(0, decoder.config.idim), None)
+    assert (state.text_len, state.prefix_len, state.cache_len, state.next_position) == (1, 0, 1, 1)
+    tokens = list(decoder.generate(torch.zeros(0, 32), torch.zeros(0, 32), top_k=1, max_tokens=8))
+    assert all(0 <= t < decoder.config.odim for t in tokens)
+    with pytest.raises(ValueError, match="hidden must have shape"):
+        decoder.prefill(torch.zeros(4, 31))
 
 
 def test_generate_respects_max_tokens(decoder: SpeechDecoder) -> None:

@@ -176,6 +176,10 @@ class CodecConfig:
         if GLOBAL_DIM not in [config.generator_channels(i) for i in range(config.num_stages)]:
             raise CheckpointError(path, "upsample_initial_channel",
                                   f"no generator stage has {GLOBAL_DIM} channels to receive the global feature")
+        if config.global_stage < 0 or config.encoder_channels(config.global_stage) != config.global_feature_conv[0]:
+            raise CheckpointError(path, "global_feature_conv",
+                                  f"the GlobalTokenEncoder input ({config.global_feature_conv[0]} channels) does not "
+                                  f"match encoder stage {config.global_stage} (num_stages // 2 - 1)")
         if (len(config.global_tokens) != config.global_code_num
                 or not all(isinstance(t, int) and 0 <= t < config.n_codes for t in config.global_tokens)):
             raise CheckpointError(path, "global_tokens", f"expected {config.global_code_num} ids in "

@@ -290,7 +290,7 @@ class SelfAttention(nn.Module):
             k, v = cache.append(k, v)
         scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.head_dim)
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = torch.matmul(weights, v).transpose(1, 2).reshape(batch, n, -1)
+        out = torch.matmul(weights, v).transpose(1, 2).reshape(batch, n, self.num_heads * self.head_dim)
         return self.o_proj(out)
 
 

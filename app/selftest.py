@@ -85,12 +85,12 @@ def run_self_test(args: argparse.Namespace) -> int:
     try:
         parts.append(f"main window {open_main_window()} offscreen")
     except Exception as exc:
-        log.exception("main window failed")
+        log.debug("main window failed", exc_info=True)
         problems.append(f"main window: {type(exc).__name__}: {exc}")
     try:
         parts.append(load_lite())
     except Exception as exc:
-        log.exception("lite profile failed")
+        log.debug("lite profile failed", exc_info=True)
         problems.append(f"lite profile: {type(exc).__name__}: {exc}")
     if problems:
         for problem in problems:

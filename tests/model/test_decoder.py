@@ -172,6 +172,7 @@ def test_runs_in_bfloat16() -> None:
     steps = list(model.iter_steps(torch.from_numpy(d["decoder_hidden_in"]), torch.from_numpy(d["decoder_prefix_in"]),
                                   top_k=1, max_tokens=25))
     assert steps and steps[0].logits.dtype == torch.bfloat16
+    assert model.rope_inv_freq.dtype == torch.float32  # RoPE angles are computed in float32, then cast
     assert all(0 <= s.token < model.config.odim or s.is_eos for s in steps)
 
 

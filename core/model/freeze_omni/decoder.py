@@ -396,9 +396,10 @@ class SpeechDecoder(nn.Module):
             model = cls(config)
         check_state_dict(model.state_dict(), state, weights_path)
         model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
-        model.rope_inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta)
+        model.rope_inv_freq = torch.empty(0)
         model = model.to(device=device, dtype=dtype).eval()
-        model.rope_inv_freq = model.rope_inv_freq.to(torch.float32)  # the frequency table stays float32
+        # Recomputed after the cast: the frequency table stays float32 whatever the compute dtype.
+        model.rope_inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta).to(model.device)
         log.info("speech decoder loaded from %s: %d params, odim %d, hidden %d, %d+%d+%d layers, %s %s",
                  folder, sum(p.numel() for p in model.parameters()), config.odim, config.hidden_size,
                  config.pre_nn_layers, config.num_layers, config.num_layers if config.prefix_finetune else 0,

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # Event types hidden unless "all events" is ticked: many per second, little to read.
 NOISY_TYPES = frozenset({"levels", "state_probs", "audio_played", "audio_out"})
 MAX_TIMELINE_ROWS = 20_000
+MAX_PLAY_SECONDS = 600.0      # one play reads at most this much audio into memory
 STREAM_LABELS = {
     "mic_raw": "Microphone (raw)",
     "mic_clean": "Microphone (echo-cancelled)",
@@ -271,7 +272,7 @@ class SessionBrowser(QDialog):
                     offset = start_s - float(info["start_t"])
                 first = max(0, min(f.frames, int(round(offset * rate))))
                 f.seek(first)
-                data = f.read(dtype="float32")
+                data = f.read(frames=int(MAX_PLAY_SECONDS * rate), dtype="float32")
         except Exception as exc:  # noqa: BLE001 - a broken file is a status line, not a crash
             self._status(f"Cannot read {path.name}: {exc}")
             return False

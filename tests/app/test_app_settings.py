@@ -184,7 +184,8 @@ def test_lite_voice_and_backbone_paths(tmp_path):
 
 def test_global_token_check():
     assert check_global_tokens(list(RELEASE_GLOBAL_TOKENS)) is None
-    assert check_global_tokens([1] * 7)
+    assert check_global_tokens([])
+    assert check_global_tokens("1 2 3")
     assert check_global_tokens([1] * 7 + [1024])
     assert check_global_tokens([1] * 7 + [True])
 

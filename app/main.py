@@ -1,0 +1,43 @@
+"""``parley`` with no subcommand: the desktop app.
+
+Before Qt is touched, a missing display is reported in one line (and exit code 2) instead of Qt's abort. A missing
+sound server or audio device does not stop the app: it opens and shows the problem with what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def run_app(args: argparse.Namespace | None = None) -> int:
+    from core.doctor import display_problem
+
+    problem = display_problem()
+    if problem:
+        sys.stderr.write(f"parley: {problem}\n")   # the CLI's one-line message (not a log line)
+        return 2
+
+    import app  # noqa: F401  (applies the PySide6 reference-count fix before Qt starts)
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+    from core.settings import load_settings
+
+    qt_app = QApplication.instance() or QApplication(sys.argv[:1])
+    qt_app.setApplicationName("Parley")
+    qt_app.setOrganizationName("Parley")
+    qt_app.setStyle("Fusion")
+    loaded = load_settings()
+    window = MainWindow(loaded)
+    window.show()
+    first_run = not loaded.existed or not loaded.settings.ui.first_run_done
+    QTimer.singleShot(0, lambda: window.run_startup_checks(first_run))
+    QTimer.singleShot(0, window.start_engine)
+    code = qt_app.exec()
+    log.info("the app exited with code %s", code)
+    return int(code)

@@ -1,0 +1,563 @@
+"""The main window: transcript on the left, duplex-state panel on the right, controls in the tool bar.
+
+``MainWindow(settings)`` only builds widgets and starts an idle worker thread: it needs no audio device and no model,
+so it works offscreen (self-test, tests). :meth:`MainWindow.start_engine` loads the profile (``run_app`` calls it).
+Engine events arrive in :meth:`handle_event` (batched by the worker); tests may call it directly with
+:class:`core.engine.events.Event` objects.
+
+Keys: Esc stops the assistant speaking; with push-to-talk on, hold Space to talk (while the window has focus).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QEvent, QObject, Qt, QThread, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QLabel,
+    QMainWindow,
+    QSplitter,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.widgets.duplex import DuplexPanel, to_db
+from app.widgets.notify import NotificationArea
+from app.widgets.transcript import TranscriptView
+from app.worker import EngineWorker, StackFactory
+from core.settings import Settings, save_settings
+
+log = logging.getLogger(__name__)
+
+# The engine's threads run Python between their torch/onnxruntime calls. With CPython's default 5 ms GIL switch
+# interval the GUI thread can wait tens of ms for the GIL on every callback; 1 ms keeps the event loop's lateness
+# well under 50 ms (measured: max 60 ms -> 8 ms with a busy Python thread) at a negligible cost to the engine.
+GUI_SWITCH_INTERVAL_S = 0.001
+
+
+def _as_settings(settings: Any) -> tuple[Settings, list[str]]:
+    """Accept a Settings or a core.settings.LoadResult (what load_settings() returns)."""
+    if settings is None:
+        return Settings(), []
+    if isinstance(settings, Settings):
+        return settings, []
+    inner = getattr(settings, "settings", None)
+    if isinstance(inner, Settings):
+        return inner, list(getattr(settings, "warnings", []) or [])
+    raise TypeError(f"MainWindow needs Settings, got {type(settings).__name__}")
+
+
+class MainWindow(QMainWindow):
+    # requests to the worker (queued into the worker thread)
+    req_load = Signal(object)
+    req_apply = Signal(object)
+    req_start = Signal()
+    req_stop = Signal()
+    req_mute = Signal(bool)
+    req_stop_speaking = Signal()
+    req_ptt_mode = Signal(bool)
+    req_ptt = Signal(bool)
+    req_new_conversation = Signal()
+    req_record = Signal(bool)
+    req_shutdown = Signal()
+    # for observers/tests
+    event_handled = Signal(object)
+    state_changed = Signal(str)
+
+    def __init__(self, settings: Any = None, stack_factory: StackFactory | None = None,
+                 persist: bool = True, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        if sys.getswitchinterval() > GUI_SWITCH_INTERVAL_S:
+            sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)
+        self.settings, load_warnings = _as_settings(settings)
+        self.persist = persist
+        self.state = "idle"
+        self.states_seen: list[str] = []
+        self.profile_loaded: str | None = None
+        self.loading = False
+        self.listening = False
+        self._latency_by_turn: dict[int, float] = {}
+        self._ptt_down = False
+        self._closing = False
+        self.setWindowTitle("Parley")
+        self.setMinimumSize(760, 480)
+        self._build_ui()
+        self._restore_geometry()
+        for w in load_warnings:
+            self.notify("warning", f"Settings: {w}")
+        # the worker thread (idle until start_engine)
+        self.thread_ = QThread(self)
+        self.thread_.setObjectName("parley-worker")
+        self.worker = EngineWorker(stack_factory)
+        self.worker.moveToThread(self.thread_)
+        self._connect_worker()
+        self.thread_.start()
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)
+        self._update_controls()
+
+    # ------------------------------------------------------------------------------------------------ UI ----
+
+    def _build_ui(self) -> None:
+        tb = QToolBar("Controls", self)
+        tb.setObjectName("controls")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.addToolBar(tb)
+
+        def action(text: str, shortcut: str | QKeySequence.StandardKey | None, tip: str,
+                   checkable: bool = False, slot=None) -> QAction:
+            a = QAction(text, self)
+            a.setCheckable(checkable)
+            if shortcut:
+                a.setShortcut(QKeySequence(shortcut))
+                a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            a.setToolTip(f"{tip} ({QKeySequence(shortcut).toString()})" if shortcut else tip)
+            if slot is not None:
+                (a.toggled if checkable else a.triggered).connect(slot)
+            tb.addAction(a)
+            return a
+
+        self.act_listen = action("Start listening", "Ctrl+L", "Start or stop listening to the microphone", True,
+                                 self._on_listen_toggled)
+        self.act_mute = action("Mute mic", "Ctrl+M", "Mute the microphone (the assistant keeps talking)", True,
+                               self._on_mute_toggled)
+        self.act_stop = action("Stop speaking", "Esc", "Stop the assistant speaking now", False,
+                               self.stop_speaking)
+        tb.addSeparator()
+        self.act_ptt = action("Push-to-talk", "Ctrl+T", "Push-to-talk: hold Space while the window has focus",
+                              True, self._on_ptt_toggled)
+        self.act_new = action("New conversation", "Ctrl+N", "Forget this conversation and start afresh", False,
+                              self.new_conversation)
+        self.act_record = action("Record session", "Ctrl+R", "Record this session (audio + events) to disk",
+                                 True, self._on_record_toggled)
+        tb.addSeparator()
+        self.act_settings = action("Settings…", "Ctrl+,", "Devices, profile, voice, persona, thresholds", False,
+                                   self.open_settings)
+        self.act_models = action("Models…", None, "Model files, checksums, downloads, GPU fit", False,
+                                 self.open_model_manager)
+        self.act_doctor = action("Check setup…", None, "Check audio, display, GPU and model files", False,
+                                 self.open_doctor)
+        for a in tb.actions():
+            w = tb.widgetForAction(a)
+            if w is not None:
+                w.setFocusPolicy(Qt.FocusPolicy.NoFocus)   # Space must reach push-to-talk, not a button
+        self.act_ptt.blockSignals(True)
+        self.act_ptt.setChecked(self.settings.ui.push_to_talk)
+        self.act_ptt.blockSignals(False)
+        self.act_record.blockSignals(True)
+        self.act_record.setChecked(self.settings.recording.enabled)
+        self.act_record.blockSignals(False)
+
+        central = QWidget(self)
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        self.notices = NotificationArea(central)
+        outer.addWidget(self.notices)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, central)
+        self.transcript = TranscriptView(self.splitter)
+        self.transcript.set_persona(self.settings.persona.name)
+        self.panel = DuplexPanel(self.splitter)
+        self.panel.chart.seconds = self.settings.ui.chart_seconds
+        self.splitter.addWidget(self.transcript)
+        self.splitter.addWidget(self.panel)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        outer.addWidget(self.splitter, 1)
+        self.setCentralWidget(central)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+        sb = self.statusBar()
+        self.status_profile = QLabel("no model loaded")
+        self.status_context = QLabel("")
+        self.status_record = QLabel("")
+        sb.addWidget(self.status_profile, 1)
+        sb.addPermanentWidget(self.status_context)
+        sb.addPermanentWidget(self.status_record)
+        self._update_record_label()
+
+    def _connect_worker(self) -> None:
+        w = self.worker
+        self.req_load.connect(w.load)
+        self.req_apply.connect(w.apply)
+        self.req_start.connect(w.start_listening)
+        self.req_stop.connect(w.stop_listening)
+        self.req_mute.connect(w.set_muted)
+        self.req_stop_speaking.connect(w.stop_speaking)
+        self.req_ptt_mode.connect(w.set_push_to_talk)
+        self.req_ptt.connect(w.push_to_talk)
+        self.req_new_conversation.connect(w.new_conversation)
+        self.req_record.connect(w.set_recording)
+        self.req_shutdown.connect(w.shutdown)
+        w.events_ready.connect(self._drain_events)
+        w.notice.connect(self.notify)
+        w.loading.connect(self._on_loading)
+        w.profile_ready.connect(self._on_profile_ready)
+        w.profile_failed.connect(self._on_profile_failed)
+        w.listening.connect(self._on_listening)
+        w.stopped.connect(self.thread_.quit, Qt.ConnectionType.DirectConnection)
+
+    # ------------------------------------------------------------------------------------------ engine ----
+
+    def start_engine(self, listen: bool = True) -> None:
+        """Load the configured profile in the worker, then start listening (unless push-to-talk is set up)."""
+        self._listen_after_load = listen
+        self.req_load.emit(self.settings.copy())
+
+    def _on_loading(self, busy: bool, text: str) -> None:
+        self.loading = busy
+        if busy:
+            self.panel.set_state("loading", text)
+            self.status_profile.setText(text)
+        elif self.state in ("idle", "loading"):
+            self.panel.set_state("idle", "")
+        self._update_controls()
+
+    def _on_profile_ready(self, info: dict) -> None:
+        active: Settings = info["settings"]
+        self.profile_loaded = info["profile"]
+        self.status_profile.setText(f"Profile: {info.get('description') or info['profile']}")
+        self.settings.ui.last_profile = info["profile"]
+        self._save()
+        self.req_ptt_mode.emit(self.act_ptt.isChecked())
+        if self.act_record.isChecked():
+            self.req_record.emit(True)
+        if getattr(self, "_listen_after_load", False) and not self.listening:
+            self._listen_after_load = False
+            self.act_listen.setChecked(True)
+        self.notify("info", f"{active.model.profile} profile ready")
+        self._update_controls()
+
+    def _on_profile_failed(self, message: str) -> None:
+        self.notify("error", message)
+        if self.profile_loaded is None:
+            self.status_profile.setText("no model loaded")
+        self._update_controls()
+
+    def _on_listening(self, on: bool) -> None:
+        self.listening = on
+        self.act_listen.blockSignals(True)
+        self.act_listen.setChecked(on)
+        self.act_listen.blockSignals(False)
+        if not on:
+            self._set_state("idle")
+        elif self.state == "idle":
+            self._set_state("listening")
+        self._update_controls()
+
+    def _drain_events(self) -> None:
+        for ev in self.worker.take_events():
+            self.handle_event(ev)
+
+    # ------------------------------------------------------------------------------------------ events ----
+
+    def handle_event(self, ev: Any) -> None:
+        """Render one engine event (a core.engine.events.Event, or a dict as in events.jsonl)."""
+        if isinstance(ev, dict):
+            etype, turn, data, t = ev.get("type"), int(ev.get("turn", 0)), ev, ev.get("t")
+        else:
+            etype, turn, data, t = ev.type, ev.turn, ev.data, ev.t
+        try:
+            self._dispatch(etype, turn, data, None if t is None else float(t))
+        except Exception:  # a malformed event must never take the window down
+            log.exception("cannot render event %r", ev)
+        self.event_handled.emit(ev)
+
+    def _dispatch(self, etype: str, turn: int, d: dict, t: float | None = None) -> None:
+        if etype == "state":
+            self._set_state(str(d.get("state", "")), t)
+        elif etype == "state_probs":
+            probs = d.get("probs")
+            if probs is not None:
+                self.panel.add_probs([float(x) for x in probs][:3], t)
+            if d.get("vad") is not None:
+                self.panel.add_vad(float(d["vad"]), t)
+        elif etype == "turn_decision":
+            labels = {"cl": "keep listening", "ss": "answer", "el": "ignore"}
+            st = d.get("state", "")
+            self.panel.detail.setText(f"turn {turn}: decision {labels.get(st, st)}")
+        elif etype == "user_text":
+            self.transcript.user_text(turn, str(d.get("text") or ""),
+                                      partial=bool(d.get("partial") or d.get("replace")),
+                                      final=bool(d.get("final")),
+                                      full=str(d["full"]) if d.get("full") is not None else None)
+        elif etype == "assistant_text":
+            self.transcript.assistant_text(turn, str(d.get("text", "")))
+        elif etype == "interruption":   # emitted on the barge-in turn; reply_turn names the cut-off answer
+            self.transcript.interrupted(int(d.get("reply_turn", turn)), str(d.get("unheard_text") or ""))
+        elif etype == "latency":
+            ms = d.get("first_played_ms", d.get("first_audio_ms"))
+            if ms is not None:
+                self._latency_by_turn[turn] = float(ms)
+                self.transcript.entry(turn, "assistant").data.latency_ms = None
+                self.transcript.latency(turn, float(ms))
+                self.panel.latency.values = list(self._latency_by_turn.values())
+                self.panel.latency_label.setText(self.panel.latency.summary())
+        elif etype == "levels":
+            self._levels(d, t)
+        elif etype == "vad_onset":
+            if d.get("prob") is not None:
+                self.panel.add_vad(float(d["prob"]), t)
+        elif etype in ("warning", "error"):
+            self.notify(etype, str(d.get("message") or d.get("text") or d.get("code") or etype))
+        elif etype == "info":
+            if d.get("notify"):
+                self.notify("info", str(d.get("message") or d.get("text") or ""))
+        elif etype == "context":
+            tokens = d.get("context_tokens")
+            if tokens is not None:
+                self.status_context.setText(f"context {int(tokens)} tokens")
+
+    def _levels(self, d: dict, t: float | None = None) -> None:
+        def pick(*keys: str) -> float | None:
+            for k in keys:
+                if d.get(k) is not None:
+                    return to_db(float(d[k]), is_db=k.endswith("_db") or k.endswith("dbfs"))
+            return None
+
+        self.panel.set_levels(mic=pick("mic_db", "raw_db", "mic", "raw", "mic_rms", "raw_rms"),
+                              clean=pick("clean_db", "cleaned_db", "clean", "cleaned", "clean_rms"),
+                              out=pick("out_db", "output_db", "out", "output", "out_rms", "output_rms"))
+        if d.get("vad") is not None:
+            self.panel.add_vad(float(d["vad"]), t)
+
+    def _display_state(self, state: str) -> str:
+        if state in ("idle", "listening") and self.listening:
+            if self.act_mute.isChecked():
+                return "muted"
+            if self.act_ptt.isChecked():
+                return "user_speaking" if self._ptt_down else "push_to_talk"
+            return "listening"
+        return state
+
+    def _set_state(self, state: str, t: float | None = None) -> None:
+        if not state:
+            return
+        self.state = state
+        if not self.states_seen or self.states_seen[-1] != state:
+            self.states_seen.append(state)
+        self.panel.set_state(self._display_state(state), t=t)
+        self.state_changed.emit(state)
+        self._update_controls()
+
+    # ------------------------------------------------------------------------------------------ controls ----
+
+    def _update_controls(self) -> None:
+        have = self.profile_loaded is not None and not self.loading
+        self.act_listen.setEnabled(have)
+        self.act_listen.setText("Stop listening" if self.listening else "Start listening")
+        self.act_mute.setEnabled(have)
+        self.act_stop.setEnabled(have)
+        self.act_new.setEnabled(have)
+
+    def _on_listen_toggled(self, on: bool) -> None:
+        (self.req_start if on else self.req_stop).emit()
+
+    def _on_mute_toggled(self, on: bool) -> None:
+        self.act_mute.setText("Unmute mic" if on else "Mute mic")
+        self.req_mute.emit(on)
+        self._set_state(self.state)
+
+    def _on_ptt_toggled(self, on: bool) -> None:
+        self.settings.ui.push_to_talk = on
+        self._save()
+        self.req_ptt_mode.emit(on)
+        if on:
+            self.notify("info", "Push-to-talk: hold Space while the Parley window has focus.")
+        self._set_state(self.state)
+
+    def _on_record_toggled(self, on: bool) -> None:
+        self.settings.recording.enabled = on
+        self._save()
+        self.req_record.emit(on)
+        self._update_record_label()
+
+    def _update_record_label(self) -> None:
+        self.status_record.setText("● recording" if self.settings.recording.enabled else "")
+        self.status_record.setStyleSheet("color: #c63b32; font-weight: bold;")
+
+    def stop_speaking(self) -> None:
+        self.req_stop_speaking.emit()
+
+    def new_conversation(self) -> None:
+        self.req_new_conversation.emit()
+        self.transcript.clear()
+        self.panel.reset()
+        self._latency_by_turn.clear()
+
+    def set_push_to_talk_pressed(self, pressed: bool) -> None:
+        if pressed == self._ptt_down:
+            return
+        self._ptt_down = pressed
+        self.req_ptt.emit(pressed)
+        self._set_state(self.state)
+
+    def eventFilter(self, obj: QObject, ev: QEvent) -> bool:  # noqa: N802
+        t = ev.type()
+        if t in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and self.act_ptt.isChecked():
+            if ev.key() == Qt.Key.Key_Space and isinstance(obj, QWidget) and obj.window() is self:
+                if not ev.isAutoRepeat():
+                    self.set_push_to_talk_pressed(t == QEvent.Type.KeyPress)
+                return True
+        return False
+
+    def focusOutEvent(self, ev) -> None:  # noqa: N802
+        if self._ptt_down:   # never leave the mic open when the window loses focus mid-press
+            self.set_push_to_talk_pressed(False)
+        super().focusOutEvent(ev)
+
+    def changeEvent(self, ev: QEvent) -> None:  # noqa: N802
+        if ev.type() == QEvent.Type.ActivationChange and not self.isActiveWindow() and self._ptt_down:
+            self.set_push_to_talk_pressed(False)
+        super().changeEvent(ev)
+
+    # ------------------------------------------------------------------------------------------ notices ----
+
+    def notify(self, level: str, text: str) -> None:
+        self.notices.notify(level, text)
+
+    # ------------------------------------------------------------------------------------------ dialogs ----
+
+    def open_settings(self) -> None:
+        from app.settings_dialog import SettingsDialog
+
+        dlg = SettingsDialog(self.settings, self)
+        dlg.applied.connect(self.apply_settings)
+        dlg.open()
+        self._settings_dialog = dlg
+
+    def open_model_manager(self) -> None:
+        from app.model_manager import ModelManagerDialog
+
+        dlg = ModelManagerDialog(self.settings, self)
+        dlg.use_folders.connect(self._use_model_folders)
+        dlg.open()
+        self._model_dialog = dlg
+
+    def open_doctor(self) -> None:
+        from app.doctor_dialog import DoctorDialog
+
+        dlg = DoctorDialog(self.settings, self)
+        dlg.open()
+        self._doctor_dialog = dlg
+
+    def run_startup_checks(self, first_run: bool = False) -> None:
+        """First run: open the setup check. Every start: check audio/display/weights in the background and show
+        each failure as a banner with what to do (the window stays usable)."""
+        if first_run:
+            from app.doctor_dialog import DoctorDialog
+
+            dlg = DoctorDialog(self.settings, self, first_run=True)
+            dlg.open()
+            self._doctor_dialog = dlg
+            return
+        from app.tasks import BackgroundTask
+        from core.doctor import run_checks
+
+        settings = self.settings.copy()
+        task = BackgroundTask(lambda _t: run_checks(settings, [], include=("audio", "weights", "espeak")),
+                              "startup-check", self)
+        task.done.connect(self._startup_checks_done)
+        task.start()
+        self._startup_task = task
+
+    def _startup_checks_done(self, checks: list) -> None:
+        for c in checks:
+            if c.status == "fail":
+                self.notify("error", f"{c.name}: {c.detail}. What to do: {c.fix}")
+
+    def _use_model_folders(self, changes: dict) -> None:
+        from core.settings.schema import check_backbone_dir, check_freeze_omni_checkpoints
+
+        new = self.settings.copy()
+        problems: list[str] = []
+        for key, value in changes.items():
+            setattr(new.model, key, value)
+            if key == "checkpoint_dir":
+                problems += check_freeze_omni_checkpoints(value)
+            elif key == "backbone_dir":
+                problems += check_backbone_dir(value)
+        problems += new.validate()
+        if problems:
+            self.notify("error", "Cannot use these folders: " + " ".join(problems))
+            return
+        self.apply_settings(new)
+
+    def apply_settings(self, new: Settings) -> None:
+        """Settings accepted by a dialog: persist them, apply live, reload the model when needed."""
+        old = self.settings
+        new = new.copy()
+        new.ui = old.ui            # window state is owned here
+        new.ui.push_to_talk = self.act_ptt.isChecked()
+        self.settings = new
+        self.transcript.set_persona(new.persona.name)
+        self.panel.chart.seconds = new.ui.chart_seconds
+        if new.recording.enabled != self.act_record.isChecked():
+            self.act_record.setChecked(new.recording.enabled)
+        self._save()
+        if self.profile_loaded is not None or self.loading:
+            self.req_load.emit(new.copy())   # the worker reloads only when the model side changed
+
+    # ------------------------------------------------------------------------------------------ persistence ----
+
+    def _restore_geometry(self) -> None:
+        geo = self.settings.ui.geometry
+        restored = False
+        if geo:
+            try:
+                restored = self.restoreGeometry(QByteArray.fromBase64(geo.encode("ascii")))
+            except Exception:
+                restored = False
+        if not restored:
+            self.resize(1100, 680)
+        if self.settings.ui.splitter:
+            try:
+                self.splitter.restoreState(QByteArray.fromBase64(self.settings.ui.splitter.encode("ascii")))
+            except Exception:
+                log.debug("splitter state not restored", exc_info=True)
+
+    def _capture_geometry(self) -> None:
+        self.settings.ui.geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
+        self.settings.ui.splitter = bytes(self.splitter.saveState().toBase64()).decode("ascii")
+
+    def _save(self) -> None:
+        if not self.persist:
+            return
+        try:
+            save_settings(self.settings)
+        except OSError as exc:
+            self.notify("error", f"Cannot save the settings: {exc}")
+
+    def closeEvent(self, ev: QCloseEvent) -> None:  # noqa: N802
+        if not self._closing:
+            self._closing = True
+            self._capture_geometry()
+            self.settings.ui.first_run_done = True
+            self._save()
+            app = QApplication.instance()
+            if app is not None:
+                app.removeEventFilter(self)
+            self.shutdown_worker()
+        super().closeEvent(ev)
+
+    def shutdown_worker(self, timeout_ms: int = 30_000) -> bool:
+        """Close the engine (in the worker thread) and stop the thread. Returns False when it did not stop."""
+        if not self.thread_.isRunning():
+            return True
+        self.req_shutdown.emit()            # the worker closes the engine, then quits its thread
+        ok = self.thread_.wait(timeout_ms)
+        if not ok:
+            log.warning("the worker thread did not stop within %d ms", timeout_ms)
+        return ok
+
+    # ------------------------------------------------------------------------------------------ helpers ----
+
+    def latency_values(self) -> dict[int, float]:
+        return dict(self._latency_by_turn)

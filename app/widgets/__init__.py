@@ -1,0 +1,1 @@
+"""Widgets of the main window: transcript, duplex-state panel, notifications."""

@@ -1,0 +1,402 @@
+"""The duplex-state panel: current state, a live strip chart of the turn-state probabilities (or the VAD
+probability), a state timeline under it, level meters (raw mic, cleaned mic, output) and latency statistics.
+
+Everything is painted with QPainter from small in-memory histories; repaints are driven by one timer at about
+25 Hz, so a burst of events never costs more than one paint.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer
+from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+STATES = ("idle", "listening", "user_speaking", "thinking", "speaking", "interrupted")
+STATE_LABELS = {
+    "idle": "Idle",
+    "listening": "Listening",
+    "user_speaking": "You are speaking",
+    "thinking": "Thinking",
+    "speaking": "Speaking",
+    "interrupted": "Interrupted",
+    "loading": "Loading model",
+    "muted": "Mic muted",
+    "push_to_talk": "Push-to-talk: hold Space",
+}
+STATE_COLORS = {
+    "idle": "#8a8f98",
+    "listening": "#2f6fd0",
+    "user_speaking": "#2e9d57",
+    "thinking": "#d08a1c",
+    "speaking": "#7d4cc2",
+    "interrupted": "#c63b32",
+    "loading": "#5b6470",
+    "muted": "#8a8f98",
+    "push_to_talk": "#2f6fd0",
+}
+
+
+@dataclass
+class Series:
+    key: str
+    label: str
+    color: str
+
+
+SERIES = (
+    Series("p_cl", "keep listening", "#2f6fd0"),
+    Series("p_ss", "answer now", "#2e9d57"),
+    Series("p_el", "ignore", "#9aa0a8"),
+    Series("vad", "voice (VAD)", "#d08a1c"),
+)
+
+
+class SessionClock:
+    """Maps engine session time (seconds since session start) to now: ``now() = monotonic() - offset``, where the
+    offset is the smallest (arrival - t) seen, so a sample is never drawn in the future."""
+
+    def __init__(self) -> None:
+        self.offset: float | None = None
+        self.last_t: float | None = None
+
+    def reset(self) -> None:
+        self.offset = None
+        self.last_t = None
+
+    def observe(self, t: float) -> bool:
+        """Record an event time; True when time went backwards by more than a second (new session)."""
+        arrival = time.monotonic()
+        restarted = self.last_t is not None and t < self.last_t - 1.0
+        if restarted or self.offset is None:
+            self.offset = arrival - t
+        else:
+            self.offset = min(self.offset, arrival - t)
+        self.last_t = t if restarted or self.last_t is None else max(self.last_t, t)
+        return restarted
+
+    def now(self) -> float:
+        if self.offset is None:
+            return time.monotonic()
+        return time.monotonic() - self.offset
+
+
+class StateBadge(QLabel):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setMinimumHeight(44)
+        f = QFont(self.font())
+        f.setPointSizeF(f.pointSizeF() * 1.5)
+        f.setBold(True)
+        self.setFont(f)
+        self.state = ""
+        self.set_state("idle")
+
+    def set_state(self, state: str) -> None:
+        self.state = state
+        color = STATE_COLORS.get(state, "#555")
+        self.setText(STATE_LABELS.get(state, state.replace("_", " ").capitalize()))
+        self.setStyleSheet(f"QLabel {{ color: white; background: {color}; border-radius: 6px; padding: 6px; }}")
+
+
+class StripChart(QWidget):
+    """Probabilities over the last ``seconds`` (x: time, right edge = now; y: 0..1), plus a band of the duplex
+    state below the plot. Samples carry the engine's session time (``Event.t``); :class:`SessionClock` maps it to
+    the wall clock so the chart scrolls smoothly between events."""
+
+    def __init__(self, seconds: float = 10.0, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.seconds = seconds
+        self.samples: dict[str, collections.deque[tuple[float, float]]] = {
+            s.key: collections.deque(maxlen=4000) for s in SERIES}
+        self.states: collections.deque[tuple[float, str]] = collections.deque(maxlen=2000)
+        self.visible_series: set[str] = {"p_cl", "p_ss", "p_el", "vad"}
+        self.threshold: float | None = 0.5
+        self.clock = SessionClock()
+        self.now_fn = self.clock.now
+        self.frozen_now: float | None = None   # for deterministic screenshots/tests
+        self.setMinimumSize(260, 150)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def sizeHint(self) -> QSize:
+        return QSize(360, 190)
+
+    def _stamp(self, t: float | None) -> float:
+        if t is None:
+            return self.now_fn()
+        if self.clock.observe(t):      # the session clock went backwards: a new session
+            self.clear(keep_clock=True)
+        return t
+
+    def add(self, key: str, value: float, t: float | None = None) -> None:
+        if key in self.samples and value is not None and math.isfinite(value):
+            self.samples[key].append((self._stamp(t), max(0.0, min(1.0, float(value)))))
+
+    def add_state(self, state: str, t: float | None = None) -> None:
+        self.states.append((self._stamp(t), state))
+
+    def clear(self, keep_clock: bool = False) -> None:
+        for d in self.samples.values():
+            d.clear()
+        self.states.clear()
+        if not keep_clock:
+            self.clock.reset()
+
+    def has_series(self, key: str) -> bool:
+        return bool(self.samples.get(key))
+
+    def paintEvent(self, _ev) -> None:  # noqa: N802 (Qt naming)
+        p = QPainter(self)
+        try:
+            self._paint(p)
+        finally:
+            p.end()
+
+    def _paint(self, p: QPainter) -> None:
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        w, h = self.width(), self.height()
+        band_h = 12
+        legend_h = 16
+        left, right, top = 30, 6, 4 + legend_h
+        bottom = h - band_h - 18
+        plot = QRectF(left, top, max(10, w - left - right), max(10, bottom - top))
+        p.fillRect(self.rect(), QColor("#fbfbfc"))
+        p.fillRect(plot, QColor("white"))
+        now = self.frozen_now if self.frozen_now is not None else self.now_fn()
+        t0 = now - self.seconds
+
+        def x_of(t: float) -> float:
+            return plot.left() + (t - t0) / self.seconds * plot.width()
+
+        def y_of(v: float) -> float:
+            return plot.bottom() - v * plot.height()
+
+        # grid
+        p.setPen(QPen(QColor("#e3e5e8"), 1))
+        for v in (0.25, 0.5, 0.75):
+            p.drawLine(QPointF(plot.left(), y_of(v)), QPointF(plot.right(), y_of(v)))
+        for s in range(1, int(self.seconds)):
+            x = x_of(now - s)
+            p.drawLine(QPointF(x, plot.top()), QPointF(x, plot.bottom()))
+        if self.threshold is not None:
+            pen = QPen(QColor("#c0c4ca"), 1, Qt.PenStyle.DashLine)
+            p.setPen(pen)
+            p.drawLine(QPointF(plot.left(), y_of(self.threshold)), QPointF(plot.right(), y_of(self.threshold)))
+        p.setPen(QColor("#666"))
+        small = QFont(self.font())
+        small.setPointSizeF(max(6.5, small.pointSizeF() * 0.8))
+        p.setFont(small)
+        for v in (0.0, 0.5, 1.0):
+            p.drawText(QRectF(0, y_of(v) - 7, left - 4, 14),
+                       Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{v:g}")
+        p.drawText(QRectF(plot.left(), bottom + band_h + 2, plot.width(), 14),
+                   Qt.AlignmentFlag.AlignLeft, f"−{self.seconds:g} s")
+        p.drawText(QRectF(plot.left(), bottom + band_h + 2, plot.width(), 14), Qt.AlignmentFlag.AlignRight, "now")
+
+        # series
+        p.save()
+        p.setClipRect(plot)
+        for s in SERIES:
+            if s.key not in self.visible_series:
+                continue
+            pts = [(t, v) for t, v in list(self.samples[s.key]) if t >= t0 - 1.0]
+            if len(pts) < 1:
+                continue
+            path = QPainterPath()
+            # step plot: a probability holds until the next sample
+            path.moveTo(x_of(pts[0][0]), y_of(pts[0][1]))
+            prev_v = pts[0][1]
+            for t, v in pts[1:]:
+                path.lineTo(x_of(t), y_of(prev_v))
+                path.lineTo(x_of(t), y_of(v))
+                prev_v = v
+            path.lineTo(min(x_of(now), plot.right()), y_of(prev_v))
+            p.setPen(QPen(QColor(s.color), 2 if s.key != "p_el" else 1.5))
+            p.drawPath(path)
+        p.restore()
+
+        # state band
+        band = QRectF(plot.left(), bottom + 1, plot.width(), band_h)
+        p.fillRect(band, QColor("#eceef1"))
+        states = list(self.states)  # snapshot
+        for i, (t, st) in enumerate(states):
+            t_end = states[i + 1][0] if i + 1 < len(states) else now
+            if t_end < t0:
+                continue
+            x1, x2 = max(band.left(), x_of(t)), min(band.right(), x_of(t_end))
+            if x2 > x1:
+                p.fillRect(QRectF(x1, band.top(), x2 - x1, band.height()), QColor(STATE_COLORS.get(st, "#999")))
+
+        # legend
+        x = plot.left()
+        for s in SERIES:
+            if s.key not in self.visible_series or not self.samples[s.key]:
+                continue
+            p.fillRect(QRectF(x, 5, 10, 8), QColor(s.color))
+            p.setPen(QColor("#444"))
+            tw = p.fontMetrics().horizontalAdvance(s.label)
+            p.drawText(QRectF(x + 13, 1, tw + 4, 16), Qt.AlignmentFlag.AlignVCenter, s.label)
+            x += tw + 26
+
+
+class LevelMeter(QWidget):
+    """Horizontal dBFS meter (-60..0 dB) with a decaying peak marker."""
+
+    FLOOR_DB = -60.0
+
+    def __init__(self, label: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.label = label
+        self.db = self.FLOOR_DB
+        self.peak_db = self.FLOOR_DB
+        self._peak_t = 0.0
+        self.setMinimumHeight(18)
+        self.setMinimumWidth(140)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def sizeHint(self) -> QSize:
+        return QSize(220, 18)
+
+    def set_level(self, db: float) -> None:
+        db = max(self.FLOOR_DB, min(0.0, db if math.isfinite(db) else self.FLOOR_DB))
+        now = time.monotonic()
+        # fast attack, slow release
+        self.db = db if db > self.db else self.db + (db - self.db) * 0.35
+        if db >= self.peak_db or now - self._peak_t > 1.5:
+            self.peak_db, self._peak_t = db, now
+
+    def paintEvent(self, _ev) -> None:  # noqa: N802
+        p = QPainter(self)
+        r = QRectF(0, 2, self.width(), self.height() - 4)
+        p.fillRect(r, QColor("#e9ebee"))
+        frac = (self.db - self.FLOOR_DB) / -self.FLOOR_DB
+        if frac > 0:
+            color = "#2e9d57" if self.db < -12 else ("#d0a21c" if self.db < -3 else "#c63b32")
+            p.fillRect(QRectF(r.left(), r.top(), r.width() * frac, r.height()), QColor(color))
+        pk = (self.peak_db - self.FLOOR_DB) / -self.FLOOR_DB
+        if pk > 0:
+            p.fillRect(QRectF(r.left() + r.width() * pk - 2, r.top(), 2, r.height()), QColor("#333"))
+        p.setPen(QColor("#222"))
+        txt = f"{self.db:.0f} dB" if self.db > self.FLOOR_DB else "silent"
+        p.drawText(r.adjusted(4, 0, -4, 0), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, txt)
+        p.end()
+
+
+def to_db(value: float, is_db: bool = False) -> float:
+    if is_db:
+        return float(value)
+    v = abs(float(value))
+    return 20.0 * math.log10(v) if v > 1e-6 else LevelMeter.FLOOR_DB
+
+
+class LatencyStats:
+    """End of user speech -> first audio, per turn; summarised as last / p50 / p90."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def add(self, ms: float) -> None:
+        self.values.append(float(ms))
+
+    def clear(self) -> None:
+        self.values.clear()
+
+    def summary(self) -> str:
+        if not self.values:
+            return "latency: no answers yet"
+        v = self.values
+        text = f"latency last {v[-1]:.0f} ms · p50 {statistics.median(v):.0f} ms"
+        if len(v) >= 5:
+            q = statistics.quantiles(v, n=10, method="inclusive")[8]
+            text += f" · p90 {q:.0f} ms"
+        return text + f" · n={len(v)}"
+
+
+class DuplexPanel(QFrame):
+    """The right-hand panel of the main window."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(10, 10, 10, 10)
+        lay.setSpacing(8)
+        self.badge = StateBadge(self)
+        lay.addWidget(self.badge)
+        self.detail = QLabel("", self)
+        self.detail.setStyleSheet("color: #555;")
+        self.detail.setWordWrap(True)
+        lay.addWidget(self.detail)
+        title = QLabel("<b>Turn-taking</b> <span style='color:#777'>(model state head / VAD)</span>")
+        lay.addWidget(title)
+        self.chart = StripChart(parent=self)
+        lay.addWidget(self.chart, 1)
+        meters = QGridLayout()
+        meters.setHorizontalSpacing(8)
+        meters.setVerticalSpacing(4)
+        self.meters: dict[str, LevelMeter] = {}
+        for row, (key, label) in enumerate((("mic", "Mic (raw)"), ("clean", "Mic (cleaned)"), ("out", "Output"))):
+            meters.addWidget(QLabel(label), row, 0)
+            m = LevelMeter(label, self)
+            self.meters[key] = m
+            meters.addWidget(m, row, 1)
+        lay.addLayout(meters)
+        self.latency = LatencyStats()
+        self.latency_label = QLabel(self.latency.summary(), self)
+        self.latency_label.setStyleSheet("color: #2c5a3a; font-weight: bold;")
+        lay.addWidget(self.latency_label)
+        self._dirty = True
+        self._timer = QTimer(self)
+        self._timer.setInterval(40)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+
+    def set_state(self, state: str, detail: str = "", t: float | None = None) -> None:
+        if state != self.badge.state:
+            self.badge.set_state(state)
+            if state in STATES or state in ("muted", "push_to_talk"):
+                self.chart.add_state(state, t)
+        if detail or state in STATES:
+            self.detail.setText(detail)
+        self._dirty = True
+
+    def add_probs(self, probs, t: float | None = None) -> None:
+        for key, v in zip(("p_cl", "p_ss", "p_el"), probs):
+            self.chart.add(key, v, t)
+        self._dirty = True
+
+    def add_vad(self, prob: float, t: float | None = None) -> None:
+        self.chart.add("vad", prob, t)
+        self._dirty = True
+
+    def set_levels(self, mic: float | None = None, clean: float | None = None, out: float | None = None) -> None:
+        for key, db in (("mic", mic), ("clean", clean), ("out", out)):
+            if db is not None:
+                self.meters[key].set_level(db)
+        self._dirty = True
+
+    def add_latency(self, ms: float) -> None:
+        self.latency.add(ms)
+        self.latency_label.setText(self.latency.summary())
+
+    def reset(self) -> None:
+        self.chart.clear()
+        self.latency.clear()
+        self.latency_label.setText(self.latency.summary())
+        self.set_levels(-60.0, -60.0, -60.0)
+
+    def _tick(self) -> None:
+        # The chart scrolls with time, so it repaints while anything is visible in it; meters decay to silence.
+        now = self.chart.now_fn()
+        recent = any(d and d[-1][0] > now - self.chart.seconds - 1 for d in self.chart.samples.values())
+        if self._dirty or recent or self.chart.states:
+            self.chart.update()
+            for m in self.meters.values():
+                m.update()
+            self._dirty = False

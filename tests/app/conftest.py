@@ -1,0 +1,20 @@
+"""Set-up for the app tests: Qt offscreen unless PARLEY_TEST_XVFB=1 (then the testenv's DISPLAY is used), the
+PySide6 reference-count fix applied before the QApplication exists, and a private config dir per test."""
+
+from __future__ import annotations
+
+import os
+
+if os.environ.get("PARLEY_TEST_XVFB") != "1" or not os.environ.get("DISPLAY"):
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+
+import app  # noqa: E402,F401  (pins None/True/False before Qt runs; see app/_pyside_fix.py)
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def config_dir(tmp_path, monkeypatch):
+    d = tmp_path / "config"
+    monkeypatch.setenv("PARLEY_CONFIG_DIR", str(d))
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
+    return d

@@ -113,8 +113,7 @@ def _synthetic_pipeline(device: Any, dtype: Any, chunks: int, tokens: int) -> An
     from core.model.freeze_omni.pipeline import FreezeOmni
 
     bytes_per = torch.finfo(dtype).bits // 8
-    params = 7.62e9 + 0.376e9 + 0.165e9 + 0.016e9
-    need_gb = params * bytes_per / 1e9
+    need_gb = synthetic_params() * bytes_per / 1e9
     if device.type == "cpu":
         avail_gb = psutil.virtual_memory().available / 1e9
         if need_gb > 0.8 * avail_gb or chunks > SYNTHETIC_CPU_MAX_STEPS or tokens > SYNTHETIC_CPU_MAX_STEPS:
@@ -144,6 +143,25 @@ def _synthetic_pipeline(device: Any, dtype: Any, chunks: int, tokens: int) -> An
                                     RELEASE_CHAT["im_end"]],
                       prefix=RELEASE_CHAT["prefix"], suffix=RELEASE_CHAT["suffix"])
     return FreezeOmni(model, None, chat, decoder, codec)
+
+
+def synthetic_params() -> int:
+    """Parameter count of the synthetic release model, from the config dicts above (about 8.2 billion)."""
+    q = RELEASE_QWEN2_7B
+    h, inter, layers, vocab = q["hidden_size"], q["intermediate_size"], q["num_hidden_layers"], q["vocab_size"]
+    kv = q["num_key_value_heads"] * (h // q["num_attention_heads"])
+    per_layer = 2 * h * h + 2 * h * kv + h + 2 * kv + 3 * h * inter + 2 * h
+    llm = layers * per_layer + 2 * vocab * h + h
+    model = RELEASE_TRAIN_CONFIG["model_conf"]
+    trf = RELEASE_TRAIN_CONFIG["encoder_conf"]["para_conf"]["transformer"]
+    d, units = trf["transformer-attention-dim"], trf["transformer-linear-units"]
+    blocks, enc = trf["transformer-num-blocks"], model["enc_out_dim"]
+    encoder = 9 * d + 9 * d * d + 19 * d * d + blocks * (5 * d * d + 2 * d * units + 12 * d) + 4 * d
+    adapter = enc * 2 * enc * model["kernel_size"] + 2 * enc * model["llm_embed_dim"] + 6 * enc
+    dec = RELEASE_DECODER[2]
+    dh, dl = dec["transformer_attention_dim"], dec["transformer_num_blocks"]
+    decoder = (dl * 2 + dl // 2) * (4 * dh * dh + 3 * dh * dec["transformer_linear_units"]) + 2 * (dec["odim"] + 4) * dh
+    return int(llm + encoder + adapter + decoder + 16_000_000)  # + the codec generator (~15 M)
 
 
 def _bench_signal(pipe: Any, chunks: int, fixture: Path | None) -> np.ndarray:

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_chat(sub)
     _add_doctor(sub)
+    from core.session.cli import add_session_parsers
+
+    add_session_parsers(sub)
     return parser
 
 

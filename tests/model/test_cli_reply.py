@@ -130,3 +130,58 @@ def test_reply_voice_tokens_are_checked(tmp_path, capsys):
     rc = main(["--log-level", "ERROR", "reply", *FIXTURE_ARGS, "--voice", "1,2,3", "--input", str(TINY_A / "input_el.wav"),
                "--output", str(tmp_path / "o.wav")])
     assert rc == 2 and "global token ids" in capsys.readouterr().err
+
+
+def _args(**overrides):
+    import argparse
+
+    base = dict(codec_chunk=None, codec_padding=None, greedy=False, voice=None)
+    base.update(overrides)
+    return argparse.Namespace(**base)
+
+
+def test_reply_settings_without_server_json_are_bin_inference_py():
+    from core.model.freeze_omni.cli import reply_settings
+
+    s = reply_settings(_args(), TINY_A_CHECKPOINTS, codec=None)
+    assert (s.stream.chunk_size, s.stream.padding, s.stream.threshold, s.stream.first_chunk_size) == (40, 10, 0.01,
+                                                                                                       None)
+    assert s.segmentation == "offline" and s.decoder_top_k == 2 and not s.stream.trim_leading_silence
+    assert (s.sampling.top_k, s.sampling.top_p, s.sampling.temperature) == (5, 0.8, 0.7)
+    g = reply_settings(_args(greedy=True, codec_chunk=8, codec_padding=2), TINY_A_CHECKPOINTS, codec=None)
+    assert g.sampling.top_k == 1 and g.decoder_top_k == 1 and (g.stream.chunk_size, g.stream.padding) == (8, 2)
+
+
+def test_reply_settings_from_server_json(tmp_path):
+    from core.model.freeze_omni.cli import reply_settings
+
+    (tmp_path / "server.json").write_text(json.dumps({
+        "decoder_top_k": 3, "decoder_first_chunk_size": 20, "decoder_chunk_size": 40,
+        "decoder_chunk_overlap_size": 10, "decoder_penalty_window_size": -1, "decoder_penalty": 1.1,
+        "decoder_N": 2401, "decoder_seg_threshold_first_pack": 0.1, "decoder_seg_threshold": 0.015}))
+    s = reply_settings(_args(), tmp_path, codec=None)
+    assert (s.stream.first_chunk_size, s.stream.chunk_size, s.stream.padding) == (20, 40, 10)
+    assert (s.stream.first_threshold, s.stream.threshold) == (0.1, 0.015)
+    assert s.stream.trim_leading_silence and s.segmentation == "server" and s.decoder_top_k == 3
+    o = reply_settings(_args(codec_chunk=16, codec_padding=4), tmp_path, codec=None)
+    assert (o.stream.first_chunk_size, o.stream.chunk_size, o.stream.padding) == (16, 16, 4)
+    (tmp_path / "server.json").write_text('{"decoder_chunk_size": "big"}')
+    from core.cli import UserError
+
+    with pytest.raises(UserError, match="decoder_chunk_size"):
+        reply_settings(_args(), tmp_path, codec=None)
+
+
+@pytest.mark.slow
+def test_reply_voice_from_reference_wav_and_system_prompt(tmp_path):
+    """--voice REF.wav derives the global (voice) tokens with the codec encoder; an answer that starts with
+    <|im_end|> (here after a different persona) is an empty reply, not a crash (spec §12 item 15)."""
+    trace_path = tmp_path / "trace.json"
+    rc = main(["--log-level", "ERROR", "reply", *FIXTURE_ARGS, "--voice", str(TINY_A_EXPECTED / "output.wav"),
+               "--system-prompt", "Be brief.", "--input", str(TINY_A / "input.wav"), "--output",
+               str(tmp_path / "o.wav"), "--trace", str(trace_path)])
+    assert rc == 0
+    trace = json.loads(trace_path.read_text())
+    tokens = trace["settings"]["voice_global_tokens"]
+    assert len(tokens) == 2 and all(0 <= t < 64 for t in tokens)
+    assert trace["listen_end"] in ("ss", "el", "input")

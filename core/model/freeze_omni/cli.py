@@ -224,6 +224,7 @@ def run_reply(args: argparse.Namespace) -> int:
                 "llm_temperature": settings.sampling.temperature, "decoder_top_k": settings.decoder_top_k,
                 "codec_chunk": settings.stream.chunk_size, "codec_first_chunk": settings.stream.first_chunk_size,
                 "codec_padding": settings.stream.padding, "segmentation": settings.segmentation,
+                "voice_global_tokens": settings.global_tokens or pipe.codec.default_global_tokens,
                 "device": str(args.device), "dtype": args.dtype, "torch_threads": threads,
             },
             "timings": {

@@ -83,10 +83,14 @@ class Conv2dSubsampling4(nn.Module):
 
 
 def sinusoid_table(positions: Tensor, dim: int, dtype: torch.dtype) -> Tensor:
-    """PE(pos, 2i) = sin(pos * 10000^(-2i/dim)), PE(pos, 2i+1) = cos(.). Computed in float64, returned in ``dtype``."""
-    pos = positions.to(torch.float64).unsqueeze(1)
-    inv = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) * (-math.log(10000.0) / dim))
-    table = torch.zeros(positions.numel(), dim, dtype=torch.float64, device=positions.device)
+    """PE(pos, 2i) = sin(pos * 10000^(-2i/dim)), PE(pos, 2i+1) = cos(.).
+
+    Computed on the CPU in float64 (exact to float32 even at the largest positions, ~5000; and float64 is not
+    available on every accelerator), returned in ``dtype``; the caller moves it to its device.
+    """
+    pos = positions.to(device="cpu", dtype=torch.float64).unsqueeze(1)
+    inv = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
+    table = torch.zeros(positions.numel(), dim, dtype=torch.float64)
     table[:, 0::2] = torch.sin(pos * inv)
     table[:, 1::2] = torch.cos(pos * inv[: dim // 2])
     return table.to(dtype)
@@ -179,7 +183,7 @@ class StreamingTransformer(nn.Module):
     def forward(self, x: Tensor, state: EncoderState) -> tuple[Tensor, EncoderState]:
         x = self.embed(x) * self.xscale
         positions, next_pe = self.positions(state.pe_index, state.cached_frames, x.shape[1])
-        pos_emb = sinusoid_table(positions.to(x.device), self.cfg.attention_dim, x.dtype)
+        pos_emb = sinusoid_table(positions, self.cfg.attention_dim, torch.float32).to(device=x.device, dtype=x.dtype)
         keep = self.cfg.cache_frames
         new_kv = []
         for i, layer in enumerate(self.encoders):

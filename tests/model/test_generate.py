@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from _fo_pipeline import ROLE, expected, listened_state, max_abs, meta, pipeline, requires_fixture

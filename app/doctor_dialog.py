@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import logging
 
+from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPushButton, QTextBrowser, QVBoxLayout, QWidget
 
 from app.tasks import BackgroundTask
@@ -48,10 +49,19 @@ class DoctorDialog(QDialog):
         settings = self.settings
         self.task = BackgroundTask(lambda _t: run_checks(settings, []), "doctor", self)
         self.task.done.connect(self.show_checks)
-        self.task.failed.connect(lambda msg: self.summary.setText(f"The check itself failed: {msg}"))
-        self.task.finished.connect(lambda: self.rerun.setEnabled(True))
+        self.task.failed.connect(self._failed)
+        self.task.finished.connect(self._finished)
         self.task.start()
 
+    @Slot(str)
+    def _failed(self, message: str) -> None:
+        self.summary.setText(f"The check itself failed: {message}")
+
+    @Slot()
+    def _finished(self) -> None:
+        self.rerun.setEnabled(True)
+
+    @Slot(object)
     def show_checks(self, checks: list) -> None:
         self.checks = checks
         rows = []

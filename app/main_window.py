@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QEvent, QObject, Qt, QThread, Signal
+from PySide6.QtCore import QByteArray, QEvent, QObject, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -184,6 +184,8 @@ class MainWindow(QMainWindow):
         self._update_record_label()
 
     def _connect_worker(self) -> None:
+        # Every receiver here is a @Slot: PySide6 delivers a signal from another thread to a plain (undecorated)
+        # method in the sender's thread, not the receiver's; slots are queued to the GUI thread as they must be.
         w = self.worker
         self.req_load.connect(w.load)
         self.req_apply.connect(w.apply)
@@ -211,6 +213,7 @@ class MainWindow(QMainWindow):
         self._listen_after_load = listen
         self.req_load.emit(self.settings.copy())
 
+    @Slot(bool, str)
     def _on_loading(self, busy: bool, text: str) -> None:
         self.loading = busy
         if busy:
@@ -220,6 +223,7 @@ class MainWindow(QMainWindow):
             self.panel.set_state("idle", "")
         self._update_controls()
 
+    @Slot(dict)
     def _on_profile_ready(self, info: dict) -> None:
         active: Settings = info["settings"]
         self.profile_loaded = info["profile"]
@@ -235,12 +239,14 @@ class MainWindow(QMainWindow):
         self.notify("info", f"{active.model.profile} profile ready")
         self._update_controls()
 
+    @Slot(str)
     def _on_profile_failed(self, message: str) -> None:
         self.notify("error", message)
         if self.profile_loaded is None:
             self.status_profile.setText("no model loaded")
         self._update_controls()
 
+    @Slot(bool)
     def _on_listening(self, on: bool) -> None:
         self.listening = on
         self.act_listen.blockSignals(True)
@@ -252,6 +258,7 @@ class MainWindow(QMainWindow):
             self._set_state("listening")
         self._update_controls()
 
+    @Slot()
     def _drain_events(self) -> None:
         for ev in self.worker.take_events():
             self.handle_event(ev)
@@ -420,6 +427,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------------------ notices ----
 
+    @Slot(str, str)
     def notify(self, level: str, text: str) -> None:
         self.notices.notify(level, text)
 
@@ -468,6 +476,7 @@ class MainWindow(QMainWindow):
         task.start()
         self._startup_task = task
 
+    @Slot(object)
     def _startup_checks_done(self, checks: list) -> None:
         for c in checks:
             if c.status == "fail":

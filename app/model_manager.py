@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QDialog,
@@ -218,10 +218,15 @@ class ModelManagerDialog(QDialog):
     def _query_gpu(self) -> None:
         task = BackgroundTask(lambda _t: gpu_info(), "gpu-info", self)
         task.done.connect(self._gpu_known)
-        task.failed.connect(lambda msg: self._gpu_known(None))
+        task.failed.connect(self._gpu_failed)
         self.tasks["gpu"] = task
         task.start()
 
+    @Slot(str)
+    def _gpu_failed(self, _message: str) -> None:
+        self._gpu_known(None)
+
+    @Slot(object)
     def _gpu_known(self, gpu) -> None:
         self.tasks.pop("gpu", None)
         self.gpu, self.gpu_known = gpu, True
@@ -279,11 +284,16 @@ class ModelManagerDialog(QDialog):
 
         task = BackgroundTask(work, "verify", self)
         task.progress.connect(self._verify_progress)
-        task.done.connect(lambda _r: self._verify_finished(None))
+        task.done.connect(self._verify_done)
         task.failed.connect(self._verify_finished)
         self.tasks["verify"] = task
         task.start()
 
+    @Slot(object)
+    def _verify_done(self, _results) -> None:
+        self._verify_finished(None)
+
+    @Slot(object)
     def _verify_progress(self, value) -> None:
         kind, payload = value
         if kind == "file":
@@ -297,6 +307,7 @@ class ModelManagerDialog(QDialog):
             else:
                 self.fo_box.set_status(f, "bad", f"MISMATCH: {digest[:12]}… (re-download)")
 
+    @Slot(str)
     def _verify_finished(self, error: str | None) -> None:
         self.tasks.pop("verify", None)
         self.verify_progress.setValue(1000)
@@ -339,14 +350,15 @@ class ModelManagerDialog(QDialog):
         self._set_downloading(True)
         self.dl_progress.setValue(0)
         self.dl_status.setText(f"Connecting to {source.description}…")
-        started = time.monotonic()
+        self._dl_started = time.monotonic()
+        self._dl_what, self._dl_dest = what, dest
 
         def work(task: BackgroundTask):
             return dl.download(source, dest, on_progress=task.report, cancel=task.cancel_event)
 
         task = BackgroundTask(work, "download", self)
-        task.progress.connect(lambda p: self._download_progress(p, started))
-        task.done.connect(lambda _paths: self._download_done(what, dest))
+        task.progress.connect(self._download_progress)
+        task.done.connect(self._download_done)
         task.failed.connect(self._download_failed)
         self.tasks["download"] = task
         task.start()
@@ -356,7 +368,9 @@ class ModelManagerDialog(QDialog):
         self.dl_qwen_button.setEnabled(not on)
         self.cancel_button.setEnabled(on)
 
-    def _download_progress(self, p: "dl.DownloadProgress", started: float) -> None:
+    @Slot(object)
+    def _download_progress(self, p: "dl.DownloadProgress") -> None:
+        started = self._dl_started
         frac = p.done_bytes / p.total_bytes if p.total_bytes else 0.0
         self.dl_progress.setValue(int(frac * 1000))
         rate = p.done_bytes / max(1e-3, time.monotonic() - started)
@@ -365,13 +379,16 @@ class ModelManagerDialog(QDialog):
                                f"{_human(p.done_bytes)} of {_human(p.total_bytes)}"
                                + (f", {_human(int(rate))}/s" if p.phase == "download" else ""))
 
-    def _download_done(self, what: str, dest: Path) -> None:
+    @Slot(object)
+    def _download_done(self, _paths) -> None:
+        what, dest = self._dl_what, self._dl_dest
         self.tasks.pop("download", None)
         self._set_downloading(False)
         self.dl_progress.setValue(1000)
         self.dl_status.setText(f"Done: {dest} (checksums verified where known).")
         self.point_at("checkpoint_dir" if what == "freeze-omni" else "backbone_dir", str(dest))
 
+    @Slot(str)
     def _download_failed(self, message: str) -> None:
         task = self.tasks.pop("download", None)
         self._set_downloading(False)

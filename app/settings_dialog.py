@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -400,6 +400,7 @@ class SettingsDialog(QDialog):
         self._tasks.append(task)
         task.start()
 
+    @Slot(object)
     def _fill_devices(self, result) -> None:
         ins, outs = result
         for combo, names in ((self.in_device, ins), (self.out_device, outs)):
@@ -427,12 +428,18 @@ class SettingsDialog(QDialog):
             return run_device_test(ins, outs, task.report, task.cancel_event)
 
         task = BackgroundTask(work, "device-test", self)
-        task.progress.connect(lambda db: (self.test_meter.set_level(db), self.test_meter.update()))
+        task.progress.connect(self._test_level)
         task.done.connect(self._test_done)
         task.failed.connect(self._test_failed)
         self._tasks.append(task)
         task.start()
 
+    @Slot(object)
+    def _test_level(self, db: float) -> None:
+        self.test_meter.set_level(db)
+        self.test_meter.update()
+
+    @Slot(object)
     def _test_done(self, peak_db: float) -> None:
         self.test_button.setEnabled(True)
         if peak_db < -70:
@@ -441,6 +448,7 @@ class SettingsDialog(QDialog):
         else:
             self.test_status.setText(f"Tone played. Microphone peak level {peak_db:.0f} dBFS.")
 
+    @Slot(str)
     def _test_failed(self, message: str) -> None:
         self.test_button.setEnabled(True)
         self.test_status.setText(f"Device test failed: {message}")
@@ -502,6 +510,16 @@ class SettingsDialog(QDialog):
             return
         self.add_voice(name, tokens)
 
+    @Slot(object)
+    def _voice_derived(self, tokens) -> None:
+        self.voice_from_wav.setEnabled(True)
+        self.add_voice(self._voice_name, list(tokens))
+
+    @Slot(str)
+    def _voice_failed(self, message: str) -> None:
+        self.voice_from_wav.setEnabled(True)
+        self.voice_status.setText(f"Could not derive a voice: {message}")
+
     def remove_voice(self) -> None:
         name = self.voice.currentData()
         if name and name != "release":
@@ -523,10 +541,9 @@ class SettingsDialog(QDialog):
             return
         self.voice_from_wav.setEnabled(False)
         self.voice_status.setText(f"Deriving a voice from {Path(wav_path).name}…")
+        self._voice_name = Path(wav_path).stem
         task = BackgroundTask(lambda _t: derive_freeze_omni_voice(wav_path, ckpt), "derive-voice", self)
-        task.done.connect(lambda tokens: (self.voice_from_wav.setEnabled(True),
-                                          self.add_voice(Path(wav_path).stem, tokens)))
-        task.failed.connect(lambda msg: (self.voice_from_wav.setEnabled(True),
-                                         self.voice_status.setText(f"Could not derive a voice: {msg}")))
+        task.done.connect(self._voice_derived)
+        task.failed.connect(self._voice_failed)
         self._tasks.append(task)
         task.start()

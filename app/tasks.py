@@ -13,7 +13,7 @@ import threading
 import traceback
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, Slot
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class BackgroundTask(QObject):
             self.running = False
             self.finished.emit()
 
+    @Slot()
     def _forget(self) -> None:
         _live.discard(self)
 

@@ -2,7 +2,7 @@
 probability), a state timeline under it, level meters (raw mic, cleaned mic, output) and latency statistics.
 
 Everything is painted with QPainter from small in-memory histories; repaints are driven by one timer at about
-25 Hz, so a burst of events never costs more than one paint.
+20 Hz, so a burst of events never costs more than one paint.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer
-from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 STATES = ("idle", "listening", "user_speaking", "thinking", "speaking", "interrupted")
@@ -159,7 +159,7 @@ class StripChart(QWidget):
             p.end()
 
     def _paint(self, p: QPainter) -> None:
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        # Step plots are axis-aligned: no antialiasing needed (it made each frame several times slower).
         w, h = self.width(), self.height()
         band_h = 12
         legend_h = 16
@@ -208,17 +208,17 @@ class StripChart(QWidget):
             pts = [(t, v) for t, v in list(self.samples[s.key]) if t >= t0 - 1.0]
             if len(pts) < 1:
                 continue
-            path = QPainterPath()
             # step plot: a probability holds until the next sample
-            path.moveTo(x_of(pts[0][0]), y_of(pts[0][1]))
-            prev_v = pts[0][1]
+            line = [QPointF(x_of(pts[0][0]), y_of(pts[0][1]))]
+            prev_y = y_of(pts[0][1])
             for t, v in pts[1:]:
-                path.lineTo(x_of(t), y_of(prev_v))
-                path.lineTo(x_of(t), y_of(v))
-                prev_v = v
-            path.lineTo(min(x_of(now), plot.right()), y_of(prev_v))
-            p.setPen(QPen(QColor(s.color), 2 if s.key != "p_el" else 1.5))
-            p.drawPath(path)
+                x, y = x_of(t), y_of(v)
+                line.append(QPointF(x, prev_y))
+                line.append(QPointF(x, y))
+                prev_y = y
+            line.append(QPointF(min(x_of(now), plot.right()), prev_y))
+            p.setPen(QPen(QColor(s.color), 2 if s.key != "p_el" else 1))
+            p.drawPolyline(line)
         p.restore()
 
         # state band
@@ -353,7 +353,7 @@ class DuplexPanel(QFrame):
         lay.addWidget(self.latency_label)
         self._dirty = True
         self._timer = QTimer(self)
-        self._timer.setInterval(40)
+        self._timer.setInterval(50)   # 20 frames/s: smooth scrolling at a few % of a core
         self._timer.timeout.connect(self._tick)
         self._timer.start()
 

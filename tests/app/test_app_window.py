@@ -124,7 +124,15 @@ def test_malformed_events_never_crash(make_window):
     assert "decoder exploded" in w.notices.texts()
 
 
-def test_worker_loads_and_forwards_events_from_another_thread(qtbot, make_window):
+def test_worker_loads_and_forwards_events_from_another_thread(qtbot, make_window, monkeypatch):
+    threads = set()
+    original = MainWindow._dispatch
+
+    def spy(self, *args):
+        threads.add(threading.current_thread() is threading.main_thread())
+        return original(self, *args)
+
+    monkeypatch.setattr(MainWindow, "_dispatch", spy)
     w = make_window()
     stack = _loaded(qtbot, w, listen=True)
     qtbot.waitUntil(lambda: w.listening, timeout=3000)
@@ -140,6 +148,7 @@ def test_worker_loads_and_forwards_events_from_another_thread(qtbot, make_window
     qtbot.waitUntil(lambda: w.transcript.entry(0, "assistant", create=False) is not None, timeout=3000)
     qtbot.waitUntil(lambda: "speaking" in w.states_seen, timeout=3000)
     assert w.transcript.plain_text() == "You: hello there\nParley: Hi!"
+    assert threads == {True}, "events must be rendered in the GUI thread only"
     assert w.states_seen[-3:] == ["user_speaking", "thinking", "speaking"]
 
 

@@ -59,11 +59,11 @@ def load_lite() -> str:
 
     missing = weights.missing_packages()
     if missing:
-        return f"lite profile not installed ({', '.join(missing)})"
+        return f"lite profile not installed ({', '.join(p.distribution for p in missing)})"
     from core.model.lite.backend import LiteBackend
 
     start = time.monotonic()
-    backend = LiteBackend.load()
+    backend = LiteBackend()  # loads (and on first use caches) Whisper, SmolLM2 and the Piper voice
     try:
         conv = backend.new_conversation()
         del conv

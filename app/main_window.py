@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QEvent, QObject, Qt, QThread, Signal, Slot
@@ -294,9 +295,10 @@ class MainWindow(QMainWindow):
             self.transcript.user_text(turn, str(d.get("text") or ""),
                                       partial=bool(d.get("partial") or d.get("replace")),
                                       final=bool(d.get("final")),
-                                      full=str(d["full"]) if d.get("full") is not None else None)
+                                      full=str(d["full"]) if d.get("full") is not None else None,
+                                      wall=self._wall_time(t))
         elif etype == "assistant_text":
-            self.transcript.assistant_text(turn, str(d.get("text", "")))
+            self.transcript.assistant_text(turn, str(d.get("text", "")), wall=self._wall_time(t))
         elif etype == "interruption":   # emitted on the barge-in turn; reply_turn names the cut-off answer
             self.transcript.interrupted(int(d.get("reply_turn", turn)), str(d.get("unheard_text") or ""))
         elif etype == "latency":
@@ -321,6 +323,14 @@ class MainWindow(QMainWindow):
             tokens = d.get("context_tokens")
             if tokens is not None:
                 self.status_context.setText(f"context {int(tokens)} tokens")
+
+    def _wall_time(self, t: float | None) -> float | None:
+        """Wall-clock time of a session time (the engine's clock), via the chart's session clock."""
+        if t is None:
+            return None
+        chart = self.panel.chart
+        chart.stamp(t)
+        return time.time() - (chart.clock.now() - t)
 
     def _levels(self, d: dict, t: float | None = None) -> None:
         def pick(*keys: str) -> float | None:

@@ -38,6 +38,9 @@ from app.tasks import BackgroundTask
 from core.settings import Settings
 from core.settings import download as dl
 from core.settings.models import (
+    FREEZE_OMNI_CHECKSUMS,
+    FREEZE_OMNI_SMALL_FILES,
+    QWEN2_7B_REPO,
     ModelFile,
     ProfileInventory,
     fit_message,
@@ -132,7 +135,7 @@ class ModelManagerDialog(QDialog):
                  source_factories: dict[str, SourceFactory] | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Parley models")
-        self.setMinimumSize(860, 640)
+        self.setMinimumSize(860, 700)
         self.settings = settings.copy()
         self.source_factories: dict[str, SourceFactory] = {
             "freeze-omni": dl.freeze_omni_source, "qwen2": dl.qwen2_source}
@@ -160,10 +163,13 @@ class ModelManagerDialog(QDialog):
         self.verify_progress = QProgressBar(self.fo_box)
         self.verify_progress.setVisible(False)
         self.fo_box.layout().addWidget(self.verify_progress)
+        self.fo_box.tree.setMinimumHeight(180)
         lay.addWidget(self.fo_box, 3)
 
         self.lite_box = ProfileBox("Lite (Whisper tiny.en + SmolLM2-135M + Piper voice; runs on the CPU)", self)
-        lay.addWidget(self.lite_box, 2)
+        self.lite_box.tree.setMinimumHeight(110)
+        self.lite_box.tree.setMaximumHeight(130)
+        lay.addWidget(self.lite_box, 0)
 
         dl_box = QGroupBox("Download (needs internet; files are checked against their sha256)", self)
         dl_lay = QVBoxLayout(dl_box)
@@ -199,6 +205,7 @@ class ModelManagerDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
+        buttons.button(QDialogButtonBox.StandardButton.Close).setFocus()
         self.refresh()
         self._query_gpu()
 
@@ -210,6 +217,17 @@ class ModelManagerDialog(QDialog):
 
     def refresh(self) -> None:
         self.fo_box.show_inventory(freeze_omni_inventory(self.settings.model))
+        m = self.settings.model
+        expected: list[tuple[str, str]] = []
+        if not m.checkpoint_dir.strip():
+            expected += [(f"checkpoints/{rel}", "") for rel in FREEZE_OMNI_SMALL_FILES]
+            expected += [(f"checkpoints/{rel}", _human(size)) for rel, (size, _) in FREEZE_OMNI_CHECKSUMS.items()]
+        if not m.backbone_dir.strip():
+            expected.append((f"backbone {QWEN2_7B_REPO} (4 safetensors shards)", "15.2 GB"))
+        for name, size in expected:
+            item = QTreeWidgetItem([name, size or "—", "not downloaded", "—"])
+            item.setForeground(2, QColor(STATUS_COLORS["pending"]))
+            self.fo_box.tree.addTopLevelItem(item)
         self.lite_box.show_inventory(lite_inventory(self.settings.model))
         self._update_fit()
         has_hash = any(f.expected_sha256 and f.exists for f in self.fo_box.inventory.files)

@@ -127,7 +127,7 @@ class StripChart(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(360, 190)
 
-    def _stamp(self, t: float | None) -> float:
+    def stamp(self, t: float | None) -> float:
         if t is None:
             return self.now_fn()
         if self.clock.observe(t):      # the session clock went backwards: a new session
@@ -136,10 +136,10 @@ class StripChart(QWidget):
 
     def add(self, key: str, value: float, t: float | None = None) -> None:
         if key in self.samples and value is not None and math.isfinite(value):
-            self.samples[key].append((self._stamp(t), max(0.0, min(1.0, float(value)))))
+            self.samples[key].append((self.stamp(t), max(0.0, min(1.0, float(value)))))
 
     def add_state(self, state: str, t: float | None = None) -> None:
-        self.states.append((self._stamp(t), state))
+        self.states.append((self.stamp(t), state))
 
     def clear(self, keep_clock: bool = False) -> None:
         for d in self.samples.values():
@@ -224,6 +224,9 @@ class StripChart(QWidget):
         # state band
         band = QRectF(plot.left(), bottom + 1, plot.width(), band_h)
         p.fillRect(band, QColor("#eceef1"))
+        p.setPen(QColor("#666"))
+        p.drawText(QRectF(0, band.top() - 1, left - 3, band.height() + 2),
+                   Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, "state")
         states = list(self.states)  # snapshot
         for i, (t, st) in enumerate(states):
             t_end = states[i + 1][0] if i + 1 < len(states) else now
@@ -283,7 +286,7 @@ class LevelMeter(QWidget):
         if pk > 0:
             p.fillRect(QRectF(r.left() + r.width() * pk - 2, r.top(), 2, r.height()), QColor("#333"))
         p.setPen(QColor("#222"))
-        txt = f"{self.db:.0f} dB" if self.db > self.FLOOR_DB else "silent"
+        txt = f"{self.db:.0f} dB" if self.db > self.FLOOR_DB + 0.5 else "silent"
         p.drawText(r.adjusted(4, 0, -4, 0), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, txt)
         p.end()
 
@@ -352,19 +355,38 @@ class DuplexPanel(QFrame):
         self.latency_label.setStyleSheet("color: #2c5a3a; font-weight: bold;")
         lay.addWidget(self.latency_label)
         self._dirty = True
+        self._wanted = "idle"
+        self._badge_since = 0.0
+        self._sticky = QTimer(self)
+        self._sticky.setSingleShot(True)
+        self._sticky.timeout.connect(self._show_badge)
         self._timer = QTimer(self)
         self._timer.setInterval(50)   # 20 frames/s: smooth scrolling at a few % of a core
         self._timer.timeout.connect(self._tick)
         self._timer.start()
 
+    STICKY_S = {"interrupted": 0.9}   # shown at least this long: the engine leaves it at once
+
     def set_state(self, state: str, detail: str = "", t: float | None = None) -> None:
-        if state != self.badge.state:
-            self.badge.set_state(state)
-            if state in STATES or state in ("muted", "push_to_talk"):
-                self.chart.add_state(state, t)
+        if state in STATES or state in ("muted", "push_to_talk"):
+            if not self.chart.states or self.chart.states[-1][1] != state:
+                self.chart.add_state(state, t)    # the timeline records every state when it happened
         if detail or state in STATES:
             self.detail.setText(detail)
         self._dirty = True
+        self._wanted = state
+        hold = self.STICKY_S.get(self.badge.state, 0.0)
+        left = hold - (time.monotonic() - self._badge_since)
+        if state != self.badge.state and left > 0:
+            self._sticky.start(int(left * 1000) + 1)
+            return
+        self._show_badge(state)
+
+    def _show_badge(self, state: str | None = None) -> None:
+        state = state or self._wanted
+        if state != self.badge.state:
+            self.badge.set_state(state)
+            self._badge_since = time.monotonic()
 
     def add_probs(self, probs, t: float | None = None) -> None:
         for key, v in zip(("p_cl", "p_ss", "p_el"), probs):

@@ -87,7 +87,8 @@ class TurnEntry(QFrame):
         if d.role == "user":
             text = html.escape(d.committed.strip())
             if not d.final:
-                return f"<i style='color:#6b7f99'>{text}…</i>"
+                more = "" if text.endswith((".", "?", "!", "…")) else "…"
+                return f"<i style='color:#6b7f99'>{text}{more}</i>"
             return text or "<i style='color:#999'>(nothing understood)</i>"
         heard = html.escape(d.heard)
         unheard = d.committed[len(d.heard):] if d.unheard and d.committed.endswith(d.unheard) else d.unheard
@@ -125,22 +126,23 @@ class TranscriptView(QScrollArea):
 
     # -- model updates -----------------------------------------------------------------------------------------
 
-    def entry(self, turn: int, role: str, create: bool = True) -> TurnEntry | None:
+    def entry(self, turn: int, role: str, create: bool = True, wall: float | None = None) -> TurnEntry | None:
         key = (turn, role)
         e = self.entries.get(key)
         if e is None and create:
             self._placeholder.hide()
-            e = TurnEntry(TurnText(role, turn), self.persona, self._inner)
+            data = TurnText(role, turn) if wall is None else TurnText(role, turn, wall=wall)
+            e = TurnEntry(data, self.persona, self._inner)
             self.entries[key] = e
             self.order.append(e)
             self._layout.insertWidget(self._layout.count() - 1, e)
         return e
 
     def user_text(self, turn: int, text: str, partial: bool = False, final: bool = False,
-                  full: str | None = None) -> None:
+                  full: str | None = None, wall: float | None = None) -> None:
         """Engine semantics: ``partial`` carries the whole hypothesis so far (replaces); otherwise ``text`` is a
         piece appended to it; ``final`` marks the transcript final (``full`` then holds all of it)."""
-        e = self.entry(turn, "user")
+        e = self.entry(turn, "user", wall=wall)
         if partial:
             e.data.committed = text
         else:
@@ -150,8 +152,8 @@ class TranscriptView(QScrollArea):
         e.data.final = e.data.final or final
         e.refresh()
 
-    def assistant_text(self, turn: int, text: str) -> None:
-        e = self.entry(turn, "assistant")
+    def assistant_text(self, turn: int, text: str, wall: float | None = None) -> None:
+        e = self.entry(turn, "assistant", wall=wall)
         e.data.committed += text
         e.refresh()
 

@@ -1,7 +1,7 @@
 """Comparison of two sessions (an original and its replay): per-turn decisions, texts and latencies.
 
-The verdict ``match`` needs the same turns with the same decisions, user texts, assistant texts and interruptions
-(texts compared with whitespace collapsed). Latencies are reported side by side but never part of the verdict: a
+The verdict ``match`` needs the same turns with the same decisions, user texts, assistant texts, interruptions and,
+for a cut-off answer, the same heard text (texts compared with whitespace collapsed). Latencies are reported side by side but never part of the verdict: a
 live session's clock is the wall clock, a replay's is the virtual clock.
 """
 
@@ -52,6 +52,8 @@ def compare_turns(original: list[TurnSummary], replay: list[TurnSummary]) -> dic
             "user_text": (_norm(a.user_text), _norm(b.user_text)),
             "assistant_text": (_norm(a.assistant_text), _norm(b.assistant_text)),
             "interrupted": (a.interrupted, b.interrupted),
+            "heard_text": (_norm(a.heard_text) if a.interrupted else None,
+                           _norm(b.heard_text) if b.interrupted else None),
         }
         row["decision"] = {"original": a.decision, "replay": b.decision}
         for key, (x, y) in checks.items():

@@ -1,0 +1,455 @@
+"""Echo-aware streaming voice activity detection with silero-vad (ONNX, weights shipped in the silero-vad wheel).
+
+:class:`EchoAwareVad` implements :class:`core.audio.interfaces.StreamingVad`. It runs silero on the echo-cancelled
+16 kHz signal in 512-sample windows, keeping the model's recurrent state and 64-sample context between windows.
+
+Echo awareness:
+
+* While the assistant is silent a user turn opens on ``threshold`` held for ``min_speech_ms``.
+* While it speaks (``assistant_speaking=True``) the bar is higher (``speaking_threshold``, ``speaking_min_speech_ms``)
+  and every candidate window must also pass a residual-echo check against the far-end reference
+  (:class:`ResidualEchoCheck`):
+
+  - *similarity*: the correlation of the log band energies (10 bands, 8 ms steps, over the last
+    ``echo_window_ms``) of the cleaned microphone and of the reference at the echo's lag. Residual or not yet
+    cancelled echo keeps the reference's spectro-temporal pattern (similarity 0.8-1); a user talking over the
+    assistant does not (around 0.2). The lag is estimated from the last 1.5 s (raw microphone when given, else
+    the cleaned signal) or hinted by the caller; until it is known every lag up to ``echo_max_lag_ms`` is tried
+    (stricter: slower double-talk detection, never more false barge-ins).
+  - *return ratio* (only when the raw microphone is given): energy of the cleaned signal relative to the raw one
+    over the last 96 ms. Residual echo after cancellation sits 20-50 dB under the raw microphone; near-end speech
+    only a few dB.
+
+  A window that looks like echo cannot start or continue an onset candidate.
+
+The model is loaded from the wheel's data folder without importing the ``silero_vad`` package (that import pulls
+in torch and sets its thread count); onnxruntime runs with one thread.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from core.audio.interfaces import VadEvent
+from core.constants import MODEL_INPUT_RATE, VAD_WINDOW_SAMPLES_16K
+
+log = logging.getLogger(__name__)
+
+_CONTEXT = 64          # silero v5+ prepends the last 64 samples of the previous window
+_SUB = 128             # envelope step for the echo check: 8 ms at 16 kHz
+
+
+def silero_model_path(name: str = "silero_vad.onnx") -> str:
+    """Path of a model file shipped in the silero-vad wheel (found without importing the package)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("silero-vad is not installed (pip install silero-vad==6.2.3)")
+    for folder in spec.submodule_search_locations:
+        path = os.path.join(folder, "data", name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"{name} not found in the silero-vad package")
+
+
+@dataclass
+class VadDecision(VadEvent):
+    """A :class:`VadEvent` that also says when it was decided (the onset lies ``min_speech`` earlier)."""
+
+    detected_at: int = -1          # 16 kHz stream position at which the decision was made
+    echo_similarity: float = 0.0   # residual-echo similarity of the deciding window (0 when not checked)
+
+
+class SileroOnnx:
+    """Stateful silero-vad v5/v6 ONNX model for 16 kHz, one 512-sample window per call."""
+
+    window = VAD_WINDOW_SAMPLES_16K
+
+    def __init__(self, path: str | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self._session = ort.InferenceSession(path or silero_model_path(), sess_options=opts,
+                                             providers=["CPUExecutionProvider"])
+        self._input = np.zeros((1, _CONTEXT + self.window), dtype=np.float32)
+        self._sr = np.array(MODEL_INPUT_RATE, dtype=np.int64)
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+
+    def reset(self) -> None:
+        self._input[:] = 0.0
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+
+    def __call__(self, window: np.ndarray) -> float:
+        x = self._input
+        x[0, _CONTEXT:] = window
+        prob, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._sr})
+        x[0, :_CONTEXT] = x[0, -_CONTEXT:]
+        return float(prob[0, 0])
+
+
+@dataclass
+class VadConfig:
+    threshold: float = 0.5               # onset probability while the assistant is silent
+    min_speech_ms: float = 96.0          # ... held this long (3 windows)
+    speaking_threshold: float = 0.6      # onset probability while the assistant speaks
+    speaking_min_speech_ms: float = 128.0
+    offset_threshold: float = 0.35       # below this for min_silence_ms ends the speech
+    min_silence_ms: float = 400.0
+    pre_roll_ms: float = 500.0
+    echo_check: bool = True
+    echo_similarity_max: float = 0.5     # above: the cleaned signal follows the reference (residual echo)
+    echo_window_ms: float = 128.0
+    echo_max_lag_ms: float = 320.0       # the reference leads its echo by up to this (after the caller's alignment)
+    echo_ratio_min_db: float = -25.0     # cleaned/raw energy below this while speaking: residual echo
+    history_seconds: float = 3.0         # cleaned audio kept for pre_roll()/history()
+    gate_dbfs: float | None = -70.0      # windows quieter than this (RMS) skip the model: probability 0
+
+
+class EchoAwareVad:
+    """Streaming, echo-aware VAD (see the module docstring). Feed any number of samples at a time."""
+
+    def __init__(self, config: VadConfig | None = None, model: SileroOnnx | None = None) -> None:
+        self.config = config or VadConfig()
+        self._model = model or SileroOnnx()
+        w = VAD_WINDOW_SAMPLES_16K
+        self._win = np.zeros(w, dtype=np.float32)
+        self._win_ref = np.zeros(w, dtype=np.float32)
+        self._win_raw = np.zeros(w, dtype=np.float32)
+        c = self.config
+        self.echo = ResidualEchoCheck(c)
+        self._hist_len = int((c.history_seconds + c.pre_roll_ms / 1000) * MODEL_INPUT_RATE) // 512 * 512 + 512
+        self._hist = np.zeros(self._hist_len, dtype=np.float32)
+        self.reset()
+
+    # -- life cycle -------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self._model.reset()
+        self._fill = 0
+        self._fill_has_ref = False
+        self._fill_has_raw = False
+        self._pos = 0                  # samples received
+        self._win_pos = 0              # samples consumed into windows
+        self._prob = 0.0
+        self._in_speech = False
+        self._run_start: int | None = None
+        self._run_windows = 0
+        self._run_echo = 0
+        self._silence_start: int | None = None
+        self._silence_windows = 0
+        self._last_onset: int | None = None
+        self.echo.reset()
+        self._hist[:] = 0.0
+        self.echo_similarity = 0.0
+        self.echo_ratio_db: float | None = None
+        self.windows = 0
+        self.gated_windows = 0
+        self.echo_rejected_windows = 0
+
+    # -- contract -----------------------------------------------------------------------------------------------
+    @property
+    def probability(self) -> float:
+        return self._prob
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    @property
+    def position(self) -> int:
+        """Samples received so far (the 16 kHz stream position of the next sample)."""
+        return self._pos
+
+    def process(self, samples_16k: np.ndarray, assistant_speaking: bool,
+                reference_16k: np.ndarray | None = None, *, raw_16k: np.ndarray | None = None) -> list[VadEvent]:
+        """Feed cleaned samples (and optionally the aligned far-end reference and the raw microphone, same
+        length). Returns the onsets/offsets decided in the windows completed by these samples."""
+        x = np.asarray(samples_16k, dtype=np.float32).reshape(-1)
+        events: list[VadEvent] = []
+        w = VAD_WINDOW_SAMPLES_16K
+        i = 0
+        n = len(x)
+        while i < n:
+            k = min(n - i, w - self._fill)
+            self._win[self._fill:self._fill + k] = x[i:i + k]
+            self._copy_side(self._win_ref, reference_16k, i, k, "_fill_has_ref")
+            self._copy_side(self._win_raw, raw_16k, i, k, "_fill_has_raw")
+            self._fill += k
+            i += k
+            if self._fill == w:
+                self._push_history(self._win)
+                self._pos += w
+                self._window(assistant_speaking, self._pos, events)
+                self._fill = 0
+                self._fill_has_ref = False
+                self._fill_has_raw = False
+        return events
+
+    def _copy_side(self, dst: np.ndarray, src: np.ndarray | None, i: int, k: int, flag: str) -> None:
+        if src is None:
+            dst[self._fill:self._fill + k] = 0.0
+            return
+        part = np.asarray(src[i:i + k], dtype=np.float32)
+        dst[self._fill:self._fill + len(part)] = part
+        if len(part) < k:
+            dst[self._fill + len(part):self._fill + k] = 0.0
+        setattr(self, flag, True)
+
+    def pre_roll(self) -> np.ndarray:
+        """Cleaned audio just before the latest onset (``pre_roll_ms``); before any onset, the latest audio."""
+        n = int(self.config.pre_roll_ms / 1000 * MODEL_INPUT_RATE)
+        end = self._last_onset if self._last_onset is not None else self._pos
+        return self.history(end - n, end)
+
+    def history(self, start: int, end: int) -> np.ndarray:
+        """Cleaned audio between two stream positions, clipped to what is still kept (windows completed only)."""
+        start = max(start, self._pos - self._hist_len, 0)
+        end = min(end, self._pos)
+        if end <= start:
+            return np.zeros(0, dtype=np.float32)
+        n, cap = end - start, self._hist_len
+        a = start % cap
+        first = min(n, cap - a)
+        out = np.empty(n, dtype=np.float32)
+        out[:first] = self._hist[a:a + first]
+        if first < n:
+            out[first:] = self._hist[:n - first]
+        return out
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _push_history(self, win: np.ndarray) -> None:
+        """Store the window that starts at stream position ``self._pos`` (ring indexed by absolute position)."""
+        w, cap = len(win), self._hist_len
+        a = self._pos % cap
+        first = min(w, cap - a)
+        self._hist[a:a + first] = win[:first]
+        if first < w:
+            self._hist[:w - first] = win[first:]
+
+    def _echo_like(self) -> bool:
+        echo = self.echo.is_echo()
+        self.echo_similarity = self.echo.similarity
+        self.echo_ratio_db = self.echo.ratio_db
+        return echo
+
+    def _window(self, speaking: bool, end_pos: int, events: list[VadEvent]) -> None:
+        c = self.config
+        w = VAD_WINDOW_SAMPLES_16K
+        start = end_pos - w
+        self.echo.push(self._win, self._win_ref if self._fill_has_ref else None,
+                       self._win_raw if self._fill_has_raw else None)
+        self.echo_similarity = 0.0
+        self.echo_ratio_db = None
+        gate = self.config.gate_dbfs
+        if gate is not None and self.echo.last_clean_energy() < 10.0 ** (gate / 10.0):
+            p = 0.0   # digital/near silence: nothing to classify (saves the model run)
+            self.gated_windows += 1
+        else:
+            p = self._model(self._win)
+        self._prob = p
+        self.windows += 1
+        if not self._in_speech:
+            thr = c.speaking_threshold if speaking else c.threshold
+            min_ms = c.speaking_min_speech_ms if speaking else c.min_speech_ms
+            need = max(1, int(math.ceil(min_ms / 1000 * MODEL_INPUT_RATE / w)))
+            candidate = p >= thr
+            echo_hit = False
+            if candidate and speaking and c.echo_check and self._echo_like():
+                candidate = False
+                echo_hit = True
+                self.echo_rejected_windows += 1
+            if echo_hit and self._run_start is not None and self._run_echo < need:
+                # inside a run, an echo-like speech window neither counts nor breaks it (the check is noisy in
+                # double talk); more than ``need`` of them do
+                self._run_echo += 1
+            elif candidate:
+                if self._run_start is None:
+                    self._run_start = start
+                    self._run_windows = 0
+                    self._run_echo = 0
+                self._run_windows += 1
+                if self._run_windows >= need:
+                    self._in_speech = True
+                    self._last_onset = self._run_start
+                    self._silence_start = None
+                    self._silence_windows = 0
+                    events.append(VadDecision("onset", self._run_start, p, end_pos, self.echo_similarity))
+                    self._run_start = None
+            else:
+                self._run_start = None
+                self._run_windows = 0
+                self._run_echo = 0
+        else:
+            need = max(1, int(math.ceil(c.min_silence_ms / 1000 * MODEL_INPUT_RATE / w)))
+            if p < c.offset_threshold:
+                if self._silence_start is None:
+                    self._silence_start = start
+                    self._silence_windows = 0
+                self._silence_windows += 1
+                if self._silence_windows >= need:
+                    self._in_speech = False
+                    events.append(VadDecision("offset", self._silence_start, p, end_pos))
+                    self._silence_start = None
+            else:
+                self._silence_start = None
+                self._silence_windows = 0
+
+
+class ResidualEchoCheck:
+    """Is the cleaned signal of the latest window (residual) echo of the reference? See the module docstring.
+
+    Every 8 ms step gets log band energies (10 bands, 0-8 kHz) of the cleaned signal, the reference and (when
+    given) the raw microphone. The similarity of the cleaned signal to the reference is the correlation of their
+    log band energies over the last ``echo_window_ms`` (each band's mean removed, so a room's static colouring does
+    not matter), at the echo's lag. Echo, even after non-linear suppression, keeps the reference's spectro-temporal
+    pattern (similarity 0.8-1); another voice has its own (around 0.2). Across time *and* frequency there are
+    enough points that chance matches between two voices stay rare, unlike with a plain energy envelope.
+    """
+
+    lag_every = 8          # windows between lag re-estimations (256 ms)
+    lag_history_ms = 1500.0
+    floor_decades = 6.0    # log energies are floored 60 dB under the window's loudest band
+    silent = 1e-9          # band energy under which the reference counts as silent (about -90 dBFS)
+
+    def __init__(self, config: VadConfig) -> None:
+        self.config = config
+        rate = MODEL_INPUT_RATE / _SUB
+        self.max_lag = max(1, int(config.echo_max_lag_ms / 1000 * rate))
+        self.window = max(8, int(config.echo_window_ms / 1000 * rate))
+        self.long = max(self.window, int(self.lag_history_ms / 1000 * rate))
+        self.n = self.long + self.max_lag + 1
+        nb = len(_BAND_EDGES) - 1
+        self.clean = np.zeros((self.n, nb))
+        self.ref = np.zeros((self.n, nb))
+        self.raw = np.zeros((self.n, nb))
+        self.lag_hint_ms: float | None = None   # set by the caller when it knows the echo delay
+        self._taper = np.hanning(_SUB).astype(np.float32)
+        self.reset()
+
+    def reset(self) -> None:
+        for a in (self.clean, self.ref, self.raw):
+            a[:] = 0.0
+        self.raw_valid = 0
+        self.ref_valid = 0
+        self.pushes = 0
+        self.clean_power = 0.0
+        self._lags: list[int] = []
+        self.lag: int | None = None
+        self.similarity = 0.0
+        self.ratio_db: float | None = None
+
+    def _bands(self, sig: np.ndarray, m: int) -> np.ndarray:
+        frames = sig[:m * _SUB].reshape(m, _SUB) * self._taper
+        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+        return np.add.reduceat(power, _BAND_EDGES[:-1], axis=1)
+
+    def push(self, clean: np.ndarray, ref: np.ndarray | None, raw: np.ndarray | None) -> None:
+        m = len(clean) // _SUB
+        for hist, sig in ((self.clean, clean), (self.ref, ref), (self.raw, raw)):
+            hist[:-m] = hist[m:]
+            if sig is None or not sig.any():
+                hist[-m:] = 0.0
+            else:
+                hist[-m:] = self._bands(sig, m)
+        self.clean_power = float(np.einsum("i,i->", clean, clean, dtype=np.float64)) / max(1, len(clean))
+        self.raw_valid = min(self.n, self.raw_valid + m) if raw is not None else 0
+        self.ref_valid = min(self.n, self.ref_valid + m) if ref is not None else 0
+        self.pushes += 1
+        if self.pushes % self.lag_every == 0:
+            self._estimate_lag()
+
+    def last_clean_energy(self) -> float:
+        """Mean square of the latest cleaned window (for the silence gate)."""
+        return self.clean_power
+
+    def _estimate_lag(self) -> None:
+        """Echo lag (in 8 ms steps) from the last 1.5 s: the raw microphone if we have it, else the cleaned one."""
+        if self.ref_valid < self.n or self.ref.max() <= self.silent:
+            return
+        sig = _pair(self.raw if self.raw_valid >= self.n else self.clean)
+        best, lag = _best_lag(sig[-self.long:], _pair(self.ref), self.long, range(0, self.max_lag + 1),
+                              self.floor_decades)
+        if best > 0.6:
+            self._lags = (self._lags + [lag])[-3:]
+            self.lag = int(np.median(self._lags))
+
+    def _lags_to_try(self) -> range:
+        lag = self.lag
+        if lag is None and self.lag_hint_ms is not None:
+            lag = int(round(self.lag_hint_ms / 1000 * MODEL_INPUT_RATE / _SUB))
+        if lag is None:
+            return range(0, self.max_lag + 1)
+        return range(max(0, lag - 2), min(self.max_lag, lag + 2) + 1)
+
+    def is_echo(self) -> bool:
+        c = self.config
+        echo = False
+        self.similarity = 0.0
+        self.ratio_db = None
+        lags = self._lags_to_try()
+        w = self.window
+        span = min(self.ref_valid, w + lags.stop)
+        if span > 0 and self.ref[-span:].max() > self.silent:
+            usable = range(lags.start, min(lags.stop, self.ref_valid - w + 1))
+            if len(usable) == 0:
+                echo = True    # the reference just started: too little history to tell, so assume echo
+                self.similarity = 1.0
+            else:
+                self.similarity, _ = _best_lag(_pair(self.clean[-(w + 1):])[-w:], _pair(self.ref), w, usable,
+                                               self.floor_decades)
+                echo = self.similarity > c.echo_similarity_max
+        if self.raw_valid >= 12:
+            raw_e = float(self.raw[-12:].sum())
+            clean_e = float(self.clean[-12:].sum())
+            if raw_e > 1e-10:
+                self.ratio_db = 10.0 * math.log10(max(clean_e, 1e-12) / raw_e)
+                echo = echo or self.ratio_db < c.echo_ratio_min_db
+        return echo
+
+
+# 10 bands over a 128-point spectrum at 16 kHz (125 Hz bins): narrow at the bottom, wide at the top
+_BAND_EDGES = np.array([0, 2, 4, 6, 9, 13, 18, 26, 36, 48, 65])
+
+
+def _pair(bands: np.ndarray) -> np.ndarray:
+    """Energies over 16 ms (two 8 ms steps) every 8 ms: tolerant to echo lags between two steps."""
+    out = bands.copy()
+    out[1:] += bands[:-1]
+    return out
+
+
+def _log_floor(x: np.ndarray, decades: float) -> np.ndarray:
+    top = float(x.max())
+    return np.log10(np.maximum(x, max(top * 10.0 ** -decades, 1e-14)))
+
+
+def _best_lag(x: np.ndarray, ref: np.ndarray, w: int, lags: range, decades: float) -> tuple[float, int]:
+    """Highest correlation between the log band energies ``x`` (the newest ``w`` steps, shape (w, bands)) and
+    ``ref`` delayed by each lag (``ref[len - w - lag : len - lag]``), each band's mean removed. Returns
+    (correlation, lag); (0, first lag) when ``x`` is flat, -1 for a silent or flat reference."""
+    n = len(ref)
+    lo, hi = lags.start, lags.stop - 1
+    xl = _log_floor(x, decades)
+    xc = xl - xl.mean(axis=0)
+    xn = math.sqrt(float(np.einsum("ij,ij->", xc, xc)))
+    if xn <= 1e-9:
+        return 0.0, lo
+    seg = ref[n - w - hi:n - lo]                       # every lag's window lies in here
+    if seg.max() <= 1e-12:
+        return -1.0, lo
+    rl = _log_floor(seg, decades)
+    views = sliding_window_view(rl, w, axis=0)[::-1]   # (lags, bands, w); row k is lag lo + k
+    rc = views - views.mean(axis=2, keepdims=True)
+    rn = np.sqrt(np.einsum("kbt,kbt->k", rc, rc))
+    dots = np.einsum("kbt,tb->k", rc, xc)
+    corr = np.where(rn > 1e-9, dots / np.maximum(rn, 1e-12) / xn, -1.0)
+    k = int(np.argmax(corr))
+    return float(corr[k]), lo + k

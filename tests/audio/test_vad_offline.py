@@ -1,0 +1,166 @@
+"""EchoAwareVad on espeak-ng speech files, no audio device: onsets/offsets, streaming invariance, pre-roll, echo
+gating and double talk with synthetic echo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.audio.interfaces import VadEvent
+from core.audio.vad import EchoAwareVad, SileroOnnx, VadConfig, VadDecision, silero_model_path
+
+RATE = 16000
+
+
+def run(vad, cleaned, speaking=False, reference=None, raw=None, step=160):
+    events = []
+    for i in range(0, len(cleaned), step):
+        ref = None if reference is None else reference[i:i + step]
+        r = None if raw is None else raw[i:i + step]
+        events += vad.process(cleaned[i:i + step], speaking, ref, raw_16k=r)
+    return events
+
+
+@pytest.fixture(scope="module")
+def model():
+    return SileroOnnx()
+
+
+@pytest.fixture(scope="module")
+def sentences(espeak):
+    a, _ = espeak("Please turn on the lights in the kitchen and the hallway.", voice="en-us+m3", rate=RATE)
+    b, _ = espeak("What time is it in Tokyo right now?", voice="en-us+f3", rate=RATE)
+    return a, b
+
+
+def test_model_loads_from_the_wheel_without_importing_torch_side_effects(model):
+    assert silero_model_path().endswith("silero_vad.onnx")
+    p = model(np.zeros(512, dtype=np.float32))
+    assert 0.0 <= p < 0.1
+
+
+def active_span(x, fraction=0.05):
+    idx = np.flatnonzero(np.abs(x) > fraction * np.abs(x).max())
+    return int(idx[0]), int(idx[-1]) + 1
+
+
+def test_onsets_and_offsets_follow_speech(model, sentences):
+    a, b = sentences
+    gap = np.zeros(int(1.5 * RATE), dtype=np.float32)
+    sig = np.concatenate([np.zeros(RATE, np.float32), a, gap, b, np.zeros(RATE, np.float32)])
+    (a0, a1), (b0, b1) = active_span(a), active_span(b)
+    off_b = RATE + len(a) + len(gap)
+    starts = [RATE + a0, off_b + b0]
+    ends = [RATE + a1, off_b + b1]
+    vad = EchoAwareVad(model=model)
+    events = run(vad, sig)
+    onsets = [e for e in events if e.kind == "onset"]
+    offsets = [e for e in events if e.kind == "offset"]
+    assert len(onsets) == 2 and len(offsets) == 2, events
+    for e, s in zip(onsets, starts):
+        assert isinstance(e, VadEvent) and isinstance(e, VadDecision)
+        assert s - 0.05 * RATE <= e.sample <= s + 0.25 * RATE
+        assert e.detected_at >= e.sample + 3 * 512 - 1   # min_speech_ms = 96 ms = 3 windows
+    for e, end in zip(offsets, ends):
+        assert end - 0.3 * RATE <= e.sample <= end + 0.3 * RATE
+        assert e.detected_at - e.sample >= 0.4 * RATE - 512   # min_silence_ms
+    assert vad.position == (len(sig) // 512) * 512
+
+
+def test_silence_and_noise_never_open_a_turn(model):
+    rng = np.random.default_rng(1)
+    sig = np.concatenate([np.zeros(2 * RATE, np.float32),
+                          (rng.standard_normal(3 * RATE) * 0.003).astype(np.float32)])   # about -50 dBFS
+    vad = EchoAwareVad(model=model)
+    assert run(vad, sig) == []
+    assert vad.probability < 0.5
+
+
+def test_events_do_not_depend_on_how_the_stream_is_cut(model, sentences):
+    a, b = sentences
+    sig = np.concatenate([np.zeros(8000, np.float32), a, np.zeros(RATE, np.float32), b, np.zeros(RATE, np.float32)])
+    ref = [(e.kind, e.sample) for e in run(EchoAwareVad(model=model), sig, step=512)]
+    rng = np.random.default_rng(2)
+    vad = EchoAwareVad(model=model)
+    got, i = [], 0
+    while i < len(sig):
+        n = int(rng.integers(1, 3000))
+        got += [(e.kind, e.sample) for e in vad.process(sig[i:i + n], False)]
+        i += n
+    assert got == ref and len(ref) == 4
+
+
+def test_pre_roll_is_the_audio_before_the_onset(model, sentences):
+    a, _ = sentences
+    noise = (np.random.default_rng(3).standard_normal(RATE) * 1e-3).astype(np.float32)
+    sig = np.concatenate([noise, a])
+    vad = EchoAwareVad(VadConfig(pre_roll_ms=500), model=model)
+    onset = None
+    for i in range(0, len(sig), 160):   # the engine asks for the pre-roll when the onset arrives
+        onset = next((e for e in vad.process(sig[i:i + 160], False) if e.kind == "onset"), None)
+        if onset is not None:
+            break
+    assert onset is not None
+    pre = vad.pre_roll()
+    assert len(pre) == 8000
+    np.testing.assert_array_equal(pre, sig[onset.sample - 8000:onset.sample])
+    assert len(vad.history(onset.sample, onset.sample + 1024)) == 1024
+
+
+def test_residual_echo_does_not_open_a_turn_while_the_assistant_speaks(model, sentences):
+    a, b = sentences
+    far = np.concatenate([a, b, a]) * 0.8
+    # an echo canceller that has not converged yet: the echo is only 14 dB down, 60 ms late
+    d = int(0.06 * RATE)
+    residual = np.zeros_like(far)
+    residual[d:] = 0.2 * far[:-d]
+    gated = EchoAwareVad(model=model)
+    assert [e for e in run(gated, residual, True, far) if e.kind == "onset"] == []
+    assert gated.echo_rejected_windows > 10
+    # the same signal without the reference would open turns: the echo check is what stops it
+    blind = EchoAwareVad(model=model)
+    assert [e for e in run(blind, residual, True, None) if e.kind == "onset"]
+
+
+def test_return_ratio_check_uses_the_raw_microphone(model, sentences):
+    a, _ = sentences
+    raw = a * 0.5
+    cleaned = raw * 0.02   # 34 dB under the microphone: what a converged canceller leaves of its echo
+    cfg = VadConfig(echo_similarity_max=1.1)  # similarity check off: the ratio alone must gate
+    zeros = np.zeros_like(raw)
+    vad = EchoAwareVad(cfg, model=model)
+    assert [e for e in run(vad, cleaned, True, zeros, raw) if e.kind == "onset"] == []
+    assert vad.echo_rejected_windows > 10
+    # without the raw microphone the same cleaned signal is taken for speech
+    blind = EchoAwareVad(cfg, model=model)
+    assert [e for e in run(blind, cleaned, True, zeros, None) if e.kind == "onset"]
+
+
+def test_double_talk_is_detected_through_residual_echo(model, sentences, espeak):
+    a, b = sentences
+    far = np.concatenate([a, a, a]) * 0.8
+    d = int(0.05 * RATE)
+    residual = np.zeros_like(far)
+    residual[d:] = 0.02 * far[:-d]     # converged canceller, about -34 dB
+    user, _ = espeak("Hold on, I want to ask something else.", voice="en-us+f3", rate=RATE)
+    at = 2 * RATE
+    mic = residual.copy()
+    mic[at:at + len(user)] += 0.5 * user
+    voice_start = at + int(np.flatnonzero(np.abs(user) > 0.05 * np.abs(user).max())[0])
+    vad = EchoAwareVad(model=model)
+    onsets = [e for e in run(vad, mic, True, far) if e.kind == "onset"]
+    assert onsets, "double talk not detected"
+    detect_ms = (onsets[0].detected_at - voice_start) / RATE * 1000
+    print(f"\n[vad offline] double-talk detect {detect_ms:.0f} ms, similarity {onsets[0].echo_similarity:.2f}")
+    assert 0 < detect_ms < 300
+    assert onsets[0].echo_similarity < vad.config.echo_similarity_max
+
+
+def test_reset_starts_a_new_stream(model, sentences):
+    a, _ = sentences
+    vad = EchoAwareVad(model=model)
+    run(vad, a)
+    assert vad.position > 0
+    vad.reset()
+    assert vad.position == 0 and not vad.in_speech and vad.probability == 0.0
+    assert len(vad.pre_roll()) == 0

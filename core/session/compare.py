@@ -25,10 +25,14 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text or "").strip()
 
 
-def dialogue_turns(events_file: str | os.PathLike) -> list[TurnSummary]:
+def dialogue_only(turns: list[TurnSummary]) -> list[TurnSummary]:
     """Turns that are part of the dialogue: a decision other than keep-listening, or any text."""
-    return [s for s in summarize_turns(read_events(events_file))
+    return [s for s in turns
             if [d for d in s.decisions if d != "cl"] or s.user_text.strip() or s.assistant_text.strip()]
+
+
+def dialogue_turns(events_file: str | os.PathLike) -> list[TurnSummary]:
+    return dialogue_only(summarize_turns(read_events(events_file)))
 
 
 def compare_turns(original: list[TurnSummary], replay: list[TurnSummary]) -> dict[str, Any]:

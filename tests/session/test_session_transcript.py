@@ -49,17 +49,20 @@ def test_transcript_marks_the_unheard_part():
 
 
 def test_compare_turns_checks_decisions_texts_and_what_was_heard():
-    from core.session.compare import compare_turns, render_report_md
+    from core.session.compare import compare_turns, dialogue_only, render_report_md
 
-    same = compare_turns(summarize_turns(EVENTS), summarize_turns(EVENTS))
+    def turns(events):
+        return dialogue_only(summarize_turns(events))
+
+    same = compare_turns(turns(EVENTS), turns(EVENTS))
     assert same["match"] and same["counts"] == {"original": 3, "replay": 3}
     other = [dict(e) for e in EVENTS]
     for e in other:
         if e["type"] == "interruption":
             e["heard_text"], e["unheard_text"] = "I am fine.", "And you? Let me tell you a story."
-    diff = compare_turns(summarize_turns(EVENTS), summarize_turns(other))
+    diff = compare_turns(turns(EVENTS), turns(other))
     assert not diff["match"] and diff["reasons"] == ["turn #1: heard_text differs"]
-    shorter = compare_turns(summarize_turns(EVENTS), summarize_turns(EVENTS[:9]))
+    shorter = compare_turns(turns(EVENTS), turns(EVENTS[:9]))
     assert not shorter["match"] and "turn #2: only in the original" in shorter["reasons"]
     report = {"verdict": "mismatch", "original": {"path": "a"}, "replay": {"path": "b"}, **shorter}
     assert "missing in the replay" in render_report_md(report)

@@ -82,8 +82,11 @@ class LiveRecording:
     def _session_time_of(self, monotonic_t: float) -> float:
         return monotonic_t - (time.monotonic() - self.now())
 
-    def on_chunk(self, chunk: Any) -> None:
-        """Record one AudioChunk (call from the audio worker thread: it only queues copies)."""
+    def on_chunk(self, chunk: Any, muted: bool = False) -> None:
+        """Record one AudioChunk (call from the audio worker thread: it only queues copies).
+
+        ``muted``: the user muted the microphone (or push-to-talk is up): both mic streams get silence for this
+        chunk, so nothing the user did not mean to say is kept; the reference is still recorded."""
         start = int(chunk.start)
         if self._base is None:
             self._base = start
@@ -100,13 +103,17 @@ class LiveRecording:
         raw = getattr(chunk, "raw_16k", None)
         if raw is None:
             raw = chunk.samples_16k
+        clean = chunk.samples_16k
+        if muted:
+            raw = np.zeros(len(raw), np.float32)
+            clean = np.zeros(len(clean), np.float32)
         if self.chunks == 0:   # pos == 0: the first chunk starts the timeline
             t0 = self._session_time_of(float(chunk.t_start)) if getattr(chunk, "t_start", None) else self.now()
             self.recorder.write_mic_raw(raw, MODEL_INPUT_RATE, t=t0)
             self._raw_written = len(raw)
         else:
             self._write_raw_at(raw, pos)
-        self.recorder.write_mic_clean(chunk.samples_16k, MODEL_INPUT_RATE, mic_sample=pos)
+        self.recorder.write_mic_clean(clean, MODEL_INPUT_RATE, mic_sample=pos)
         ref = getattr(chunk, "reference_16k", None)
         if ref is not None:
             self.recorder.write_playback(ref, MODEL_INPUT_RATE, mic_sample=pos)

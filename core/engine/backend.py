@@ -122,20 +122,26 @@ def history_as_text(history: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def default_rebuild_context(backend: Backend, conv: Conversation, history: list[dict[str, str]]) -> Conversation:
-    """Rebuild for any backend: a fresh conversation whose system prompt carries the recent turns as text."""
-    prompt = conv.system_prompt
-    if history:
-        prompt = f"{prompt}\n\nThe conversation so far:\n{history_as_text(history)}"
+def default_rebuild_context(backend: Backend, conv: Conversation, history: list[dict[str, str]],
+                            persona: str | None = None) -> Conversation:
+    """Rebuild for any backend: a fresh conversation whose system prompt is the persona (``persona``, else
+    ``conv.system_prompt``) followed by the recent turns as text.
+
+    The new conversation's ``system_prompt`` is that whole text (a backend that renders its prompt from
+    ``system_prompt`` + ``history`` on every turn, like Lite, keeps the turns) and its ``history`` restarts empty
+    (so they are not seen twice). The caller keeps the persona for the next rebuild."""
+    base = conv.system_prompt if persona is None else persona
+    prompt = f"{base}\n\nThe conversation so far:\n{history_as_text(history)}" if history else base
     new = backend.new_conversation(prompt)
-    new.system_prompt = conv.system_prompt   # the persona stays the base of later rebuilds
-    new.history = [dict(m) for m in history]
+    new.history = []
     return new
 
 
-def rebuild_context(backend: Backend, conv: Conversation, history: list[dict[str, str]]) -> Conversation:
-    """Call the backend's own ``rebuild_context`` when it has one, else :func:`default_rebuild_context`."""
+def rebuild_context(backend: Backend, conv: Conversation, history: list[dict[str, str]],
+                    persona: str | None = None) -> Conversation:
+    """Call the backend's own ``rebuild_context`` when it has one, else :func:`default_rebuild_context`
+    (``persona``: the session's base system prompt, used by the default only)."""
     method = getattr(backend, "rebuild_context", None)
     if callable(method):
         return method(conv, history)
-    return default_rebuild_context(backend, conv, history)
+    return default_rebuild_context(backend, conv, history, persona)

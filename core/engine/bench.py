@@ -11,6 +11,7 @@ VAD calls excluded. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import logging
@@ -68,7 +69,44 @@ def _fixture_input() -> np.ndarray | None:
     return data if rate == 16_000 else None
 
 
+@contextlib.contextmanager
+def _lite_first_clause(enabled: bool):
+    """Lite has no constructor knob for its early first clause (ClauseSegmenter's first_min_words /
+    first_max_words are fixed in LiteBackend._reply_steps). To measure "without early speech", this benchmark
+    swaps in a segmenter whose first clause follows the same rules as the later ones, for the run only."""
+    if enabled:
+        yield "built in (first clause: a comma after 2 words, or 6 words)"
+        return
+    import functools
+
+    import core.model.lite.backend as lite_backend
+    from core.model.lite.text import ClauseSegmenter
+
+    original = lite_backend.ClauseSegmenter
+    probe = ClauseSegmenter()
+    lite_backend.ClauseSegmenter = functools.partial(ClauseSegmenter, first_min_words=probe.min_words,
+                                                     first_max_words=probe.max_words)
+    try:
+        yield (f"emulated: first clause cut like the later ones (min {probe.min_words}, "
+               f"max {probe.max_words} words)")
+    finally:
+        lite_backend.ClauseSegmenter = original
+
+
 def run_once(profile: str, audio: np.ndarray, config: Any, backend_opts: dict[str, Any]) -> dict[str, Any]:
+    if profile == "lite":
+        with _lite_first_clause(config.early.enabled) as how:
+            out = _run_once(profile, audio, config, backend_opts)
+        out["early_speech"] = how
+        return out
+    out = _run_once(profile, audio, config, backend_opts)
+    early = config.early
+    out["early_speech"] = (f"server segmentation, first codec window {early.first_codec_chunk} tokens"
+                           if early.enabled else f"offline segmentation, codec window {early.codec_chunk} tokens")
+    return out
+
+
+def _run_once(profile: str, audio: np.ndarray, config: Any, backend_opts: dict[str, Any]) -> dict[str, Any]:
     from core.engine.filemode import run_conversation
     from core.engine.profiles import build_backend, build_vad
 
@@ -133,7 +171,11 @@ def run_bench(args: argparse.Namespace) -> int:
         runs[label] = run_once(args.profile, audio, cfg, backend_opts)
     sched = runs["early_speech_on"]["scheduler"]
     on = runs["early_speech_on"]["first_audio_est_ms"]
-    off = runs["early_speech_off"]["first_audio_est_ms"]
+
+    def effect(key: str, q: str) -> dict[str, Any]:
+        a, b = runs["early_speech_on"][key][q], runs["early_speech_off"][key][q]
+        return {"on": a, "off": b, "saved": None if a is None or b is None else round(b - a, 1)}
+
     out = {
         "bench": "engine",
         "profile": args.profile,
@@ -144,8 +186,10 @@ def run_bench(args: argparse.Namespace) -> int:
         "mode": "file-driven fast mode (virtual clock); first_audio_est_ms = decision delay + compute",
         "first_audio_ms": {"p50": on["p50"], "p95": on["p95"]},
         "early_speech_effect_ms": {
-            "p50_saved": None if on["p50"] is None or off["p50"] is None else round(off["p50"] - on["p50"], 1),
-            "p95_saved": None if on["p95"] is None or off["p95"] is None else round(off["p95"] - on["p95"], 1),
+            "compute_to_first_audio_p50": effect("decision_to_first_audio_compute_ms", "p50"),
+            "compute_to_first_audio_p95": effect("decision_to_first_audio_compute_ms", "p95"),
+            "first_audio_p50": effect("first_audio_est_ms", "p50"),
+            "first_audio_p95": effect("first_audio_est_ms", "p95"),
         },
         "scheduler_overhead_ms_per_chunk": {
             "mean": sched["overhead_ms_mean"], "p50": sched["overhead_ms_p50"], "p95": sched["overhead_ms_p95"],

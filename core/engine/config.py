@@ -45,6 +45,9 @@ class EngineConfig:
     # A barge-in ('ss' while an answer is playing or being prepared) needs at least this much voiced audio in the
     # candidate turn; shorter ones (a cough, "mm-hm") are treated as 'el' and the answer goes on.
     barge_in_min_voiced_s: float = 0.4
+    # ... and, when the profile gives a transcript (Lite), at least this many real words (backchannels such as
+    # "mm-hm", "yeah", "okay" do not count; a stop word such as "stop" or "wait" alone is enough). 0: off.
+    barge_in_min_words: int = 2
     # After the assistant stops playing, the VAD keeps its "assistant speaking" (echo) thresholds this long.
     echo_tail_s: float = 0.25
     # --- speaking -------------------------------------------------------------------------------------------------

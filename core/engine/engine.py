@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import enum
 import logging
+import re
 import sys
 import threading
 import time
@@ -228,6 +229,7 @@ class Engine:
         self._recent_voiced: collections.deque[tuple[int, float]] = collections.deque(maxlen=64)
         self._last_audible_t = -1e9
         self._conv_dirty = False
+        self._persona: str | None = system_prompt
         self._stop = threading.Event()
         self._chunk_overhead_s = 0.0
         self._backend_s = 0.0
@@ -239,6 +241,7 @@ class Engine:
         """Create the conversation (system prompt prefilled) and start listening."""
         t0 = time.perf_counter()
         self.conv = self.backend.new_conversation(self.system_prompt)
+        self._persona = self.conv.system_prompt     # the base of context rebuilds
         self.bus.emit("info", 0, kind="session_start", profile=getattr(self.backend, "name", "?"),
                       output_rate=self.backend.output_rate, context_tokens=self.conv.context_tokens,
                       config=self.config.to_dict(), compute_ms=round(1000 * (time.perf_counter() - t0), 3))
@@ -517,10 +520,11 @@ class Engine:
             return
         if state == "ss":
             if inp.during_reply and self._reply is not None:
-                if inp.voiced_s < self.config.barge_in_min_voiced_s:
-                    self.bus.emit("turn_decision", inp.turn, state="el", backend_state="ss", reason="too_short",
+                reason = self._barge_in_veto(inp)
+                if reason is not None:
+                    self.bus.emit("turn_decision", inp.turn, state="el", backend_state="ss", reason=reason,
                                   voiced_s=round(inp.voiced_s, 3), candidate=True)
-                    self._close_input(inp, reason="too_short")
+                    self._close_input(inp, reason=reason)
                     return
                 self._barge_in(inp)
                 return
@@ -535,6 +539,21 @@ class Engine:
         self.bus.emit("turn_decision", inp.turn, state="el", reason=forced or "backend",
                       voiced_s=round(inp.voiced_s, 3), candidate=inp.during_reply)
         self._close_input(inp, reason="el")
+
+    def _barge_in_veto(self, inp: _Input) -> str | None:
+        """Why a backend 'ss' for a candidate must not interrupt the answer (None: it may).
+
+        Too little voiced audio (a cough, a click), or, when the profile gives a transcript, fewer than
+        ``barge_in_min_words`` real words: backchannels ("mm-hm", "yeah", "okay") and Whisper's letter strings on a
+        hum ("M-M-A-K-M") do not count; a stop word ("stop", "wait", ...) alone is enough."""
+        cfg = self.config
+        if inp.voiced_s < cfg.barge_in_min_voiced_s:
+            return "too_short"
+        if inp.user_text is not None and cfg.barge_in_min_words > 0:
+            words = _real_words(inp.user_text)
+            if len(words) < cfg.barge_in_min_words and not (set(words) & STOP_WORDS):
+                return "too_few_words"
+        return None
 
     def _close_input(self, inp: _Input, reason: str) -> None:
         if self._input is inp:
@@ -782,7 +801,7 @@ class Engine:
         if not self._conv_dirty and conv.context_tokens < cfg.rebuild_at * limit:
             return
         before = conv.context_tokens
-        history = [dict(m) for m in self.history]
+        history = _informative(self.history)
         target = cfg.rebuild_target * limit
         # Drop the oldest turns until the rebuilt context fits the target (estimated first, then measured).
         while history and _estimate_tokens(history) > target:
@@ -791,7 +810,7 @@ class Engine:
         new = None
         for _ in range(6):
             try:
-                new = self._timed(rebuild_context, self.backend, conv, history)
+                new = self._timed(rebuild_context, self.backend, conv, history, self._persona)
             except Exception as exc:
                 self._fault(exc, "rebuild_context", self.turn)
                 new = None
@@ -801,7 +820,7 @@ class Engine:
             history = history[2:]
         if new is None:
             try:
-                new = self._timed(self.backend.new_conversation, self.system_prompt)
+                new = self._timed(self.backend.new_conversation, self._persona)
                 history = []
             except Exception as exc:
                 self._fault(exc, "new_conversation", self.turn)
@@ -840,8 +859,43 @@ class Engine:
         if kind == "out_of_memory":
             _free_cuda_cache()
         if where != "vad":
-            self._conv_dirty = True   # the model's state may be half-updated: rebuild it between turns
+            # The model's state may be half-updated (a step may have consumed part of its cache): rebuild the
+            # context from the text history between turns rather than trust it.
+            self._conv_dirty = True
         self.bus.emit("error", turn, where=where, kind=kind, message=f"{type(exc).__name__}: {exc}")
+
+
+BACKCHANNEL_WORDS = frozenset({
+    "mm", "mmm", "hm", "hmm", "mhm", "mhmm", "mm-hm", "mm-hmm", "uh-huh", "uh", "um", "uhm", "er", "erm", "ah", "oh",
+    "aha", "huh", "yeah", "yep", "yup", "okay", "ok", "right", "sure", "wow", "cool", "nice", "alright",
+})
+STOP_WORDS = frozenset({"stop", "wait", "pause", "hold", "quiet", "enough", "no", "cancel", "sorry", "excuse",
+                        "hey", "shut"})
+_WORD = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
+
+
+def _real_words(text: str) -> list[str]:
+    """Words of a transcript that can carry a barge-in: no backchannels, no spelled letters ("m-m-a-k-m")."""
+    out = []
+    for word in _WORD.findall(re.sub(r"[\[(][^\])]*[\])]", " ", text.lower())):
+        parts = word.split("-")
+        if len(word.replace("-", "").replace("'", "")) < 2 or all(len(p) <= 1 for p in parts):
+            continue
+        if word in BACKCHANNEL_WORDS:
+            continue
+        out.append(word)
+    return out
+
+
+def _informative(history) -> list[dict[str, str]]:
+    """The history without exchanges where neither side has any text (nothing to carry into a rebuild)."""
+    items = [dict(m) for m in history]
+    out = []
+    for i in range(0, len(items) - 1, 2):
+        user, assistant = items[i], items[i + 1]
+        if (user.get("content") or "").strip() or (assistant.get("content") or "").strip():
+            out += [user, assistant]
+    return out
 
 
 def _estimate_tokens(history: list[dict[str, str]]) -> float:

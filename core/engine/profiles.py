@@ -11,7 +11,6 @@ small context limits or short answers without more command-line flags.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import os
@@ -48,54 +47,102 @@ def build_vad() -> StreamingVad:
     return EchoAwareVad()
 
 
-def _accepted(cls: Any, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The options ``cls(...)`` accepts, and the names it does not have."""
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return dict(options), []
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(options), []
-    ok = {k: v for k, v in options.items() if k in params}
-    return ok, [k for k in options if k not in params]
-
-
-def early_speech_options(profile: str, config: EngineConfig) -> dict[str, Any]:
-    """The backend knobs that make speech start early (or not, when ``config.early.enabled`` is off)."""
-    early = config.early
-    if profile == "lite":
-        if early.enabled:
-            return {"first_segment_max_tokens": early.first_segment_max_tokens, "first_segment_clause": True}
-        return {"first_segment_max_tokens": 0, "first_segment_clause": False}
-    if early.enabled:
-        return {"decoder_first_chunk_size": early.first_codec_chunk, "decoder_chunk_size": early.codec_chunk,
-                "first_segment_max_tokens": early.first_segment_max_tokens, "first_segment_clause": True}
-    return {"decoder_first_chunk_size": early.codec_chunk, "decoder_chunk_size": early.codec_chunk,
-            "first_segment_max_tokens": 0, "first_segment_clause": False}
+def default_fixture() -> Path:
+    """The tiny Freeze-Omni parity set (``PARLEY_FIXTURES`` or ``<repo>/../shared/fixtures``)."""
+    root = os.environ.get("PARLEY_FIXTURES") or Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
+    return (Path(root) / "freeze_omni_tiny_a").resolve()
 
 
 def build_backend(profile: str, args: argparse.Namespace | None = None, config: EngineConfig | None = None,
                   options: dict[str, Any] | None = None) -> Backend:
-    """Load the backend of ``profile`` ("lite" | "freeze-omni") with the CLI's model arguments, the engine's
-    early-speech knobs and extra ``options``. Knobs a backend does not have are logged and skipped."""
+    """Load the backend of ``profile`` ("lite" | "freeze-omni") with the CLI's model arguments (``checkpoint``,
+    ``llm``, ``device``, ``dtype``, ``seed``, ``greedy``), the engine's early-speech settings and extra
+    ``options`` (from ``PARLEY_ENGINE_SETTINGS["backend"]``). Options a backend does not have are logged."""
     config = config or EngineConfig()
-    wanted: dict[str, Any] = dict(early_speech_options(profile, config))
-    wanted.update(_cli_options(profile, args))
-    wanted.update(options or {})
+    cli = _cli_options(args)
+    options = dict(options or {})
+    if profile == "freeze-omni":
+        return _build_freeze_omni(cli, config, options)
     if profile == "lite":
-        from core.model.lite.backend import LiteBackend as cls
-    elif profile == "freeze-omni":
-        from core.model.freeze_omni.backend import FreezeOmniBackend as cls
+        return _build_lite(cli, config, options)
+    raise ValueError(f"unknown profile {profile!r}")
+
+
+def _build_freeze_omni(cli: dict[str, Any], config: EngineConfig, options: dict[str, Any]) -> Backend:
+    """Freeze-Omni with early speech = the server's behaviour: the first segment cut at the first clause
+    (segmentation rule "server"), a small first codec window (``decoder_first_chunk_size``) with the first-pack
+    split threshold and the leading-silence cut. Off = ``bin/inference.py``'s offline behaviour. There is no
+    token-budget cut for the first segment in Freeze-Omni (the server only widens the punctuation set after 20
+    tokens), so ``first_segment_max_tokens`` does not apply to this profile."""
+    from core.model.freeze_omni.audiollm import SamplingSettings
+    from core.model.freeze_omni.backend import FreezeOmniBackend
+    from core.model.freeze_omni.pipeline import ReplySettings
+    from core.model.freeze_omni.streaming import StreamOptions, load_server_config
+
+    fixture = default_fixture()
+    checkpoint = Path(cli.get("checkpoint") or fixture / "checkpoints")
+    llm = Path(cli.get("llm") or fixture / "llm")
+    server = load_server_config(checkpoint)
+    early = config.early
+    chunk = int(options.pop("codec_chunk", early.codec_chunk))
+    padding = int(options.pop("codec_padding", server.decoder_chunk_overlap_size))
+    if early.enabled:
+        stream = StreamOptions(chunk_size=chunk, padding=padding, window=server.decoder_N,
+                               threshold=server.decoder_seg_threshold, first_chunk_size=early.first_codec_chunk,
+                               first_threshold=server.decoder_seg_threshold_first_pack, trim_leading_silence=True)
+        segmentation = "server"
     else:
-        raise ValueError(f"unknown profile {profile!r}")
-    kwargs, missing = _accepted(cls, wanted)
-    if missing:
-        log.info("%s backend has no option(s) %s; left at its defaults", profile, ", ".join(missing))
-    log.info("building %s backend with %s", profile, kwargs)
-    return cls(**kwargs)
+        stream = StreamOptions(chunk_size=chunk, padding=padding, window=server.decoder_N,
+                               threshold=server.decoder_seg_threshold)
+        segmentation = "offline"
+    max_tokens = int(options.pop("max_new_tokens", 500))
+    sampling = SamplingSettings.greedy(max_tokens) if cli.get("greedy") else SamplingSettings(max_tokens=max_tokens)
+    settings = ReplySettings(sampling=sampling,
+                             decoder_top_k=int(options.pop("decoder_top_k", 1 if cli.get("greedy")
+                                                           else server.decoder_top_k)),
+                             penalty_window=server.decoder_penalty_window_size, penalty=server.decoder_penalty,
+                             stream=stream, segmentation=options.pop("segmentation", segmentation))
+    if options:
+        log.info("freeze-omni backend has no option(s) %s; ignored", ", ".join(sorted(options)))
+    log.info("building freeze-omni backend: checkpoint %s, llm %s, early speech %s", checkpoint, llm, early.enabled)
+    return FreezeOmniBackend.load(checkpoint, llm, device=cli.get("device") or "cpu",
+                                  dtype=cli.get("dtype") or "float32", settings=settings, seed=int(cli.get("seed") or 0))
 
 
-def _cli_options(profile: str, args: argparse.Namespace | None) -> dict[str, Any]:
+def _build_lite(cli: dict[str, Any], config: EngineConfig, options: dict[str, Any]) -> Backend:
+    """Lite: ``--llm`` (a chat-model folder or .gguf), ``--seed``, ``--greedy``; options ``max_new_tokens``,
+    ``temperature``/``top_k``/``top_p`` and any other :class:`~core.model.lite.backend.LiteSettings` field.
+
+    Early speech is built into Lite's clause segmenter (first clause: a comma after 2 words, or 6 words); it has no
+    constructor knob, so ``config.early`` does not change this profile (``bench.py`` emulates "off")."""
+    import dataclasses
+
+    from core.model.lite.backend import LiteBackend, LiteSettings
+
+    settings = LiteSettings()
+    if cli.get("llm"):
+        settings.llm = str(cli["llm"])
+    if cli.get("seed") is not None:
+        settings.seed = int(cli["seed"])
+    sampling_fields = {f.name for f in dataclasses.fields(settings.sampling)}
+    sampling = {k: options.pop(k) for k in list(options) if k in sampling_fields}
+    if "max_new_tokens" in options:
+        sampling["max_new_tokens"] = options.pop("max_new_tokens")
+    if cli.get("greedy"):
+        sampling["greedy"] = True
+    if sampling:
+        settings.sampling = dataclasses.replace(settings.sampling, **sampling)
+    for key in list(options):
+        if hasattr(settings, key):
+            setattr(settings, key, options.pop(key))
+    if options:
+        log.info("lite backend has no option(s) %s; ignored", ", ".join(sorted(options)))
+    if cli.get("device") not in (None, "cpu"):
+        log.info("the lite profile runs on the CPU; --device %s ignored", cli["device"])
+    return LiteBackend(settings)
+
+
+def _cli_options(args: argparse.Namespace | None) -> dict[str, Any]:
     if args is None:
         return {}
     out: dict[str, Any] = {}

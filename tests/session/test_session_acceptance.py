@@ -111,6 +111,7 @@ def test_live_session_killed_mid_answer_stays_readable_and_repairs(pulse_env, tm
     why = _lite_available() if profile == "lite" else None
     if why:
         pytest.skip(why)
+    pytest.importorskip("core.audio.audio_io", reason="the live audio layer (AudioIO) is not there")
     question = tmp_path / "question.wav"
     sf.write(question, _espeak("Hello. Can you tell me a short story about a cat?"), 16_000)
     folder = tmp_path / "live_session"

@@ -317,3 +317,27 @@ def test_long_conversations_drop_the_oldest_turns(backend):
         assert len(backend.llm.render(backend._messages(conv))) <= budget
     finally:
         backend.settings.max_context_tokens = old
+
+
+def test_speech_during_an_answer_does_not_change_the_answer(backend):
+    """Listening goes on while an answer is spoken; a turn heard then (here one that trails off on "and", so the
+    pause is long and its transcript would be a speculation candidate) must not touch the running answer's KV
+    cache. Without the guard in LiteBackend._speculate this answer came out different."""
+    question = "Tell me about the city of Paris."
+    conv = backend.new_conversation()
+    backend.submit_text(conv, question)
+    reference = "".join(p.text for p in backend.reply(conv, threading.Event()))
+
+    words, _ = _speak("Well, I think so, and", "en-us", 160, trail_s=2.0)
+    chunks = [words[i:i + 2560] for i in range(0, len(words) - 2559, 2560)]
+    conv = backend.new_conversation()
+    backend.submit_text(conv, question)
+    text = []
+    for piece in backend.reply(conv, threading.Event()):
+        text.append(piece.text)
+        if chunks:
+            backend.listen(conv, chunks.pop(0))        # one listen step per speak step, as the engine does
+    assert not chunks, "the answer was too short to overlap the speech"
+    assert conv.state.turn.candidate is not None       # the overlapping speech was transcribed
+    assert conv.state.spec is None                     # ...and nothing was speculated on it
+    assert "".join(text) == reference

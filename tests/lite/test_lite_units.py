@@ -255,3 +255,15 @@ def test_wer_helper():
     assert wer("a spider has 8 legs", "A spider has eight legs.") == 0
     assert wer("one two three four", "one two four") == 0.25
     assert corpus_wer([("a b", "a b"), ("c d", "c x")]) == 0.25
+
+
+def test_whisper_loop_guards():
+    from core.model.lite.asr import _copied_tail, _repeating
+
+    sentence = list(range(100, 120))
+    assert _copied_tail(sentence + sentence[:8]) == 20            # the transcript started over: cut the copy
+    assert _copied_tail(sentence + [5] + sentence[:8]) == 21
+    assert _copied_tail(list(range(40))) is None
+    assert _repeating([7, 7, 7, 7]) == 3                          # keep one of the repeated tokens
+    assert _repeating([1, 2, 3, 1, 2, 3]) == 3
+    assert _repeating([1, 2, 3, 4]) == 0

@@ -182,6 +182,10 @@ class WhisperAsr:
                 if loop:
                     del tokens[-loop:]
                     break
+                copy_start = _copied_tail(tokens)
+                if copy_start is not None:
+                    del tokens[copy_start:]
+                    break
                 ids = torch.tensor([[token]])
         text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
         avg = logprob_sum / max(1, len(tokens))
@@ -197,6 +201,26 @@ def _repeating(tokens: list[int], max_span: int = 32) -> int:
                                             for k in range(1, times)):
             return n * (times - 1)
     return 0
+
+
+def _copied_tail(tokens: list[int], n: int = 8) -> int | None:
+    """Where a verbatim copy of earlier output starts, once its first ``n`` tokens are out (else None).
+
+    Whisper, at the end of the audio, often starts the transcript over; eight tokens repeated word for word within
+    one short utterance are that loop, not speech. The copy is extended backwards as far as it matches.
+    """
+    size = len(tokens)
+    if size < 2 * n:
+        return None
+    tail = tokens[-n:]
+    for j in range(size - 2 * n, -1, -1):
+        if tokens[j:j + n] == tail:
+            d = size - n - j
+            p = size - n
+            while p - 1 - d >= 0 and p - 1 >= d and tokens[p - 1] == tokens[p - 1 - d]:
+                p -= 1
+            return p
+    return None
 
 
 def _convert(source: Path, out: Path) -> dict:

@@ -87,6 +87,7 @@ class LiteState:
     speech_end_abs: int | None = None   # stream sample where the user's latest speech ended
     decided_at_abs: int | None = None   # stream sample (end of the chunk) where the turn was decided
     spec: Generation | None = None      # answer started speculatively for spec_text
+    reply_cancel: threading.Event | None = None  # set while a reply() is running: its cancel event
     spec_text: str | None = None
     last_reply: ReplyRecord | None = None
     asr_calls: list[dict[str, float]] = field(default_factory=list)
@@ -148,7 +149,11 @@ class LiteBackend:
                           generator=gen)
         conv = Conversation(system_prompt=prompt, state=state)
         if prompt:
-            ids = self.llm.render([{"role": "system", "content": prompt}], add_generation_prompt=False)
+            try:
+                ids = self.llm.render([{"role": "system", "content": prompt}], add_generation_prompt=False)
+            except Exception as exc:  # noqa: BLE001 - some templates refuse a system-only chat: prefill later
+                log.debug("system prompt not prefilled (%s)", exc)
+                ids = []
             if len(ids) > 1:
                 self.llm.prefill(state.llm, ids)
         conv.context_tokens = len(state.llm)
@@ -196,8 +201,9 @@ class LiteBackend:
         st: LiteState = conv.state
         turn = st.turn
         if turn.phase == "decided":
-            return ListenResult(turn.decision or "el", (0.05, 0.9, 0.05) if turn.decision == "ss"
-                                else (0.05, 0.05, 0.9), user_text=turn.live_text, final=True)
+            if turn.consumed or turn.decision != "ss":   # no open turn: nothing (more) to answer
+                return ListenResult("el", (0.05, 0.05, 0.9), user_text=None, final=True)
+            return ListenResult("ss", (0.05, 0.9, 0.05), user_text=turn.live_text, final=True)
         if turn.phase in ("speech", "pause") and (turn.candidate is None or turn.candidate.end_sample
                                                   < turn.candidate_end()):
             self._transcribe(st, candidate=True)
@@ -239,6 +245,8 @@ class LiteBackend:
         tokens are dropped (the KV cache is cropped at the next prefill)."""
         st: LiteState = conv.state
         s = self.settings
+        if st.reply_cancel is not None and not st.reply_cancel.is_set():
+            return  # an answer is being spoken: its KV cache must not be touched (the turn may be a backchannel)
         if st.spec is None or st.spec_text != text:
             if time.perf_counter() - t_step > s.speculate_budget_s:
                 return
@@ -292,6 +300,7 @@ class LiteBackend:
         clauses: deque[str] = deque()
         emitted = ""
         done = False
+        st.reply_cancel = cancel
         try:
             prompt_ids = self.llm.render(self._messages(conv))
             gen = st.spec if st.spec is not None and self.llm.resumable(st.llm, st.spec, prompt_ids) else None
@@ -337,6 +346,8 @@ class LiteBackend:
                 if delta:
                     yield ReplyPiece(text=delta)
         finally:
+            if st.reply_cancel is cancel:
+                st.reply_cancel = None
             record.cancelled = cancel.is_set() or not done
             record.text = emitted.strip()
             timings["total_s"] = time.perf_counter() - t0

@@ -148,6 +148,11 @@ def run_bench(args: argparse.Namespace) -> int:
         "reply_first_audio_ms_p50": _pct(reply_first, 50),
         "first_audio_ms": [round(x, 1) for x in first_audio],
         "goal_first_audio_ms_p50": 1000,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "notes": "load_cold_s: empty temporary cache (Whisper conversion + GGUF dequantisation), imports included; "
+                 "load_cached_s: second load in the same process (imports excluded); first_audio_ms: end of the "
+                 "spoken question -> first audio handed to playback, on a virtual real-time clock, including the "
+                 "end-of-turn silence (turn_wait_ms)",
     }
     print(json.dumps(result))
     return 0

@@ -27,16 +27,19 @@ from core.cli import UserError
 
 log = logging.getLogger(__name__)
 
+WARMUP_S = 10.0    # the first question and its answer: run once, discarded, before each measured run
+# Open questions: their answers start with a long sentence, which is where an early first clause matters.
 QUESTIONS = [
-    "What is the capital of France?",
-    "How many legs does a spider have?",
-    "What colour is the sky?",
-    "Name a large animal.",
-    "What is two plus two?",
-    "Where does the sun rise?",
-    "What do bees make?",
-    "Which planet is red?",
+    "Why is the sky blue?",
+    "Describe the city of Paris.",
+    "Explain how a bicycle works.",
+    "Tell me a story about a cat.",
+    "How do plants grow?",
+    "Why do we need sleep?",
+    "What makes a good friend?",
+    "What is the ocean like?",
 ]
+LITE_DEFAULTS = {"max_new_tokens": 32}   # answers of about 8 s, so each ends before the next question
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -53,7 +56,7 @@ def bench_conversation(profile: str, turns: int) -> np.ndarray:
             items = [Placed(0.5 + i * 8.0, fixture) for i in range(turns)]
             return mix(items, tail_s=4.0)
     clips = [espeak(QUESTIONS[i % len(QUESTIONS)]) for i in range(turns)]
-    audio = mix(sequential(clips, gap_s=9.0), tail_s=1.0)
+    audio = mix(sequential(clips, gap_s=12.0), tail_s=1.0)
     assert audio.dtype == np.float32 and MODEL_INPUT_RATE == 16_000
     return audio
 
@@ -119,6 +122,9 @@ def _run_once(profile: str, audio: np.ndarray, config: Any, backend_opts: dict[s
 
     try:
         with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
+            # Warm-up (first inferences allocate and initialise): the first turn of the conversation, discarded.
+            run_conversation(backend, build_vad(), audio[:int(WARMUP_S * 16_000)], Path(tmp) / "warm.wav",
+                             config=config)
             result = run_conversation(backend, build_vad(), audio, Path(tmp) / "out.wav", config=config,
                                       subscribers=[collect])
         info = _backend_info(backend)
@@ -127,11 +133,13 @@ def _run_once(profile: str, audio: np.ndarray, config: Any, backend_opts: dict[s
     est = [d["first_audio_est_ms"] for d in latencies]
     virt = [d["first_audio_ms"] for d in latencies]
     comp = [d["compute_ms"] for d in latencies]
+    steps = [d["steps_to_first_audio"] for d in latencies]
     return {
         "answers": result.answers,
         "first_audio_est_ms": {"p50": _pct(est, 50), "p95": _pct(est, 95), "values": est},
         "decision_to_first_audio_compute_ms": {"p50": _pct(comp, 50), "p95": _pct(comp, 95)},
         "first_audio_virtual_ms": {"p50": _pct(virt, 50), "p95": _pct(virt, 95)},
+        "speak_steps_to_first_audio": {"p50": _pct(steps, 50), "p95": _pct(steps, 95), "values": steps},
         "scheduler": result.stats,
         "wall_s": result.wall_s,
         "errors": result.errors,
@@ -140,16 +148,25 @@ def _run_once(profile: str, audio: np.ndarray, config: Any, backend_opts: dict[s
 
 
 def _backend_info(backend: Any) -> dict[str, Any]:
+    """Device, dtype and model facts of a loaded backend, as far as it exposes them."""
     info: dict[str, Any] = {"name": getattr(backend, "name", "?"), "output_rate": backend.output_rate}
-    for attr in ("device", "dtype", "dims", "model_dims", "describe"):
-        value = getattr(backend, attr, None)
-        if callable(value):
+    audiollm = getattr(getattr(backend, "pipeline", None), "audiollm", None)
+    if audiollm is not None:      # Freeze-Omni
+        for key in ("device", "dtype"):
             try:
-                value = value()
+                info[key] = str(getattr(audiollm, key))
             except Exception:  # describing must not break the benchmark
-                continue
-        if value is not None:
-            info[attr] = str(value) if not isinstance(value, (int, float, str, dict, list)) else value
+                pass
+        cfg = getattr(getattr(audiollm, "llm", None), "config", None)
+        if cfg is not None:
+            info["llm_dims"] = {k: getattr(cfg, k, None) for k in ("hidden_size", "num_hidden_layers",
+                                                                   "num_attention_heads", "vocab_size")}
+    llm = getattr(backend, "llm", None)
+    if getattr(backend, "name", "") == "lite" and llm is not None:
+        info["device"] = "cpu"
+        info["llm"] = getattr(llm, "name", None)
+        info["torch_threads"] = getattr(backend, "threads", None)
+        info["load_s"] = {k: round(v, 2) for k, v in getattr(backend, "load_times", {}).items()}
     return info
 
 
@@ -164,6 +181,8 @@ def run_bench(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from exc
     config, backend_opts = settings_from_env()
+    if args.profile == "lite":
+        backend_opts = {**LITE_DEFAULTS, **backend_opts}
     runs = {}
     for label, enabled in (("early_speech_on", True), ("early_speech_off", False)):
         cfg = copy.deepcopy(config)
@@ -190,6 +209,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "compute_to_first_audio_p95": effect("decision_to_first_audio_compute_ms", "p95"),
             "first_audio_p50": effect("first_audio_est_ms", "p50"),
             "first_audio_p95": effect("first_audio_est_ms", "p95"),
+            "speak_steps_to_first_audio_p50": effect("speak_steps_to_first_audio", "p50"),
         },
         "scheduler_overhead_ms_per_chunk": {
             "mean": sched["overhead_ms_mean"], "p50": sched["overhead_ms_p50"], "p95": sched["overhead_ms_p95"],
@@ -197,6 +217,7 @@ def run_bench(args: argparse.Namespace) -> int:
         },
         "runs": runs,
         "engine_config": config.to_dict(),
+        "backend_options": backend_opts,
     }
     print(json.dumps(out, indent=1))
     return 0

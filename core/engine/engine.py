@@ -152,6 +152,7 @@ class _Reply:
     played_reported: int = 0
     latency_done: bool = False
     failed: bool = False
+    slow_warned: bool = False
 
 
 class _Stats:
@@ -237,18 +238,23 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------------
     # life cycle
 
-    def start(self) -> None:
+    def start(self, kind: str = "session_start") -> None:
         """Create the conversation (system prompt prefilled) and start listening."""
         t0 = time.perf_counter()
         self.conv = self.backend.new_conversation(self.system_prompt)
         self._persona = self.conv.system_prompt     # the base of context rebuilds
-        self.bus.emit("info", 0, kind="session_start", profile=getattr(self.backend, "name", "?"),
+        self.bus.emit("info", self.turn, kind=kind, profile=getattr(self.backend, "name", "?"),
                       output_rate=self.backend.output_rate, context_tokens=self.conv.context_tokens,
                       config=self.config.to_dict(), compute_ms=round(1000 * (time.perf_counter() - t0), 3))
         self._set_state(DuplexState.LISTENING)
 
-    def close(self) -> None:
-        """Stop any answer (no flush of what is already playing is implied) and leave the idle state."""
+    def close(self, flush: bool = False) -> None:
+        """Stop generating any answer (``flush``: also drop the audio still queued) and go idle."""
+        if flush:
+            try:
+                self.sink.flush()
+            except Exception as exc:  # the sink failing must not keep the engine from closing
+                log.warning("flush on close failed: %s", exc)
         if self._reply is not None:
             self._reply.cancel.set()
             self._close_iterator(self._reply)
@@ -319,9 +325,12 @@ class Engine:
             self._maybe_rebuild_context()
         self._chunk_overhead_s += (time.perf_counter() - t0) - (self._backend_s - backend_before)
 
-    def _report_played(self, reply: _Reply, now: float) -> None:
+    def _report_played(self, reply: _Reply, now: float, force: bool = False) -> None:
         played = self.sink.played_samples(reply.turn)
-        if played > reply.played_reported:
+        # At most one audio_played event per ~100 ms of audio (the live loop ticks every few ms), plus the last.
+        step = self.backend.output_rate // 10
+        if played > reply.played_reported and (force or played - reply.played_reported >= step
+                                               or played >= reply.transcript.samples):
             self.bus.emit("audio_played", reply.turn, samples=played - reply.played_reported, total=played,
                           rate=self.backend.output_rate)
             reply.played_reported = played
@@ -616,29 +625,9 @@ class Engine:
     # barge-in
 
     def _barge_in(self, inp: _Input) -> None:
-        reply = self._reply
-        assert reply is not None
-        decided = self.clock.now()
-        reply.cancel.set()
-        self._close_iterator(reply)
-        report = self.sink.flush()
-        played = report.played_samples.get(reply.turn, self.sink.played_samples(reply.turn))
-        self._report_played(reply, decided)
-        heard = reply.transcript.heard_text(played).strip()
-        unheard = reply.transcript.unheard_text(played).strip()
         self.bus.emit("turn_decision", inp.turn, state="ss", reason="backend", voiced_s=round(inp.voiced_s, 3),
                       candidate=True, barge_in=True)
-        self._set_state(DuplexState.INTERRUPTED)
-        rate = self.backend.output_rate
-        self.bus.emit("interruption", inp.turn, reply_turn=reply.turn, heard_text=heard, unheard_text=unheard,
-                      played_s=round(played / rate, 4), dropped_s=round(report.dropped_samples / rate, 4),
-                      decision_t=round(decided, 6), flush_t=round(self.clock.now(), 6))
-        self._reply = None
-        self._remember(reply.user_text, heard)
-        try:
-            self._timed(self.backend.interrupted, self.conv, heard)
-        except Exception as exc:
-            self._fault(exc, "interrupted", reply.turn)
+        self._cut_reply(inp.turn, reason="barge_in")
         # The candidate becomes the new user turn: listened to again, from its pre-roll, on the corrected memory.
         inp.during_reply = False
         inp.user_text = inp.emitted_text = ""
@@ -646,6 +635,62 @@ class Engine:
         inp.audio = []
         self._set_state(DuplexState.USER_SPEAKING)
         self._begin_listening(inp, audio)
+
+    def _cut_reply(self, turn: int, reason: str) -> str:
+        """Stop the running answer now: cancel generation, flush playback, report heard/unheard text, tell the
+        backend what was heard. Returns the heard text."""
+        reply = self._reply
+        assert reply is not None
+        decided = self.clock.now()
+        reply.cancel.set()
+        self._close_iterator(reply)
+        report = self.sink.flush()
+        played = report.played_samples.get(reply.turn, self.sink.played_samples(reply.turn))
+        self._report_played(reply, decided, force=True)
+        heard = reply.transcript.heard_text(played).strip()
+        unheard = reply.transcript.unheard_text(played).strip()
+        self._set_state(DuplexState.INTERRUPTED)
+        rate = self.backend.output_rate
+        self.bus.emit("interruption", turn, reply_turn=reply.turn, heard_text=heard, unheard_text=unheard,
+                      played_s=round(played / rate, 4), dropped_s=round(report.dropped_samples / rate, 4),
+                      decision_t=round(decided, 6), flush_t=round(self.clock.now(), 6), reason=reason)
+        self._reply = None
+        self._remember(reply.user_text, heard)
+        try:
+            self._timed(self.backend.interrupted, self.conv, heard)
+        except Exception as exc:
+            self._fault(exc, "interrupted", reply.turn)
+        return heard
+
+    # ------------------------------------------------------------------------------------------------------------
+    # user controls (engine thread only, like everything else)
+
+    def stop_reply(self, reason: str = "user") -> bool:
+        """The user stopped the answer (a button, a hotkey): as a barge-in, without a new user turn.
+        Returns False when no answer was running."""
+        if self._reply is None:
+            return False
+        self._cut_reply(self.turn, reason=reason)
+        self._set_state(DuplexState.USER_SPEAKING if self._input is not None else DuplexState.LISTENING)
+        return True
+
+    def reset_conversation(self) -> None:
+        """Forget the dialogue: stop any answer (flushed), drop the open input, start a fresh conversation."""
+        if self._reply is not None:
+            self._cut_reply(self.turn, reason="reset")
+        self._input = None
+        self.history.clear()
+        self._reset_vad()
+        self.conv = None
+        self._conv_dirty = False
+        self.start(kind="conversation_reset")
+
+    def resume(self) -> None:
+        """Start (first call) or leave the idle state after :meth:`close`."""
+        if self.conv is None:
+            self.start()
+        elif self.state == DuplexState.IDLE:
+            self._set_state(DuplexState.LISTENING)
 
     # ------------------------------------------------------------------------------------------------------------
     # speak steps
@@ -694,7 +739,7 @@ class Engine:
                     reply.compute_s += dt
                     reply.steps += 1
                 if dt > self.config.slow_step_warn_s:
-                    log.debug("slow speak step: %.3f s", dt)
+                    self._slow_step(reply, dt)
         except StopIteration:
             reply.iterator = None
             self._generation_done(reply)
@@ -705,6 +750,16 @@ class Engine:
             self._take_piece(reply, piece)
         self._chunk_overhead_s += (time.perf_counter() - t0) - (self._backend_s - backend_before)
         return True
+
+    def _slow_step(self, reply: _Reply, seconds: float) -> None:
+        """A speak step long enough to delay listening. On the wall clock the first one of a reply is reported as
+        a warning (on the virtual clock compute delays nothing, and the events stay reproducible)."""
+        log.debug("slow speak step: %.3f s", seconds)
+        if getattr(self.clock, "virtual", False) or reply.slow_warned:
+            return
+        reply.slow_warned = True
+        self.bus.emit("warning", reply.turn, kind="slow_step", where="reply", compute_ms=round(1000 * seconds, 1),
+                      message=f"one speak step took {seconds:.2f} s (listening waited for it)")
 
     def _take_piece(self, reply: _Reply, piece: ReplyPiece) -> None:
         if not isinstance(piece, ReplyPiece):
@@ -728,6 +783,10 @@ class Engine:
 
     def _generation_done(self, reply: _Reply) -> None:
         finish_transcript(reply.transcript)
+        if reply.cancel.is_set():
+            # Cancelled from outside the engine (the engine closes the iterator itself when it cuts an answer).
+            self.bus.emit("error", reply.turn, where="reply", kind="cancelled",
+                          message="the answer was cancelled before it was complete")
         if not reply.transcript.text and not reply.transcript.samples:
             self.bus.emit("warning", reply.turn, kind="empty_reply", message="the backend produced no answer")
         self.bus.emit("info", reply.turn, kind="generation_done", text_chars=len(reply.transcript.text),
@@ -752,7 +811,7 @@ class Engine:
     def _finish_reply(self, reply: _Reply) -> None:
         if self._reply is not reply:
             return
-        self._report_played(reply, self.clock.now())
+        self._report_played(reply, self.clock.now(), force=True)
         self._reply = None
         heard = reply.transcript.spoken_text().strip() if reply.failed else reply.transcript.text.strip()
         self._remember(reply.user_text, heard)

@@ -231,3 +231,20 @@ def test_bench_engine_prints_latency_and_overhead_json():
     assert set(report["first_audio_ms"]) == {"p50", "p95"}
     assert report["scheduler_overhead_ms_per_chunk"]["p50"] is not None
     assert {"early_speech_on", "early_speech_off"} <= set(report["runs"])
+
+
+def test_realtime_mode_paces_with_the_wall_clock_and_decides_as_fast_mode(tmp_path):
+    audio = mix([Placed(0.3, _read("input.wav"))], tail_s=3.0)
+    fast, ev_fast, _ = parley_chat(tmp_path, audio, "freeze-omni", extra=FO_ARGS, name="fast")
+    real, ev_real, out = parley_chat(tmp_path, audio, "freeze-omni", extra=FO_ARGS + ["--realtime"], name="real")
+    assert real["realtime"] is True and real["errors"] == 0
+    # The same decisions and texts (only the clock differs).
+    key = lambda evs: [(e.turn, e.type, e.data.get("state"), e.data.get("text"))  # noqa: E731
+                       for e in evs if e.type in ("turn_decision", "assistant_text")]
+    assert key(ev_real) == key(ev_fast)
+    # The conversation took (at least) the input's duration on the session clock, and the output covers it.
+    assert real["session_s"] >= len(audio) / 16_000 - 0.2
+    wav, rate = sf.read(str(out), dtype="float32")
+    assert rate == 24_000 and abs(len(wav) / rate - real["session_s"]) < 0.3
+    ts = [e.t for e in ev_real]
+    assert ts == sorted(ts)

@@ -93,19 +93,38 @@ def build_backend_for(settings: Settings, config) -> Any:
         opts.update(env_opts)
         return build_backend("lite", argparse.Namespace(seed=0), config, opts)
     if m.precision in ("8-bit", "4-bit"):
-        from core.model.freeze_omni.backend import FreezeOmniBackend
+        from core.engine import profiles
 
-        if "quantize_bits" not in inspect.signature(FreezeOmniBackend.load).parameters:
-            raise BackendError(f"{m.precision} precision is not available in this build of the Freeze-Omni "
-                               "backend; choose bf16 (24 GB GPU) or fp16")
+        if "quantize_bits" not in inspect.getsource(profiles._build_freeze_omni):
+            raise BackendError(f"{m.precision} precision cannot be loaded by this build yet (the engine's profile "
+                               "builder does not pass quantize_bits); choose bf16 (24 GB GPU) or fp16")
     from core.settings.schema import resolve_checkpoint_dir
 
     cli = argparse.Namespace(checkpoint=str(resolve_checkpoint_dir(m.checkpoint_dir)), llm=m.backbone_dir,
                              device=m.device, dtype=_DTYPES.get(m.precision, "bfloat16"), seed=0,
                              greedy=settings.sampling.greedy)
     opts = {"max_new_tokens": settings.sampling.max_new_tokens, "decoder_top_k": settings.sampling.decoder_top_k}
+    if m.precision in ("8-bit", "4-bit"):
+        opts["quantize_bits"] = 8 if m.precision == "8-bit" else 4
     opts.update(env_opts)
     return build_backend("freeze-omni", cli, config, opts)
+
+
+def set_freeze_omni_voice(backend: Any, settings: Settings) -> str | None:
+    """Point the Freeze-Omni backend at the chosen voice (codec global tokens). Returns a problem, or None."""
+    import dataclasses
+
+    m = settings.model
+    tokens = None if m.voice == "release" else m.voices.get(m.voice)
+    current = getattr(backend, "settings", None)
+    if current is None or not hasattr(current, "global_tokens"):
+        return "this Freeze-Omni backend has no voice setting"
+    codec = getattr(getattr(backend, "pipeline", None), "codec", None)
+    n = getattr(getattr(codec, "config", None), "global_code_num", None)
+    if tokens is not None and n is not None and len(tokens) != n:
+        return f"voice {m.voice!r} has {len(tokens)} global tokens, this codec needs {n}; using the release voice"
+    backend.settings = dataclasses.replace(current, global_tokens=list(tokens) if tokens else None)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -177,6 +196,10 @@ class LiveStack:
         t0 = time.perf_counter()
         self.backend = build_backend_for(settings, self.config)
         self.load_s = time.perf_counter() - t0
+        if self.profile == "freeze-omni":
+            problem = set_freeze_omni_voice(self.backend, settings)
+            if problem:
+                log.warning("voice: %s", problem)
         name = getattr(self.backend, "name", self.profile)
         where = settings.model.device if self.profile == "freeze-omni" else "cpu"
         self.description = f"{name} on {where}" + (f" ({settings.model.precision})"
@@ -339,10 +362,10 @@ class LiveStack:
                               message=f"{type(exc).__name__}: {exc}")
 
     def _command(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` in the engine thread (now, when the engine is not running)."""
+        """Run ``fn`` in the engine thread, or right here when the engine thread is not running."""
         if self.is_listening():
             self._commands.put(fn)
-        elif self.engine is not None:
+        else:
             fn()
 
     # -- controls -----------------------------------------------------------------------------------------------
@@ -351,7 +374,7 @@ class LiveStack:
         self.muted = bool(muted)
 
     def stop_speaking(self) -> None:
-        self._command(lambda: self.engine.stop_reply("user"))
+        self._command(lambda: self.engine.stop_reply("user") if self.engine is not None else None)
 
     def set_push_to_talk(self, enabled: bool) -> None:
         self.ptt_mode = bool(enabled)
@@ -360,10 +383,11 @@ class LiveStack:
     def push_to_talk(self, pressed: bool) -> None:
         if pressed and not self.ptt_down:
             self.ptt_down = True
-            self._command(lambda: self.engine.stop_reply("push_to_talk") if self.engine.replying else None)
+            self._command(lambda: self.engine.stop_reply("push_to_talk")
+                          if self.engine is not None and self.engine.replying else None)
         elif not pressed and self.ptt_down:
             self.ptt_down = False
-            self._command(self.engine.end_of_input)
+            self._command(lambda: self.engine.end_of_input() if self.engine is not None else None)
 
     def new_conversation(self) -> None:
         self._command(self.engine.reset_conversation if self.engine is not None else lambda: None)
@@ -434,8 +458,14 @@ class LiveStack:
             if self.is_listening():
                 self.stop_listening()
                 self.start_listening()
-        if old.model.voice != settings.model.voice and self.profile == "freeze-omni":
-            pending.append("voice (this Freeze-Omni backend speaks the release voice only)")
+        if (old.model.voice, old.model.voices) != (settings.model.voice, settings.model.voices) \
+                and self.profile == "freeze-omni":
+            def voice() -> None:
+                problem = set_freeze_omni_voice(self.backend, settings)
+                if problem:
+                    self.bus.emit("warning", getattr(self.engine, "turn", 0), source="settings", message=problem)
+
+            self._command(voice)
         return pending
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,13 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     first_run = not loaded.existed or not loaded.settings.ui.first_run_done
     QTimer.singleShot(0, lambda: window.run_startup_checks(first_run))
     QTimer.singleShot(0, window.start_engine)
+    # Ctrl+C / SIGTERM close the window cleanly (settings saved, engine and audio stopped). Python runs signal
+    # handlers only between bytecodes, so a timer wakes the interpreter regularly while Qt's loop runs.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: QTimer.singleShot(0, window.close))
+    wake = QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(250)
     code = qt_app.exec()
     log.info("the app exited with code %s", code)
     return int(code)

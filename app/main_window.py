@@ -210,8 +210,10 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------ engine ----
 
     def start_engine(self, listen: bool = True) -> None:
-        """Load the configured profile in the worker, then start listening (unless push-to-talk is set up)."""
+        """Load the configured profile in the worker, then start listening. If it cannot load and another
+        profile worked last time (``ui.last_profile``), that one is loaded instead and the banner says why."""
         self._listen_after_load = listen
+        self._fallback_tried = False
         self.req_load.emit(self.settings.copy())
 
     @Slot(bool, str)
@@ -230,6 +232,9 @@ class MainWindow(QMainWindow):
         self.profile_loaded = info["profile"]
         self.status_profile.setText(f"Profile: {info.get('description') or info['profile']}")
         self.settings.ui.last_profile = info["profile"]
+        if self.settings.model.profile != info["profile"]:
+            # a fallback is running: the settings show what actually runs (the other profile's folders are kept)
+            self.settings.model.profile = info["profile"]
         self._save()
         self.req_ptt_mode.emit(self.act_ptt.isChecked())
         if self.act_record.isChecked():
@@ -245,6 +250,13 @@ class MainWindow(QMainWindow):
         self.notify("error", message)
         if self.profile_loaded is None:
             self.status_profile.setText("no model loaded")
+            last = self.settings.ui.last_profile
+            if last and last != self.settings.model.profile and not getattr(self, "_fallback_tried", True):
+                self._fallback_tried = True
+                fallback = self.settings.copy()
+                fallback.model.profile = last
+                self.notify("warning", f"Starting with the {last} profile, which worked last time.")
+                self.req_load.emit(fallback)
         self._update_controls()
 
     @Slot(bool)
@@ -315,7 +327,10 @@ class MainWindow(QMainWindow):
             if d.get("prob") is not None:
                 self.panel.add_vad(float(d["prob"]), t)
         elif etype in ("warning", "error"):
-            self.notify(etype, str(d.get("message") or d.get("text") or d.get("code") or etype))
+            text = str(d.get("message") or d.get("text") or d.get("code") or etype)
+            key = f"{d.get('source', '')}:{d.get('code') or d.get('where') or ''}" if (d.get("code") or d.get("where")) \
+                else None
+            self.notices.notify(etype, text, key=key)
         elif etype == "info":
             if d.get("notify"):
                 self.notify("info", str(d.get("message") or d.get("text") or ""))

@@ -19,13 +19,18 @@ LEVEL_STYLE = {
 AUTO_HIDE_MS = {"info": 6000, "warning": 15000}
 
 
+LOG_REPEAT_S = 30.0   # a repeated notice (same key) is logged again at most this often
+
+
 class Banner(QFrame):
     closed = Signal(object)
 
-    def __init__(self, level: str, text: str, action_text: str = "", parent: QWidget | None = None) -> None:
+    def __init__(self, level: str, text: str, action_text: str = "", parent: QWidget | None = None,
+                 key: str | None = None) -> None:
         super().__init__(parent)
         self.level = level if level in LEVEL_STYLE else "info"
         self.text = text
+        self.key = key or text
         self.created = time.monotonic()
         self.count = 1
         bg, fg, icon = LEVEL_STYLE[self.level]
@@ -59,10 +64,15 @@ class Banner(QFrame):
     def _expire(self) -> None:
         self.closed.emit(self)
 
-    def bump(self) -> None:
+    def bump(self, text: str | None = None) -> None:
         self.count += 1
+        if text:
+            self.text = text
         _, _, icon = LEVEL_STYLE[self.level]
         self.label.setText(f"{icon} {self.text}  (×{self.count})")
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            timer.start()   # still happening: keep it visible
 
 
 class NotificationArea(QWidget):
@@ -76,16 +86,24 @@ class NotificationArea(QWidget):
         self._lay.setSpacing(4)
         self.banners: list[Banner] = []
         self.history: list[tuple[str, str]] = []
+        self._last_logged: dict[str, float] = {}
         self.hide()
 
-    def notify(self, level: str, text: str, action_text: str = "", action=None) -> Banner:
+    def notify(self, level: str, text: str, action_text: str = "", action=None, key: str | None = None) -> Banner:
+        """Show ``text``. Notices with the same ``key`` (default: the text) share one banner with a counter, so a
+        recurring problem (an audio underflow every second) never floods the window or the log."""
+        key = key or text
         self.history.append((level, text))
-        log.log({"error": logging.ERROR, "warning": logging.WARNING}.get(level, logging.INFO), "notice: %s", text)
+        now = time.monotonic()
+        if now - self._last_logged.get(key, -1e9) >= LOG_REPEAT_S:
+            self._last_logged[key] = now
+            log.log({"error": logging.ERROR, "warning": logging.WARNING}.get(level, logging.INFO), "notice: %s",
+                    text)
         for b in self.banners:
-            if b.text == text and b.level == level:
-                b.bump()
+            if b.key == key and b.level == level:
+                b.bump(text)
                 return b
-        b = Banner(level, text, action_text, self)
+        b = Banner(level, text, action_text, self, key=key)
         if action is not None and b.action is not None:
             b.action.clicked.connect(action)
         b.closed.connect(self.dismiss)

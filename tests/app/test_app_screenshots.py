@@ -33,7 +33,19 @@ def _settle(ms: int = 50) -> None:
         app.processEvents()
 
 
+def _fix_times(w: MainWindow) -> None:
+    """Fixed clock times in the transcript, so the pictures do not change from run to run."""
+    import datetime
+
+    base = datetime.datetime(2026, 11, 22, 10, 30, 0).timestamp()
+    for i, e in enumerate(w.transcript.order):
+        e.data.wall = base + 4 * i
+        e.refresh()
+
+
 def _save(widget, name: str) -> Path:
+    if isinstance(widget, MainWindow):
+        _fix_times(widget)
     _settle()
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.png"
@@ -95,7 +107,9 @@ def test_screenshots_main_window(window):
     w.act_listen.blockSignals(False)
     w._update_controls()
     w.handle_event(Event("state", 0.0, 0, {"state": "idle"}))
+    w.panel.chart.frozen_now = 0.05
     shots = [_save(w, "main_idle")]
+    w.panel.chart.frozen_now = None
 
     # listening, the user asking a first question, answer, then a second question being spoken
     w.listening = True
@@ -178,8 +192,8 @@ def test_screenshots_settings_dialog(qtbot, config_dir, tmp_path):
     # invalid values are refused with a message, in the dialog
     d.tabs.setCurrentIndex(1)
     d.profile.setCurrentIndex(d.profile.findData("freeze-omni"))
-    d.checkpoint_dir.setText(str(tmp_path / "Freeze-Omni"))
-    d.backbone_dir.setText(str(tmp_path))
+    d.checkpoint_dir.setText("/home/you/models/Freeze-Omni")          # does not exist
+    d.backbone_dir.setText(str(REPO / "docs"))                        # exists, no config.json
     assert d.on_apply() is False
     _save(d, "settings_invalid")
     d.close()

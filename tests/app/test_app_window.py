@@ -124,6 +124,18 @@ def test_malformed_events_never_crash(make_window):
     assert "decoder exploded" in w.notices.texts()
 
 
+def test_recurring_warnings_share_one_banner(make_window):
+    w = make_window()
+    for i in range(30):
+        w.handle_event(Event("warning", i * 1.0, 0, {"source": "audio", "code": "output_underflow",
+                                                     "message": f"output underflow: {i} since last report"}))
+    w.handle_event(Event("warning", 31.0, 0, {"source": "audio", "code": "device_lost", "message": "mic lost"}))
+    banners = w.notices.banners
+    assert len(banners) == 2
+    assert banners[0].count == 30 and "29 since last report" in banners[0].label.text() and "×30" in \
+        banners[0].label.text()
+
+
 def test_worker_loads_and_forwards_events_from_another_thread(qtbot, make_window, monkeypatch):
     threads = set()
     original = MainWindow._dispatch
@@ -227,6 +239,20 @@ def test_failed_load_goes_back_to_the_previous_profile(qtbot, make_window, tmp_p
     assert FakeStack.instances[-1] is not first and not FakeStack.instances[-1].closed
     assert FakeStack.instances[-1].profile == "lite"
     assert w.worker.active_settings.model.profile == "lite"
+
+
+def test_start_falls_back_to_the_last_working_profile(qtbot, make_window, tmp_path):
+    s = Settings()
+    s.model.profile = "freeze-omni"          # configured, but its folders are gone
+    s.model.checkpoint_dir = str(tmp_path / "gone")
+    s.model.backbone_dir = str(tmp_path / "gone-too")
+    s.ui.last_profile = "lite"
+    w = make_window(s)
+    w.start_engine(listen=False)
+    qtbot.waitUntil(lambda: w.profile_loaded == "lite", timeout=5000)
+    texts = w.notices.texts()
+    assert any("cannot load the freeze-omni profile" in t for t in texts)
+    assert any("Starting with the lite profile" in t for t in texts)
 
 
 def test_live_settings_apply_without_reload(qtbot, make_window):

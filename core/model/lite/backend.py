@@ -368,6 +368,19 @@ class LiteBackend:
         if st.last_reply is not None:
             st.last_reply.cancelled = True
 
+    def rebuild_context(self, conv: Conversation, history: list[dict[str, str]]) -> Conversation:
+        """The engine's memory management (``core.engine.backend.ContextRebuilder``), called between turns: keep
+        only ``history`` (the recent turns, assistant text as heard) and bring the KV cache to the system prompt
+        plus those turns (the cached system-prompt prefix is reused)."""
+        st: LiteState = conv.state
+        conv.history[:] = [dict(m) for m in history if (m.get("content") or "").strip()]
+        st.spec, st.spec_text = None, None
+        ids = self.llm.render(self._messages(conv), add_generation_prompt=False)
+        if len(ids) > 1:
+            self.llm.prefill(st.llm, ids)
+        conv.context_tokens = len(st.llm)
+        return conv
+
     def close(self) -> None:
         for attr in ("asr", "llm", "voice", "vad"):
             if hasattr(self, attr):

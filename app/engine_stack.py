@@ -130,58 +130,6 @@ def set_freeze_omni_voice(backend: Any, settings: Settings) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _app_engine_class():
-    """Engine plus the user controls the app needs (defined lazily: importing core.engine loads numpy/torch)."""
-    from core.constants import CHUNK_SAMPLES_16K  # noqa: F401
-    from core.engine.engine import DuplexState, Engine
-
-    class AppEngine(Engine):
-        """Adds user-initiated stop, conversation reset and resume to the engine (engine-thread only).
-
-        They follow the engine's own barge-in path (cancel, flush, heard/unheard text, Backend.interrupted) and
-        keep its bookkeeping consistent. TODO(engine owner): offer these as public Engine methods."""
-
-        def stop_reply(self, reason: str = "user") -> bool:
-            reply = getattr(self, "_reply", None)
-            if reply is None:
-                return False
-            decided = self.clock.now()
-            reply.cancel.set()
-            self._close_iterator(reply)
-            report = self.sink.flush()
-            played = report.played_samples.get(reply.turn, self.sink.played_samples(reply.turn))
-            self._report_played(reply, decided)
-            heard = reply.transcript.heard_text(played).strip()
-            unheard = reply.transcript.unheard_text(played).strip()
-            self._set_state(DuplexState.INTERRUPTED)
-            rate = self.backend.output_rate
-            self.bus.emit("interruption", reply.turn, reply_turn=reply.turn, heard_text=heard, unheard_text=unheard,
-                          played_s=round(played / rate, 4), dropped_s=round(report.dropped_samples / rate, 4),
-                          decision_t=round(decided, 6), flush_t=round(self.clock.now(), 6), reason=reason)
-            self._reply = None
-            self._remember(reply.user_text, heard)
-            try:
-                self._timed(self.backend.interrupted, self.conv, heard)
-            except Exception as exc:
-                self._fault(exc, "interrupted", reply.turn)
-            self._set_state(DuplexState.LISTENING)
-            return True
-
-        def reset_conversation(self) -> None:
-            self.close()
-            self.history.clear()
-            self.conv = None
-            self.start()
-
-        def resume(self) -> None:
-            if self.conv is None:
-                self.start()
-            elif self.state == DuplexState.IDLE:
-                self._set_state(DuplexState.LISTENING)
-
-    return AppEngine
-
-
 class LiveStack:
     """Backend + AudioIO + Engine for one profile. Construction loads the model (slow)."""
 
@@ -270,9 +218,10 @@ class LiveStack:
         audio.start()            # raises AudioDeviceError with a readable message when no device opens
         self.audio = audio
         if self.engine is None:
-            AppEngine = _app_engine_class()
-            self.engine = AppEngine(self.backend, EchoAwareVad(vad_config(s)), audio.player, bus=self.bus,
-                                    config=self.config, system_prompt=s.persona.system_prompt)
+            from core.engine.engine import Engine
+
+            self.engine = Engine(self.backend, EchoAwareVad(vad_config(s)), audio.player, bus=self.bus,
+                                 config=self.config, system_prompt=s.persona.system_prompt)
         else:
             self.engine.sink = audio.player if self.tap is None else self.tap.wrap_sink(audio.player)
         if self.tap is not None:
@@ -344,7 +293,7 @@ class LiveStack:
                           message=f"{type(exc).__name__}: {exc}")
         finally:
             try:
-                eng.close()
+                eng.close(flush=True)      # stop listening: no answer keeps playing
             except Exception:
                 log.exception("closing the engine failed")
 

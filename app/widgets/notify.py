@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLay
 log = logging.getLogger(__name__)
 
 LEVEL_STYLE = {
-    "error": ("#fdecea", "#b3261e", "⛔"),
+    "error": ("#fdecea", "#b3261e", "✖"),
     "warning": ("#fff4e0", "#8a5a00", "⚠"),
     "info": ("#e8f1fb", "#1f5fa8", "ℹ"),
 }

@@ -78,7 +78,9 @@ def _lite_first_clause(enabled: bool):
     first_max_words are fixed in LiteBackend._reply_steps). To measure "without early speech", this benchmark
     swaps in a segmenter whose first clause follows the same rules as the later ones, for the run only."""
     if enabled:
-        yield "built in (first clause: a comma after 2 words, or 6 words)"
+        probe = __import__("core.model.lite.text", fromlist=["ClauseSegmenter"]).ClauseSegmenter()
+        yield (f"built in (first clause: a comma after {probe.first_min_words} words, "
+               f"or {probe.first_max_words} words)")
         return
     import functools
 

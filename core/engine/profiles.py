@@ -113,7 +113,7 @@ def _build_lite(cli: dict[str, Any], config: EngineConfig, options: dict[str, An
     """Lite: ``--llm`` (a chat-model folder or .gguf), ``--seed``, ``--greedy``; options ``max_new_tokens``,
     ``temperature``/``top_k``/``top_p`` and any other :class:`~core.model.lite.backend.LiteSettings` field.
 
-    Early speech is built into Lite's clause segmenter (first clause: a comma after 2 words, or 6 words); it has no
+    Early speech is built into Lite's clause segmenter (first clause: a comma after 2 words, or 8 words); it has no
     constructor knob, so ``config.early`` does not change this profile (``bench.py`` emulates "off")."""
     import dataclasses
 

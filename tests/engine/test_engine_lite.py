@@ -154,9 +154,6 @@ def test_cough_and_mm_hm_during_an_answer_do_not_interrupt_it(noises_during_answ
     assert all(e.data["state"] == "el" for e in dropped)
 
 
-@pytest.mark.xfail(strict=False, reason="Lite speculates on a barge-in candidate's transcript in the running "
-                                        "reply's own LLM cache (LiteBackend._speculate during reply), which changes "
-                                        "the rest of the answer; reported to the Lite owner")
 def test_a_dropped_candidate_leaves_the_running_answer_unchanged(noises_during_answer):
     _, events, events_a = noises_during_answer
     assert _answer_text(events, 1) == _answer_text(events_a, 1)

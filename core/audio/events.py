@@ -97,6 +97,8 @@ class AudioEventQueue:
         with self._cond:
             self._listeners.append(listener)
 
+    add_listener = subscribe   # alias
+
     def unsubscribe(self, listener: Callable[[AudioEvent], None]) -> None:
         with self._cond:
             if listener in self._listeners:

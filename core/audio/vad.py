@@ -306,18 +306,21 @@ class EchoAwareVad:
 class ResidualEchoCheck:
     """Is the cleaned signal of the latest window (residual) echo of the reference? See the module docstring.
 
-    Every 8 ms step gets log band energies (10 bands, 0-8 kHz) of the cleaned signal, the reference and (when
-    given) the raw microphone. The similarity of the cleaned signal to the reference is the correlation of their
-    log band energies over the last ``echo_window_ms`` (each band's mean removed, so a room's static colouring does
-    not matter), at the echo's lag. Echo, even after non-linear suppression, keeps the reference's spectro-temporal
-    pattern (similarity 0.8-1); another voice has its own (around 0.2). Across time *and* frequency there are
-    enough points that chance matches between two voices stay rare, unlike with a plain energy envelope.
+    The similarity of the cleaned signal to the reference is the correlation of their log band energies (10 bands,
+    0-8 kHz, 16 ms every 8 ms) over the last ``echo_window_ms`` (each band's mean removed, so a room's static
+    colouring does not matter), at the echo's lag. Echo, even after non-linear suppression, keeps the reference's
+    spectro-temporal pattern (similarity 0.8-1); another voice has its own (around 0.2). Across time *and*
+    frequency there are enough points that chance matches between two voices stay rare, unlike with a plain
+    energy envelope.
+
+    Only the time signals are kept per window (a copy); band energies and the lag are computed when a decision is
+    asked for, i.e. only for speech-like windows while the assistant talks, so the check costs nothing otherwise.
     """
 
-    lag_every = 8          # windows between lag re-estimations (256 ms)
+    lag_every = 8          # windows between lag re-estimations (256 ms) while decisions are asked for
     lag_history_ms = 1500.0
     floor_decades = 6.0    # log energies are floored 60 dB under the window's loudest band
-    silent = 1e-9          # band energy under which the reference counts as silent (about -90 dBFS)
+    silent = 1e-9          # band energy under which the reference counts as silent
 
     def __init__(self, config: VadConfig) -> None:
         self.config = config
@@ -325,61 +328,81 @@ class ResidualEchoCheck:
         self.max_lag = max(1, int(config.echo_max_lag_ms / 1000 * rate))
         self.window = max(8, int(config.echo_window_ms / 1000 * rate))
         self.long = max(self.window, int(self.lag_history_ms / 1000 * rate))
-        self.n = self.long + self.max_lag + 1
-        nb = len(_BAND_EDGES) - 1
-        self.clean = np.zeros((self.n, nb))
-        self.ref = np.zeros((self.n, nb))
-        self.raw = np.zeros((self.n, nb))
+        self.n = self.long + self.max_lag + 2              # 8 ms steps kept
+        self.clean = _SampleRing(self.n * _SUB)
+        self.ref = _SampleRing(self.n * _SUB)
+        self.raw = _SampleRing(self.n * _SUB)
         self.lag_hint_ms: float | None = None   # set by the caller when it knows the echo delay
         self._taper = np.hanning(_SUB).astype(np.float32)
         self.reset()
 
     def reset(self) -> None:
-        for a in (self.clean, self.ref, self.raw):
-            a[:] = 0.0
-        self.raw_valid = 0
+        for ring in (self.clean, self.ref, self.raw):
+            ring.clear()
+        self.raw_valid = 0       # steps of history with a raw microphone / a reference
         self.ref_valid = 0
+        self.ref_active_at = -10**9
         self.pushes = 0
         self.clean_power = 0.0
+        self._energy = np.zeros((3, 2))     # last 3 windows: (clean, raw) sum of squares
         self._lags: list[int] = []
+        self._lag_at = -10**9
         self.lag: int | None = None
+        self.hold_until = 0
         self.similarity = 0.0
         self.ratio_db: float | None = None
 
-    def _bands(self, sig: np.ndarray, m: int) -> np.ndarray:
-        frames = sig[:m * _SUB].reshape(m, _SUB) * self._taper
-        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-        return np.add.reduceat(power, _BAND_EDGES[:-1], axis=1)
-
     def push(self, clean: np.ndarray, ref: np.ndarray | None, raw: np.ndarray | None) -> None:
         m = len(clean) // _SUB
-        for hist, sig in ((self.clean, clean), (self.ref, ref), (self.raw, raw)):
-            hist[:-m] = hist[m:]
-            if sig is None or not sig.any():
-                hist[-m:] = 0.0
-            else:
-                hist[-m:] = self._bands(sig, m)
-        self.clean_power = float(np.einsum("i,i->", clean, clean, dtype=np.float64)) / max(1, len(clean))
+        self.clean.push(clean)
+        self.ref.push(ref if ref is not None else None, len(clean))
+        self.raw.push(raw if raw is not None else None, len(clean))
+        ce = float(np.einsum("i,i->", clean, clean, dtype=np.float64))
+        self.clean_power = ce / max(1, len(clean))
+        self._energy[:-1] = self._energy[1:]
+        self._energy[-1, 0] = ce
+        self._energy[-1, 1] = float(np.einsum("i,i->", raw, raw, dtype=np.float64)) if raw is not None else 0.0
         self.raw_valid = min(self.n, self.raw_valid + m) if raw is not None else 0
         self.ref_valid = min(self.n, self.ref_valid + m) if ref is not None else 0
         self.pushes += 1
-        if self.pushes % self.lag_every == 0:
-            self._estimate_lag()
+        if ref is not None and ref.any():
+            self.ref_active_at = self.pushes
 
     def last_clean_energy(self) -> float:
         """Mean square of the latest cleaned window (for the silence gate)."""
         return self.clean_power
 
+    def _bands(self, ring: "_SampleRing", steps: int) -> np.ndarray:
+        """Band energies of the newest ``steps`` 8 ms steps, each over 16 ms (this step and the one before):
+        tolerant to echo lags between two steps."""
+        x = ring.recent((steps + 1) * _SUB).reshape(steps + 1, _SUB) * self._taper
+        power = np.abs(np.fft.rfft(x, axis=1)) ** 2
+        b = np.add.reduceat(power, _BAND_EDGES[:-1], axis=1)
+        return b[1:] + b[:-1]
+
     def _estimate_lag(self) -> None:
         """Echo lag (in 8 ms steps) from the last 1.5 s: the raw microphone if we have it, else the cleaned one."""
-        if self.ref_valid < self.n or self.ref.max() <= self.silent:
+        self._lag_at = self.pushes
+        steps = self.long + self.max_lag
+        if self.ref_valid < steps + 1:
             return
-        sig = _pair(self.raw if self.raw_valid >= self.n else self.clean)
-        best, lag = _best_lag(sig[-self.long:], _pair(self.ref), self.long, range(0, self.max_lag + 1),
-                              self.floor_decades)
+        ref = self._bands(self.ref, steps)
+        if ref.max() <= self.silent:
+            return
+        sig = self._bands(self.raw if self.raw_valid >= steps + 1 else self.clean, self.long)
+        best, lag = _best_lag(sig, ref, self.long, range(0, self.max_lag + 1), self.floor_decades)
         if best > 0.6:
             self._lags = (self._lags + [lag])[-3:]
             self.lag = int(np.median(self._lags))
+
+    def hold(self, windows: int) -> None:
+        """The echo path just changed (a lost block, an underrun, a re-alignment): forget the lag and treat every
+        speech-like window while the reference plays as echo for the next ``windows`` windows, while the echo
+        canceller re-converges. Barge-in is impossible meanwhile; false barge-ins too."""
+        self._lags = []
+        self.lag = None
+        self._lag_at = -10**9
+        self.hold_until = max(self.hold_until, self.pushes + int(windows))
 
     def _lags_to_try(self) -> range:
         lag = self.lag
@@ -394,36 +417,65 @@ class ResidualEchoCheck:
         echo = False
         self.similarity = 0.0
         self.ratio_db = None
-        lags = self._lags_to_try()
         w = self.window
-        span = min(self.ref_valid, w + lags.stop)
-        if span > 0 and self.ref[-span:].max() > self.silent:
-            usable = range(lags.start, min(lags.stop, self.ref_valid - w + 1))
+        recent_ref = self.pushes - self.ref_active_at <= (w + self.max_lag) * _SUB // VAD_WINDOW_SAMPLES_16K + 1
+        if recent_ref and self.pushes < self.hold_until:
+            self.similarity = 1.0
+            return True
+        if recent_ref:
+            if self.pushes - self._lag_at >= self.lag_every:
+                self._estimate_lag()
+            lags = self._lags_to_try()
+            usable = range(lags.start, min(lags.stop, self.ref_valid - w))
             if len(usable) == 0:
                 echo = True    # the reference just started: too little history to tell, so assume echo
                 self.similarity = 1.0
             else:
-                self.similarity, _ = _best_lag(_pair(self.clean[-(w + 1):])[-w:], _pair(self.ref), w, usable,
-                                               self.floor_decades)
-                echo = self.similarity > c.echo_similarity_max
+                ref = self._bands(self.ref, w + usable.stop - 1)
+                if ref.max() > self.silent:
+                    self.similarity, _ = _best_lag(self._bands(self.clean, w), ref, w, usable, self.floor_decades)
+                    echo = self.similarity > c.echo_similarity_max
         if self.raw_valid >= 12:
-            raw_e = float(self.raw[-12:].sum())
-            clean_e = float(self.clean[-12:].sum())
-            if raw_e > 1e-10:
+            clean_e, raw_e = self._energy.sum(axis=0)
+            if raw_e > 1e-10 * VAD_WINDOW_SAMPLES_16K:
                 self.ratio_db = 10.0 * math.log10(max(clean_e, 1e-12) / raw_e)
                 echo = echo or self.ratio_db < c.echo_ratio_min_db
         return echo
 
 
+class _SampleRing:
+    """The newest samples of a signal (zeros before anything was written)."""
+
+    def __init__(self, size: int) -> None:
+        self.buf = np.zeros(size, dtype=np.float32)
+        self.size = size
+        self.pos = 0
+
+    def clear(self) -> None:
+        self.buf[:] = 0.0
+        self.pos = 0
+
+    def push(self, x: np.ndarray | None, n: int | None = None) -> None:
+        n = len(x) if x is not None else int(n or 0)
+        a = self.pos % self.size
+        first = min(n, self.size - a)
+        if x is None:
+            self.buf[a:a + first] = 0.0
+            self.buf[:n - first] = 0.0
+        else:
+            self.buf[a:a + first] = x[:first]
+            self.buf[:n - first] = x[first:n]
+        self.pos += n
+
+    def recent(self, n: int) -> np.ndarray:
+        a = (self.pos - n) % self.size
+        if a + n <= self.size:
+            return self.buf[a:a + n]
+        return np.concatenate([self.buf[a:], self.buf[:a + n - self.size]])
+
+
 # 10 bands over a 128-point spectrum at 16 kHz (125 Hz bins): narrow at the bottom, wide at the top
 _BAND_EDGES = np.array([0, 2, 4, 6, 9, 13, 18, 26, 36, 48, 65])
-
-
-def _pair(bands: np.ndarray) -> np.ndarray:
-    """Energies over 16 ms (two 8 ms steps) every 8 ms: tolerant to echo lags between two steps."""
-    out = bands.copy()
-    out[1:] += bands[:-1]
-    return out
 
 
 def _log_floor(x: np.ndarray, decades: float) -> np.ndarray:

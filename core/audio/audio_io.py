@@ -1,0 +1,1016 @@
+"""The live audio front-end: capture, playback, echo cancellation, echo-aware VAD, levels and device recovery.
+
+Threads:
+
+* the PortAudio **input callback** copies the device-rate microphone block into a ring buffer and records
+  ``(ring position, ADC time)``;
+* the PortAudio **output callback** asks the :class:`~core.audio.player.Player` for the next block, copies exactly
+  what it handed to the device into the *played* ring (the echo reference) and records ``(position, DAC time)``;
+* one **audio worker** thread resamples both to 16 kHz (soxr streams), aligns them, runs the echo canceller
+  frame by frame (10 ms), the VAD, the level meters and the device watchdog, and delivers 160 ms
+  :class:`AudioChunk` objects to the engine (a callback or a queue).
+
+Alignment: both callbacks' timestamps are converted to ``time.monotonic()``; each stream gets a robust
+(median) time of its sample 0, so 16 kHz microphone sample ``i`` was captured at the same moment as reference
+sample ``j = i + D``. The canceller is given reference ``j + lead`` for microphone ``i``: the reference always
+arrives a little (``reference_lead_ms``) before its echo, and the delay the canceller has to find stays constant
+whatever the thread scheduling does. ``D`` is re-estimated continuously and only changed when it moved by more
+than 3 ms (a lost block, an underrun).
+
+Input and output are separate streams: one duplex ``sd.Stream`` records silence through the ALSA->PulseAudio plugin
+of PortAudio 19.6.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import sounddevice as sd
+
+from core.audio import devices as devmod
+from core.audio.aec import AecConfig, EchoCanceller
+from core.audio.devices import AudioDeviceError, DeviceInfo
+from core.audio.events import AUDIO_STATUS, ERROR, WARNING, AudioEventQueue
+from core.audio.interfaces import StreamingVad, VadEvent
+from core.audio.player import Player
+from core.audio.resample import StreamResampler
+from core.audio.ringbuffer import RingBuffer, TimestampRing
+from core.constants import AEC_FRAME_SAMPLES_16K, CHUNK_SAMPLES_16K, MODEL_INPUT_RATE
+
+log = logging.getLogger(__name__)
+
+RATE = MODEL_INPUT_RATE
+FRAME = AEC_FRAME_SAMPLES_16K
+_MAX_BATCH = 16   # frames (160 ms) handled per worker step
+_RELOCK_MS = 20.0  # after settling, re-align the echo reference only for shifts larger than this
+
+
+@dataclass
+class AudioConfig:
+    input_device: str | None = None        # saved by name; None/"default": the system default
+    output_device: str | None = None
+    input_rate: int | None = None          # None: the first of preferred_rates the device accepts, else its default
+    output_rate: int | None = None
+    preferred_rates: tuple[int, ...] = (48000,)  # 48 kHz: what sound servers run at; 3:1 to 16 kHz
+    blocksize: int = 512                   # device frames per callback (PulseAudio via ALSA: 320-512 works)
+    latency: float | str = 0.05            # PortAudio suggested latency (seconds or "low"); 0.05 survives CPU load
+    aec: AecConfig = field(default_factory=AecConfig)
+    reference_lead_ms: float = 40.0        # the canceller sees the reference this long before its echo
+    echo_tail_ms: float = 300.0            # the assistant counts as speaking this long after its audio stopped
+    chunk_samples: int = CHUNK_SAMPLES_16K
+    ring_seconds: float = 4.0              # input / reference rings
+    player_seconds: float = 120.0          # playback queue
+    fade_ms: float = 8.0                   # flush fade
+    reopen_on_loss: bool = True
+    reopen_attempts: int = 3
+    start_timeout_s: float = 8.0           # the first input callback can come ~2 s late
+    stall_timeout_s: float = 2.0           # no callback for this long after the first one: the device is gone
+    open_timeout_s: float = 5.0
+    reference_wait_s: float = 0.3          # longest wait for the reference before cancelling against silence
+    reconverge_hold_ms: float = 1200.0     # after an underrun/lost block/re-alignment no barge-in on the
+                                           # assistant's voice for this long (the canceller re-converges)
+    keep_raw: bool = True                  # put the raw microphone and the reference into each chunk
+    run_vad: bool = True                   # False: no VAD here (chunk.vad_events stays empty), e.g. when the
+                                           # engine runs its own StreamingVad on the chunks
+
+
+@dataclass
+class AudioChunk:
+    """160 ms of echo-cancelled 16 kHz microphone audio and what the VAD decided in it."""
+
+    samples_16k: np.ndarray                # cleaned (echo-cancelled) float32
+    start: int                             # 16 kHz stream position of the first sample
+    t_start: float                         # time.monotonic() at which the first sample was captured (estimate)
+    vad_events: list[VadEvent]
+    assistant_speaking: bool               # the assistant's audio (or its echo tail) overlapped this chunk
+    speech_prob: float                     # highest VAD probability in the chunk
+    raw_16k: np.ndarray | None = None      # microphone before echo cancellation
+    reference_16k: np.ndarray | None = None  # far-end reference fed to the canceller for these samples
+
+
+@dataclass
+class Levels:
+    """Meter levels over the last ~50 ms, in dBFS (-120 for silence)."""
+
+    mic_rms_db: float = -120.0
+    mic_peak_db: float = -120.0
+    clean_rms_db: float = -120.0
+    clean_peak_db: float = -120.0
+    output_rms_db: float = -120.0
+    output_peak_db: float = -120.0
+    speech_prob: float = 0.0
+    t: float = 0.0
+
+
+@dataclass
+class LatencyInfo:
+    input_reported_ms: float | None = None     # PortAudio stream.latency
+    output_reported_ms: float | None = None
+    output_dac_lead_ms: float | None = None    # measured: callback -> DAC time, median over recent callbacks
+    echo_delay_ms: float | None = None         # measured: residual delay of the echo after timestamp alignment
+    loop_ms: float | None = None               # measured: output callback -> captured by the microphone
+
+
+def _db(x: float) -> float:
+    return 10.0 * math.log10(x) if x > 1e-12 else -120.0
+
+
+class _Fifo:
+    """Growable-free FIFO of float32 (preallocated; compacts in place)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.buf = np.zeros(capacity, dtype=np.float32)
+        self.start = 0
+        self.end = 0
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def append(self, x: np.ndarray) -> int:
+        n = len(x)
+        if self.end + n > len(self.buf):
+            m = self.end - self.start
+            self.buf[:m] = self.buf[self.start:self.end]
+            self.start, self.end = 0, m
+        room = len(self.buf) - self.end
+        k = min(n, room)
+        self.buf[self.end:self.end + k] = x[:k]
+        self.end += k
+        return n - k   # samples that did not fit
+
+    def peek(self, n: int) -> np.ndarray:
+        return self.buf[self.start:self.start + n]
+
+    def drop(self, n: int) -> None:
+        self.start += n
+        if self.start == self.end:
+            self.start = self.end = 0
+
+    def clear(self) -> None:
+        self.start = self.end = 0
+
+
+class _RefStore:
+    """The last few seconds of the 16 kHz reference, addressed by absolute position."""
+
+    def __init__(self, capacity: int) -> None:
+        self.buf = np.zeros(capacity, dtype=np.float32)
+        self.cap = capacity
+        self.end = 0   # absolute position one past the newest sample
+
+    def append(self, x: np.ndarray) -> None:
+        n = len(x)
+        if n >= self.cap:
+            x = x[-self.cap:]
+            self.end += n - self.cap
+            n = self.cap
+        s = self.end % self.cap
+        first = min(n, self.cap - s)
+        self.buf[s:s + first] = x[:first]
+        if first < n:
+            self.buf[:n - first] = x[first:]
+        self.end += n
+
+    def get(self, j: int, n: int, out: np.ndarray) -> None:
+        out[:n] = 0.0
+        lo = max(j, self.end - self.cap, 0)
+        hi = min(j + n, self.end)
+        if hi <= lo:
+            return
+        a, m = lo % self.cap, hi - lo
+        first = min(m, self.cap - a)
+        out[lo - j:lo - j + first] = self.buf[a:a + first]
+        if first < m:
+            out[lo - j + first:hi - j] = self.buf[:m - first]
+
+
+def _median_origin(ring: TimestampRing, rate: float, k: int = 96) -> float | None:
+    """Robust time of a stream's position 0 from recent (position, time) pairs."""
+    data = ring.recent(k)
+    if len(data) < 4:
+        return None
+    return float(np.median(data[:, 1] - data[:, 0] / rate))
+
+
+class _StreamSet:
+    """One input and one output stream plus the state their callbacks share with the worker."""
+
+    def __init__(self, io: "AudioIO", in_dev: DeviceInfo, out_dev: DeviceInfo, in_rate: int, out_rate: int) -> None:
+        cfg = io.config
+        self.io = io
+        self.in_dev, self.out_dev = in_dev, out_dev
+        self.in_rate, self.out_rate = in_rate, out_rate
+        self.in_ring = RingBuffer(int(cfg.ring_seconds * in_rate))
+        self.played_ring = RingBuffer(int(cfg.ring_seconds * out_rate))
+        self.in_ts = TimestampRing()
+        self.out_ts = TimestampRing()
+        self.in_overflows = 0
+        self.out_underflows = 0
+        self.in_callbacks = 0
+        self.out_callbacks = 0
+        self.first_in: float | None = None
+        self.first_out: float | None = None
+        self.last_in = 0.0
+        self.last_out = 0.0
+        self.in_finished = False
+        self.out_finished = False
+        self.closing = False
+        self.in_channels = 1
+        self.out_channels = 1
+        self.in_stream: sd.InputStream | None = None
+        self.out_stream: sd.OutputStream | None = None
+        self.dac_lead = TimestampRing(128)   # (out position, dac - callback time)
+        self.opened_at = time.monotonic()
+
+    # -- callbacks (audio threads: copy, count, timestamp; nothing else) ------------------------------------------
+    def _in_cb(self, indata: np.ndarray, frames: int, time_info, status: sd.CallbackFlags) -> None:
+        now = time.monotonic()
+        if status.input_overflow:
+            self.in_overflows += 1
+        pos = self.in_ring.written
+        self.in_ring.write(indata[:, 0])
+        lag = time_info.currentTime - time_info.inputBufferAdcTime
+        if -0.5 < lag < 1.0:   # PortAudio's estimate is noisy (even negative) through PulseAudio; the median copes
+            self.in_ts.record(pos, now - lag)
+        self.in_callbacks += 1
+        if self.first_in is None:
+            self.first_in = now
+        self.last_in = now
+
+    def _out_cb(self, outdata: np.ndarray, frames: int, time_info, status: sd.CallbackFlags) -> None:
+        now = time.monotonic()
+        if status.output_underflow:
+            self.out_underflows += 1
+        buf = outdata[:, 0]
+        self.io.player.fill(buf)
+        if self.out_channels > 1:
+            outdata[:, 1:] = outdata[:, :1]
+        pos = self.played_ring.written
+        self.played_ring.write(buf)
+        lead = time_info.outputBufferDacTime - time_info.currentTime
+        if 0.0 < lead < 1.0:
+            self.out_ts.record(pos, now + lead)
+            self.dac_lead.record(pos, lead)
+        self.out_callbacks += 1
+        if self.first_out is None:
+            self.first_out = now
+        self.last_out = now
+
+    def _in_finished(self) -> None:
+        self.in_finished = True
+        self.io._wake.set()
+
+    def _out_finished(self) -> None:
+        self.out_finished = True
+        self.io._wake.set()
+
+    # -- open / close ---------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        cfg = self.io.config
+        last_exc: Exception | None = None
+        for ch in sorted({1, min(2, max(1, self.in_dev.max_input_channels))}):
+            try:
+                self.in_stream = sd.InputStream(
+                    device=self.in_dev.index, samplerate=self.in_rate, channels=ch, dtype="float32",
+                    blocksize=cfg.blocksize, latency=cfg.latency, callback=self._in_cb,
+                    finished_callback=self._in_finished)
+                self.in_channels = ch
+                break
+            except Exception as exc:
+                last_exc = exc
+        if self.in_stream is None:
+            raise AudioDeviceError(f"cannot open input {self.in_dev.name!r} at {self.in_rate} Hz: {last_exc}")
+        devmod.note_stream_opened()
+        for ch in sorted({1, min(2, max(1, self.out_dev.max_output_channels))}):
+            try:
+                self.out_stream = sd.OutputStream(
+                    device=self.out_dev.index, samplerate=self.out_rate, channels=ch, dtype="float32",
+                    blocksize=cfg.blocksize, latency=cfg.latency, callback=self._out_cb,
+                    finished_callback=self._out_finished)
+                self.out_channels = ch
+                break
+            except Exception as exc:
+                last_exc = exc
+        if self.out_stream is None:
+            self.close()
+            raise AudioDeviceError(f"cannot open output {self.out_dev.name!r} at {self.out_rate} Hz: {last_exc}")
+        devmod.note_stream_opened()
+        self.opened_at = time.monotonic()
+        self.out_stream.start()
+        self.in_stream.start()
+
+    def close(self) -> None:
+        self.closing = True
+        for attr in ("in_stream", "out_stream"):
+            stream = getattr(self, attr)
+            if stream is None:
+                continue
+            try:
+                stream.abort(ignore_errors=True)
+                stream.close(ignore_errors=True)
+            except Exception as exc:
+                log.debug("closing %s: %s", attr, exc)
+            setattr(self, attr, None)
+            devmod.note_stream_closed()
+
+
+def _pick_rate(device: DeviceInfo, kind: str, preferred: tuple[int, ...]) -> int:
+    """The first preferred rate the device accepts natively (PortAudio check), else its default rate."""
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    for rate in preferred:
+        if rate == int(device.default_samplerate):
+            return rate
+        try:
+            check(device=device.index, samplerate=rate, channels=1, dtype="float32")
+            return rate
+        except Exception:
+            continue
+    return int(device.default_samplerate)
+
+
+def _run_with_timeout(fn: Callable[[], None], timeout: float, what: str) -> Exception | None:
+    """Run ``fn`` in a helper thread; returns its exception, or a TimeoutError when it did not finish in time
+    (the thread is left behind as a daemon: a wedged driver must not hang the program)."""
+    box: dict[str, Exception] = {}
+
+    def target() -> None:
+        try:
+            fn()
+        except Exception as exc:  # reported to the caller
+            box["exc"] = exc
+
+    th = threading.Thread(target=target, name=f"audio-{what}", daemon=True)
+    th.start()
+    th.join(timeout)
+    if th.is_alive():
+        return TimeoutError(f"{what} did not finish within {timeout:.1f} s")
+    return box.get("exc")
+
+
+class AudioIO:
+    """Live audio front-end. ``start()``, read chunks (``on_chunk`` callback or :attr:`chunks` queue), play through
+    :attr:`player`, ``stop()``. Events (warnings, device loss, recovery) go to :attr:`events`."""
+
+    def __init__(self, config: AudioConfig | None = None, on_chunk: Callable[[AudioChunk], None] | None = None,
+                 vad: StreamingVad | None = None, events: AudioEventQueue | None = None) -> None:
+        self.config = config or AudioConfig()
+        self.events = events or AudioEventQueue()
+        self.on_chunk = on_chunk
+        self.chunks: queue.Queue[AudioChunk] = queue.Queue(maxsize=256)
+        if vad is None and self.config.run_vad:
+            from core.audio.vad import EchoAwareVad
+
+            vad = EchoAwareVad()
+        self.vad = vad if self.config.run_vad else None
+        self.aec = EchoCanceller(self.config.aec)
+        self._player: Player | None = None
+        self._streams: _StreamSet | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._state = "stopped"
+        self._input_name: str | None = None
+        self._output_name: str | None = None
+        self._levels = Levels()
+        self._lock = threading.Lock()
+        self._pending_aec: AecConfig | None = None
+        # 16 kHz timeline (continues across device re-opens)
+        self._mic16 = _Fifo(RATE * 4)
+        self._ref16 = _RefStore(int(RATE * self.config.ring_seconds))
+        self._mic_pos = 0          # absolute 16 kHz position of the next microphone frame to process
+        self._mic_in = 0           # absolute 16 kHz position one past the newest resampled microphone sample
+        self._mic_base = 0         # 16 kHz position where the current input stream's sample 0 lands
+        self._ref_base = 0
+        self._in_origin: float | None = None    # monotonic time of the current input stream's sample 0
+        self._out_origin: float | None = None
+        self._D: int | None = None               # reference position = microphone position + D
+        self.realignments = 0
+        self._relock_votes: list[int] = []
+        self._glitches: tuple | None = None
+        self._glitch_until = 0.0
+        self._speaking_until = -1
+        self._chunk_clean = np.zeros(self.config.chunk_samples, dtype=np.float32)
+        self._chunk_raw = np.zeros(self.config.chunk_samples, dtype=np.float32)
+        self._chunk_ref = np.zeros(self.config.chunk_samples, dtype=np.float32)
+        self._chunk_fill = 0
+        self._chunk_events: list[VadEvent] = []
+        self._chunk_speaking = False
+        self._chunk_prob = 0.0
+        self._batch_ref = np.zeros(_MAX_BATCH * FRAME, dtype=np.float32)
+        self._batch_clean = np.zeros(_MAX_BATCH * FRAME, dtype=np.float32)
+        self._batch_aux = np.zeros(_MAX_BATCH * FRAME, dtype=np.float32)
+        self._lead = int(round(self.config.reference_lead_ms / 1000 * RATE))
+        self._poll_s = 0.03
+        self.dropped_chunks = 0
+        self._injector: Callable[[int, np.ndarray], None] | None = None
+        self._last_latency = LatencyInfo()
+        self._echo_est = _EchoDelayEstimator()
+        self._reported_counts = (0, 0, 0, 0, 0)
+        self._last_count_check = 0.0
+        self.frames_processed = 0
+        self.reopen_count = 0
+        self._first_input_event = threading.Event()
+        self._in_resampler: StreamResampler | None = None
+        self._ref_resampler: StreamResampler | None = None
+        self.cpu_seconds_worker = 0.0
+
+    # -- public API ---------------------------------------------------------------------------------------------------
+    @property
+    def player(self) -> Player:
+        if self._player is None:
+            raise RuntimeError("AudioIO.player is available after start()")
+        return self._player
+
+    @property
+    def state(self) -> str:
+        """"stopped" | "starting" | "running" | "recovering" | "failed"."""
+        return self._state
+
+    @property
+    def running(self) -> bool:
+        return self._state in ("starting", "running", "recovering")
+
+    @property
+    def devices(self) -> tuple[DeviceInfo | None, DeviceInfo | None]:
+        s = self._streams
+        return (s.in_dev, s.out_dev) if s else (None, None)
+
+    @property
+    def rates(self) -> tuple[int | None, int | None]:
+        s = self._streams
+        return (s.in_rate, s.out_rate) if s else (None, None)
+
+    def start(self, input_name: str | None = None, output_name: str | None = None) -> None:
+        """Open both devices (by saved name; missing ones fall back to the default with a warning event) and start
+        the worker. Raises :class:`AudioDeviceError` when no device can be opened."""
+        if self.running:
+            raise RuntimeError("AudioIO already started")
+        self._input_name = input_name if input_name is not None else self.config.input_device
+        self._output_name = output_name if output_name is not None else self.config.output_device
+        self._stop.clear()
+        self._first_input_event.clear()
+        self._state = "starting"
+        try:
+            self._open_streams()
+        except Exception:
+            self._state = "stopped"
+            raise
+        self._worker = threading.Thread(target=self._run, name="audio-worker", daemon=True)
+        self._worker.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop the worker and close the streams (bounded by ``timeout``; never hangs)."""
+        self._stop.set()
+        self._wake.set()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+            if worker.is_alive():
+                log.warning("audio worker did not stop within %.1f s", timeout)
+        self._worker = None
+        was = self._state
+        self._close_streams(timeout)
+        if self._state != "failed":
+            self._state = "stopped"
+        if was != "stopped":
+            self.events.emit(AUDIO_STATUS, "stopped", "audio stopped")
+
+    def wait_first_input(self, timeout: float) -> bool:
+        """Block until the first input callback of the current streams arrived (measurements must start after it)."""
+        return self._first_input_event.wait(timeout)
+
+    def wait_running(self, timeout: float) -> bool:
+        """Block until both streams deliver callbacks and the reference alignment is known."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._state == "running" and self._D is not None:
+                return True
+            if self._state in ("stopped", "failed"):
+                return False
+            time.sleep(0.02)
+        return False
+
+    def set_aec(self, config: AecConfig) -> None:
+        """Change echo cancellation / noise suppression / high-pass at run time (applied by the worker)."""
+        self._pending_aec = config
+
+    def set_capture_injector(self, fn: Callable[[int, np.ndarray], None] | None) -> None:
+        """Install ``fn(position_16k, samples)`` that may add to the 16 kHz microphone samples in place before echo
+        cancellation (``None`` removes it). For tests and diagnostics: a second talker mixed digitally into the
+        capture, where the loopback has only one acoustic path."""
+        self._injector = fn
+
+    def levels(self) -> Levels:
+        return self._levels
+
+    def latency(self) -> LatencyInfo:
+        """Reported and measured latencies of the current streams (the last known ones after stop())."""
+        s = self._streams
+        info = LatencyInfo()
+        if s is None:
+            return self._last_latency
+        try:
+            if s.in_stream is not None:
+                info.input_reported_ms = float(s.in_stream.latency) * 1000
+            if s.out_stream is not None:
+                info.output_reported_ms = float(s.out_stream.latency) * 1000
+        except Exception:
+            pass
+        leads = s.dac_lead.recent(64)
+        if len(leads):
+            info.output_dac_lead_ms = float(np.median(leads[:, 1])) * 1000
+        delay = self._echo_est.delay_ms
+        if delay is not None:
+            info.echo_delay_ms = delay
+            if info.output_dac_lead_ms is not None:
+                info.loop_ms = info.output_dac_lead_ms + delay
+        self._last_latency = info
+        return info
+
+    def stats(self) -> dict:
+        s = self._streams
+        p = self._player
+        return {
+            "state": self._state,
+            "input_overflows": s.in_overflows if s else 0,
+            "output_underflows": s.out_underflows if s else 0,
+            "input_ring_overflow_samples": s.in_ring.overflow_samples if s else 0,
+            "reference_ring_overflow_samples": s.played_ring.overflow_samples if s else 0,
+            "playback_starved_blocks": p.starved_blocks if p else 0,
+            "playback_overflow_samples": p.overflow_samples if p else 0,
+            "realignments": self.realignments,
+            "reopens": self.reopen_count,
+            "frames_processed": self.frames_processed,
+            "position_16k": self._mic_pos,
+            "alignment_samples": self._D,
+            "events_dropped": self.events.dropped,
+        }
+
+    @property
+    def position(self) -> int:
+        """16 kHz position of the next microphone sample to be processed."""
+        return self._mic_pos
+
+    def time_of_position(self, pos16: int) -> float | None:
+        """time.monotonic() at which 16 kHz microphone sample ``pos16`` was (or will be) captured."""
+        origin = self._in_origin
+        if origin is None:
+            return None
+        return origin + (pos16 - self._mic_base) / RATE
+
+    def position_at_time(self, t: float) -> int | None:
+        origin = self._in_origin
+        if origin is None:
+            return None
+        return int(round((t - origin) * RATE)) + self._mic_base
+
+    def reference_time_of_position(self, ref_pos16: int) -> float | None:
+        """time.monotonic() at which 16 kHz reference sample ``ref_pos16`` reached the DAC."""
+        origin = self._out_origin
+        if origin is None:
+            return None
+        return origin + (ref_pos16 - self._ref_base) / RATE
+
+    # -- streams --------------------------------------------------------------------------------------------------------
+    def _open_streams(self) -> None:
+        cfg = self.config
+        in_choice = devmod.choose_device(self._input_name, "input", self.events)
+        out_choice = devmod.choose_device(self._output_name, "output", self.events)
+        in_rate = int(cfg.input_rate or _pick_rate(in_choice.device, "input", cfg.preferred_rates))
+        out_rate = int(cfg.output_rate or _pick_rate(out_choice.device, "output", cfg.preferred_rates))
+        if self._player is not None and self._player.device_rate != out_rate:
+            try_rate = self._player.device_rate
+            streams = _StreamSet(self, in_choice.device, out_choice.device, in_rate, try_rate)
+            exc = _run_with_timeout(streams.open, cfg.open_timeout_s, "open")
+            if exc is None:
+                self._install_streams(streams, in_choice, out_choice)
+                return
+            _run_with_timeout(streams.close, 2.0, "close")
+            self._player.reset()
+            self.events.emit(WARNING, "playback_reset", "output rate changed; queued assistant audio dropped")
+        if self._player is None or self._player.device_rate != out_rate:
+            self._player = Player(out_rate, capacity_seconds=cfg.player_seconds, fade_ms=cfg.fade_ms)
+        streams = _StreamSet(self, in_choice.device, out_choice.device, in_rate, out_rate)
+        exc = _run_with_timeout(streams.open, cfg.open_timeout_s, "open")
+        if exc is not None:
+            _run_with_timeout(streams.close, 2.0, "close")
+            if isinstance(exc, AudioDeviceError):
+                raise exc
+            raise AudioDeviceError(f"cannot open audio devices: {exc}") from exc
+        self._install_streams(streams, in_choice, out_choice)
+
+    def _install_streams(self, streams: _StreamSet, in_choice, out_choice) -> None:
+        # new streams start at their own sample 0; the 16 kHz timeline continues where it was
+        self._in_resampler = StreamResampler(streams.in_rate, RATE)
+        self._ref_resampler = StreamResampler(streams.out_rate, RATE)
+        self._mic16.clear()
+        self._mic_base = self._mic_pos
+        self._mic_in = self._mic_pos
+        self._ref_base = self._ref16.end
+        self._in_origin = None
+        self._out_origin = None
+        self._D = None
+        self._glitches = None
+        self._first_input_event.clear()
+        self._streams = streams
+        self._hold_vad_echo()      # a new device is a new echo path
+        self.events.emit(AUDIO_STATUS, "started", f"audio started: in {streams.in_dev.name!r} @ {streams.in_rate} Hz, "
+                         f"out {streams.out_dev.name!r} @ {streams.out_rate} Hz",
+                         input=streams.in_dev.name, output=streams.out_dev.name, input_rate=streams.in_rate,
+                         output_rate=streams.out_rate, input_how=in_choice.how, output_how=out_choice.how)
+        log.info("audio streams open: in %r (%s) @ %d, out %r (%s) @ %d", streams.in_dev.name, in_choice.how,
+                 streams.in_rate, streams.out_dev.name, out_choice.how, streams.out_rate)
+
+    def _close_streams(self, timeout: float) -> None:
+        streams = self._streams
+        if streams is None:
+            return
+        self.latency()   # remember the last figures
+        exc = _run_with_timeout(streams.close, timeout, "close")
+        if exc is not None:
+            log.warning("closing audio streams: %s", exc)
+        self._streams = None
+
+    # -- worker ---------------------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        cpu0 = time.thread_time()
+        next_align = 0.0
+        try:
+            while not self._stop.is_set():
+                # poll: batching 2-3 AEC frames per wake-up costs far less CPU than waking per callback
+                self._wake.wait(self._poll_s)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
+                now = time.monotonic()
+                if not self._check_health(now):
+                    continue
+                if self._pending_aec is not None:
+                    self.aec = EchoCanceller(self._pending_aec)
+                    self.config.aec = self._pending_aec
+                    self._pending_aec = None
+                self._pump()
+                if now >= next_align or self._D is None:
+                    self._update_alignment(now)
+                    next_align = now + 0.25
+                while self._process_batch(now):
+                    pass
+                if now - self._last_count_check > 1.0:
+                    self._report_counters()
+                    self._last_count_check = now
+        except Exception as exc:  # the worker must not die silently
+            log.exception("audio worker failed")
+            self._state = "failed"
+            self.events.emit(ERROR, "worker_failed", f"audio worker failed: {exc}")
+        finally:
+            self.cpu_seconds_worker += time.thread_time() - cpu0
+
+    def _check_health(self, now: float) -> bool:
+        s = self._streams
+        if s is None:
+            return False
+        cfg = self.config
+        problem = None
+        if s.in_finished or s.out_finished:
+            which = "input" if s.in_finished else "output"
+            problem = f"{which} stream stopped unexpectedly"
+        elif s.first_in is None:
+            if now - s.opened_at > cfg.start_timeout_s:
+                problem = f"no input from {s.in_dev.name!r} within {cfg.start_timeout_s:.0f} s"
+        elif now - s.last_in > cfg.stall_timeout_s:
+            problem = f"input stalled for {now - s.last_in:.1f} s"
+        elif s.first_out is not None and now - s.last_out > cfg.stall_timeout_s:
+            problem = f"output stalled for {now - s.last_out:.1f} s"
+        elif s.first_out is None and now - s.opened_at > cfg.start_timeout_s:
+            problem = f"no output callbacks from {s.out_dev.name!r} within {cfg.start_timeout_s:.0f} s"
+        if problem is None:
+            if s.first_in is not None and not self._first_input_event.is_set():
+                self._first_input_event.set()
+                self.events.emit(AUDIO_STATUS, "first_input", "first microphone samples arrived",
+                                 after_s=round(s.first_in - s.opened_at, 3))
+            if s.first_in is not None and s.first_out is not None and self._state in ("starting", "recovering"):
+                self._state = "running"
+            return True
+        self._handle_loss(problem)
+        return False
+
+    def _handle_loss(self, problem: str) -> None:
+        s = self._streams
+        names = (s.in_dev.name, s.out_dev.name) if s else (None, None)
+        log.warning("audio device lost: %s", problem)
+        self.events.emit(WARNING, "device_lost", f"audio device lost: {problem}", input=names[0], output=names[1])
+        self._close_streams(2.0)
+        if not self.config.reopen_on_loss:
+            self._fail(f"audio stopped after device loss: {problem}")
+            return
+        self._state = "recovering"
+        for attempt in range(1, self.config.reopen_attempts + 1):
+            if self._stop.wait(0.3 * attempt):
+                return
+            devmod.refresh_devices()
+            try:
+                self._open_streams()
+            except Exception as exc:
+                log.warning("re-open attempt %d failed: %s", attempt, exc)
+                continue
+            self.reopen_count += 1
+            self._speaking_until = -1
+            s = self._streams
+            assert s is not None
+            self.events.emit(AUDIO_STATUS, "reopened", f"audio re-opened on {s.in_dev.name!r}/{s.out_dev.name!r}",
+                             input=s.in_dev.name, output=s.out_dev.name, attempt=attempt)
+            return
+        self._fail(f"audio could not be re-opened after: {problem}")
+
+    def _fail(self, message: str) -> None:
+        self._state = "failed"
+        self.events.emit(ERROR, "stopped", message)
+        self._stop.set()
+
+    def _pump(self) -> None:
+        """Move device-rate samples out of the rings, resample them to 16 kHz."""
+        s = self._streams
+        assert s is not None and self._in_resampler is not None and self._ref_resampler is not None
+        if s.in_ring.available():
+            y = self._in_resampler.process(s.in_ring.read())
+            lost = self._mic16.append(y)
+            self._mic_in += len(y)
+            if lost:
+                log.warning("16 kHz microphone FIFO full: %d samples dropped", lost)
+        if s.played_ring.available():
+            self._ref16.append(self._ref_resampler.process(s.played_ring.read()))
+
+    def _update_alignment(self, now: float) -> None:
+        """Estimate both streams' time origins and (re)lock the reference offset ``D``.
+
+        Output timestamps are steady (sub-millisecond); input ones are noisy (+-20 ms through PulseAudio) and
+        wrong while the input stream catches up right after start. So: short medians and quick re-locks during the
+        first seconds, then a 1 s median and a re-lock only for a shift of more than ``_RELOCK_MS`` that persists
+        for three checks (a real glitch: lost input, output underrun). Smaller drifts are left to the canceller's
+        own delay estimator; the reference lead keeps the echo causal.
+        """
+        s = self._streams
+        assert s is not None
+        glitches = (s.in_overflows, s.out_underflows, s.in_ring.overflow_samples, s.played_ring.overflow_samples)
+        if glitches != self._glitches:
+            # a block was lost or an underrun inserted silence: the timeline moved, the echo path with it
+            if self._glitches is not None:
+                self._glitch_until = now + 1.5
+                self._hold_vad_echo()
+            self._glitches = glitches
+        settling = s.first_in is None or now - s.first_in < 2.0 or now < self._glitch_until
+        k_in = 16 if settling else 96
+        if s.in_ts.count >= 4:
+            self._in_origin = _median_origin(s.in_ts, s.in_rate, k_in)
+        if s.out_ts.count >= 4:
+            self._out_origin = _median_origin(s.out_ts, s.out_rate, 8 if settling else 32)
+        o_in, o_out = self._in_origin, self._out_origin
+        if o_in is None or o_out is None or s.in_ts.count < 8 or s.out_ts.count < 8:
+            return
+        d = self._ref_base - self._mic_base + int(round((o_in - o_out) * RATE))
+        if self._D is None:
+            self._D = d
+            self._relock_votes = []
+            log.debug("reference alignment: D=%d samples", d)
+            return
+        threshold = 48 if settling else int(_RELOCK_MS / 1000 * RATE)
+        if abs(d - self._D) <= threshold:
+            self._relock_votes = []
+            return
+        self._relock_votes.append(d)
+        if not settling and (len(self._relock_votes) < 3
+                             or max(self._relock_votes[-3:]) - min(self._relock_votes[-3:]) > 80):
+            return
+        d = int(np.median(self._relock_votes[-3:]))
+        shift_ms = round((d - self._D) / RATE * 1000, 1)
+        self._D = d
+        self._relock_votes = []
+        self.realignments += 1
+        log.info("echo reference re-aligned by %.1f ms", shift_ms)
+        self._hold_vad_echo()
+        if self._state == "running":
+            self.events.emit(AUDIO_STATUS, "aec_realigned", "echo reference re-aligned", shift_ms=shift_ms)
+
+    def _hold_vad_echo(self) -> None:
+        """The echo path changed: the VAD treats the assistant's audio as echo while the canceller re-converges."""
+        echo_check = getattr(self.vad, "echo", None)
+        if echo_check is not None and hasattr(echo_check, "hold"):
+            echo_check.hold(int(self.config.reconverge_hold_ms / 32.0))
+
+    def _process_batch(self, now: float) -> bool:
+        """Cancel, detect and deliver as many 10 ms frames as are ready (at most ``_MAX_BATCH``); returns whether
+        it processed any."""
+        cfg = self.config
+        s = self._streams
+        n_mic = min(len(self._mic16) // FRAME, _MAX_BATCH)
+        if n_mic == 0:
+            return False
+        i0 = self._mic_pos
+        n = n_mic * FRAME
+        ref = self._batch_ref[:n]
+        if self._D is None:
+            # alignment comes with the first callbacks of both streams; without output the reference is silence
+            if s is not None and s.first_in is not None and now - s.first_in < cfg.reference_wait_s + 0.2:
+                return False
+            ref[:] = 0.0
+        else:
+            j0 = i0 + self._D + self._lead
+            ready = max(0, (self._ref16.end - j0) // FRAME)
+            if ready < n_mic:
+                t_cap = self.time_of_position(i0 + ready * FRAME)
+                if t_cap is not None and now - t_cap < cfg.reference_wait_s:
+                    n_mic = ready   # the output callback will have produced the rest in a moment
+                    if n_mic == 0:
+                        return False
+                    n = n_mic * FRAME
+                    ref = self._batch_ref[:n]
+            self._ref16.get(j0, n, ref)
+        mic = self._mic16.peek(n)
+        injector = self._injector
+        if injector is not None:
+            try:
+                injector(i0, mic)
+            except Exception:
+                log.exception("capture injector failed; removed")
+                self._injector = None
+        clean = self._batch_clean[:n]
+        aec = self.aec
+        for f in range(0, n, FRAME):
+            aec.process(mic[f:f + FRAME], ref[f:f + FRAME], clean[f:f + FRAME])
+        # the assistant "speaks" while its reference is non-silent, plus the echo tail
+        peaks = np.abs(ref).reshape(n_mic, FRAME).max(axis=1)
+        speaking = np.zeros(n_mic, dtype=bool)
+        tail = int(cfg.echo_tail_ms / 1000 * RATE)
+        for k in range(n_mic):
+            i = i0 + k * FRAME
+            if peaks[k] > 1e-4:
+                self._speaking_until = i + FRAME + tail
+            speaking[k] = i < self._speaking_until
+        events: list[VadEvent] = []
+        vad = self.vad
+        accepts_raw = vad is not None and _accepts_raw(vad)
+        k = 0 if vad is not None else n_mic
+        while k < n_mic:
+            e = k + 1
+            while e < n_mic and speaking[e] == speaking[k]:
+                e += 1
+            a, b = k * FRAME, e * FRAME
+            if accepts_raw:
+                events += vad.process(clean[a:b], bool(speaking[k]), ref[a:b], raw_16k=mic[a:b])
+            else:
+                events += vad.process(clean[a:b], bool(speaking[k]), ref[a:b])
+            k = e
+        self._meter(mic, clean, ref)
+        if speaking.any() and self._D is not None:
+            no_lead = self._batch_aux[:n]
+            self._ref16.get(i0 + self._D, n, no_lead)
+            self._echo_est.add(mic, no_lead)
+            echo_check = getattr(vad, "echo", None)
+            if echo_check is not None and self._echo_est.delay_ms is not None:
+                # the VAD sees the reference ``lead`` ahead of the alignment, so its echo lag is lead + delay
+                echo_check.lag_hint_ms = cfg.reference_lead_ms + self._echo_est.delay_ms
+        self._add_to_chunk(i0, clean, mic, ref, events, bool(speaking.any()))
+        self._mic16.drop(n)
+        self._mic_pos += n
+        self.frames_processed += n_mic
+        return True
+
+    def _meter(self, mic: np.ndarray, clean: np.ndarray, ref: np.ndarray) -> None:
+        vals = []
+        for x in (mic, clean, ref):
+            vals.append(_db(float(np.einsum("i,i->", x, x)) / len(x)))
+            vals.append(_db(float(np.max(np.abs(x))) ** 2))
+        prob = float(self.vad.probability) if self.vad is not None else 0.0
+        self._levels = Levels(*vals, speech_prob=prob, t=time.monotonic())
+
+    def _add_to_chunk(self, i0: int, clean: np.ndarray, mic: np.ndarray, ref: np.ndarray,
+                      events: list[VadEvent], speaking: bool) -> None:
+        self._chunk_events.extend(events)
+        self._chunk_speaking = self._chunk_speaking or speaking
+        if self.vad is not None:
+            self._chunk_prob = max(self._chunk_prob, float(self.vad.probability))
+        size = self.config.chunk_samples
+        pos = 0
+        n = len(clean)
+        while pos < n:
+            f = self._chunk_fill
+            k = min(n - pos, size - f)
+            self._chunk_clean[f:f + k] = clean[pos:pos + k]
+            self._chunk_raw[f:f + k] = mic[pos:pos + k]
+            self._chunk_ref[f:f + k] = ref[pos:pos + k]
+            self._chunk_fill += k
+            pos += k
+            if self._chunk_fill == size:
+                self._deliver(i0 + pos - size)
+
+    def _deliver(self, start: int) -> None:
+        keep = self.config.keep_raw
+        chunk = AudioChunk(
+            samples_16k=self._chunk_clean.copy(), start=start, t_start=self.time_of_position(start) or 0.0,
+            vad_events=self._chunk_events, assistant_speaking=self._chunk_speaking, speech_prob=self._chunk_prob,
+            raw_16k=self._chunk_raw.copy() if keep else None, reference_16k=self._chunk_ref.copy() if keep else None)
+        self._chunk_fill = 0
+        self._chunk_events = []
+        self._chunk_speaking = False
+        self._chunk_prob = 0.0
+        if self.on_chunk is not None:
+            try:
+                self.on_chunk(chunk)
+            except Exception:
+                log.exception("on_chunk callback failed")
+            return
+        try:
+            self.chunks.put_nowait(chunk)
+        except queue.Full:   # nobody reads: keep the newest
+            try:
+                self.chunks.get_nowait()
+            except queue.Empty:
+                pass
+            self.chunks.put_nowait(chunk)
+            self.dropped_chunks += 1
+
+    def _report_counters(self) -> None:
+        s = self._streams
+        p = self._player
+        if s is None or p is None:
+            return
+        counts = (s.in_overflows, s.out_underflows, s.in_ring.overflow_samples, p.starved_blocks,
+                  p.overflow_samples)
+        old = self._reported_counts
+        names = ("input_overflow", "output_underflow", "input_ring_overflow", "playback_starved", "playback_overflow")
+        for name, new, prev in zip(names, counts, old):
+            if new > prev:
+                self.events.emit(WARNING, name, f"{name.replace('_', ' ')}: {new - prev} since last report",
+                                 count=new - prev, total=new)
+        self._reported_counts = counts
+
+
+def _accepts_raw(vad: object) -> bool:
+    cached = getattr(vad, "_parley_accepts_raw", None)
+    if cached is None:
+        import inspect
+
+        try:
+            cached = "raw_16k" in inspect.signature(vad.process).parameters  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            cached = False
+        try:
+            setattr(vad, "_parley_accepts_raw", cached)
+        except Exception:
+            pass
+    return bool(cached)
+
+
+class _EchoDelayEstimator:
+    """Residual echo delay (after timestamp alignment) from the raw microphone and the unshifted reference.
+
+    Collects ~1.5 s while the assistant speaks, then cross-correlates (FFT) once; keeps the median of the last
+    few estimates that had a clear peak.
+    """
+
+    def __init__(self, seconds: float = 1.5, max_delay_ms: float = 250.0, every: int = 3) -> None:
+        self.n = int(seconds * RATE)
+        self.every = every      # estimate from one buffer in ``every`` (it changes rarely)
+        self.buffers = 0
+        self.mic = np.zeros(self.n, dtype=np.float32)
+        self.ref = np.zeros(self.n, dtype=np.float32)
+        self.fill = 0
+        self.max_lag = int(max_delay_ms / 1000 * RATE)
+        self.estimates: list[float] = []
+        self.delay_ms: float | None = None
+
+    def add(self, mic: np.ndarray, ref: np.ndarray) -> None:
+        pos = 0
+        while pos < len(mic):
+            k = min(len(mic) - pos, self.n - self.fill)
+            self.mic[self.fill:self.fill + k] = mic[pos:pos + k]
+            self.ref[self.fill:self.fill + k] = ref[pos:pos + k]
+            self.fill += k
+            pos += k
+            if self.fill == self.n:
+                if self.buffers % self.every == 0 or self.delay_ms is None:
+                    self._estimate()
+                self.buffers += 1
+                self.fill = 0
+
+    def _estimate(self) -> None:
+        m, r = self.mic[:self.fill].astype(np.float64), self.ref[:self.fill].astype(np.float64)
+        er, em = float(np.einsum("i,i->", r, r)), float(np.einsum("i,i->", m, m))
+        if er < 1e-6 or em < 1e-8:
+            return
+        n = 1 << int(math.ceil(math.log2(2 * len(m))))
+        xc = np.fft.irfft(np.fft.rfft(m, n) * np.conj(np.fft.rfft(r, n)), n)
+        lags = xc[:self.max_lag + 1]  # the microphone lags the reference: non-negative lags only
+        k = int(np.argmax(np.abs(lags)))
+        peak = abs(lags[k])
+        norm = math.sqrt(em * er)
+        if norm > 0 and peak / norm > 0.3:
+            self.estimates = (self.estimates + [k / RATE * 1000])[-5:]
+            self.delay_ms = float(np.median(self.estimates))

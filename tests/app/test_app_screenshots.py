@@ -178,12 +178,16 @@ def test_screenshots_main_window(window):
         assert p.stat().st_size > 10_000
 
 
-def test_screenshots_settings_dialog(qtbot, config_dir, tmp_path):
+def test_screenshots_settings_dialog(qtbot, config_dir, tmp_path, monkeypatch):
+    import core.settings.device_test as dt
+
+    names = {"input": ["ParleyTestSink Monitor", "USB Headset Mic"], "output": ["ParleyTestSink", "USB Headset"]}
+    monkeypatch.setattr(dt, "device_names", lambda kind: names[kind])   # the same picture on every machine
     d = SettingsDialog(Settings())
     qtbot.addWidget(d)
     d.resize(720, 560)
     d.show()
-    d._fill_devices((["ParleyTestSink Monitor", "USB Headset Mic"], ["ParleyTestSink", "USB Headset"]))
+    qtbot.waitUntil(lambda: d.in_device.count() == 3, timeout=5000)
     d._set_combo(d.in_device, "USB Headset Mic")
     d.test_meter.set_level(-23.0)
     d.test_status.setText("Tone played. Microphone peak level -23 dBFS.")

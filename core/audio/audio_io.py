@@ -6,19 +6,26 @@ Threads:
   ``(ring position, ADC time)``;
 * the PortAudio **output callback** asks the :class:`~core.audio.player.Player` for the next block, copies exactly
   what it handed to the device into the *played* ring (the echo reference) and records ``(position, DAC time)``;
-* one **audio worker** thread resamples both to 16 kHz (soxr streams), aligns them, runs the echo canceller
-  frame by frame (10 ms), the VAD, the level meters and the device watchdog, and delivers 160 ms
-  :class:`AudioChunk` objects to the engine (a callback or a queue).
+* one **audio worker** thread wakes every ~30 ms, resamples both rings to 16 kHz (soxr streams), runs the echo
+  canceller frame by frame (10 ms) on the aligned pair, the VAD, the level meters and the device watchdog, and
+  delivers 160 ms :class:`AudioChunk` objects to the engine (``on_chunk`` callback, else the :attr:`AudioIO.chunks`
+  queue).
 
-Alignment: both callbacks' timestamps are converted to ``time.monotonic()``; each stream gets a robust
-(median) time of its sample 0, so 16 kHz microphone sample ``i`` was captured at the same moment as reference
-sample ``j = i + D``. The canceller is given reference ``j + lead`` for microphone ``i``: the reference always
-arrives a little (``reference_lead_ms``) before its echo, and the delay the canceller has to find stays constant
-whatever the thread scheduling does. ``D`` is re-estimated continuously and only changed when it moved by more
-than 3 ms (a lost block, an underrun).
+Alignment: both callbacks' timestamps are converted to ``time.monotonic()``; each stream gets a robust (median)
+time of its sample 0, so 16 kHz microphone sample ``i`` was captured when reference sample ``j = i + D`` was
+played. The canceller is given reference ``j + lead`` for microphone ``i``: the reference always arrives a little
+(``reference_lead_ms``) before its echo, and the delay the canceller has to find stays constant whatever the thread
+scheduling does. ``D`` is re-locked only for a persistent shift of more than 20 ms (a lost input block, an output
+underrun; faster right after start and right after a reported glitch). After such a glitch or a re-lock the VAD
+treats the assistant's audio as echo for ``reconverge_hold_ms`` while the canceller re-converges.
 
 Input and output are separate streams: one duplex ``sd.Stream`` records silence through the ALSA->PulseAudio plugin
 of PortAudio 19.6.
+
+Device loss (a stream finished unexpectedly, or no callback for ``stall_timeout_s``): a ``warning``/``device_lost``
+event, then up to ``reopen_attempts`` re-opens (device names matched again, the default as fallback) with an
+``audio_status``/``reopened`` event, or an ``error``/``stopped`` event and a clean stop. Every open/close runs with
+a timeout in a helper thread, so a wedged driver cannot hang the caller.
 """
 
 from __future__ import annotations

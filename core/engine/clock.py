@@ -20,6 +20,10 @@ class WallClock:
     def now(self) -> float:
         return time.monotonic() - self._t0
 
+    def from_monotonic(self, t: float) -> float:
+        """Session seconds of a ``time.monotonic()`` timestamp (e.g. an audio chunk's capture time)."""
+        return t - self._t0
+
     def sleep_until(self, t: float) -> None:
         delay = t - self.now()
         if delay > 0:

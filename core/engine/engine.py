@@ -70,6 +70,7 @@ class DuplexState(str, enum.Enum):
 class InputChunk(NamedTuple):
     samples: np.ndarray                   # 2560 samples, 16 kHz mono float32 (echo-cancelled in live mode)
     reference: np.ndarray | None = None   # what the speakers played over the same 160 ms, 16 kHz (live mode)
+    t_start: float | None = None          # session-clock seconds when its first sample was captured (live mode)
 
 
 class ChunkSource(Protocol):
@@ -91,12 +92,13 @@ class QueueChunkSource:
         self._closed = False
         self.overruns = 0
 
-    def push(self, samples_16k: np.ndarray, reference_16k: np.ndarray | None = None) -> None:
+    def push(self, samples_16k: np.ndarray, reference_16k: np.ndarray | None = None,
+             t_start: float | None = None) -> None:
         with self._cond:
             if len(self._items) >= self._maxsize:
                 self._items.popleft()
                 self.overruns += 1
-            self._items.append(InputChunk(samples_16k, reference_16k))
+            self._items.append(InputChunk(samples_16k, reference_16k, t_start))
             self._cond.notify()
 
     def close(self) -> None:
@@ -298,7 +300,7 @@ class Engine:
                 self.end_of_input()
                 break
             if chunk is not None:
-                self.process_chunk(chunk.samples, chunk.reference)
+                self.process_chunk(chunk.samples, chunk.reference, chunk.t_start)
             elif self.wants_speak_step():
                 self.speak_step()
 
@@ -338,6 +340,8 @@ class Engine:
             first = getattr(self.sink, "first_play_time", None)
             t = first(reply.turn) if first is not None else None
             reply.first_played_t = now if t is None else t
+            if reply.first_audio_t is not None:   # a sink's own timestamps may round below the hand-over time
+                reply.first_played_t = max(reply.first_played_t, reply.first_audio_t)
         if reply.first_played_t is not None and reply.first_audio_t is not None and not reply.latency_done:
             reply.latency_done = True
             ms = lambda t: round(1000.0 * (t - reply.speech_end_t), 1)  # noqa: E731
@@ -360,8 +364,13 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------------
     # listen step
 
-    def process_chunk(self, chunk_16k: np.ndarray, reference_16k: np.ndarray | None = None) -> None:
-        """One listen step on a 160 ms chunk (2560 samples of 16 kHz mono float32)."""
+    def process_chunk(self, chunk_16k: np.ndarray, reference_16k: np.ndarray | None = None,
+                      t_start: float | None = None) -> None:
+        """One listen step on a 160 ms chunk (2560 samples of 16 kHz mono float32).
+
+        ``t_start``: session-clock time at which the chunk's first sample was captured, when the audio layer knows
+        it (``WallClock.from_monotonic(AudioChunk.t_start)``); it makes "end of user speech" exact even when the
+        chunk waited in the queue. Without it the chunk is taken to end now."""
         self._close_chunk_stats()
         self.tick()
         t0 = time.perf_counter()
@@ -376,7 +385,9 @@ class Engine:
         chunk_start = self._stream_pos
         self._stream_pos += len(chunk)
         self._recent.append(chunk)
-        lag = now - self._stream_pos / MODEL_INPUT_RATE   # clock time minus stream time (0 on the virtual clock)
+        # Clock time minus stream time: maps 16 kHz stream positions to the session clock (0 on the virtual clock).
+        chunk_end_t = now if t_start is None else t_start + len(chunk) / MODEL_INPUT_RATE
+        lag = chunk_end_t - self._stream_pos / MODEL_INPUT_RATE
 
         # --- VAD, window by window (the end of speech is known to 32 ms) -------------------------------------------
         audible = self._assistant_audible(now)
@@ -769,8 +780,8 @@ class Engine:
             self.bus.emit("assistant_text", reply.turn, text=piece.text)
         if piece.audio is not None and len(piece.audio):
             audio = np.asarray(piece.audio, dtype=np.float32).reshape(-1)
+            now = self.clock.now()      # the moment the audio is handed to playback
             self.sink.enqueue(audio, self.backend.output_rate, reply.turn)
-            now = self.clock.now()
             self._last_audible_t = now
             rate = self.backend.output_rate
             self.bus.emit("audio_out", reply.turn, samples=len(audio), rate=rate,

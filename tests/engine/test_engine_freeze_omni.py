@@ -204,7 +204,8 @@ def test_live_loop_on_the_wall_clock_answers_and_stops(fo_backend):
             delay = t0 + (k + 1) * 0.16 - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            source.push(audio[k * CHUNK_SAMPLES_16K:(k + 1) * CHUNK_SAMPLES_16K])
+            captured = clock.from_monotonic(t0 + k * 0.16)    # when its first sample "entered the microphone"
+            source.push(audio[k * CHUNK_SAMPLES_16K:(k + 1) * CHUNK_SAMPLES_16K], None, captured)
 
     feeder = threading.Thread(target=feed)
     feeder.start()
@@ -218,6 +219,9 @@ def test_live_loop_on_the_wall_clock_answers_and_stops(fo_backend):
     assert "vad_onset" in types and "turn_decision" in types
     assert "assistant_text" in types and "audio_out" in types and "latency" in types
     assert worker.error is None and source.overruns == 0
+    # Latency from the end of the user's speech (capture time) to the first audio: positive and ordered.
+    lat = next(e for e in got if e.type == "latency").data
+    assert 0 <= lat["decision_ms"] <= lat["first_audio_ms"] <= lat["first_played_ms"]
 
 
 def test_bench_engine_prints_latency_and_overhead_json():

@@ -113,3 +113,29 @@ def test_heard_text_of_a_segment_whose_audio_is_still_arriving_is_estimated_from
     tr.add(_piece(n=1000))                          # first audio window of the segment only
     heard = tr.heard_text(1000)                     # all audio so far played, but the segment is 4900 samples long
     assert heard.startswith("one") and len(heard) < 20
+
+
+def test_any_wav_is_read_as_16k_mono(tmp_path):
+    import soundfile as sf
+
+    from core.engine.filemode import load_wav_16k
+
+    t = np.arange(44_100 * 2) / 44_100
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    stereo = np.stack([tone, tone], axis=1).astype(np.float32)
+    sf.write(str(tmp_path / "in.wav"), stereo, 44_100, subtype="PCM_16")
+    x = load_wav_16k(tmp_path / "in.wav")
+    assert x.dtype == np.float32 and x.ndim == 1
+    assert abs(len(x) - 32_000) <= 2
+    spectrum = np.abs(np.fft.rfft(x))
+    assert abs(np.argmax(spectrum) * 16_000 / len(x) - 440) < 2
+
+
+def test_chat_reports_a_missing_input_in_one_line(tmp_path, capsys):
+    from core.cli import main
+
+    code = main(["chat", "--profile", "lite", "--input", str(tmp_path / "missing.wav"),
+                 "--output", str(tmp_path / "o.wav"), "--events", str(tmp_path / "e.jsonl")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "input file not found" in err[0]

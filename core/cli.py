@@ -48,6 +48,8 @@ def _add_reply(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--voice", help="voice (Lite: Piper .onnx file; Freeze-Omni: named global tokens)")
+    p.add_argument("--rebuild-cache", action="store_true",
+                   help="Lite: rebuild the converted-weights cache (repairs a damaged cache)")
     p.set_defaults(func=_dispatch_reply)
 
 

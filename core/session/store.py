@@ -19,6 +19,8 @@ from platformdirs import user_data_dir
 
 from core.constants import APP_AUTHOR, APP_NAME
 
+from core.fsutil import atomic_write_text  # noqa: F401  (re-exported for the session modules)
+
 log = logging.getLogger(__name__)
 
 DIR_MODE = 0o700
@@ -186,33 +188,3 @@ def apply_retention(days: float | None, root: str | os.PathLike | None = None, n
         except OSError as exc:
             log.warning("retention: could not delete %s: %s", info.path, exc)
     return deleted
-
-
-def atomic_write_text(path: Path, text: str, mode: int = FILE_MODE) -> None:
-    """Write a whole file so that a reader (or a crash) sees either the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(text.encode("utf-8"))
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass

@@ -159,7 +159,7 @@ def _backend_info(backend: Any) -> dict[str, Any]:
                 info[key] = str(getattr(audiollm, key))
             except Exception:  # describing must not break the benchmark
                 pass
-        cfg = getattr(getattr(audiollm, "llm", None), "config", None)
+        cfg = getattr(getattr(audiollm, "llm_decoder", None), "config", None)
         if cfg is not None:
             info["llm_dims"] = {k: getattr(cfg, k, None) for k in ("hidden_size", "num_hidden_layers",
                                                                    "num_attention_heads", "vocab_size")}
@@ -205,6 +205,9 @@ def run_bench(args: argparse.Namespace) -> int:
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "mode": "file-driven fast mode (virtual clock); first_audio_est_ms = decision delay + compute",
+        "note": ("the tiny Freeze-Omni fixture has random weights: its decisions and (quiet, often fully trimmed) "
+                 "audio make latency figures meaningless; use real weights on a GPU for those")
+        if args.profile == "freeze-omni" else None,
         "first_audio_ms": {"p50": on["p50"], "p95": on["p95"]},
         "early_speech_effect_ms": {
             "compute_to_first_audio_p50": effect("decision_to_first_audio_compute_ms", "p50"),

@@ -4,8 +4,9 @@ its constructor knobs), the VAD, and the engine settings.
 Engine settings come from :class:`~core.engine.config.EngineConfig` defaults, overridden by the environment variable
 ``PARLEY_ENGINE_SETTINGS``: a JSON object, or ``@/path/to/file.json``. Its keys are EngineConfig fields, ``early``
 (EarlySpeech fields) and ``backend`` (extra keyword options for the backend constructor, e.g.
-``{"max_new_tokens": 24}``). ``parley chat`` and ``parley bench engine`` read it, so tests and benchmarks can set
-small context limits or short answers without more command-line flags.
+``{"max_new_tokens": 24}``; also the model arguments ``checkpoint``, ``llm``, ``device``, ``dtype``, ``seed``,
+``greedy`` where no command-line flag gave them). ``parley chat`` and ``parley bench engine`` read it, so tests and
+benchmarks can set small context limits, short answers or real Freeze-Omni weights without more flags.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def build_backend(profile: str, args: argparse.Namespace | None = None, config: 
     config = config or EngineConfig()
     cli = _cli_options(args)
     options = dict(options or {})
+    for key in _CLI_KEYS:   # model arguments may also come from the settings (``parley bench engine`` has no flags)
+        if key in options:
+            value = options.pop(key)
+            cli.setdefault(key, value)
     if profile == "freeze-omni":
         return _build_freeze_omni(cli, config, options)
     if profile == "lite":
@@ -142,11 +147,14 @@ def _build_lite(cli: dict[str, Any], config: EngineConfig, options: dict[str, An
     return LiteBackend(settings)
 
 
+_CLI_KEYS = ("checkpoint", "llm", "device", "dtype", "seed", "greedy")
+
+
 def _cli_options(args: argparse.Namespace | None) -> dict[str, Any]:
     if args is None:
         return {}
     out: dict[str, Any] = {}
-    for name in ("checkpoint", "llm", "device", "dtype", "seed", "greedy"):
+    for name in _CLI_KEYS:
         value = getattr(args, name, None)
         if value is not None and value is not False:
             out[name] = value

@@ -26,7 +26,6 @@ The output length for T tokens is ``prod over stages of (u*(L-1) - 2*((k-u)//2) 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.constants import FREEZE_OMNI_OUTPUT_RATE
-from core.model.freeze_omni.errors import CheckpointError, check_state_dict, load_torch_state
+from core.model.freeze_omni.errors import CheckpointError, check_state_dict, load_torch_state, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +102,7 @@ class CodecConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> CodecConfig:
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CheckpointError(path, None, "config file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(path, None, f"cannot read the codec config: {exc}") from exc
+        raw = read_json_file(path, "codec config")
         if not isinstance(raw, dict):
             raise CheckpointError(path, None, "expected a JSON object")
         return cls.from_dict(raw, path)

@@ -26,7 +26,6 @@ Deviations from the original (each documented where it happens):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.model.freeze_omni.errors import CheckpointError, check_state_dict, load_torch_state
+from core.model.freeze_omni.errors import CheckpointError, check_state_dict, load_torch_state, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +94,7 @@ class DecoderConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> DecoderConfig:
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CheckpointError(path, None, "config file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(path, None, f"cannot read the decoder config: {exc}") from exc
+        raw = read_json_file(path, "decoder config")
         return cls.from_obj(raw, path)
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from pathlib import Path
@@ -30,6 +31,17 @@ class CheckpointError(ValueError):
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
         self.detail = message
+
+
+def read_json_file(path: str | Path, what: str = "JSON") -> Any:
+    """Parse a JSON config file; any problem becomes a CheckpointError naming the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(path, None, "config file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(path, None, f"cannot read the {what}: {exc}") from exc
 
 
 def load_torch_state(path: str | Path) -> dict[str, Any]:

@@ -22,7 +22,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 from core.frontend.cmvn import CmvnError, load_cmvn
 from core.model.freeze_omni.audiollm import IM_END, IM_START, AudioLLM, ChatTokens, build_chat_tokens
 from core.model.freeze_omni.config import TRAIN_YAML, AudioLLMConfig, load_train_config
-from core.model.freeze_omni.errors import CheckpointError, check_state_dict, load_torch_state
+from core.model.freeze_omni.errors import CheckpointError, check_state_dict, load_torch_state, read_json_file
 
 if TYPE_CHECKING:
     from core.model.freeze_omni.pipeline import FreezeOmni
@@ -293,10 +292,7 @@ def load_audiollm(checkpoint: str | Path, llm_dir: str | Path, device: str | tor
 
 
 def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(path, None, f"cannot read JSON: {exc}") from exc
+    return read_json_file(path, "JSON file")
 
 
 # ------------------------------------------------------------------------------------------------ everything

@@ -26,7 +26,6 @@ Deviations from the original, on purpose:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -36,7 +35,7 @@ import numpy as np
 
 from core.constants import CODEC_SAMPLES_PER_TOKEN_24K
 from core.model.freeze_omni.codec import TiCodec
-from core.model.freeze_omni.errors import CheckpointError
+from core.model.freeze_omni.errors import CheckpointError, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +103,7 @@ def load_server_config(folder: str | Path) -> ServerConfig:
     if not path.is_file():
         log.info("no %s: using the released server.json values", path)
         return ServerConfig()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(path, None, f"cannot read the server config: {exc}") from exc
+    raw = read_json_file(path, "server config")
     if not isinstance(raw, dict):
         raise CheckpointError(path, None, "expected a JSON object")
     known = {f.name: f for f in fields(ServerConfig) if f.name != "path"}

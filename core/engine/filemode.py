@@ -158,7 +158,7 @@ def run_conversation(backend: Backend, vad: StreamingVad, audio_16k: np.ndarray,
                 _wait_realtime(engine, clock, due)
             else:
                 clock.set(due)
-            engine.process_chunk(chunk)
+            engine.process_chunk(chunk, None, k * CHUNK_SECONDS)   # captured at k x 160 ms on the input timeline
             if not realtime:
                 steps = 0
                 while engine.wants_speak_step() and steps < MAX_STEPS_PER_CHUNK:

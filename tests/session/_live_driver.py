@@ -1,7 +1,9 @@
 """A headless live conversation: AudioIO (real devices) + Engine + a backend + SessionRecorder, built from their
 public APIs, for the live recording acceptance test.
 
-    python tests/session/_live_driver.py SESSION_DIR [--profile lite] [--seconds 120]
+    python tests/session/_live_driver.py SESSION_DIR [--profile lite|freeze-omni] [--seconds 120]
+
+(``freeze-omni`` without weights: the tiny parity fixture, see ``core.engine.profiles.default_fixture``.)
 
 Prints JSON lines on stdout: ``{"ready": ...}`` once the model is loaded, the audio streams run and the engine
 listens; ``{"done": ...}`` after a clean stop (``--seconds`` elapsed or SIGTERM). The test kills it with SIGKILL.
@@ -45,13 +47,7 @@ def main() -> int:
 
     config, backend_opts = settings_from_env()
     cli = argparse.Namespace(checkpoint=None, llm=None, device="cpu", dtype="float32", seed=args.seed, greedy=True)
-    if args.profile == "toy":   # no weights: the deterministic toy backend of these tests, long answers
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _fakes import ToyBackend
-
-        backend = ToyBackend(sentence_s=3.0)
-    else:
-        backend = build_backend(args.profile, cli, config, backend_opts)
+    backend = build_backend(args.profile, cli, config, backend_opts)
     configure_torch_threads()
 
     audio_cfg = AudioConfig()

@@ -104,11 +104,12 @@ def _events(folder: Path) -> list[dict]:
 
 @pytest.mark.audio
 @pytest.mark.slow
-@pytest.mark.parametrize("profile", ["lite", "toy"])
-def test_live_session_killed_mid_answer_stays_readable_and_repairs(pulse_env, tmp_path, profile):
-    """``toy``: the same path with the deterministic toy backend (no weights), so the recorder's live wiring is
-    covered even where the Lite weights are missing."""
-    why = _lite_available() if profile == "lite" else None
+def test_live_session_killed_mid_answer_stays_readable_and_repairs(pulse_env, tmp_path):
+    """Lite only: the weight-free Freeze-Omni fixture (random weights) answers in a few hundred milliseconds of
+    audio at most, and whether it takes the turn at all depends on where the live input's chunks fall, so it cannot
+    be caught in the middle of an answer reliably."""
+    profile = "lite"
+    why = _lite_available()
     if why:
         pytest.skip(why)
     pytest.importorskip("core.audio.audio_io", reason="the live audio layer (AudioIO) is not there")

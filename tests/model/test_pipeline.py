@@ -106,6 +106,17 @@ def test_speech_inputs_reproduce_decoder_inputs():
         assert max_abs(ref["llm_hidden"], ref_hidden[start - n:start]) < TOL
 
 
+@requires_fixture
+def test_speech_inputs_of_an_empty_segment_do_not_crash():
+    """A reply whose segment text is empty (e.g. a single special token) gives zero text rows, not an error."""
+    pipe = pipeline()
+    hidden = [torch.from_numpy(expected("generate")["gen_hidden"][:1])]
+    inputs = pipe.speech_inputs(TextSegment("", hidden))
+    assert inputs.text_ids == []
+    assert inputs.hidden_rows.shape == (1, 0, 32)
+    assert inputs.prefix_rows.shape == (1, 4, 32)
+
+
 def test_split_rows_is_a_row_major_split():
     v = torch.arange(2 * 8, dtype=torch.float32).reshape(2, 8)
     rows = split_rows(v, 2)
@@ -113,6 +124,7 @@ def test_split_rows_is_a_row_major_split():
     assert rows[0, :4].flatten().tolist() == list(range(8))  # vector 0 -> rows 0..3, dims in order
     with pytest.raises(ValueError):
         split_rows(v, 3)
+    assert split_rows(torch.zeros(1, 0, 8), 2).shape == (1, 0, 2)
 
 
 # ------------------------------------------------------------------------------------------------ backend

@@ -130,7 +130,7 @@ def split_rows(vectors: Tensor, row_width: int) -> Tensor:
     flat = vectors.reshape(-1, vectors.shape[-1])
     if flat.shape[-1] % row_width:
         raise ValueError(f"vectors of width {flat.shape[-1]} cannot be split into rows of {row_width}")
-    return flat.reshape(1, -1, row_width)
+    return flat.reshape(1, flat.shape[0] * (flat.shape[-1] // row_width), row_width)  # no -1: n may be 0
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
@@ -248,7 +248,7 @@ class FreezeOmni:
         width = self.decoder_row_width
         text = post_process(segment.text)
         ids = tokenize(self.tokenizer, text)
-        emb = self.audiollm.embed_ids(ids) if ids else self.audiollm.embed_ids([]).reshape(1, 0, -1)
+        emb = self.audiollm.embed_ids(ids)  # (1, 0, dim) for an empty segment
         hidden = torch.cat([h.reshape(1, -1) for h in segment.hidden], dim=0)
         return SpeechInputs(text=text, text_ids=ids, hidden_rows=split_rows(emb, width),
                             prefix_rows=split_rows(hidden, width))

@@ -16,7 +16,6 @@ This is app code (a worker-thread object) but holds no Qt: the worker forwards i
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import queue
 import threading
@@ -92,12 +91,6 @@ def build_backend_for(settings: Settings, config) -> Any:
         opts = lite_options(settings)
         opts.update(env_opts)
         return build_backend("lite", argparse.Namespace(seed=0), config, opts)
-    if m.precision in ("8-bit", "4-bit"):
-        from core.engine import profiles
-
-        if "quantize_bits" not in inspect.getsource(profiles._build_freeze_omni):
-            raise BackendError(f"{m.precision} precision cannot be loaded by this build yet (the engine's profile "
-                               "builder does not pass quantize_bits); choose bf16 (24 GB GPU) or fp16")
     from core.settings.schema import resolve_checkpoint_dir
 
     cli = argparse.Namespace(checkpoint=str(resolve_checkpoint_dir(m.checkpoint_dir)), llm=m.backbone_dir,

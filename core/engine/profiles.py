@@ -101,6 +101,7 @@ def _build_freeze_omni(cli: dict[str, Any], config: EngineConfig, options: dict[
                                threshold=server.decoder_seg_threshold)
         segmentation = "offline"
     max_tokens = int(options.pop("max_new_tokens", 500))
+    quantize_bits = options.pop("quantize_bits", None)  # 8 or 4: bitsandbytes backbone (CUDA only)
     sampling = SamplingSettings.greedy(max_tokens) if cli.get("greedy") else SamplingSettings(max_tokens=max_tokens)
     settings = ReplySettings(sampling=sampling,
                              decoder_top_k=int(options.pop("decoder_top_k", 1 if cli.get("greedy")
@@ -111,7 +112,8 @@ def _build_freeze_omni(cli: dict[str, Any], config: EngineConfig, options: dict[
         log.info("freeze-omni backend has no option(s) %s; ignored", ", ".join(sorted(options)))
     log.info("building freeze-omni backend: checkpoint %s, llm %s, early speech %s", checkpoint, llm, early.enabled)
     return FreezeOmniBackend.load(checkpoint, llm, device=cli.get("device") or "cpu",
-                                  dtype=cli.get("dtype") or "float32", settings=settings, seed=int(cli.get("seed") or 0))
+                                  dtype=cli.get("dtype") or "float32", settings=settings, seed=int(cli.get("seed") or 0),
+                                  quantize_bits=int(quantize_bits) if quantize_bits else None)
 
 
 def _build_lite(cli: dict[str, Any], config: EngineConfig, options: dict[str, Any]) -> Backend:

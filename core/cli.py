@@ -80,6 +80,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     eng = bsub.add_parser("engine", help="dialogue engine: per-turn latency and scheduler overhead")
     eng.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
     eng.add_argument("--turns", type=int, default=5)
+    eng.add_argument("--checkpoint", help="Freeze-Omni checkpoint folder (default: the tiny fixture)")
+    eng.add_argument("--llm", help="backbone folder")
+    eng.add_argument("--device", help="cpu | cuda")
+    eng.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     eng.set_defaults(func=_handler_lazy("core.engine.bench:run_bench"))
 
 

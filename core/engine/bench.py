@@ -183,6 +183,9 @@ def run_bench(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from exc
     config, backend_opts = settings_from_env()
+    for key in ("checkpoint", "llm", "device", "dtype"):  # command-line model arguments win over the environment
+        if getattr(args, key, None):
+            backend_opts[key] = getattr(args, key)
     if args.profile == "lite":
         backend_opts = {**LITE_DEFAULTS, **backend_opts}
     runs = {}

@@ -1,10 +1,11 @@
 """Fixtures for the audio tests.
 
-``pulse_loop`` (session): the PulseAudio null-sink loop from ``scripts/testenv.sh start``. When it is missing the
-tests fail with a clear message under ``CI=true`` and are skipped otherwise. The session then loads its own null
-sink on that server and routes this process's streams to it (``PULSE_SINK``/``PULSE_SOURCE``): other programs
-playing into the shared ``parley_sink`` (other test runs, the app) can neither disturb these measurements nor be
-disturbed by them. Set ``PARLEY_AUDIO_TESTS_SHARED_SINK=1`` to use the default sink itself.
+``pulse_loop`` (per test module): the PulseAudio null-sink loop from ``scripts/testenv.sh start``. When it is
+missing the tests fail with a clear message under ``CI=true`` and are skipped otherwise. Each module then loads its
+own null sink on that server and routes this process's streams to it (``PULSE_SINK``/``PULSE_SOURCE``): other
+programs playing into the shared ``parley_sink`` (other test runs, the app) can neither disturb these measurements
+nor be disturbed by them. The routing is undone when the module ends, so tests outside ``tests/audio`` (and the
+subprocesses they start) see the shared sink again. Set ``PARLEY_AUDIO_TESTS_SHARED_SINK=1`` to use the default sink itself.
 
 ``espeak`` (session): speech synthesis with espeak-ng, same missing-tool policy.
 
@@ -39,7 +40,7 @@ class Loop:
     private: bool
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pulse_loop():
     from core.audio.loopback import START_HINT, PrivateSink, pulse_loop_problem
 

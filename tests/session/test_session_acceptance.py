@@ -62,6 +62,9 @@ def pulse_env():
             env[key] = value.strip("'")
     if "PULSE_RUNTIME_PATH" not in env:
         pytest.skip(f"the PulseAudio loop did not start: {out.stderr.strip()}")
+    # The driver records what paplay plays: both on the shared test sink, whatever routing this process has.
+    sink = env.setdefault("PARLEY_TEST_SINK", "parley_sink")
+    env["PULSE_SINK"], env["PULSE_SOURCE"] = sink, f"{sink}.monitor"
     if subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
         pytest.skip("pactl cannot reach the test PulseAudio daemon")
     return env
@@ -127,7 +130,7 @@ def test_live_session_killed_mid_answer_stays_readable_and_repairs(pulse_env, tm
         assert "ready" in ready, f"driver did not start: {ready} {log_path.read_text()[-3000:]}"
         speaking_at = None
         for attempt in range(3):   # the user asks (again, if the turn was not taken)
-            subprocess.run(["paplay", f"--device={pulse_env.get('PARLEY_TEST_SINK', 'parley_sink')}", str(question)],
+            subprocess.run(["paplay", f"--device={pulse_env['PARLEY_TEST_SINK']}", str(question)],
                            env=pulse_env, check=True, timeout=60)
             end = time.monotonic() + 90
             while time.monotonic() < end and proc.poll() is None:

@@ -279,35 +279,32 @@ class _StreamSet:
         self.io._wake.set()
 
     # -- open / close ---------------------------------------------------------------------------------------------
-    def open(self) -> None:
+    def _open_one(self, kind: str, dev: DeviceInfo, rate: int, max_channels: int, cls, callback, finished):
+        """Open an input or output stream, mono first, else stereo; returns (stream, channels)."""
         cfg = self.io.config
         last_exc: Exception | None = None
-        for ch in sorted({1, min(2, max(1, self.in_dev.max_input_channels))}):
+        for ch in sorted({1, min(2, max(1, max_channels))}):
             try:
-                self.in_stream = sd.InputStream(
-                    device=self.in_dev.index, samplerate=self.in_rate, channels=ch, dtype="float32",
-                    blocksize=cfg.blocksize, latency=cfg.latency, callback=self._in_cb,
-                    finished_callback=self._in_finished)
-                self.in_channels = ch
-                break
+                stream = cls(device=dev.index, samplerate=rate, channels=ch, dtype="float32",
+                             blocksize=cfg.blocksize, latency=cfg.latency, callback=callback,
+                             finished_callback=finished)
+                return stream, ch
             except Exception as exc:
                 last_exc = exc
-        if self.in_stream is None:
-            raise AudioDeviceError(f"cannot open input {self.in_dev.name!r} at {self.in_rate} Hz: {last_exc}")
+        raise AudioDeviceError(f"cannot open {kind} {dev.name!r} at {rate} Hz: {last_exc}")
+
+    def open(self) -> None:
+        self.in_stream, self.in_channels = self._open_one(
+            "input", self.in_dev, self.in_rate, self.in_dev.max_input_channels, sd.InputStream, self._in_cb,
+            self._in_finished)
         devmod.note_stream_opened()
-        for ch in sorted({1, min(2, max(1, self.out_dev.max_output_channels))}):
-            try:
-                self.out_stream = sd.OutputStream(
-                    device=self.out_dev.index, samplerate=self.out_rate, channels=ch, dtype="float32",
-                    blocksize=cfg.blocksize, latency=cfg.latency, callback=self._out_cb,
-                    finished_callback=self._out_finished)
-                self.out_channels = ch
-                break
-            except Exception as exc:
-                last_exc = exc
-        if self.out_stream is None:
+        try:
+            self.out_stream, self.out_channels = self._open_one(
+                "output", self.out_dev, self.out_rate, self.out_dev.max_output_channels, sd.OutputStream,
+                self._out_cb, self._out_finished)
+        except AudioDeviceError:
             self.close()
-            raise AudioDeviceError(f"cannot open output {self.out_dev.name!r} at {self.out_rate} Hz: {last_exc}")
+            raise
         devmod.note_stream_opened()
         self.opened_at = time.monotonic()
         self.out_stream.start()

@@ -22,34 +22,9 @@ import numpy as np
 
 from core.constants import MODEL_INPUT_RATE
 from core.session.recorder import SessionRecorder
+from core.session.teesink import TeeSink
 
 log = logging.getLogger(__name__)
-
-
-class _TeeSink:
-    """Wraps the engine's AudioSink: every call goes to the real sink; enqueued audio is also recorded."""
-
-    def __init__(self, inner: Any, tap: "ChatRecording", clock: Any) -> None:
-        self._inner = inner
-        self._tap = tap
-        self._clock = clock
-
-    def enqueue(self, samples: np.ndarray, rate: int, tag: int) -> None:
-        now = self._clock.now() if self._clock is not None else None
-        self._tap.recorder.write_assistant(samples, rate, turn=tag, t=now)
-        self._inner.enqueue(samples, rate, tag)
-
-    def flush(self):
-        return self._inner.flush()
-
-    def played_samples(self, tag: int) -> int:
-        return self._inner.played_samples(tag)
-
-    def pending_seconds(self) -> float:
-        return self._inner.pending_seconds()
-
-    def __getattr__(self, name: str) -> Any:   # advance, first_play_time, ... when the real sink has them
-        return getattr(self._inner, name)
 
 
 class ChatRecording:
@@ -88,7 +63,8 @@ class ChatRecording:
             inner.writer = played
         else:
             log.warning("the engine's sink has no timeline writer: playback.wav will not be recorded")
-        engine.sink = _TeeSink(inner, self, getattr(engine, "clock", None))
+        clock = getattr(engine, "clock", None)
+        engine.sink = TeeSink(inner, self.recorder, clock.now if clock is not None else lambda: None)
 
     def _on_played(self, block: np.ndarray) -> None:
         t0 = self._play_pos / self._play_rate

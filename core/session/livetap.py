@@ -33,32 +33,9 @@ import numpy as np
 
 from core.constants import MODEL_INPUT_RATE
 from core.session.recorder import SessionRecorder
+from core.session.teesink import TeeSink
 
 log = logging.getLogger(__name__)
-
-
-class _TeeSink:
-    """The engine's AudioSink, with every enqueued piece also recorded as assistant output."""
-
-    def __init__(self, inner: Any, tap: "LiveRecording") -> None:
-        self._inner = inner
-        self._tap = tap
-
-    def enqueue(self, samples: np.ndarray, rate: int, tag: int) -> None:
-        self._inner.enqueue(samples, rate, tag)
-        self._tap.recorder.write_assistant(samples, rate, turn=tag, t=self._tap.now())
-
-    def flush(self):
-        return self._inner.flush()
-
-    def played_samples(self, tag: int) -> int:
-        return self._inner.played_samples(tag)
-
-    def pending_seconds(self) -> float:
-        return self._inner.pending_seconds()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 class LiveRecording:
@@ -133,4 +110,4 @@ class LiveRecording:
 
     def wrap_sink(self, sink: Any) -> Any:
         """The sink to give the Engine: ``sink`` itself plus recording of the assistant's output."""
-        return _TeeSink(sink, self)
+        return TeeSink(sink, self.recorder, self.now)

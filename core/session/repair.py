@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.fsutil import atomic_file
 from core.session.store import (
     EVENTS_NAME, FILE_MODE, META_NAME, STREAM_FILES, TRANSCRIPT_NAME, atomic_write_text, is_session_dir, read_meta,
 )
@@ -142,20 +143,10 @@ def export_session(session: str | os.PathLike, out_zip: str | os.PathLike) -> Pa
         raise FileNotFoundError(f"{path} is not a session folder")
     if out.resolve().is_relative_to(path.resolve()):
         raise ValueError("the zip file must not be written inside the session folder")
-    tmp = out.with_name(f".{out.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
-                arc = Path(path.name) / file.relative_to(path)
-                # WAV data hardly compresses; store it to save time
-                kind = zipfile.ZIP_STORED if file.suffix == ".wav" else zipfile.ZIP_DEFLATED
-                zf.write(file, arc.as_posix(), compress_type=kind)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(out, FILE_MODE) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
+            arc = Path(path.name) / file.relative_to(path)
+            # WAV data hardly compresses; store it to save time
+            kind = zipfile.ZIP_STORED if file.suffix == ".wav" else zipfile.ZIP_DEFLATED
+            zf.write(file, arc.as_posix(), compress_type=kind)
     return out

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import gcguard
 from app.widgets.duplex import DuplexPanel, to_db
 from app.widgets.notify import NotificationArea
 from app.widgets.transcript import TranscriptView
@@ -92,6 +93,7 @@ class MainWindow(QMainWindow):
         for w in load_warnings:
             self.notify("warning", f"Settings: {w}")
         # the worker thread (idle until start_engine)
+        self._gc = gcguard.acquire()   # Python's garbage collection in this (GUI) thread only
         self.thread_ = QThread(self)
         self.thread_.setObjectName("parley-worker")
         self.worker = EngineWorker(stack_factory)
@@ -579,6 +581,7 @@ class MainWindow(QMainWindow):
             if app is not None:
                 app.removeEventFilter(self)
             self.shutdown_worker()
+            gcguard.release()
         super().closeEvent(ev)
 
     def shutdown_worker(self, timeout_ms: int = 30_000) -> bool:
@@ -586,7 +589,8 @@ class MainWindow(QMainWindow):
         if not self.thread_.isRunning():
             return True
         self.req_shutdown.emit()            # the worker closes the engine, then quits its thread
-        ok = self.thread_.wait(timeout_ms)
+        with self._gc.gui_blocked():        # its garbage-collection requests cannot be served meanwhile
+            ok = self.thread_.wait(timeout_ms)
         if not ok:
             log.warning("the worker thread did not stop within %d ms", timeout_ms)
         return ok

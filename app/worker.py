@@ -20,7 +20,6 @@ says why.
 from __future__ import annotations
 
 import collections
-import gc
 import logging
 import threading
 import traceback
@@ -28,6 +27,7 @@ from typing import Any, Callable, Protocol
 
 from PySide6.QtCore import QObject, Signal, Slot
 
+from core.runtime import collect_garbage
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class EngineWorker(QObject):
                 log.exception("closing the engine failed")
                 self.notice.emit("warning", f"closing the previous model failed: {exc}")
         del stack
-        gc.collect()
+        collect_garbage()    # in the GUI thread while a window is open (app/gcguard.py)
         try:
             import sys
 

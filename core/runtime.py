@@ -1,8 +1,25 @@
-"""Process-wide runtime knobs: torch thread count and offline mode for Hugging Face libraries."""
+"""Process-wide runtime knobs: torch thread count, offline mode for Hugging Face libraries, garbage collection."""
 
 from __future__ import annotations
 
+import gc
 import os
+from typing import Callable
+
+_collector: Callable[[], object] | None = None
+
+
+def set_garbage_collector(fn: Callable[[], object] | None) -> None:
+    """Route :func:`collect_garbage` elsewhere (the desktop app runs collections in its GUI thread; see
+    ``app/gcguard.py``); None restores ``gc.collect``."""
+    global _collector
+    _collector = fn
+
+
+def collect_garbage() -> None:
+    """Free unreachable reference cycles now, e.g. a model's tensors after it was closed. Library code calls this
+    instead of ``gc.collect()``, so an application can decide in which thread collections run."""
+    (_collector or gc.collect)()
 
 
 def configure_torch_threads(threads: int | None = None) -> int:

@@ -18,3 +18,20 @@ def config_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("PARLEY_CONFIG_DIR", str(d))
     monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
     return d
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _gc_back_to_normal():
+    """Each main window switches Python's automatic garbage collection to the GUI thread while it is open
+    (app/gcguard.py); after a module the interpreter must collect as usual again, for the tests that follow."""
+    yield
+    import gc
+    import warnings
+
+    from app import gcguard
+
+    if gcguard._users:
+        warnings.warn(f"{gcguard._users} main window(s) left open by this module; garbage collection restored")
+        gcguard._users = 1
+        gcguard.release()
+    assert gc.isenabled()

@@ -12,7 +12,6 @@ between any two steps.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -33,6 +32,7 @@ from core.model.lite.text import ClauseSegmenter, speakable
 from core.model.lite.tts import PiperVoice
 from core.model.lite.turn import TurnConfig, TurnTracker, Transcript
 from core.model.lite.vad import SileroVad, VadState
+from core.runtime import collect_garbage
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,7 @@ class LiteBackend:
         for attr in ("asr", "llm", "voice", "vad"):
             if hasattr(self, attr):
                 delattr(self, attr)
-        gc.collect()
+        collect_garbage()
 
 
 def repair_cache(cache_dir: str | os.PathLike | None = None, packages_dir: str | os.PathLike | None = None,

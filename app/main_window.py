@@ -10,6 +10,7 @@ Keys: Esc stops the assistant speaking; with push-to-talk on, hold Space to talk
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -81,6 +82,7 @@ class MainWindow(QMainWindow):
         self.state = "idle"
         self.states_seen: list[str] = []
         self.profile_loaded: str | None = None
+        self._active_model: Any = None       # the model settings of the profile that runs
         self.loading = False
         self.listening = False
         self._latency_by_turn: dict[int, float] = {}
@@ -207,6 +209,7 @@ class MainWindow(QMainWindow):
         w.profile_ready.connect(self._on_profile_ready)
         w.profile_failed.connect(self._on_profile_failed)
         w.listening.connect(self._on_listening)
+        w.recording.connect(self._on_recording)
         w.stopped.connect(self.thread_.quit, Qt.ConnectionType.DirectConnection)
 
     # ------------------------------------------------------------------------------------------ engine ----
@@ -234,6 +237,7 @@ class MainWindow(QMainWindow):
         self.profile_loaded = info["profile"]
         self.status_profile.setText(f"Profile: {info.get('description') or info['profile']}")
         self.settings.ui.last_profile = info["profile"]
+        self._active_model = copy.deepcopy(active.model)
         if self.settings.model.profile != info["profile"]:
             # a fallback is running: the settings show what actually runs (the other profile's folders are kept)
             self.settings.model.profile = info["profile"]
@@ -250,6 +254,11 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_profile_failed(self, message: str) -> None:
         self.notify("error", message)
+        if self.profile_loaded is not None and self._active_model is not None:
+            # refused, or failed and the previous model loaded again: the settings (and the saved file) show what
+            # runs, not the refused folders, which would fail again at the next start
+            self.settings.model = copy.deepcopy(self._active_model)
+            self._save()
         if self.profile_loaded is None:
             self.status_profile.setText("no model loaded")
             last = self.settings.ui.last_profile
@@ -333,6 +342,9 @@ class MainWindow(QMainWindow):
             key = f"{d.get('source', '')}:{d.get('code') or d.get('where') or ''}" if (d.get("code") or d.get("where")) \
                 else None
             self.notices.notify(etype, text, key=key)
+            if d.get("source") == "session" and d.get("code") == "recording_stopped":
+                self._on_recording(False)    # disk full, folder gone: the button says so...
+                self.req_record.emit(False)  # ...and the stack lets go of the stopped recorder
         elif etype == "info":
             if d.get("notify"):
                 self.notify("info", str(d.get("message") or d.get("text") or ""))
@@ -411,6 +423,19 @@ class MainWindow(QMainWindow):
         self.settings.recording.enabled = on
         self._save()
         self.req_record.emit(on)
+        self._update_record_label()
+
+    @Slot(bool)
+    def _on_recording(self, on: bool) -> None:
+        """What the worker reports: a recording that could not start (or stopped) unchecks the button, and the
+        saved setting follows, so the next start does not fail the same way unnoticed."""
+        if on == self.act_record.isChecked() and on == self.settings.recording.enabled:
+            return
+        self.act_record.blockSignals(True)
+        self.act_record.setChecked(on)
+        self.act_record.blockSignals(False)
+        self.settings.recording.enabled = on
+        self._save()
         self._update_record_label()
 
     def _update_record_label(self) -> None:

@@ -95,6 +95,7 @@ class EngineWorker(QObject):
     profile_ready = Signal(dict)         # {"profile", "description", "settings": Settings}
     profile_failed = Signal(str)
     listening = Signal(bool)
+    recording = Signal(bool)             # whether the session is being recorded (after a switch, or a failure)
     stopped = Signal()
 
     def __init__(self, stack_factory: StackFactory | None = None) -> None:
@@ -293,7 +294,8 @@ class EngineWorker(QObject):
     @Slot(bool)
     def set_recording(self, enabled: bool) -> None:
         if self.stack is not None:
-            self._guard("switching session recording", lambda: self.stack.set_recording(enabled))
+            ok, _ = self._guard("switching session recording", lambda: self.stack.set_recording(enabled))
+            self.recording.emit(getattr(self.stack, "recorder", None) is not None if ok else False)
 
     @Slot()
     def shutdown(self) -> None:

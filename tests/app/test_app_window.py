@@ -504,6 +504,12 @@ class TestFreezeOmniWindow:
                 assert loads == [] and w.worker.stack is stack and stack.backend is not None
                 assert w.worker.active_settings.model.checkpoint_dir == good.model.checkpoint_dir
                 assert w.worker.active_settings.model.backbone_dir == good.model.backbone_dir
+                # the window and the saved file keep the folders that work, not the refused ones
+                assert w.settings.model.checkpoint_dir == good.model.checkpoint_dir
+                assert w.settings.model.backbone_dir == good.model.backbone_dir
+                saved = load_settings().settings.model
+                assert (saved.checkpoint_dir, saved.backbone_dir) == (good.model.checkpoint_dir,
+                                                                      good.model.backbone_dir)
                 assert w.listening and stack.is_listening()
                 # ... and still working: its engine thread keeps sending events to the window
                 n = seen.by_thread("parley-engine", "levels")
@@ -561,6 +567,8 @@ class TestFreezeOmniWindow:
             assert now.settings.model.backbone_dir == good.model.backbone_dir
             assert w.worker.active_settings.model.backbone_dir == good.model.backbone_dir
             assert w.profile_loaded == "freeze-omni"
+            # the window (and the saved file) show what runs, not the refused folder
+            assert w.settings.model.backbone_dir == good.model.backbone_dir
             qtbot.waitUntil(lambda: w.listening and now.is_listening(), timeout=10_000)   # it was listening
 
 
@@ -587,6 +595,9 @@ def test_worker_errors_are_notifications_not_crashes(qtbot, make_window, loop, t
     qtbot.waitUntil(lambda: any("Switching session recording failed" in t and "cannot record the session" in t
                                 for t in w.notices.texts()), timeout=5000)
     assert stack.recorder is None
+    # the button and the saved setting say that nothing is recorded
+    qtbot.waitUntil(lambda: not w.act_record.isChecked(), timeout=5000)
+    assert not w.settings.recording.enabled and not load_settings().settings.recording.enabled
     w.stop_speaking()
     assert w.isVisible() and w.worker.stack is stack and stack.backend is not None
     # the server is back: the same window listens

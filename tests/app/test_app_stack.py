@@ -33,32 +33,42 @@ def test_settings_map_onto_engine_vad_and_lite():
     assert lite_options(s)["voice"] == "/voices/amy.onnx"
 
 
-class _Backend:
-    class _S:
-        global_tokens = None
+@pytest.fixture(scope="module")
+def fo_backend():
+    """The real Freeze-Omni backend on the tiny fixture (loaded once for the module)."""
+    import argparse
 
-    def __init__(self, n: int) -> None:
-        import dataclasses
+    from core.engine.config import EngineConfig
+    from core.engine.profiles import build_backend, default_fixture
 
-        @dataclasses.dataclass
-        class RS:
-            global_tokens: list | None = None
+    fixture = default_fixture()
+    if not (fixture / "checkpoints" / "audiollm" / "final.pt").exists():
+        pytest.skip("shared fixture missing")
+    args = argparse.Namespace(checkpoint=str(fixture / "checkpoints"), llm=str(fixture / "llm"), greedy=True,
+                              device="cpu", dtype="float32", seed=0)
+    backend = build_backend("freeze-omni", args, EngineConfig(), {})
+    yield backend
+    backend.close()
 
-        self.settings = RS()
-        self.pipeline = type("P", (), {"codec": type("C", (), {"config": type("K", (), {"global_code_num": n})})})
 
-
-def test_voice_is_set_on_the_backend_and_checked_against_the_codec():
+@pytest.mark.slow
+def test_voice_is_set_on_the_backend_and_checked_against_the_codec(fo_backend):
+    b = fo_backend
+    n = b.pipeline.codec.config.global_code_num     # the tiny codec's global token count (2)
+    assert n >= 1 and b.settings.global_tokens is None
+    before = b.settings
     s = Settings()
-    s.model.voices["calm"] = [1, 2, 3, 4, 5, 6, 7, 8]
+    s.model.voices["calm"] = list(range(1, n + 1))
     s.model.voice = "calm"
-    b = _Backend(8)
-    assert set_freeze_omni_voice(b, s) is None and b.settings.global_tokens == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert set_freeze_omni_voice(b, s) is None and b.settings.global_tokens == list(range(1, n + 1))
+    assert b.settings.sampling == before.sampling and b.settings.stream == before.stream   # only the voice changed
     s.model.voice = "release"
     assert set_freeze_omni_voice(b, s) is None and b.settings.global_tokens is None
-    s.model.voice = "calm"
-    problem = set_freeze_omni_voice(_Backend(2), s)
-    assert problem and "needs 2" in problem
+    s.model.voices["wide"] = list(range(1, n + 7))  # a voice made for a codec with more global tokens
+    s.model.voice = "wide"
+    problem = set_freeze_omni_voice(b, s)
+    assert problem and f"needs {n}" in problem and f"has {n + 6}" in problem
+    assert b.settings.global_tokens is None         # the refused voice is not set
 
 
 @pytest.mark.slow

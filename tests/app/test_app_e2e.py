@@ -45,6 +45,17 @@ def say(text: str, path: Path) -> float:
         return w.getnframes() / w.getframerate()
 
 
+def snapshot(w, name: str, tmp_path: Path) -> Path:
+    """A picture of the real app after a real exchange (``PARLEY_E2E_SCREENSHOT_DIR``, else the test's tmp dir):
+    how docs/screenshots/live_*.png were made."""
+    folder = Path(os.environ.get("PARLEY_E2E_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    img = w.grab()
+    assert not img.isNull() and img.save(str(path)), path
+    return path
+
+
 def play(path: Path) -> subprocess.Popen:
     return subprocess.Popen(["paplay", f"--device={SINK}", str(path)])
 
@@ -171,6 +182,7 @@ def test_spoken_question_is_transcribed_answered_and_heard(qapp, live_window, tm
     # the panel saw the state head / VAD probabilities and live levels
     assert w.panel.chart.samples["p_cl"] or w.panel.chart.samples["vad"]
     assert mic_levels and max(mic_levels) > -40, "the mic meter must have seen the spoken question"
+    snapshot(w, "live_lite_answered", tmp_path)
 
 
 @needs_loop
@@ -200,6 +212,7 @@ def test_escape_during_an_answer_stops_it_and_marks_the_unheard_text(qapp, live_
     assert "<s " in answer.body.text()
     # the sink goes quiet soon after Esc (flush within ~100 ms + device latency)
     assert rec.rms(audio, esc_at + 0.5, esc_at + 1.4) < 0.002
+    snapshot(w, "live_lite_interrupted", tmp_path)
     _back_to_listening(qapp, w)
 
 

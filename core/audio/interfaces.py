@@ -37,6 +37,9 @@ class AudioSink(Protocol):
     def pending_seconds(self) -> float:
         """Seconds of audio queued and not yet played."""
 
+    # Optional: ``finish(tag)``, called when a turn's audio is complete (the engine calls it when the sink has it):
+    # the sink plays out what it holds back, and stops treating an empty queue as a gap in that turn.
+
 
 @dataclass
 class VadEvent:

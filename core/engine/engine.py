@@ -802,8 +802,20 @@ class Engine:
             self.bus.emit("warning", reply.turn, kind="empty_reply", message="the backend produced no answer")
         self.bus.emit("info", reply.turn, kind="generation_done", text_chars=len(reply.transcript.text),
                       audio_s=round(reply.transcript.samples / self.backend.output_rate, 4))
+        self._audio_complete(reply)
         if self.sink.pending_seconds() <= 0:
             self._finish_reply(reply)
+
+    def _audio_complete(self, reply: _Reply) -> None:
+        """No more audio comes for this answer: a sink that holds some back (a resampler's tail) plays it out,
+        and an empty queue from now on is the answer's end, not a gap in it (see ``AudioSink.finish``)."""
+        finish = getattr(self.sink, "finish", None)
+        if finish is None:
+            return
+        try:
+            finish(reply.turn)
+        except Exception as exc:
+            self._fault(exc, "sink", reply.turn)
 
     def _reply_failed(self, reply: _Reply, exc: BaseException) -> None:
         self._fault(exc, "reply", reply.turn)
@@ -816,6 +828,7 @@ class Engine:
             self._timed(self.backend.interrupted, self.conv, spoken)
         except Exception as exc2:
             self._fault(exc2, "interrupted", reply.turn)
+        self._audio_complete(reply)
         if self.sink.pending_seconds() <= 0:
             self._finish_reply(reply)
 

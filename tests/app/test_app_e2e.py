@@ -182,6 +182,8 @@ def test_spoken_question_is_transcribed_answered_and_heard(qapp, live_window, tm
     # the panel saw the state head / VAD probabilities and live levels
     assert w.panel.chart.samples["p_cl"] or w.panel.chart.samples["vad"]
     assert mic_levels and max(mic_levels) > -40, "the mic meter must have seen the spoken question"
+    # a one-clause answer is queued whole: its end is no gap in playback (the engine tells the player it is done)
+    assert not [t for t in w.notices.texts() if "starved" in t], w.notices.texts()
     snapshot(w, "live_lite_answered", tmp_path)
 
 

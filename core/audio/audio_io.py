@@ -462,32 +462,12 @@ class AudioIO:
         self._first_input_event.clear()
         self._state = "starting"
         try:
-            if self._named_device_missing():
-                devmod.refresh_devices()   # plugged in since PortAudio last looked?
-            try:
-                self._open_streams()
-            except AudioDeviceError as exc:
-                # PortAudio lists the devices it saw when it was initialised, e.g. before the sound server started
-                # or a headset was plugged in: look again once before giving up
-                if not devmod.refresh_devices():
-                    raise
-                log.info("audio devices re-scanned after: %s", exc)
-                self._open_streams()
+            self._open_streams()
         except Exception:
             self._state = "stopped"
             raise
         self._worker = threading.Thread(target=self._run, name="audio-worker", daemon=True)
         self._worker.start()
-
-    def _named_device_missing(self) -> bool:
-        try:
-            listed = devmod.list_devices()
-        except Exception:  # noqa: BLE001 - PortAudio itself is broken: the open reports it
-            return False
-        for name, kind in ((self._input_name, "input"), (self._output_name, "output")):
-            if name and name.strip().lower() != "default" and devmod.match_device(name, kind, listed) is None:
-                return True
-        return False
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop the worker and close the streams (bounded by ``timeout``; never hangs)."""

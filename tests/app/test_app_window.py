@@ -36,6 +36,7 @@ import pytest
 from PySide6.QtCore import QEventLoop, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
+from _lateness import LatenessProbe
 from app.main_window import MainWindow
 from core.engine.events import Event, EventBus
 from core.engine.profiles import default_fixture
@@ -325,33 +326,22 @@ def test_event_loop_keeps_time_beside_a_gil_heavy_python_thread(qtbot, make_wind
                 bus.emit("state_probs", 0, probs=[0.5, 0.3, 0.2])
 
     th = threading.Thread(target=busy, daemon=True)
-    lateness: list[float] = []
-    last = [time.perf_counter()]
-
-    def ping() -> None:
-        now = time.perf_counter()
-        lateness.append((now - last[0]) * 1000 - 10)
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(ping)
+    probe = LatenessProbe()
     # steady state only: the chart and meters have drawn data once, and the thread is running
     deliver(qtbot, w, Event("levels", 0.0, 0, {"mic_db": -30.0}), Event("state_probs", 0.0, 0, {"probs": [1, 0, 0]}))
     th.start()
     try:
         qtbot.wait(200)
-        timer.start()
-        last[0] = time.perf_counter()
+        probe.start()
         qtbot.wait(2000)
     finally:
-        timer.stop()
+        probe.stop()
         stop.set()
         th.join(2)
         sub.close()
     assert len(w.panel.chart.samples["p_cl"]) >= 5 and w.panel.meters["mic"].db == pytest.approx(-30.0)
-    assert len(lateness) > 50
-    assert max(lateness[1:]) < 50, f"max lateness {max(lateness[1:]):.1f} ms"
+    assert len(probe.lateness_ms) > 50
+    assert probe.worst() < 50, probe.summary()
 
 def test_settings_and_geometry_persist_across_restart(qtbot, make_window, config_dir):
     w = make_window()
@@ -722,34 +712,22 @@ class TestLiteWindow:
         wav = _say("Why is the sky blue?", tmp_path / "question.wav")
         seen = _Seen(w, stack)
         states0 = len(w.states_seen)
-        lateness: list[float] = []
-        last = [time.perf_counter()]
-
-        def ping() -> None:
-            now = time.perf_counter()
-            lateness.append((now - last[0]) * 1000 - 10)
-            last[0] = now
-
-        timer = QTimer()
-        timer.setInterval(10)
-        timer.timeout.connect(ping)
+        probe = LatenessProbe()
         try:
             p = play(loop, wav)
-            timer.start()
-            last[0] = time.perf_counter()
+            probe.start()
             qtbot.waitUntil(lambda: "speaking" in w.states_seen[states0:], timeout=90_000)
             qtbot.wait(1500)          # and while it speaks
-            timer.stop()
+            probe.stop()
             p.wait(15)
             w.stop_speaking()         # the rest of the answer is not needed
             qtbot.waitUntil(lambda: w.state == "listening", timeout=30_000)
         finally:
-            timer.stop()
+            probe.stop()
             seen.close()
         seq = w.states_seen[states0:]
         assert "user_speaking" in seq and "thinking" in seq, "the model must have worked during the measurement"
         assert seen.by_thread("parley-engine", "levels") > 20 and seen.types()["levels"] > 20
-        assert len(lateness) > 100
-        worst = max(lateness[1:])
-        print(f"event loop lateness while the model worked: max {worst:.1f} ms, {len(lateness)} pings")
-        assert worst < 50, f"max lateness {worst:.1f} ms"
+        assert len(probe.lateness_ms) > 100
+        print(f"event loop lateness while the model worked: {probe.summary()}")
+        assert probe.worst() < 50, probe.summary()

@@ -3,14 +3,14 @@ fixture (official layout) with a voice switched live. No audio devices needed.""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from app.engine_stack import engine_config, lite_options, set_freeze_omni_voice, vad_config
+from core.engine.profiles import default_fixture
 from core.settings import Settings
 
-FIXTURE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "freeze_omni_tiny_a").resolve()
+FIXTURE = default_fixture()            # PARLEY_FIXTURES or <repo>/../shared/fixtures
 
 
 def test_settings_map_onto_engine_vad_and_lite():

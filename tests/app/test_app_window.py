@@ -37,6 +37,7 @@ from PySide6.QtCore import QEventLoop, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from _lateness import LatenessProbe
+from _loop import private_loop
 from app.main_window import MainWindow
 from core.engine.events import Event, EventBus
 from core.engine.profiles import default_fixture
@@ -149,15 +150,7 @@ def _close(w: MainWindow) -> None:
 def loop():
     """The PulseAudio null-sink loop with a private sink for this module: this process's streams record its
     monitor and play into it; ``play`` puts sound on the 'microphone'. Skipped when the loop is not running."""
-    if not shutil.which("paplay"):
-        pytest.skip("paplay not found (apt-get install pulseaudio-utils)")
-    from core.audio.loopback import START_HINT, PrivateSink, pulse_loop_problem
-
-    problem = pulse_loop_problem()     # also makes PortAudio list the server's devices
-    if problem is not None:
-        pytest.skip(f"PulseAudio loop not available: {problem}; {START_HINT}")
-    with PrivateSink(name=f"parley_window_tests_{os.getpid()}") as sink:
-        yield sink
+    yield from private_loop("window", "paplay")
 
 
 def play(sink, path: Path) -> subprocess.Popen:

@@ -12,7 +12,6 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import zipfile  # noqa: E402
@@ -21,6 +20,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from _loop import private_loop  # noqa: E402
 from core.engine.events import Event  # noqa: E402
 from core.session.recorder import SessionRecorder  # noqa: E402
 
@@ -73,15 +73,7 @@ def _sound(segment: np.ndarray, floor: float = 0.02) -> tuple[float, float, floa
 def private_sink():
     """A private null sink on the PulseAudio loop; this process's new output streams (the browser's player) go to
     it while the module runs, so other programs on the shared test sink neither disturb nor hear these tests."""
-    from core.audio.loopback import START_HINT, PrivateSink, pulse_loop_problem
-
-    if not shutil.which("parec"):
-        pytest.skip("parec not found (apt-get install pulseaudio-utils)")
-    problem = pulse_loop_problem()      # also makes PortAudio list the server's devices
-    if problem is not None:
-        pytest.skip(f"PulseAudio loop not available: {problem}; {START_HINT}")
-    with PrivateSink(name=f"parley_browser_tests_{os.getpid()}") as sink:
-        yield sink
+    yield from private_loop("browser", "parec")
 
 
 @pytest.fixture

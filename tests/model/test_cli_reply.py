@@ -166,7 +166,7 @@ def test_reply_settings_from_server_json(tmp_path):
     o = reply_settings(_args(codec_chunk=16, codec_padding=4), tmp_path, codec=None)
     assert (o.stream.first_chunk_size, o.stream.chunk_size, o.stream.padding) == (16, 16, 4)
     (tmp_path / "server.json").write_text('{"decoder_chunk_size": "big"}')
-    from core.cli import UserError
+    from core.errors import UserError
 
     with pytest.raises(UserError, match="decoder_chunk_size"):
         reply_settings(_args(), tmp_path, codec=None)

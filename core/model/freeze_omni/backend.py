@@ -13,6 +13,7 @@ after the system prompt and every finished turn) and the listening branch of the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterator
@@ -23,8 +24,9 @@ import numpy as np
 import torch
 
 from core.constants import FREEZE_OMNI_OUTPUT_RATE
-from core.engine.backend import BackendError, Conversation, ListenResult, ReplyPiece
+from core.engine.backend import Backend, BackendError, Conversation, ListenResult, ReplyPiece
 from core.model.freeze_omni.pipeline import DialogueState, FreezeOmni, ReplySettings
+from core.runtime import free_cuda_cache
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class FreezeOmniConversationState:
     reply_tokens: list[int] = field(default_factory=list)
 
 
-class FreezeOmniBackend:
+class FreezeOmniBackend(Backend):
     """Backend over a loaded :class:`FreezeOmni` pipeline (weights only; state in the conversations)."""
 
     name = "freeze-omni"
@@ -105,7 +107,9 @@ class FreezeOmniBackend:
         st.turn = self.pipeline.start_turn(base)
         st.last_probs = (1.0, 0.0, 0.0)
 
-    def listen(self, conv: Conversation, chunk_16k: np.ndarray) -> ListenResult:
+    def listen(self, conv: Conversation, chunk_16k: np.ndarray,
+               speech_probs: np.ndarray | None = None) -> ListenResult:
+        """One listen step. The state head decides turns from the audio itself: ``speech_probs`` are not used."""
         st = self._state(conv)
         if st.turn is None:
             self.start_turn(conv)
@@ -198,8 +202,18 @@ class FreezeOmniBackend:
                 break
         log.info("interrupted: kept %d of %d reply tokens (%d KV positions)", keep, len(tokens), target)
 
+    def set_voice(self, voice: str | None, tokens: list[int] | None = None) -> str | None:
+        """Speak with the codec global ``tokens`` (None: the release voice) from the next answer on. Returns why it
+        could not (a token count the loaded codec does not take; the release voice stays), or None."""
+        n = self.pipeline.codec.config.global_code_num
+        if tokens is not None and len(tokens) != n:
+            return (f"voice {voice!r} has {len(tokens)} global tokens, this codec needs {n}; "
+                    "using the release voice")
+        self.settings = dataclasses.replace(self.settings, global_tokens=list(tokens) if tokens else None)
+        return None
+
     def close(self) -> None:
         device = self.pipeline.audiollm.device
         self.pipeline = None  # type: ignore[assignment]
         if device.type == "cuda":
-            torch.cuda.empty_cache()
+            free_cuda_cache()

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from core.cli import UserError
+from core.errors import UserError
 from core.constants import CHUNK_SAMPLES_16K, CODEC_SAMPLES_PER_TOKEN_24K, FREEZE_OMNI_OUTPUT_RATE, MODEL_INPUT_RATE
 
 FIRST_SEGMENT_TOKENS = 8      # LLM tokens of the first sentence in the composed first-audio estimate

@@ -63,10 +63,18 @@ class FreezeOmniBackend:
         """Load the model (``quantize_bits`` 8 or 4: bitsandbytes backbone, CUDA only)."""
         from core.model.freeze_omni.loader import load_freeze_omni
 
+        out_of_memory = None
         try:
             pipeline = load_freeze_omni(checkpoint, llm, device=device, dtype=dtype, quantize_bits=quantize_bits)
         except ValueError as exc:  # CheckpointError, CmvnError, LoadError
             raise BackendError(str(exc)) from exc
+        except torch.OutOfMemoryError as exc:
+            out_of_memory = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+        if out_of_memory is not None:
+            # Raised outside the except block: no traceback keeps the half-loaded weights alive.
+            _release_cuda_memory()
+            raise BackendError(f"out of memory while loading Freeze-Omni on {device} in {dtype} ({out_of_memory}): "
+                               "choose 8-bit or 4-bit precision, close other GPU programs, or use the Lite profile")
         return cls(pipeline, settings, seed)
 
     # -- conversation life cycle -------------------------------------------------------------------------
@@ -202,4 +210,13 @@ class FreezeOmniBackend:
         device = self.pipeline.audiollm.device
         self.pipeline = None  # type: ignore[assignment]
         if device.type == "cuda":
-            torch.cuda.empty_cache()
+            _release_cuda_memory()
+
+
+def _release_cuda_memory() -> None:
+    """Give unreferenced CUDA memory back to the driver (cycles first, so dropped weights are really unreferenced)."""
+    from core.runtime import collect_garbage
+
+    collect_garbage()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -31,6 +31,7 @@ import numpy as np
 
 from core.cli import UserError
 from core.constants import CHUNK_SAMPLES_16K, CODEC_SAMPLES_PER_TOKEN_24K, FREEZE_OMNI_OUTPUT_RATE, MODEL_INPUT_RATE
+from core.model.freeze_omni.parity import default_fixture, listen_until_decided
 
 FIRST_SEGMENT_TOKENS = 8      # LLM tokens of the first sentence in the composed first-audio estimate
 DECODER_BENCH_TOKENS = 60     # AR steps timed for the speech decoder
@@ -74,12 +75,6 @@ RELEASE_CODEC = {"resblock": "1", "upsample_rates": [8, 5, 5, 3], "upsample_kern
 # Qwen2 chat-token ids (im_start, im_end; "\n<|im_start|>user\n"; "<|im_end|>\n<|im_start|>assistant\n").
 RELEASE_CHAT = {"im_start": 151644, "im_end": 151645, "prefix": [198, 151644, 872, 198],
                 "suffix": [151645, 198, 151644, 77091, 198]}
-
-
-def default_fixture() -> Path:
-    root = os.environ.get("PARLEY_FIXTURES")
-    base = Path(root) if root else Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures"
-    return (base / "freeze_omni_tiny_a").resolve()
 
 
 def _ms(values: list[float]) -> dict[str, float]:
@@ -331,14 +326,7 @@ def measure_real_first_audio(pipe: Any, fixture: Path, settings: Any) -> float |
     from core.frontend.chunker import pad_to_chunks
     from core.model.freeze_omni.cli import read_input_16k
 
-    wave = pad_to_chunks(read_input_16k(fixture / "input.wav"))
-    state, _ = pipe.new_dialogue("You are a helpful assistant.")
-    state = pipe.start_turn(state)
-    for i in range(wave.size // CHUNK_SAMPLES_16K):
-        step = pipe.listen(state, wave[i * CHUNK_SAMPLES_16K:(i + 1) * CHUNK_SAMPLES_16K])
-        state = step.state
-        if step.decision == "ss":
-            break
+    state, _ = listen_until_decided(pipe, pad_to_chunks(read_input_16k(fixture / "input.wav")))
     t0 = time.perf_counter()
     for event in pipe.reply(state, settings, torch.Generator().manual_seed(0)):
         if event.kind == "audio" and event.audio is not None:

@@ -176,6 +176,8 @@ def load_backbone(llm_dir: str | Path, device: torch.device, dtype: torch.dtype,
         kwargs["device_map"] = {"": device.index if device.index is not None else 0}
     try:
         model = AutoModelForCausalLM.from_pretrained(str(llm_dir), **kwargs)
+    except torch.OutOfMemoryError:
+        raise  # not a checkpoint problem: the caller reports it as out of memory
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise CheckpointError(llm_dir, None, f"cannot load the backbone weights: {exc}") from exc
     if quant is None:

@@ -1,6 +1,6 @@
 """TiCodec VQ-VAE as used by Freeze-Omni: codec tokens + global (voice) tokens -> 24 kHz waveform.
 
-Spec: shared/spec/freeze-omni.md §7.1-7.3 and §10.4. The checkpoint ``codec/final.pt`` is a dict with the state dicts
+See docs/freeze-omni.md, "TiCodec" and "Codec keys". The checkpoint ``codec/final.pt`` is a dict with the state dicts
 ``generator``, ``quantizer`` and ``encoder``, stored with weight norm (``weight_g``/``weight_v``). Weight norm is
 folded once at load time: W = g * V / ||V||, the norm taken over all dims except dim 0 of the STORED weight (for a
 ConvTranspose1d, whose weight is (in, out, k), that is one norm per input channel).
@@ -17,7 +17,7 @@ two dilations of each list; keys ``resblocks.{r}.convs.{0,1}``).
 
 The global feature is the concatenation of the ``global_code_num`` global-token embeddings (128 values in all).
 
-Encoder path (only to derive global tokens from a reference recording, §7.3): the mirror of the generator with
+Encoder path (only to derive global tokens from a reference recording): the mirror of the generator with
 strided Conv1d stages, residual blocks + GroupNorm(ch/16) applied to the running sum after each resblock, the mean; the
 output of stage ``num_stages // 2 - 1`` goes through the GlobalTokenEncoder (3 bias-free convs with LeakyReLU(0.1),
 mean over time, Linear + LeakyReLU(0.1) + BatchNorm1d with its stored running statistics), and each 128/G slice is
@@ -507,7 +507,8 @@ class TiCodec(nn.Module):
         """Derive the voice (global) tokens from a mono recording at the codec rate (24 kHz), float in [-1, 1].
 
         Resample beforehand (e.g. with soxr); the original loads the file with librosa at 24 kHz. Whether the speech
-        decoder follows a new voice is unconfirmed (spec §7.3): it was trained on the release voice.
+        decoder follows a new voice is unconfirmed (docs/freeze-omni.md, "Voice (global tokens) and the codec
+        encoder"): it was trained on the release voice.
         """
         wave = self._wave_tensor(wave_24k)
         feature = self.encoder.global_feature(wave)

@@ -52,19 +52,22 @@ def test_script_without_gpu_says_so_in_one_line_and_prints_the_json(tmp_path):
 
 
 def test_skip_and_bad_arguments(capsys):
-    assert gpu_check.run(["--skip", ",".join(gpu_check.SECTIONS)]) == gpu_check.EXIT_NO_GPU
+    from core.model.freeze_omni.cli import run_gpu_check
+
+    assert run_gpu_check(["--skip", ",".join(gpu_check.SECTIONS)]) == gpu_check.EXIT_NO_GPU
     out, err = capsys.readouterr()
     report = json.loads(out)
     assert all(report[name] == {"status": "skipped", "reason": "--skip"} for name in gpu_check.SECTIONS)
     assert len(err.strip().splitlines()) == 1
-    assert gpu_check.run(["--skip", "everything"]) == gpu_check.EXIT_USAGE
-    assert gpu_check.run(["--bench-chunks", "many"]) == gpu_check.EXIT_USAGE
+    result = gpu_check.run(["--skip", "everything"])
+    assert result.code == gpu_check.EXIT_USAGE and result.report is None and "unknown section" in result.message
+    assert gpu_check.run(["--bench-chunks", "many"]).code == gpu_check.EXIT_USAGE
 
 
-def test_missing_fixture_is_a_skip_not_a_failure(tmp_path, capsys):
-    assert gpu_check.run(["--fixture", str(tmp_path / "none")]) == gpu_check.EXIT_NO_GPU
-    report = json.loads(capsys.readouterr().out)
-    assert report["parity"]["status"] == "skipped" and "not found" in report["parity"]["reason"]
+def test_missing_fixture_is_a_skip_not_a_failure(tmp_path):
+    result = gpu_check.run(["--fixture", str(tmp_path / "none")])
+    assert result.code == gpu_check.EXIT_NO_GPU
+    assert result.report["parity"]["status"] == "skipped" and "not found" in result.report["parity"]["reason"]
 
 
 @requires_fixture

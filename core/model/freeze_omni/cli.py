@@ -252,6 +252,21 @@ def run_reply(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_gpu_check(argv: list[str] | None = None) -> int:
+    """``scripts/gpu_check.sh`` (``python -m core.model.freeze_omni.gpu_check``): the JSON report on stdout, the
+    one-line verdict on stderr, the exit status of :func:`core.model.freeze_omni.gpu_check.run`."""
+    import sys
+
+    from core.model.freeze_omni.gpu_check import run
+
+    result = run(argv)
+    if result.report is not None:
+        print(json.dumps(result.report, indent=1, default=str))
+    if result.message:
+        print(result.message, file=sys.stderr)
+    return result.code
+
+
 def _quiet_transformers() -> None:
     """No progress bars on the console from weight loading."""
     try:

@@ -43,6 +43,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -513,7 +514,17 @@ def release_width_quantized(device: str, layers: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def run(argv: list[str] | None = None) -> int:
+@dataclass
+class CheckResult:
+    """What a run prints (``core.model.freeze_omni.cli.run_gpu_check``): the report on stdout, the one-line verdict on
+    stderr (None when all passed on a GPU), and the exit status."""
+
+    code: int
+    report: dict[str, Any] | None = None
+    message: str | None = None
+
+
+def run(argv: list[str] | None = None) -> CheckResult:
     parser = argparse.ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fixture", type=Path, default=None, help="the tiny parity fixture folder")
     parser.add_argument("--device", default="cuda:0")
@@ -526,13 +537,12 @@ def run(argv: list[str] | None = None) -> int:
                         help="layers of the release-width 8-/4-bit backbone check (0: skip that part)")
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return EXIT_USAGE if exc.code else EXIT_OK
+    except SystemExit as exc:  # argparse has printed the usage or the help
+        return CheckResult(EXIT_USAGE if exc.code else EXIT_OK)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if skip - set(SECTIONS):
-        print(f"gpu_check: unknown section(s) {sorted(skip - set(SECTIONS))}; known: {', '.join(SECTIONS)}",
-              file=sys.stderr)
-        return EXIT_USAGE
+        return CheckResult(EXIT_USAGE, message=f"gpu_check: unknown section(s) {sorted(skip - set(SECTIONS))}; "
+                                               f"known: {', '.join(SECTIONS)}")
 
     from core.model.freeze_omni.parity import default_fixture
     from core.runtime import configure_torch_threads, force_offline
@@ -585,28 +595,22 @@ def run(argv: list[str] | None = None) -> int:
             needs_fixture=False)
     section("quantized", lambda: quantized(fixture, device, args.quant_layers))
 
-    statuses = [report[name].get("status") for name in SECTIONS]
     failed = [name for name in SECTIONS if report[name].get("status") in ("fail", "error")]
     report["failed"] = failed
     report["status"] = "fail" if failed else ("pass" if gpu else "no_gpu")
     report["seconds"] = round(time.perf_counter() - t0, 1)
     save()
-    print(json.dumps(report, indent=1, default=str))
     if failed:
-        print(f"gpu_check: FAILED: {', '.join(failed)}", file=sys.stderr)
-        return EXIT_FAILED
+        return CheckResult(EXIT_FAILED, report, f"gpu_check: FAILED: {', '.join(failed)}")
     if not gpu:
-        ran = [n for n, s in zip(SECTIONS, statuses) if s == "pass"]
-        print(f"gpu_check: no NVIDIA GPU: {problem}; only the CPU parts ran ({', '.join(ran) or 'none'}), "
-              f"see the JSON; exit code {EXIT_NO_GPU}", file=sys.stderr)
-        return EXIT_NO_GPU
-    return EXIT_OK
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    sys.exit(run())
+        ran = [name for name in SECTIONS if report[name].get("status") == "pass"]
+        return CheckResult(EXIT_NO_GPU, report, f"gpu_check: no NVIDIA GPU: {problem}; only the CPU parts ran "
+                                                f"({', '.join(ran) or 'none'}), see the JSON; exit code {EXIT_NO_GPU}")
+    return CheckResult(EXIT_OK, report)
 
 
 if __name__ == "__main__":
-    main()
+    from core.model.freeze_omni.cli import run_gpu_check
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    sys.exit(run_gpu_check())

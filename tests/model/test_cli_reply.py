@@ -175,7 +175,7 @@ def test_reply_settings_from_server_json(tmp_path):
 @pytest.mark.slow
 def test_reply_voice_from_reference_wav_and_system_prompt(tmp_path):
     """--voice REF.wav derives the global (voice) tokens with the codec encoder; an answer that starts with
-    <|im_end|> (here after a different persona) is an empty reply, not a crash (spec §12 item 15)."""
+    <|im_end|> (here after a different persona) is an empty reply, not a crash (docs/freeze-omni.md, D11)."""
     trace_path = tmp_path / "trace.json"
     rc = main(["--log-level", "ERROR", "reply", *FIXTURE_ARGS, "--voice", str(TINY_A_EXPECTED / "output.wav"),
                "--system-prompt", "Be brief.", "--input", str(TINY_A / "input.wav"), "--output",

@@ -1,6 +1,7 @@
 """Freeze-Omni AudioLLM: speech encoder + adapter + frozen LLM backbone + prompt embeddings + turn-state head.
 
-Spec: shared/spec/freeze-omni.md §5 (model, chat template, per-state inputs, state head, sampling), §10.2 (keys).
+See docs/freeze-omni.md, "LLM, prompt embeddings and state head" (chat template, dialogue stages, turn decisions,
+sampling) and "AudioLLM keys".
 
 The module holds weights only. The dialogue memory is the LLM's KV cache, held in an :class:`LLMCache` object that
 the caller passes in and gets back; the encoder and adapter states are explicit dataclasses as well. No state is
@@ -86,7 +87,8 @@ class LLMCache:
 # --------------------------------------------------------------------------------------------- chat template
 @dataclass(frozen=True)
 class ChatTokens:
-    """Token ids of the chat-template pieces (§5.3), tokenised at load time with the backbone's tokenizer."""
+    """Token ids of the chat-template pieces (docs/freeze-omni.md, "Chat template pieces"), tokenised at load time
+    with the backbone's tokenizer."""
 
     im_start: int
     im_end: int
@@ -131,7 +133,8 @@ def build_chat_tokens(tokenizer: Any, template: str) -> ChatTokens:
 # ------------------------------------------------------------------------------------------------ sampling
 @dataclass(frozen=True)
 class SamplingSettings:
-    """Text sampling of the LLM (§5.4). ``top_k <= 0`` or ``top_p <= 0`` disables that filter."""
+    """Text sampling of the LLM (docs/freeze-omni.md, "Text sampling"). ``top_k <= 0`` or ``top_p <= 0`` disables
+    that filter."""
 
     temperature: float = 0.7
     top_k: int = 5

@@ -26,7 +26,7 @@ import torch
 from core.constants import FREEZE_OMNI_OUTPUT_RATE
 from core.engine.backend import Backend, BackendError, Conversation, ListenResult, ReplyPiece
 from core.model.freeze_omni.pipeline import DialogueState, FreezeOmni, ReplySettings
-from core.runtime import free_cuda_cache
+from core.runtime import collect_garbage, free_cuda_cache
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,19 @@ class FreezeOmniBackend(Backend):
         """Load the model (``quantize_bits`` 8 or 4: bitsandbytes backbone, CUDA only)."""
         from core.model.freeze_omni.loader import load_freeze_omni
 
+        out_of_memory = None
         try:
             pipeline = load_freeze_omni(checkpoint, llm, device=device, dtype=dtype, quantize_bits=quantize_bits)
         except ValueError as exc:  # CheckpointError, CmvnError, LoadError
             raise BackendError(str(exc)) from exc
+        except torch.OutOfMemoryError as exc:
+            out_of_memory = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+        if out_of_memory is not None:
+            # Raised outside the except block: no traceback keeps the half-loaded weights alive.
+            collect_garbage()
+            free_cuda_cache()
+            raise BackendError(f"out of memory while loading Freeze-Omni on {device} in {dtype} ({out_of_memory}): "
+                               "choose 8-bit or 4-bit precision, close other GPU programs, or use the Lite profile")
         return cls(pipeline, settings, seed)
 
     # -- conversation life cycle -------------------------------------------------------------------------
@@ -216,4 +225,5 @@ class FreezeOmniBackend(Backend):
         device = self.pipeline.audiollm.device
         self.pipeline = None  # type: ignore[assignment]
         if device.type == "cuda":
+            collect_garbage()     # cycles first, so dropped weights are really unreferenced
             free_cuda_cache()

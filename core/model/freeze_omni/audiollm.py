@@ -9,7 +9,8 @@ deep-copied per step: the KV cache is appended to in place, so a step *consumes*
 (a stale handle is detected and refused), and :meth:`LLMCache.fork` copies it only at a real branch point.
 
 The inputs per dialogue stage (``pre`` system role, ``sl`` first chunk of a user turn, ``cl`` next chunks, ``ss``
-assistant start, ``cs`` next assistant token) are built by :meth:`AudioLLM.stage_embeddings`; the pipeline
+assistant start, ``cs`` next assistant token) are built from :meth:`AudioLLM.embed_ids`,
+:meth:`AudioLLM.turn_start_embeddings` and :meth:`AudioLLM.answer_start_embeddings`; the pipeline
 (``pipeline.py``) drives the stages.
 """
 
@@ -285,11 +286,6 @@ class AudioLLM(nn.Module):
         return head(hidden.to(head.weight.dtype if hasattr(head, "weight") else hidden.dtype)).reshape(-1)
 
     # -- inputs per dialogue stage ------------------------------------------------------------------------
-    def system_embeddings(self, chat: ChatTokens, role_ids: list[int] | None) -> Tensor:
-        """'pre': ``<|im_start|>system\\n`` + role, without the closing ``<|im_end|>``."""
-        ids = role_ids if role_ids is not None else chat.default_role[:-1]
-        return self.embed_ids(ids)
-
     def turn_start_embeddings(self, chat: ChatTokens, speech: Tensor) -> Tensor:
         """'sl': [<|im_end|>] + user prefix tokens + prompt embeddings + speech embeddings."""
         parts = [self.embed_ids([chat.im_end] + chat.prefix)]

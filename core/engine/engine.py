@@ -745,13 +745,6 @@ class Engine:
         self._conv_dirty = False
         self.start(kind="conversation_reset")
 
-    def resume(self) -> None:
-        """Start (first call) or leave the idle state after :meth:`close`."""
-        if self.conv is None:
-            self.start()
-        elif self.state == DuplexState.IDLE:
-            self._set_state(DuplexState.LISTENING)
-
     # ------------------------------------------------------------------------------------------------------------
     # speak steps
 

@@ -70,7 +70,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=_handler_lazy("core.model.freeze_omni.bench:run_bench"))
     a = bsub.add_parser("audio", help="audio chain on the PulseAudio loop (ERLE, false onsets, flush...)")
     a.add_argument("--seconds", type=float, default=20.0)
-    a.set_defaults(func=_handler_lazy("core.audio.bench:run_bench"))
+    a.set_defaults(func=_handler_lazy("core.compose.bench:run_audio_bench"))
     lite = bsub.add_parser("lite", help="Lite profile: load, ASR/LLM/TTS speed, first-audio latency")
     lite.add_argument("--runs", type=int, default=5)
     lite.set_defaults(func=_handler_lazy("core.model.lite.bench:run_bench"))

@@ -228,3 +228,46 @@ def run_bench(args: argparse.Namespace) -> int:
     }
     print(json.dumps(out, indent=1))
     return 0
+
+
+def run_audio_bench(args: argparse.Namespace) -> int:
+    """``parley bench audio``: the audio chain benchmark (``core.audio.bench``) with every chunk also going through
+    the app's engine listen step (Lite, the default profile, on a silent sink), so ``cpu_fraction`` is the CPU of
+    the whole live audio path while the assistant speaks: capture, echo cancellation, the one VAD, chunking and
+    the engine's per-chunk work. Without the Lite weights the engine part is left out (the JSON says so)."""
+    from core.audio import bench as audio_bench
+    from core.engine.clock import WallClock
+    from core.engine.engine import Engine
+    from core.engine.events import EventBus
+    from core.engine.sink import NullSink
+    from core.runtime import configure_torch_threads
+    from core.settings import Settings
+
+    configure_torch_threads()
+    extra: dict[str, Any] = {}
+    consumer = None
+    backend = None
+    try:
+        from core.compose.spec import spec_from_settings
+
+        backend = build_backend(spec_from_settings(Settings()))
+    except Exception as exc:  # noqa: BLE001 - the audio chain is measured anyway
+        extra["engine"] = f"not measured: the Lite profile did not load ({type(exc).__name__}: {exc})"
+    if backend is not None:
+        clock = WallClock()
+        engine = Engine(backend, NullSink(), bus=EventBus(clock))
+        engine.start()
+
+        def consumer(chunk) -> None:   # what the live stack hands the engine, in the same order
+            import dataclasses
+
+            if chunk.t_start is not None:
+                chunk = dataclasses.replace(chunk, t_start=clock.from_monotonic(chunk.t_start))
+            engine.process_chunk(chunk)
+
+        extra["engine"] = "each chunk also goes through the engine's listen step (Lite), as in the app"
+    try:
+        return audio_bench.run_bench(args, consumer, extra)
+    finally:
+        if backend is not None:
+            backend.close()

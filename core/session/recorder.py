@@ -46,15 +46,14 @@ from core import __version__
 from core.constants import MODEL_INPUT_RATE
 from core.engine.events import Event
 from core.session.store import (
-    EVENTS_NAME, FILE_MODE, META_NAME, STREAM_FILES, TRANSCRIPT_NAME, apply_retention, atomic_write_text,
-    make_private_dir, new_session_dir,
+    CREATED_MARK, EVENTS_NAME, FILE_MODE, META_FORMAT, META_NAME, STREAM_FILES, TRANSCRIPT_NAME, apply_retention,
+    atomic_write_text, make_private_dir, new_session_dir, sessions_root,
 )
 from core.session.transcript import render_transcript, summarize_turns
 from core.session.wavfile import FORMAT_FLOAT32, StreamingWavWriter
 
 log = logging.getLogger(__name__)
 
-META_FORMAT = "parley-session"
 META_FORMAT_VERSION = 1
 _SUMMARY_TYPES = {"turn_decision", "user_text", "assistant_text", "interruption", "latency", "warning", "error"}
 _ALIGNED = {"mic_raw": True, "mic_clean": True, "playback": True, "assistant": False}
@@ -185,13 +184,15 @@ class SessionRecorder:
         try:
             if self._folder_arg is not None:
                 folder = self._folder_arg.expanduser()
-                if folder.exists() and any((folder / n).exists() for n in (META_NAME, EVENTS_NAME)):
-                    raise FileExistsError(f"{folder} already holds a session")
-                make_private_dir(folder)
+                _check_record_folder(folder)
+                created = make_private_dir(folder)
                 self.path = folder
             else:
                 self.path = new_session_dir(self._root)
+                created = True
             self._owns_folder = True
+            if created:  # the marker that lets retention delete this folder one day (core/session/store.py)
+                self.meta[CREATED_MARK] = True
             now = datetime.now().astimezone()
             self.meta["session_id"] = self.meta.get("session_id") or f"{self.path.name}-{uuid.uuid4().hex[:6]}"
             self.meta["start_time"] = now.isoformat(timespec="milliseconds")
@@ -203,10 +204,10 @@ class SessionRecorder:
         except OSError as exc:
             self._fail(exc, "creating the session folder")
             return False
-        if self._retention_days:
+        if self._retention_days and self._folder_arg is None:  # only in the sessions folder, never beside --record
             try:
-                apply_retention(self._retention_days, root=self.path.parent, keep={self.path})
-            except OSError as exc:
+                apply_retention(self._retention_days, root=sessions_root(self._root), keep={self.path})
+            except (OSError, ValueError) as exc:
                 log.warning("retention failed: %s", exc)
         self._thread = threading.Thread(target=self._run, name="session-recorder", daemon=True)
         self._thread.start()
@@ -599,6 +600,21 @@ class SessionRecorder:
                 except Exception:  # noqa: BLE001
                     log.debug("could not publish the recorder's warning", exc_info=True)
                 return
+
+
+def _check_record_folder(folder: Path) -> None:
+    """An explicit recording folder must be new or empty: a session is never written among a user's files."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} exists and is not a folder; choose a new folder for the session")
+    with os.scandir(folder) as entries:
+        names = sorted(e.name for e in entries)
+    if any(n in (META_NAME, EVENTS_NAME) for n in names):
+        raise FileExistsError(f"{folder} already holds a session; choose a new folder")
+    if names:
+        raise FileExistsError(f"{folder} is not empty and is not a Parley session ({len(names)} entries); "
+                              "choose a new or empty folder")
 
 
 def _resample(block: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

@@ -98,7 +98,7 @@ def _settings_folder() -> tuple[str | None, float | None]:
     try:
         from core.settings import load_settings
 
-        loaded = load_settings()
+        loaded = load_settings(keep_aside=False)  # only reads: a broken file is the app's to keep aside
         settings = getattr(loaded, "settings", loaded)
         rec = settings.recording
         return (rec.folder or None), float(rec.retention_days)

@@ -298,7 +298,7 @@ class MainWindow(QMainWindow):
         try:
             self._dispatch(etype, turn, data, None if t is None else float(t))
         except Exception:  # a malformed event must never take the window down
-            log.exception("cannot render event %r", ev)
+            log.exception("cannot render a %s event of turn %s", etype, turn)  # no event text: it may be speech
         self.event_handled.emit(ev)
 
     def _dispatch(self, etype: str, turn: int, d: dict, t: float | None = None) -> None:

@@ -1,6 +1,7 @@
 """SessionRecorder: one folder per conversation with its audio streams, events, transcript and metadata.
 
-Files in a session folder (owner-only: folder 0700, files 0600):
+Files in a session folder (owner-only: files 0600, and 0700 for a folder the recorder creates; an explicit folder
+must be new or empty, and one that exists keeps its mode):
 
 * ``mic_raw.wav``   what the microphone captured, at the capture rate. Its sample 0 defines the session timeline.
 * ``mic_clean.wav`` the 16 kHz signal after echo cancellation (what VAD and the model heard).
@@ -11,7 +12,8 @@ Files in a session folder (owner-only: folder 0700, files 0600):
 * ``events.jsonl``  every engine event, one JSON object a line, written (and handed to the OS) line by line.
 * ``transcript.md`` regenerated from the events while recording and at the end.
 * ``meta.json``     written atomically at start and rewritten as the session goes (versions, profile, settings,
-  devices, rates, alignment, duration, ``complete``).
+  devices, rates, alignment, duration, ``complete``; ``created_folder`` when the recorder created the folder,
+  which is what allows retention to delete it one day).
 
 Alignment: ``meta["streams"][name]`` holds ``rate``, ``start_t`` (session seconds of the stream's sample 0) and
 ``mic_offset``: the ``mic_raw`` sample index at which the stream's sample 0 sits. Sample ``i`` of a stream at rate

@@ -69,7 +69,8 @@ def _not_regular(file: Path) -> str | None:
     except FileNotFoundError:
         return None
     if stat.S_ISLNK(st.st_mode):
-        return f"{file.name} is a link (to {os.readlink(file)}); left alone: repair works only on the folder's own files"
+        return (f"{file.name} is a link (to {os.readlink(file)}); left alone: repair works only on the folder's own "
+                "files")
     if not stat.S_ISREG(st.st_mode):
         return f"{file.name} is not a regular file; left alone"
     return None

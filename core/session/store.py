@@ -5,7 +5,7 @@ Root folder, first match wins: an explicit folder (the one chosen in settings), 
 folder Parley did not create keeps its mode.
 
 Deleting is guarded, because a recording folder may be a user's own folder (``~/Documents``) full of other things.
-Retention (and ``parley session prune``) deletes a folder only when :func:`retention_refusal` finds nothing against
+Retention (and ``parley session prune``) deletes a folder only when :func:`deletion_refusal` finds nothing against
 it: a real folder directly inside the sessions root (no link), whose ``meta.json`` says ``"format":
 "parley-session"`` and ``"created_folder": true`` (the recorder writes that only into a folder it created itself),
 and which holds nothing but the regular files Parley writes. Sessions recorded before the ``created_folder`` marker

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,12 +35,6 @@ class Home:
     @property
     def settings(self) -> Path:
         return self.config / "settings.json"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """The environment for a subprocess (already private: the fixture changed ``os.environ``)."""
-        env = dict(os.environ)
-        env.update(extra)
-        return env
 
 
 def run_parley(*args: str, timeout: float = 300, prefix: list[str] | None = None,

@@ -30,7 +30,8 @@ def test_files_left_by_an_older_version_become_owner_only_and_rotation_keeps_it(
         (home.logs / name).write_text("old line\n")
         os.chmod(home.logs / name, 0o644)
     # about 2.5 MB: the 2 MB file rotates once
-    proc = run_python(SETUP + "for i in range(2500):\n    logging.getLogger('core.test').info('%04d %s', i, 'y' * 1000)")
+    proc = run_python(SETUP + "for i in range(2500):\n"
+                              "    logging.getLogger('core.test').info('%04d %s', i, 'y' * 1000)")
     assert proc.returncode == 0, proc.stderr
     assert home.logs.stat().st_mode & 0o777 == 0o700
     files = sorted(home.logs.iterdir())

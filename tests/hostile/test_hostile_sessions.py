@@ -185,6 +185,14 @@ def test_record_into_an_existing_empty_folder_keeps_its_mode(tmp_path):
     assert "created_folder" not in json.loads((folder / "meta.json").read_text())
 
 
+def test_sessions_go_to_parleys_own_folder_by_default(home):
+    path = record()
+    assert path.parent == home.sessions
+    assert path.stat().st_mode & 0o777 == 0o700
+    assert json.loads((path / "meta.json").read_text())["created_folder"] is True
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in path.iterdir())
+
+
 def test_record_creates_a_new_folder_owner_only_and_marks_it(tmp_path):
     path = record(folder=tmp_path / "new" / "session")
     assert path.stat().st_mode & 0o777 == 0o700
@@ -222,7 +230,7 @@ def test_repair_leaves_files_linked_from_outside_alone(tmp_path):
     assert "my bank password" not in (session / "transcript.md").read_text()
 
 
-def test_export_skips_links_and_says_so(tmp_path, capsys):
+def test_export_skips_links_and_says_so(tmp_path):
     outside = tmp_path / "outside" / "diary.txt"
     outside.parent.mkdir()
     outside.write_text("dear diary")

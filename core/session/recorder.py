@@ -186,7 +186,7 @@ class SessionRecorder:
         try:
             if self._folder_arg is not None:
                 folder = self._folder_arg.expanduser()
-                _check_record_folder(folder)
+                check_record_folder(folder)
                 created = make_private_dir(folder)
                 self.path = folder
             else:
@@ -604,8 +604,9 @@ class SessionRecorder:
                 return
 
 
-def _check_record_folder(folder: Path) -> None:
-    """An explicit recording folder must be new or empty: a session is never written among a user's files."""
+def check_record_folder(folder: Path) -> None:
+    """An explicit recording folder must be new or empty: a session is never written among a user's files. Raises
+    OSError (one line); callers may check a --record folder with it before loading a model."""
     if not folder.exists() and not folder.is_symlink():
         return
     if not folder.is_dir():

@@ -180,8 +180,9 @@ def test_doctor_command_with_a_non_utf8_settings_file(home):
     assert tree(home.config) == before
 
 
-def test_session_commands_read_a_broken_settings_file_without_moving_it(home):
-    write_settings(home, BROKEN["non-utf8"])
+@pytest.mark.parametrize("kind", ["non-utf8", "torn-json"])
+def test_session_commands_read_a_broken_settings_file_without_moving_it(home, kind):
+    write_settings(home, BROKEN[kind])
     before = tree(home.config)
     proc = run_parley("session", "list")
     assert proc.returncode == 0 and "internal error" not in proc.stderr, proc.stderr

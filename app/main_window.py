@@ -316,7 +316,7 @@ class MainWindow(QMainWindow):
             try:
                 self._dispatch(event)
             except Exception:  # a malformed event must never take the window down
-                log.exception("cannot render event %r", ev)
+                log.exception("cannot render a %s event of turn %s", event.type, event.turn)
         self.event_handled.emit(ev)
 
     def _dispatch(self, ev: Event) -> None:

@@ -41,7 +41,9 @@ def open_main_window() -> str:
     from core.settings import load_settings
 
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow(load_settings())
+    # The self-test must leave the user's state alone: the settings are only read (a broken file is not moved
+    # aside), and the window does not save them when it closes (it would set first_run_done).
+    window = MainWindow(load_settings(keep_aside=False), persist=False)
     window.show()
     qt_app.processEvents()
     image = window.grab()

@@ -77,6 +77,13 @@ def run_chat(args: argparse.Namespace) -> int:
         spec.validate()
     except ConfigError as exc:
         raise UserError(str(exc)) from exc
+    if getattr(args, "record", None):
+        from core.session.recorder import check_record_folder
+
+        try:        # before the model loads: a folder that cannot take the session is refused at once
+            check_record_folder(Path(args.record))
+        except OSError as exc:
+            raise UserError(str(exc)) from exc
     room_name = getattr(args, "echo", None) or "none"
     room_seed = int(getattr(args, "echo_seed", 0) or 0)
     room = make_room(room_name, room_seed)

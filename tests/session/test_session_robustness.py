@@ -262,9 +262,9 @@ def test_retention_deletes_only_old_sessions(tmp_path):
     for p in paths[:2]:
         for f in [p, *p.iterdir()]:
             os.utime(f, (old_time, old_time))
-    assert apply_retention(0) == [] and apply_retention(None) == []
-    deleted = apply_retention(30, keep={paths[1]})
-    assert deleted == [paths[0]]
+    assert apply_retention(0).deleted == [] and apply_retention(None).deleted == []
+    result = apply_retention(30, keep={paths[1]})
+    assert result.deleted == [paths[0]] and result.skipped == []
     assert {s.path for s in list_sessions()} == {paths[1], paths[2]}
     # a recorder with a retention setting applies it when it starts
     rec = SessionRecorder(retention_days=30)

@@ -25,6 +25,7 @@ import torch
 
 from core.constants import MODEL_INPUT_RATE
 from core.engine.backend import Backend, BackendError, Conversation, ListenResult, ReplyPiece
+from core.log import speech
 from core.model.lite import cache as cachemod
 from core.model.lite.asr import WhisperAsr
 from core.model.lite.llm import ChatLlm, Generation, LlmState, SamplingConfig
@@ -264,8 +265,8 @@ class LiteBackend(Backend):
         else:
             turn.partial = t
             turn.last_partial_at = turn.n_samples
-        log.debug("%s transcript (%.2f s audio, %.0f ms): %r", "candidate" if candidate else "partial",
-                  len(audio) / MODEL_INPUT_RATE, result.seconds * 1000, result.text)
+        log.debug("%s transcript (%.2f s audio, %.0f ms): %s", "candidate" if candidate else "partial",
+                  len(audio) / MODEL_INPUT_RATE, result.seconds * 1000, speech(result.text))
 
     def _speculate(self, conv: Conversation, text: str, t_step: float) -> None:
         """Start answering the candidate transcript while the end-of-turn silence runs, within the step's budget.

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.constants import CHUNK_SAMPLES_16K, CHUNK_SECONDS, MODEL_INPUT_RATE
+from core.log import speech
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def answer_audio(backend, audio_16k: np.ndarray, turn_end: str = "model", conv=N
                 pieces_audio.append(piece.audio)
         record = st.last_reply
     else:
-        log.warning("no answer: the input was %s", "silent" if not user_text else f"ignored ({user_text!r})")
+        log.warning("no answer: the input was %s", "silent" if not user_text else f"ignored ({speech(user_text)})")
     reply_s = time.perf_counter() - t_reply
 
     timings: dict[str, Any] = {"listen_s": round(listen_s, 3), "reply_s": round(reply_s, 3),

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QEvent, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QByteArray, QEvent, QObject, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 # interval the GUI thread can wait tens of ms for the GIL on every callback; 1 ms keeps the event loop's lateness
 # well under 50 ms (measured: max 60 ms -> 8 ms with a busy Python thread) at a negligible cost to the engine.
 GUI_SWITCH_INTERVAL_S = 0.001
+# X11 auto-repeat can deliver a held key as release/press pairs ~30-50 ms apart: a release counts after this long.
+PTT_RELEASE_DEBOUNCE_MS = 150
 
 
 def _as_settings(settings: Any) -> tuple[Settings, list[str]]:
@@ -107,6 +109,10 @@ class MainWindow(QMainWindow):
         self._latency_by_turn: dict[int, float] = {}
         self.turns = TurnLog()              # the one interpreter of events into turns (core.engine.turns)
         self._ptt_down = False
+        self._ptt_release = QTimer(self)
+        self._ptt_release.setSingleShot(True)
+        self._ptt_release.setInterval(PTT_RELEASE_DEBOUNCE_MS)
+        self._ptt_release.timeout.connect(self._ptt_released)
         self._closing = False
         self.setWindowTitle("Parley")
         self.setMinimumSize(760, 480)
@@ -464,9 +470,21 @@ class MainWindow(QMainWindow):
         if t in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and self.act_ptt.isChecked():
             if ev.key() == Qt.Key.Key_Space and isinstance(obj, QWidget) and obj.window() is self:
                 if not ev.isAutoRepeat():
-                    self.set_push_to_talk_pressed(t == QEvent.Type.KeyPress)
+                    self._ptt_key(t == QEvent.Type.KeyPress)
                 return True
         return False
+
+    def _ptt_key(self, pressed: bool) -> None:
+        """Space for push-to-talk. Key auto-repeat on some X servers arrives as release/press pairs that Qt does not
+        mark as repeats: a release only counts when no press follows within ``PTT_RELEASE_DEBOUNCE_MS``."""
+        if pressed:
+            self._ptt_release.stop()          # the release just before was auto-repeat: the key is still held
+            self.set_push_to_talk_pressed(True)
+        else:
+            self._ptt_release.start()
+
+    def _ptt_released(self) -> None:
+        self.set_push_to_talk_pressed(False)
 
     def focusOutEvent(self, ev) -> None:  # noqa: N802
         if self._ptt_down:   # never leave the mic open when the window loses focus mid-press

@@ -199,14 +199,16 @@ class LiveStack:
         self._apply_gate()
 
     def push_to_talk(self, pressed: bool) -> None:
+        """The key went down (the answer stops, the microphone opens, the turn stays open however long the user
+        pauses) or up (the microphone closes, the turn gets its final decision). Repeated states are ignored."""
         if pressed and not self.ptt_down:
             self.ptt_down = True
             self._apply_gate()
-            self._command(lambda: self.engine.stop_reply("push_to_talk") if self.engine.replying else None)
+            self._command(lambda: self.engine.set_push_to_talk(True))
         elif not pressed and self.ptt_down:
             self.ptt_down = False
             self._apply_gate()
-            self._command(self.engine.end_of_input)
+            self._command(lambda: self.engine.set_push_to_talk(False))
 
     def new_conversation(self) -> None:
         self._command(self.engine.reset_conversation)

@@ -119,6 +119,11 @@ class Backend:
         """
         return default_rebuild_context(self, conv, history)
 
+    def retract_turn(self, conv: Conversation) -> None:
+        """Forget the latest user turn and its answer, which nobody heard (the user went on speaking: the turn is
+        listened to again, whole). The default tells the backend that nothing of the answer was heard."""
+        self.interrupted(conv, "")
+
     def submit_text(self, conv: Conversation, text: str) -> bool:
         """A typed user message: the next :meth:`reply` answers ``text`` as if the user had said it. Returns False
         when the profile cannot take text (it listens to audio only)."""

@@ -211,6 +211,20 @@ class FreezeOmniBackend(Backend):
                 break
         log.info("interrupted: kept %d of %d reply tokens (%d KV positions)", keep, len(tokens), target)
 
+    def retract_turn(self, conv: Conversation) -> None:
+        """Forget the latest user turn and its unheard answer: the KV cache goes back to where that turn began."""
+        st = self._state(conv)
+        base = st.turn_base
+        if st.main.system_length <= base < st.main.llm.length:
+            st.main = DialogueState(llm=st.main.llm.truncate(base), listen=st.main.listen,
+                                    system_length=st.main.system_length)
+        while conv.history and conv.history[-1]["role"] == "assistant":
+            conv.history.pop()
+        if conv.history and conv.history[-1]["role"] == "user":
+            conv.history.pop()
+        st.reply_start, st.reply_tokens, st.decided = None, [], None
+        conv.context_tokens = st.main.context_tokens
+
     def set_voice(self, voice: str | None, tokens: list[int] | None = None) -> str | None:
         """Speak with the codec global ``tokens`` (None: the release voice) from the next answer on. Returns why it
         could not (a token count the loaded codec does not take; the release voice stays), or None."""

@@ -172,6 +172,19 @@ class LiteBackend(Backend):
         st.spec, st.spec_text = None, None
         return True
 
+    def retract_turn(self, conv: Conversation) -> None:
+        """Forget the latest user message and its unheard answer (the user went on speaking; the whole utterance
+        comes again as one turn)."""
+        st: LiteState = conv.state
+        while conv.history and conv.history[-1]["role"] == "assistant":
+            conv.history.pop()
+        if conv.history and conv.history[-1]["role"] == "user":
+            conv.history.pop()
+        st.spec, st.spec_text = None, None
+        st.user_text = None
+        if st.last_reply is not None:
+            st.last_reply.cancelled = True
+
     def set_system_prompt(self, conv: Conversation, prompt: str) -> bool:
         """A new persona for the running conversation: the history stays; the next answer's prompt starts with it
         (only the changed part of the KV cache is computed again)."""

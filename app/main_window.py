@@ -29,7 +29,9 @@ from PySide6.QtWidgets import (
 )
 
 from app import gcguard
+from app.desktop import app_icon
 from app.widgets.duplex import DuplexPanel, to_db
+from app.widgets.geometry import fit_window_to_screen
 from app.widgets.notify import NotificationArea
 from app.widgets.transcript import TranscriptView
 from app.worker import EngineWorker, StackFactory
@@ -41,6 +43,52 @@ log = logging.getLogger(__name__)
 # interval the GUI thread can wait tens of ms for the GIL on every callback; 1 ms keeps the event loop's lateness
 # well under 50 ms (measured: max 60 ms -> 8 ms with a busy Python thread) at a negligible cost to the engine.
 GUI_SWITCH_INTERVAL_S = 0.001
+
+
+class _WorkerKeeper(QObject):
+    """Holds the worker threads of closed windows until they have ended: the window is gone at once, while its
+    engine (model, audio streams, recorder) still closes in the worker thread; then the window's callback runs in
+    the GUI thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: list[tuple[QThread, QObject, Any]] = []
+
+    def keep(self, thread: QThread, worker: QObject, on_stopped: Any) -> None:
+        self._held.append((thread, worker, on_stopped))
+        thread.finished.connect(self._finished)
+        if not thread.isRunning():
+            self.reap()
+
+    @Slot()
+    def _finished(self) -> None:
+        thread = self.sender()
+        if isinstance(thread, QThread):
+            thread.wait()             # it emitted ``finished`` as its last act; let it end completely
+        self.reap()
+
+    def reap(self) -> None:
+        for entry in [e for e in self._held if not e[0].isRunning()]:
+            self._held.remove(entry)
+            thread, _worker, on_stopped = entry
+            thread.wait()
+            try:
+                on_stopped()
+            except RuntimeError:      # the window's C++ side is already deleted: nothing to tell
+                log.debug("closed window gone before its worker stopped", exc_info=True)
+
+    def pending(self) -> int:
+        return len(self._held)
+
+
+_KEEPER: _WorkerKeeper | None = None
+
+
+def _keeper() -> _WorkerKeeper:
+    global _KEEPER
+    if _KEEPER is None:
+        _KEEPER = _WorkerKeeper()
+    return _KEEPER
 
 
 def _as_settings(settings: Any) -> tuple[Settings, list[str]]:
@@ -71,6 +119,7 @@ class MainWindow(QMainWindow):
     # for observers/tests
     event_handled = Signal(object)
     state_changed = Signal(str)
+    shut_down = Signal()                # after close: the worker has closed the engine and its thread has ended
 
     def __init__(self, settings: Any = None, stack_factory: StackFactory | None = None,
                  persist: bool = True, parent: QWidget | None = None) -> None:
@@ -89,6 +138,7 @@ class MainWindow(QMainWindow):
         self._ptt_down = False
         self._closing = False
         self.setWindowTitle("Parley")
+        self.setWindowIcon(app_icon())
         self.setMinimumSize(760, 480)
         self._build_ui()
         self._restore_geometry()
@@ -96,7 +146,8 @@ class MainWindow(QMainWindow):
             self.notify("warning", f"Settings: {w}")
         # the worker thread (idle until start_engine)
         self._gc = gcguard.acquire()   # Python's garbage collection in this (GUI) thread only
-        self.thread_ = QThread(self)
+        self._gc_held = True
+        self.thread_ = QThread()        # no parent: it may outlive a closed window while the engine shuts down
         self.thread_.setObjectName("parley-worker")
         self.worker = EngineWorker(stack_factory)
         self.worker.moveToThread(self.thread_)
@@ -233,6 +284,8 @@ class MainWindow(QMainWindow):
 
     @Slot(dict)
     def _on_profile_ready(self, info: dict) -> None:
+        if self._closing:        # loaded while the window was closing: the worker closes it again
+            return
         active: Settings = info["settings"]
         self.profile_loaded = info["profile"]
         self.status_profile.setText(f"Profile: {info.get('description') or info['profile']}")
@@ -578,6 +631,7 @@ class MainWindow(QMainWindow):
                 restored = False
         if not restored:
             self.resize(1100, 680)
+        fit_window_to_screen(self)    # a geometry from a bigger (or unscaled) screen, or the default on a small one
         if self.settings.ui.splitter:
             try:
                 self.splitter.restoreState(QByteArray.fromBase64(self.settings.ui.splitter.encode("ascii")))
@@ -596,7 +650,14 @@ class MainWindow(QMainWindow):
         except OSError as exc:
             self.notify("error", f"Cannot save the settings: {exc}")
 
+    def showEvent(self, ev) -> None:  # noqa: N802
+        super().showEvent(ev)
+        if not getattr(self, "_fitted_on_show", False):
+            self._fitted_on_show = True       # now the real frame (title bar) and screen are known
+            fit_window_to_screen(self)
+
     def closeEvent(self, ev: QCloseEvent) -> None:  # noqa: N802
+        """The window disappears at once; the engine shuts down behind it (``shut_down`` says when it is done)."""
         if not self._closing:
             self._closing = True
             self._capture_geometry()
@@ -605,20 +666,34 @@ class MainWindow(QMainWindow):
             app = QApplication.instance()
             if app is not None:
                 app.removeEventFilter(self)
-            self.shutdown_worker()
+            _keeper().keep(self.thread_, self.worker, self._worker_stopped)
+            self.req_shutdown.emit()            # the worker closes the engine, then quits its thread
+        super().closeEvent(ev)                  # accepted: Qt hides the window now
+
+    def _worker_stopped(self) -> None:
+        if self._gc_held:
+            self._gc_held = False
             gcguard.release()
-        super().closeEvent(ev)
+        self.shut_down.emit()
+
+    def wait_shut_down(self, timeout_ms: int = 30_000) -> bool:
+        """Block until the worker thread has ended (after :meth:`close`). False when it did not within
+        ``timeout_ms``."""
+        if self.thread_.isRunning():
+            with self._gc.gui_blocked():        # its garbage-collection requests cannot be served meanwhile
+                ok = self.thread_.wait(timeout_ms)
+            if not ok:
+                log.warning("the worker thread did not stop within %d ms", timeout_ms)
+                return False
+        _keeper().reap()
+        return True
 
     def shutdown_worker(self, timeout_ms: int = 30_000) -> bool:
-        """Close the engine (in the worker thread) and stop the thread. Returns False when it did not stop."""
-        if not self.thread_.isRunning():
-            return True
-        self.req_shutdown.emit()            # the worker closes the engine, then quits its thread
-        with self._gc.gui_blocked():        # its garbage-collection requests cannot be served meanwhile
-            ok = self.thread_.wait(timeout_ms)
-        if not ok:
-            log.warning("the worker thread did not stop within %d ms", timeout_ms)
-        return ok
+        """Close the engine (in the worker thread) and stop the thread, blocking. Returns False when it did not
+        stop."""
+        if self.thread_.isRunning() and not self._closing:
+            self.req_shutdown.emit()
+        return self.wait_shut_down(timeout_ms)
 
     # ------------------------------------------------------------------------------------------ helpers ----
 

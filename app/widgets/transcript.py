@@ -198,4 +198,4 @@ class TranscriptView(QScrollArea):
 
     def _on_range(self, _lo: int, hi: int) -> None:
         if self._follow:
-            QTimer.singleShot(0, lambda: self.verticalScrollBar().setValue(self.verticalScrollBar().maximum()))
+            self.verticalScrollBar().setValue(hi)

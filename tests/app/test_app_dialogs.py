@@ -255,6 +255,7 @@ def test_main_window_refuses_bad_folders_from_the_model_manager(qtbot, config_di
     assert any("Cannot use these folders" in t and "does not exist" in t for t in w.notices.texts())
     assert w.settings.model.backbone_dir == ""
     w.close()
+    assert w.wait_shut_down()
 
 
 # ------------------------------------------------------------------------------------------------ doctor ----
@@ -281,6 +282,7 @@ def test_startup_check_banners_audio_problems(qtbot, config_dir, monkeypatch):
     qtbot.waitUntil(lambda: any("PulseAudio" in t for t in w.notices.texts()), timeout=3000)
     assert w.isVisibleTo(w) or True
     w.close()
+    assert w.wait_shut_down()
 
 
 # ------------------------------------------------------------------------------------------------ no display ----

@@ -96,6 +96,7 @@ def window(qtbot, config_dir):
     w.status_context.setText("context 212 tokens")
     yield w
     w.close()
+    assert w.wait_shut_down()
 
 
 def test_screenshots_main_window(window):

@@ -71,7 +71,7 @@ def make_window(qtbot, config_dir):
     yield make
     for w in windows:
         w.close()
-        assert not w.thread_.isRunning(), "the worker thread must stop when the window closes"
+        assert w.wait_shut_down(60_000), "the worker thread must stop when the window closes"
 
 
 def deliver(qtbot, w: MainWindow, *events) -> None:
@@ -143,7 +143,7 @@ def _config_dir(tmp_path_factory, name: str):
 
 def _close(w: MainWindow) -> None:
     w.close()
-    assert not w.thread_.isRunning(), "the worker thread must stop when the window closes"
+    assert w.wait_shut_down(60_000), "the worker thread must stop when the window closes"
 
 
 @pytest.fixture(scope="module")

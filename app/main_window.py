@@ -14,12 +14,14 @@ import copy
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QEvent, QObject, Qt, QThread, Signal, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QByteArray, QEvent, QObject, Qt, QThread, QUrl, Signal, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
+    QDockWidget,
     QLabel,
     QMainWindow,
     QSplitter,
@@ -30,9 +32,11 @@ from PySide6.QtWidgets import (
 
 from app import gcguard
 from app.desktop import app_icon
+from app.widgets.debug import EngineeringPanel
 from app.widgets.duplex import DuplexPanel, to_db
 from app.widgets.geometry import fit_window_to_screen
 from app.widgets.notify import NotificationArea
+from app.widgets.theme import PALETTE_EVENTS, css, restyle_tree, theme_for
 from app.widgets.transcript import TranscriptView
 from app.worker import EngineWorker, StackFactory
 from core.settings import Settings, save_settings
@@ -137,6 +141,9 @@ class MainWindow(QMainWindow):
         self._latency_by_turn: dict[int, float] = {}
         self._ptt_down = False
         self._closing = False
+        self._recording_active = False
+        self.recording_path: Path | None = None   # the session folder being recorded, when known
+        self.saved_recording_url: QUrl | None = None
         self.setWindowTitle("Parley")
         self.setWindowIcon(app_icon())
         self.setMinimumSize(760, 480)
@@ -168,7 +175,7 @@ class MainWindow(QMainWindow):
         self.addToolBar(tb)
 
         def action(text: str, shortcut: str | QKeySequence.StandardKey | None, tip: str,
-                   checkable: bool = False, slot=None) -> QAction:
+                   checkable: bool = False, slot=None, toolbar: bool = True) -> QAction:
             a = QAction(text, self)
             a.setCheckable(checkable)
             if shortcut:
@@ -177,7 +184,10 @@ class MainWindow(QMainWindow):
             a.setToolTip(f"{tip} ({QKeySequence(shortcut).toString()})" if shortcut else tip)
             if slot is not None:
                 (a.toggled if checkable else a.triggered).connect(slot)
-            tb.addAction(a)
+            if toolbar:
+                tb.addAction(a)
+            else:
+                self.addAction(a)      # the shortcut works without a tool-bar button
             return a
 
         self.act_listen = action("Start listening", "Ctrl+L", "Start or stop listening to the microphone", True,
@@ -191,15 +201,24 @@ class MainWindow(QMainWindow):
                               True, self._on_ptt_toggled)
         self.act_new = action("New conversation", "Ctrl+N", "Forget this conversation and start afresh", False,
                               self.new_conversation)
+        self.act_history = action("History…", "Ctrl+H", "Earlier conversations: reread, export, delete", False,
+                                  self.open_history)
+        tb.addSeparator()
         self.act_record = action("Record session", "Ctrl+R", "Record this session (audio + events) to disk",
                                  True, self._on_record_toggled)
+        self.act_sessions = action("Sessions…", None, "Recorded sessions: listen, export, delete", False,
+                                   self.open_sessions)
+        self.act_copy = action("Copy conversation", "Ctrl+Shift+C", "Copy the whole conversation as text", False,
+                               lambda: self.transcript.copy_all(), toolbar=False)
+        self.act_export = action("Export conversation…", "Ctrl+E", "Save the conversation as Markdown or text",
+                                 False, lambda: self.transcript._export_clicked(), toolbar=False)
         tb.addSeparator()
         self.act_settings = action("Settings…", "Ctrl+,", "Devices, profile, voice, persona, thresholds", False,
                                    self.open_settings)
         self.act_models = action("Models…", None, "Model files, checksums, downloads, GPU fit", False,
-                                 self.open_model_manager)
+                                 self.open_model_manager, toolbar=False)
         self.act_doctor = action("Check setup…", None, "Check audio, display, GPU and model files", False,
-                                 self.open_doctor)
+                                 self.open_doctor, toolbar=False)
         for a in tb.actions():
             w = tb.widgetForAction(a)
             if w is not None:
@@ -238,6 +257,44 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.status_context)
         sb.addPermanentWidget(self.status_record)
         self._update_record_label()
+        self._build_details_dock()
+        self._build_menus()
+
+    def _build_details_dock(self) -> None:
+        """Engineering figures and notices, in a dock that is hidden unless asked for (View menu)."""
+        self.details = EngineeringPanel(self)
+        self.details_dock = QDockWidget("Engineering details", self)
+        self.details_dock.setObjectName("engineeringDetails")
+        self.details_dock.setWidget(self.details)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.details_dock)
+        self.details_dock.setVisible(self.settings.ui.engineering_panel)
+        self.act_details = self.details_dock.toggleViewAction()
+        self.act_details.setText("Engineering details")
+        self.act_details.setShortcut(QKeySequence("Ctrl+D"))
+        self.act_details.setToolTip("Latency, context size, turn decisions and every technical notice (Ctrl+D)")
+        self.act_details.toggled.connect(self._on_details_toggled)
+        self.addAction(self.act_details)
+        self.notices.technical.connect(self.details.add_notice)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        conv = bar.addMenu("&Conversation")
+        for a in (self.act_listen, self.act_mute, self.act_stop, self.act_ptt, None, self.act_new, self.act_copy,
+                  self.act_export, self.act_history):
+            conv.addSeparator() if a is None else conv.addAction(a)
+        sessions = bar.addMenu("&Sessions")
+        sessions.addAction(self.act_record)
+        sessions.addAction(self.act_sessions)
+        view = bar.addMenu("&View")
+        view.addAction(self.act_details)
+        tools = bar.addMenu("&Tools")
+        for a in (self.act_settings, self.act_models, self.act_doctor):
+            tools.addAction(a)
+
+    def _on_details_toggled(self, shown: bool) -> None:
+        if self.settings.ui.engineering_panel != shown and not self._closing:
+            self.settings.ui.engineering_panel = shown
+            self._save()
 
     def _connect_worker(self) -> None:
         # Every receiver here is a @Slot: PySide6 delivers a signal from another thread to a plain (undecorated)
@@ -481,7 +538,13 @@ class MainWindow(QMainWindow):
     @Slot(bool)
     def _on_recording(self, on: bool) -> None:
         """What the worker reports: a recording that could not start (or stopped) unchecks the button, and the
-        saved setting follows, so the next start does not fail the same way unnoticed."""
+        saved setting follows, so the next start does not fail the same way unnoticed. A recording that ended
+        says where it was saved."""
+        was, self._recording_active = self._recording_active, on
+        if was and not on:
+            self.recording_saved(self.recording_path or self._newest_session())
+        if not on:
+            self.recording_path = None
         if on == self.act_record.isChecked() and on == self.settings.recording.enabled:
             return
         self.act_record.blockSignals(True)
@@ -493,12 +556,50 @@ class MainWindow(QMainWindow):
 
     def _update_record_label(self) -> None:
         self.status_record.setText("● recording" if self.settings.recording.enabled else "")
-        self.status_record.setStyleSheet("color: #c63b32; font-weight: bold;")
+        self.status_record.setStyleSheet(f"color: {css(theme_for(self.palette()).record)}; font-weight: bold;")
+
+    def _newest_session(self) -> Path | None:
+        from core.session.store import list_sessions
+
+        try:
+            sessions = list_sessions(self.settings.recording.folder or None)
+        except OSError:
+            return None
+        return sessions[0].path if sessions else None
+
+    def recording_saved(self, path: Path | str | None) -> None:
+        """A notice that says where the recording that just ended is, with a button that opens the folder."""
+        if path is None:
+            self.notify("info", "Recording stopped.")
+            return
+        self.saved_recording_url = QUrl.fromLocalFile(str(path))
+        url = self.saved_recording_url
+        self.notices.notify("info", f"Recording saved to {path}", action_text="Open folder",
+                            action=lambda: self.open_url(url), key="recording saved")
+
+    def open_url(self, url: QUrl) -> bool:
+        """Open a folder or file with the desktop's own program (a seam for tests, which check the URL)."""
+        return QDesktopServices.openUrl(url)
 
     def stop_speaking(self) -> None:
         self.req_stop_speaking.emit()
 
+    def archive_conversation(self) -> None:
+        """Keep the conversation on screen in the history (when the settings keep one) — called when it ends: New
+        conversation, closing the window. A disk that refuses costs a notice, never the conversation on screen."""
+        from core.history import HistoryStore
+
+        turns = self.transcript.conversation()
+        if self.transcript.read_only or not turns:
+            return
+        try:
+            HistoryStore.from_settings(self.settings).save(turns, persona=self.settings.persona.name,
+                                                           profile=self.profile_loaded or "")
+        except OSError as exc:
+            self.notify("error", f"This conversation could not be kept in the history: {exc.strerror or exc}")
+
     def new_conversation(self) -> None:
+        self.archive_conversation()
         self.req_new_conversation.emit()
         self.transcript.clear()
         self.panel.reset()
@@ -528,6 +629,9 @@ class MainWindow(QMainWindow):
     def changeEvent(self, ev: QEvent) -> None:  # noqa: N802
         if ev.type() == QEvent.Type.ActivationChange and not self.isActiveWindow() and self._ptt_down:
             self.set_push_to_talk_pressed(False)
+        if ev.type() in PALETTE_EVENTS and hasattr(self, "status_record"):
+            self._update_record_label()       # the system switched between light and dark
+            restyle_tree(self)
         super().changeEvent(ev)
 
     # ------------------------------------------------------------------------------------------ notices ----
@@ -553,6 +657,30 @@ class MainWindow(QMainWindow):
         dlg.use_folders.connect(self._use_model_folders)
         dlg.open()
         self._model_dialog = dlg
+
+    def open_sessions(self) -> None:
+        from app.session_browser import SessionBrowser
+
+        dlg = getattr(self, "_sessions_dialog", None)
+        if dlg is None or not dlg.isVisible():
+            dlg = SessionBrowser(root=self.settings.recording.folder or None, parent=self)
+            self._sessions_dialog = dlg
+        dlg.show()
+        dlg.raise_()
+        dlg.activateWindow()
+
+    def open_history(self) -> None:
+        from app.history_dialog import HistoryDialog
+
+        dlg = getattr(self, "_history_dialog", None)
+        if dlg is None or not dlg.isVisible():
+            dlg = HistoryDialog(self.settings, parent=self)
+            self._history_dialog = dlg
+        else:
+            dlg.refresh()
+        dlg.show()
+        dlg.raise_()
+        dlg.activateWindow()
 
     def open_doctor(self) -> None:
         from app.doctor_dialog import DoctorDialog
@@ -660,6 +788,7 @@ class MainWindow(QMainWindow):
         """The window disappears at once; the engine shuts down behind it (``shut_down`` says when it is done)."""
         if not self._closing:
             self._closing = True
+            self.archive_conversation()
             self._capture_geometry()
             self.settings.ui.first_run_done = True
             self._save()

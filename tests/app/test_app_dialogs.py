@@ -149,6 +149,7 @@ def test_model_manager_checksums_ok_and_mismatch(qtbot, dialog, tmp_path, monkey
     monkeypatch.setattr("app.model_manager.gpu_info", lambda: None)
     s = Settings()
     s.model.checkpoint_dir = str(tmp_path)
+    s.model.device = "cuda"                       # chosen although the machine (as patched) has no GPU
     d = dialog(ModelManagerDialog, s)
     qtbot.waitUntil(lambda: d.gpu_known, timeout=3000)
     assert "no GPU" in d.gpu_label.text()

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import QApplication
 from _lateness import LatenessProbe
 from _loop import private_loop
 from app.main_window import MainWindow
+from app.widgets.theme import css
 from core.engine.events import Event, EventBus
 from core.engine.profiles import default_fixture
 from core.settings import Settings, load_settings
@@ -222,7 +223,8 @@ def test_transcript_partial_final_interruption_and_latency(qtbot, make_window):
             Event("user_text", 0.8, 1, {"text": " capitol", "final": False}),
             Event("user_text", 0.9, 1, {"text": "What is the capital", "partial": True, "final": False}))
     user = w.transcript.entry(1, "user")
-    assert user.body.text() == "<i style='color:#6b7f99'>What is the capital…</i>"   # live, in italics
+    live = css(user.theme.user_muted)
+    assert user.body.text() == f"<i style='color:{live}'>What is the capital…</i>"   # live, in italics
     deliver(qtbot, w, Event("user_text", 1.0, 1, {"text": " of France?", "final": True,
                                                   "full": "What is the capital of France?"}))
     assert user.data.text == "What is the capital of France?" and user.data.final
@@ -238,7 +240,8 @@ def test_transcript_partial_final_interruption_and_latency(qtbot, make_window):
     a = w.transcript.entry(1, "assistant")
     body = a.body.text()
     assert body.startswith("Paris is the capital.")
-    assert "<s style='color:#9a9a9a'>It has the Eiffel tower.</s>" in body   # unheard: struck through, faded
+    unheard = css(a.theme.unheard)
+    assert f"<s style='color:{unheard}'>It has the Eiffel tower.</s>" in body   # unheard: struck through, faded
     assert "520 ms" in a.header.text() and "interrupted" in a.header.text()
     assert "last 520 ms" in w.panel.latency_label.text() and "p50 520 ms" in w.panel.latency_label.text()
     assert w.transcript.plain_text().splitlines() == [

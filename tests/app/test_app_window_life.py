@@ -93,12 +93,16 @@ def test_at_150_percent_scaling_the_window_fits_the_screen(qtbot, config_dir, tm
     script.write_text(_SCALED)
     env = dict(os.environ, QT_SCALE_FACTOR="1.5", PYTHONPATH=str(REPO), PARLEY_CONFIG_DIR=str(config_dir))
     if os.environ.get("PARLEY_TEST_XVFB") != "1" or not os.environ.get("DISPLAY"):
-        env["QT_QPA_PLATFORM"] = "offscreen"
+        laptop = tmp_path / "laptop.json"           # a 1280x800 laptop screen: 853x533 at 150 %
+        laptop.write_text(json.dumps({"screens": [{"name": "laptop", "x": 0, "y": 0, "width": 1280,
+                                                   "height": 800, "logicalDpi": 96, "logicalBaseDpi": 96,
+                                                   "dpr": 1}]}))
+        env["QT_QPA_PLATFORM"] = f"offscreen:configfile={laptop}"
     r = subprocess.run([sys.executable, str(script), saved], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     for name, res in out.items():
-        assert res["dpr"] == pytest.approx(1.5)
+        assert res["dpr"] == pytest.approx(1.5) and res["avail"][3] < 680 + 32   # the default would not fit
         assert res["inside"], f"{name}: frame {res['frame']} runs off the available area {res['avail']}"
 
 

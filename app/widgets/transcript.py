@@ -232,6 +232,7 @@ class TranscriptView(QScrollArea):
     def clear(self) -> None:
         for e in self.order:
             self._layout.removeWidget(e)
+            e.hide()                  # gone now, not only when the deletion is processed
             e.deleteLater()
         self.entries.clear()
         self.order.clear()

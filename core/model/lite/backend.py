@@ -46,6 +46,7 @@ class LiteSettings:
     llm: str | None = None              # local HF chat-model folder or .gguf; None: SmolLM2 from its wheel
     llm_dtype: str = "float32"          # or "bfloat16" (half the memory; speed: see ChatLlm.load)
     voice: str | None = None            # Piper .onnx (with .onnx.json beside it); None: joe-medium from its wheel
+    voice_speed: float = 1.0            # speaking rate (Piper's length_scale is divided by it); settable live
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
     cache_dir: str | None = None        # default: $PARLEY_CACHE_DIR or the platform cache dir
@@ -116,7 +117,7 @@ class LiteBackend:
         self.load_times["vad_s"] = time.perf_counter() - t0
         cachemod.clean_stale_tmp(cachemod.lite_cache_dir(s.cache_dir))
         t0 = time.perf_counter()
-        self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir)
+        self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir, speed=s.voice_speed)
         self.load_times["tts_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.asr = WhisperAsr.load(s.cache_dir, s.packages_dir, rebuild=rebuild, audio_ctx_margin_s=s.asr_margin_s)

@@ -512,6 +512,21 @@ class MainWindow(QMainWindow):
         self.act_mute.setEnabled(have)
         self.act_stop.setEnabled(have)
         self.act_new.setEnabled(have)
+        self.transcript.set_placeholder(self.hint())
+
+    def hint(self) -> str:
+        """What the empty transcript tells the user to do now (it matches the buttons and the state)."""
+        if self.loading:
+            return "Loading the voice model… Settings and the history can be opened meanwhile."
+        if self.profile_loaded is None:
+            return "No voice model is loaded yet."
+        if not self.listening:
+            return "Press Start listening (Ctrl+L), then just talk."
+        if self.act_mute.isChecked():
+            return "The microphone is muted: press Unmute mic (Ctrl+M) to talk."
+        if self.act_ptt.isChecked():
+            return "Hold Space while you talk, and let go when you are done."
+        return "Just talk: Parley answers when you pause. Interrupt it any time, or press Esc to stop it."
 
     def _on_listen_toggled(self, on: bool) -> None:
         (self.req_start if on else self.req_stop).emit()
@@ -520,6 +535,7 @@ class MainWindow(QMainWindow):
         self.act_mute.setText("Unmute mic" if on else "Mute mic")
         self.req_mute.emit(on)
         self._set_state(self.state)
+        self._update_controls()
 
     def _on_ptt_toggled(self, on: bool) -> None:
         self.settings.ui.push_to_talk = on
@@ -528,6 +544,7 @@ class MainWindow(QMainWindow):
         if on:
             self.notify("info", "Push-to-talk: hold Space while the Parley window has focus.")
         self._set_state(self.state)
+        self._update_controls()
 
     def _on_record_toggled(self, on: bool) -> None:
         self.settings.recording.enabled = on

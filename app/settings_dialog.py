@@ -591,11 +591,7 @@ class SettingsDialog(QDialog):
         self.play_sample_button.setEnabled(False)
         self.sample_status.setText(f"Preparing a sample of {name}…")
         self._sample_what = (name, speed)
-        task = BackgroundTask(lambda _t: synthesize_sample(path, speed), "voice-sample", self)
-        task.done.connect(self._sample_ready)
-        task.failed.connect(self._sample_failed)
-        self._tasks.append(task)
-        task.start()
+        self._run(lambda _t: synthesize_sample(path, speed), "voice-sample", self._sample_ready, self._sample_failed)
 
     @Slot(object)
     def _sample_ready(self, result) -> None:
@@ -618,6 +614,19 @@ class SettingsDialog(QDialog):
         self.sample_status.setText(f"No sample: {message}")
 
     # ------------------------------------------------------------------------------------------ helpers ----
+
+    def _run(self, work, name: str, done, failed=None, progress=None) -> BackgroundTask:
+        """Run ``work(task)`` off the GUI thread; the slots get its result, error or progress in the GUI thread.
+        Cancelled when the dialog closes."""
+        task = BackgroundTask(work, name, self)
+        task.done.connect(done)
+        if failed is not None:
+            task.failed.connect(failed)
+        if progress is not None:
+            task.progress.connect(progress)
+        self._tasks.append(task)
+        task.start()
+        return task
 
     @staticmethod
     def _set_combo(combo: QComboBox, name: str) -> None:
@@ -643,10 +652,7 @@ class SettingsDialog(QDialog):
         def work(_task: BackgroundTask):
             return device_names("input"), device_names("output")
 
-        task = BackgroundTask(work, "list-devices", self)
-        task.done.connect(self._fill_devices)
-        self._tasks.append(task)
-        task.start()
+        self._run(work, "list-devices", self._fill_devices)
 
     @Slot(object)
     def _fill_devices(self, result) -> None:
@@ -675,12 +681,7 @@ class SettingsDialog(QDialog):
         def work(task: BackgroundTask):
             return run_device_test(ins, outs, task.report, task.cancel_event)
 
-        task = BackgroundTask(work, "device-test", self)
-        task.progress.connect(self._test_level)
-        task.done.connect(self._test_done)
-        task.failed.connect(self._test_failed)
-        self._tasks.append(task)
-        task.start()
+        self._run(work, "device-test", self._test_done, self._test_failed, self._test_level)
 
     @Slot(object)
     def _test_level(self, db: float) -> None:
@@ -790,8 +791,5 @@ class SettingsDialog(QDialog):
         self.voice_from_wav.setEnabled(False)
         self.voice_status.setText(f"Deriving a voice from {Path(wav_path).name}…")
         self._voice_name = Path(wav_path).stem
-        task = BackgroundTask(lambda _t: derive_freeze_omni_voice(wav_path, ckpt), "derive-voice", self)
-        task.done.connect(self._voice_derived)
-        task.failed.connect(self._voice_failed)
-        self._tasks.append(task)
-        task.start()
+        self._run(lambda _t: derive_freeze_omni_voice(wav_path, ckpt), "derive-voice", self._voice_derived,
+                  self._voice_failed)

@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Callable
 
-from core import __version__
+from core import __version__, constants
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parley", description="Parley: a local full-duplex voice assistant.")
+    parser = argparse.ArgumentParser(prog="parley", description=constants.CLI_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"parley {__version__}")
     parser.add_argument("--self-test", action="store_true",
                         help="import every module, open the main window offscreen, load Lite if present, exit")

@@ -156,3 +156,11 @@ def test_exec_quoting_follows_the_desktop_entry_spec():
     # inside quotes: \" \` \$ \\ ; then the string value doubles every backslash
     assert desktop._exec_arg('/a"$b') == '"/a\\\\"\\\\$b"'
     assert desktop._exec_arg("/100%/parley") == "/100%%/parley"
+
+
+def test_help_says_a_bare_parley_opens_the_app():
+    out = subprocess.run([sys.executable, "-m", "core.cli", "--help"], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    assert "Run `parley` with no command to open the desktop app" in text

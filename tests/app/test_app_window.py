@@ -576,6 +576,8 @@ def test_worker_errors_are_notifications_not_crashes(qtbot, make_window, loop, t
         w.act_listen.trigger()
         qtbot.waitUntil(lambda: any("Starting the microphone failed" in t for t in w.notices.texts()),
                         timeout=15_000)
+        # the worker reports the notice, then listening(False): both queued, the second may come a moment later
+        qtbot.waitUntil(lambda: not w.act_listen.isChecked(), timeout=5000)
     assert not w.listening and not w.act_listen.isChecked() and not stack.is_listening()
     w.act_record.trigger()
     qtbot.waitUntil(lambda: any("Switching session recording failed" in t and "cannot record the session" in t

@@ -145,3 +145,25 @@ def test_close_hides_the_window_at_once_and_shuts_down_behind_it(qtbot, config_d
     assert not w.thread_.isRunning()
     assert w.wait_shut_down(0)             # nothing left to wait for
     assert w.close()                       # a second close does nothing more
+
+
+def test_the_hint_matches_the_state(qtbot, config_dir):
+    w = MainWindow(Settings(), persist=False)
+    qtbot.addWidget(w)
+    w.show()
+    hint = w.transcript._placeholder
+    assert hint.text() == "No voice model is loaded yet." and not w.act_listen.isEnabled()
+    w._on_loading(True, "Loading the lite profile")
+    assert hint.text().startswith("Loading the voice model")
+    w.profile_loaded = "lite"                  # what _on_profile_ready records
+    w._on_loading(False, "")
+    assert hint.text() == "Press Start listening (Ctrl+L), then just talk." and w.act_listen.text() == "Start listening"
+    w._on_listening(True)
+    assert hint.text().startswith("Just talk") and "Esc" in hint.text() and w.act_listen.text() == "Stop listening"
+    w.act_mute.trigger()
+    assert "muted" in hint.text()
+    w.act_mute.trigger()
+    w.act_ptt.trigger()
+    assert hint.text().startswith("Hold Space")
+    w.close()
+    assert w.wait_shut_down()

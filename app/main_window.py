@@ -33,12 +33,31 @@ from PySide6.QtWidgets import (
 from app import gcguard
 from app.desktop import app_icon
 from app.widgets.debug import EngineeringPanel
-from app.widgets.duplex import DuplexPanel, to_db
+from app.widgets.duplex import DuplexPanel
 from app.widgets.geometry import fit_window_to_screen
 from app.widgets.notify import NotificationArea
 from app.widgets.theme import PALETTE_EVENTS, css, restyle_tree, theme_for
 from app.widgets.transcript import TranscriptView
 from app.worker import EngineWorker, StackFactory
+from core.engine.events import (
+    AssistantText,
+    ContextUpdate,
+    ErrorEvent,
+    Event,
+    InfoEvent,
+    Interruption,
+    Latency,
+    MeterLevels,
+    SessionStart,
+    StateChange,
+    StateProbs,
+    TurnDecision,
+    UserText,
+    VadLevel,
+    VadOnset,
+    WarningEvent,
+)
+from core.engine.turns import TurnLog, as_event
 from core.settings import Settings, save_settings
 
 log = logging.getLogger(__name__)
@@ -139,6 +158,7 @@ class MainWindow(QMainWindow):
         self.loading = False
         self.listening = False
         self._latency_by_turn: dict[int, float] = {}
+        self.turns = TurnLog()              # the one interpreter of events into turns (core.engine.turns)
         self._ptt_down = False
         self._closing = False
         self._recording_active = False
@@ -399,69 +419,62 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------------------ events ----
 
-    def handle_event(self, ev: Any) -> None:
-        """Render one engine event (a core.engine.events.Event, or a dict as in events.jsonl)."""
-        if isinstance(ev, dict):
-            etype, turn, data, t = ev.get("type"), int(ev.get("turn", 0)), ev, ev.get("t")
-        else:
-            etype, turn, data, t = ev.type, ev.turn, ev.data, ev.t
-        try:
-            self._dispatch(etype, turn, data, None if t is None else float(t))
-        except Exception:  # a malformed event must never take the window down
-            log.exception("cannot render event %r", ev)
+    def handle_event(self, ev: Event | dict) -> None:
+        """Render one engine event (a :class:`core.engine.events.Event`, or its dict form as in events.jsonl)."""
+        event = as_event(ev)
+        if event is not None:
+            try:
+                self._dispatch(event)
+            except Exception:  # a malformed event must never take the window down
+                log.exception("cannot render event %r", ev)
         self.event_handled.emit(ev)
 
-    def _dispatch(self, etype: str, turn: int, d: dict, t: float | None = None) -> None:
-        if etype == "state":
-            self._set_state(str(d.get("state", "")), t)
-        elif etype == "state_probs":
-            probs = d.get("probs")
-            if probs is not None:
-                self.panel.add_probs([float(x) for x in probs][:3], t)
-            if d.get("vad") is not None:
-                self.panel.add_vad(float(d["vad"]), t)
-        elif etype == "turn_decision":
+    def _dispatch(self, ev: Event) -> None:
+        t = ev.t
+        changed = self.turns.apply(ev)
+        if isinstance(ev, StateChange):
+            self._set_state(ev.state, t)
+        elif isinstance(ev, StateProbs):
+            self.panel.add_probs([float(x) for x in ev.probs][:3], t)
+        elif isinstance(ev, TurnDecision):
             labels = {"cl": "keep listening", "ss": "answer", "el": "ignore"}
-            st = d.get("state", "")
-            self.panel.detail.setText(f"turn {turn}: decision {labels.get(st, st)}")
-        elif etype == "user_text":
-            self.transcript.user_text(turn, str(d.get("text") or ""),
-                                      partial=bool(d.get("partial") or d.get("replace")),
-                                      final=bool(d.get("final")),
-                                      full=str(d["full"]) if d.get("full") is not None else None,
+            self.panel.detail.setText(f"turn {ev.turn}: decision {labels.get(ev.state, ev.state)}")
+        elif isinstance(ev, UserText) and changed is not None:
+            self.transcript.user_text(ev.turn, changed.user_text, partial=True, final=changed.user_final,
                                       wall=self._wall_time(t))
-        elif etype == "assistant_text":
-            self.transcript.assistant_text(turn, str(d.get("text", "")), wall=self._wall_time(t))
-        elif etype == "interruption":   # emitted on the barge-in turn; reply_turn names the cut-off answer
-            self.transcript.interrupted(int(d.get("reply_turn", turn)), str(d.get("unheard_text") or ""))
-        elif etype == "latency":
-            ms = d.get("first_played_ms", d.get("first_audio_ms"))
-            if ms is not None:
-                self._latency_by_turn[turn] = float(ms)
-                self.transcript.entry(turn, "assistant").data.latency_ms = None
-                self.transcript.latency(turn, float(ms))
-                self.panel.latency.values = list(self._latency_by_turn.values())
-                self.panel.latency_label.setText(self.panel.latency.summary())
-        elif etype == "levels":
-            self._levels(d, t)
-        elif etype == "vad_onset":
-            if d.get("prob") is not None:
-                self.panel.add_vad(float(d["prob"]), t)
-        elif etype in ("warning", "error"):
-            text = str(d.get("message") or d.get("text") or d.get("code") or etype)
-            key = f"{d.get('source', '')}:{d.get('code') or d.get('where') or ''}" if (d.get("code") or d.get("where")) \
-                else None
-            self.notices.notify(etype, text, key=key)
-            if d.get("source") == "session" and d.get("code") == "recording_stopped":
+        elif isinstance(ev, AssistantText):
+            self.transcript.assistant_text(ev.turn, ev.text, wall=self._wall_time(t))
+        elif isinstance(ev, Interruption):   # emitted on the barge-in turn; reply_turn names the cut-off answer
+            self.transcript.interrupted(ev.reply_turn, ev.unheard_text)
+        elif isinstance(ev, Latency):
+            ms = ev.first_played_ms
+            self._latency_by_turn[ev.turn] = float(ms)
+            self.transcript.entry(ev.turn, "assistant").data.latency_ms = None
+            self.transcript.latency(ev.turn, float(ms))
+            self.panel.latency.values = list(self._latency_by_turn.values())
+            self.panel.latency_label.setText(self.panel.latency.summary())
+        elif isinstance(ev, MeterLevels):
+            self.panel.set_levels(mic=ev.mic_db, clean=ev.clean_db, out=ev.out_db)
+            self.panel.add_vad(float(ev.vad), t)
+        elif isinstance(ev, VadLevel):
+            self.panel.add_vad(float(ev.vad), t)
+        elif isinstance(ev, VadOnset):
+            self.panel.add_vad(float(ev.prob), t)
+        elif isinstance(ev, (WarningEvent, ErrorEvent)):
+            code = ev.code or ev.kind or ev.where
+            key = f"{ev.source or ''}:{code}" if code else None
+            self.notices.notify(ev.type, ev.message or code or ev.type, key=key)
+            if ev.source == "session" and ev.code == "recording_stopped":
                 self._on_recording(False)    # disk full, folder gone: the button says so...
                 self.req_record.emit(False)  # ...and the stack lets go of the stopped recorder
-        elif etype == "info":
-            if d.get("notify"):
-                self.notify("info", str(d.get("message") or d.get("text") or ""))
-        elif etype == "context":
-            tokens = d.get("context_tokens")
-            if tokens is not None:
-                self.status_context.setText(f"context {int(tokens)} tokens")
+        elif isinstance(ev, InfoEvent):
+            if ev.notify:
+                self.notify("info", ev.message)
+        elif isinstance(ev, ContextUpdate):
+            if ev.context_tokens is not None:
+                self.status_context.setText(f"context {int(ev.context_tokens)} tokens")
+        elif isinstance(ev, SessionStart):
+            self.status_context.setText(f"context {int(ev.context_tokens)} tokens")
 
     def _wall_time(self, t: float | None) -> float | None:
         """Wall-clock time of a session time (the engine's clock), via the chart's session clock."""
@@ -470,19 +483,6 @@ class MainWindow(QMainWindow):
         chart = self.panel.chart
         chart.stamp(t)
         return time.time() - (chart.clock.now() - t)
-
-    def _levels(self, d: dict, t: float | None = None) -> None:
-        def pick(*keys: str) -> float | None:
-            for k in keys:
-                if d.get(k) is not None:
-                    return to_db(float(d[k]), is_db=k.endswith("_db") or k.endswith("dbfs"))
-            return None
-
-        self.panel.set_levels(mic=pick("mic_db", "raw_db", "mic", "raw", "mic_rms", "raw_rms"),
-                              clean=pick("clean_db", "cleaned_db", "clean", "cleaned", "clean_rms"),
-                              out=pick("out_db", "output_db", "out", "output", "out_rms", "output_rms"))
-        if d.get("vad") is not None:
-            self.panel.add_vad(float(d["vad"]), t)
 
     def _display_state(self, state: str) -> str:
         if state in ("idle", "listening") and self.listening:
@@ -621,6 +621,7 @@ class MainWindow(QMainWindow):
         self.transcript.clear()
         self.panel.reset()
         self._latency_by_turn.clear()
+        self.turns = TurnLog()
 
     def set_push_to_talk_pressed(self, pressed: bool) -> None:
         if pressed == self._ptt_down:

@@ -19,15 +19,15 @@ says why.
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
 import traceback
 from typing import Any, Callable, Protocol
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from core.runtime import collect_garbage
+from core.engine.events import Event
+from core.queues import DropOldestQueue
+from core.runtime import collect_garbage, free_cuda_cache
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,12 @@ MAX_PENDING_EVENTS = 20_000
 
 
 class EngineStack(Protocol):
-    """What the worker needs from the engine side (see :mod:`app.engine_stack` for the real one)."""
+    """What the worker needs from the engine side (:class:`core.compose.live.LiveStack` is the real one)."""
 
     profile: str
     description: str
 
-    def subscribe(self, callback: Callable[[Any], None]) -> Any: ...
+    def subscribe(self, callback: Callable[[Event], None]) -> Any: ...
     def start_listening(self) -> None: ...
     def stop_listening(self) -> None: ...
     def set_muted(self, muted: bool) -> None: ...
@@ -103,34 +103,28 @@ class EngineWorker(QObject):
         self._factory = stack_factory
         self.stack: EngineStack | None = None
         self.active_settings: Settings | None = None   # settings of the running stack (last working)
-        self._pending: collections.deque = collections.deque(maxlen=MAX_PENDING_EVENTS)
-        self._lock = threading.Lock()
+        self._pending: DropOldestQueue[Event] = DropOldestQueue(MAX_PENDING_EVENTS)
         self._subscription: Any = None
         self._listening = False
-        self.dropped_events = 0
 
     # -- events from the engine (any thread) -------------------------------------------------------------------
 
-    def _on_event(self, event: Any) -> None:
-        with self._lock:
-            was_empty = not self._pending
-            if len(self._pending) == self._pending.maxlen:
-                self.dropped_events += 1
-            self._pending.append(event)
-        if was_empty:
-            self.events_ready.emit()
+    def _on_event(self, event: Event) -> None:
+        if self._pending.put(event):
+            self.events_ready.emit()     # one wake-up per batch: only when the buffer was empty
 
-    def take_events(self) -> list:
-        with self._lock:
-            items = list(self._pending)
-            self._pending.clear()
-        return items
+    def take_events(self) -> list[Event]:
+        return self._pending.drain()
+
+    @property
+    def dropped_events(self) -> int:
+        return self._pending.dropped
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
     def _factory_or_default(self) -> StackFactory:
         if self._factory is None:
-            from app.engine_stack import build_stack
+            from core.compose.live import build_stack
 
             self._factory = build_stack
         return self._factory
@@ -160,16 +154,7 @@ class EngineWorker(QObject):
                 self.notice.emit("warning", f"closing the previous model failed: {exc}")
         del stack
         collect_garbage()    # in the GUI thread while a window is open (app/gcguard.py)
-        try:
-            import sys
-
-            if "torch" in sys.modules:
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-        except Exception:
-            log.debug("cuda cache not emptied", exc_info=True)
+        free_cuda_cache()
         if self._listening:
             self._listening = False
             self.listening.emit(False)

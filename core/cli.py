@@ -14,15 +14,12 @@ import logging
 import sys
 from typing import Callable
 
-from core import __version__, constants
+from core import __version__
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-
-class UserError(Exception):
-    """A problem the user can fix (missing file, missing system component...). Printed without a traceback."""
-
-    exit_code = 2
+APP_HINT = "Run `parley` with no command to open the desktop app."
 
 
 def _handler(spec: str) -> Callable[[argparse.Namespace], int]:
@@ -84,7 +81,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     eng.add_argument("--llm", help="backbone folder")
     eng.add_argument("--device", help="cpu | cuda")
     eng.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    eng.set_defaults(func=_handler_lazy("core.engine.bench:run_bench"))
+    eng.add_argument("--question-wav", help="a spoken question (WAV) to repeat instead of espeak-ng's questions")
+    eng.set_defaults(func=_handler_lazy("core.compose.bench:run_bench"))
 
 
 def _handler_lazy(spec: str) -> Callable[[argparse.Namespace], int]:
@@ -109,7 +107,11 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--record", help="also record the conversation as a session folder")
-    p.set_defaults(func=_handler_lazy("core.engine.cli:run_chat"))
+    p.add_argument("--echo", choices=["none", "headset", "laptop", "speakerphone"], default="none",
+                   help="simulated room: the assistant's playback comes back into the input through it (default: "
+                        "none, as with a headset)")
+    p.add_argument("--echo-seed", type=int, default=0, help="seed of the simulated room (same seed, same room)")
+    p.set_defaults(func=_handler_lazy("core.compose.commands:run_chat"))
 
 
 def _add_doctor(sub: argparse._SubParsersAction) -> None:
@@ -119,7 +121,8 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parley", description=constants.CLI_DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="parley", description="Parley: a local full-duplex voice assistant. "
+                                     + APP_HINT, epilog=APP_HINT)
     parser.add_argument("--version", action="version", version=f"parley {__version__}")
     parser.add_argument("--self-test", action="store_true",
                         help="import every module, open the main window offscreen, load Lite if present, exit")
@@ -132,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     from core.session.cli import add_session_parsers
 
     add_session_parsers(sub)
+    # replay rebuilds the engine: the composition root's handler (the session package does not compose engines)
+    sub.choices["replay"].set_defaults(func=_handler_lazy("core.compose.commands:run_replay"))
     return parser
 
 

@@ -13,7 +13,3 @@ CODEC_SAMPLES_PER_TOKEN_24K = 600  # 40 codec tokens per second
 
 APP_NAME = "parley"
 APP_AUTHOR = "Parley"
-
-# `parley --help`: what a bare `parley` does comes first.
-CLI_DESCRIPTION = ("Parley, a voice assistant that runs entirely on this computer. Run `parley` with no command to "
-                   "open the desktop app; the commands below work without a window.")

@@ -31,7 +31,7 @@ ASSISTANT_RATE = 24_000
 
 
 class ChunkRecorder:
-    """Collects :class:`~core.audio.audio_io.AudioChunk` objects (use as ``on_chunk``) and slices the timeline."""
+    """Collects :class:`~core.audio.interfaces.AudioChunk` objects (use as ``on_chunk``) and slices the timeline."""
 
     def __init__(self) -> None:
         self._chunks: list = []

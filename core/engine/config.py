@@ -48,8 +48,10 @@ class EngineConfig:
     # ... and, when the profile gives a transcript (Lite), at least this many real words (backchannels such as
     # "mm-hm", "yeah", "okay" do not count; a stop word such as "stop" or "wait" alone is enough). 0: off.
     barge_in_min_words: int = 2
-    # After the assistant stops playing, the VAD keeps its "assistant speaking" (echo) thresholds this long.
+    # After the assistant stops playing it still counts as audible this long (its echo dies away).
     echo_tail_s: float = 0.25
+    # A new turn's audio starts this long before the VAD's onset (the first syllable is never lost).
+    pre_roll_s: float = 0.5
     # --- speaking -------------------------------------------------------------------------------------------------
     # Speak steps run only while less than this much audio is queued for playback: enough lead that playback never
     # starves, little enough that an interruption wastes little generation.

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _user_error(message: str) -> Exception:
-    from core.cli import UserError
+    from core.errors import UserError
 
     return UserError(message)
 

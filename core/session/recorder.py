@@ -44,7 +44,7 @@ import numpy as np
 
 from core import __version__
 from core.constants import MODEL_INPUT_RATE
-from core.engine.events import Event
+from core.engine.events import Event, EventBus, Subscription, WarningEvent, event_from_dict
 from core.session.store import (
     EVENTS_NAME, FILE_MODE, META_NAME, STREAM_FILES, TRANSCRIPT_NAME, apply_retention, atomic_write_text,
     make_private_dir, new_session_dir,
@@ -132,7 +132,7 @@ class SessionRecorder:
         self._last_transcript_write = 0.0
         self._events_written = 0
         self._dropped_items = 0
-        self._bus: Any = None
+        self._bus: EventBus | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._started = False
@@ -235,29 +235,11 @@ class SessionRecorder:
 
     # ------------------------------------------------------------------ inputs (any thread; never raise)
 
-    def attach(self, event_bus: Any) -> None:
-        """Subscribe :meth:`on_event` to an event bus.
-
-        Made for :class:`core.engine.events.EventBus` (``subscribe`` returning a ``Subscription``; problem events go
-        back with ``publish(event)``), and also takes any bus with ``subscribe``/``connect``/``add_listener``.
-        """
+    def attach(self, event_bus: EventBus) -> None:
+        """Record every event of ``event_bus``; the recorder's own problems (disk full) go back on it."""
         self._bus = event_bus
-        for name in ("subscribe", "connect", "add_listener", "add_handler", "add_subscriber"):
-            method = getattr(event_bus, name, None)
-            if callable(method):
-                token = method(self.on_event)
-                if callable(getattr(token, "close", None)):  # core.engine.events.Subscription
-                    self._unsubscribe = token.close
-                elif callable(token):
-                    self._unsubscribe = token
-                else:
-                    for off in ("unsubscribe", "disconnect", "remove_listener", "remove_handler", "remove_subscriber"):
-                        off_method = getattr(event_bus, off, None)
-                        if callable(off_method):
-                            self._unsubscribe = lambda m=off_method: m(self.on_event)
-                            break
-                return
-        raise TypeError(f"cannot subscribe to {type(event_bus).__name__}: no subscribe/connect/add_listener method")
+        subscription: Subscription = event_bus.subscribe(self.on_event)
+        self._unsubscribe = subscription.close
 
     def detach(self) -> None:
         if self._unsubscribe is not None:
@@ -272,15 +254,13 @@ class SessionRecorder:
         if not self.active:
             return
         try:
-            d = event.to_dict() if isinstance(event, Event) else dict(event)
-            if d.get("source") == "session" and d.get("code") == "recording_stopped":
+            ev = event if isinstance(event, Event) else event_from_dict(event)
+            if isinstance(ev, WarningEvent) and ev.source == "session" and ev.code == "recording_stopped":
                 return
-            try:
-                self._last_t = float(d.get("t", self._last_t))
-                self._last_turn = int(d.get("turn", self._last_turn))
-            except (TypeError, ValueError):
-                pass
-            line = event.to_json() if isinstance(event, Event) else Event.from_dict(d).to_json()
+            d = ev.to_dict()
+            self._last_t = float(d["t"])
+            self._last_turn = int(d["turn"])
+            line = ev.to_json()
         except Exception as exc:  # noqa: BLE001 - a strange event is logged, never raised into the engine
             log.warning("event not recorded: %s", exc)
             return
@@ -571,15 +551,10 @@ class SessionRecorder:
             except OSError:
                 pass
         t = self._last_t
-        now = getattr(self._bus, "now", None)
-        if callable(now):
-            try:
-                t = float(now())
-            except Exception:  # noqa: BLE001
-                pass
-        event = Event(type="warning", t=max(t, 0.0), turn=self._last_turn,
-                      data={"source": "session", "code": "recording_stopped", "message": self.error,
-                            "path": str(self.path) if self.path else None})
+        if self._bus is not None:
+            t = float(self._bus.now())
+        event = WarningEvent(t=max(t, 0.0), turn=self._last_turn, source="session", code="recording_stopped",
+                             message=self.error, path=str(self.path) if self.path else None)
         self._publish(event)
 
     def _publish(self, event: Event) -> None:
@@ -588,17 +563,11 @@ class SessionRecorder:
                 self._on_problem(event)
             except Exception:  # noqa: BLE001
                 log.debug("on_problem callback failed", exc_info=True)
-        bus = self._bus
-        if bus is None:
-            return
-        for name in ("publish", "post", "put"):  # all take an Event (EventBus.emit takes type + fields instead)
-            method = getattr(bus, name, None)
-            if callable(method):
-                try:
-                    method(event)
-                except Exception:  # noqa: BLE001
-                    log.debug("could not publish the recorder's warning", exc_info=True)
-                return
+        if self._bus is not None:
+            try:
+                self._bus.publish(event)
+            except Exception:  # noqa: BLE001
+                log.debug("could not publish the recorder's warning", exc_info=True)
 
 
 def _resample(block: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

@@ -24,7 +24,8 @@ PROFILES = ("lite", "freeze-omni")
 PRECISIONS = ("fp32", "bf16", "fp16", "8-bit", "4-bit")
 QUANTIZED = ("8-bit", "4-bit")
 DEFAULT_FREEZE_OMNI_VOICE = "release"
-# The release codec fixes these 8 global tokens (spec §7.1), so Freeze-Omni always speaks in this voice.
+# The release codec fixes these 8 global tokens, so Freeze-Omni always speaks in this voice (docs/freeze-omni.md,
+# "Voice (global tokens) and the codec encoder").
 RELEASE_GLOBAL_TOKENS = (473, 975, 419, 219, 565, 121, 550, 616)
 GLOBAL_TOKEN_COUNT = 8
 GLOBAL_TOKEN_VOCAB = 1024

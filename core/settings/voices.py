@@ -26,7 +26,7 @@ MIN_REFERENCE_SECONDS = 2.0
 
 def derive_freeze_omni_voice(wav_path: str | Path, checkpoint_dir: str | Path, device: str = "cpu") -> list[int]:
     """Global tokens of a reference recording (any rate/channels; at least 2 s of speech), computed with the
-    Freeze-Omni codec's encoder (spec §7.3). Whether the decoder follows a new voice is unconfirmed."""
+    Freeze-Omni codec's encoder (docs/freeze-omni.md, "Voice (global tokens) and the codec encoder"). Whether the decoder follows a new voice is unconfirmed."""
     import soundfile as sf
     import soxr
 

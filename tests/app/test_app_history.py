@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 from app.history_dialog import HistoryDialog
 from app.main_window import MainWindow
-from core.engine.events import Event
+from _shared import event
 from core.history import HistoryStore, TurnRecord, export, history_root, to_markdown, to_text
 from core.settings import Settings, load_settings, save_settings
 
@@ -113,13 +113,13 @@ def test_export_formats(tmp_path):
 
 
 def _converse(w: MainWindow) -> None:
-    w.handle_event(Event("user_text", 0.5, 1, {"text": "What is the capital of France?", "final": True}))
-    w.handle_event(Event("assistant_text", 1.0, 1, {"text": "The capital of France is Paris."}))
-    w.handle_event(Event("latency", 1.1, 1, {"first_played_ms": 640.0}))
-    w.handle_event(Event("user_text", 4.0, 2, {"text": "And how many people live there?", "final": True}))
-    w.handle_event(Event("assistant_text", 4.5, 2, {"text": "About two million in the city, "}))
-    w.handle_event(Event("assistant_text", 4.6, 2, {"text": "and twelve million around it."}))
-    w.handle_event(Event("interruption", 5.0, 3, {"reply_turn": 2, "unheard_text": "and twelve million around it."}))
+    w.handle_event(event("user_text", 0.5, 1, {"text": "What is the capital of France?", "final": True}))
+    w.handle_event(event("assistant_text", 1.0, 1, {"text": "The capital of France is Paris."}))
+    w.handle_event(event("latency", 1.1, 1, {"first_played_ms": 640.0}))
+    w.handle_event(event("user_text", 4.0, 2, {"text": "And how many people live there?", "final": True}))
+    w.handle_event(event("assistant_text", 4.5, 2, {"text": "About two million in the city, "}))
+    w.handle_event(event("assistant_text", 4.6, 2, {"text": "and twelve million around it."}))
+    w.handle_event(event("interruption", 5.0, 3, {"reply_turn": 2, "unheard_text": "and twelve million around it."}))
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_new_conversation_and_closing_keep_the_conversation(qtbot, config_dir):
     assert convs[0].turns[1].interrupted and convs[0].turns[1].unheard == "and twelve million around it."
     w.new_conversation()                          # nothing said: nothing kept
     assert len(store.list()) == 1
-    w.handle_event(Event("user_text", 9.0, 5, {"text": "Goodbye.", "final": True}))
+    w.handle_event(event("user_text", 9.0, 5, {"text": "Goodbye.", "final": True}))
     w.close()
     assert w.wait_shut_down()
     assert [c.title for c in store.list()] == ["Goodbye.", "What is the capital of France?"]

@@ -19,7 +19,7 @@ from app.main_window import MainWindow
 from app.model_manager import ModelManagerDialog
 from app.settings_dialog import SettingsDialog
 from app.widgets.theme import dark_palette
-from core.engine.events import Event
+from _shared import event
 from core.settings import Settings
 from core.settings import download as dl
 
@@ -64,7 +64,7 @@ class Script:
         self.t = 0.0
 
     def ev(self, type_: str, turn: int, **data) -> None:
-        self.w.handle_event(Event(type_, round(self.t, 3), turn, data))
+        self.w.handle_event(event(type_, round(self.t, 3), turn, data))
 
     def chunks(self, n: int, turn: int, probs, vad: float, mic: float, out: float) -> None:
         for i in range(n):
@@ -72,7 +72,7 @@ class Script:
             p = probs(i) if callable(probs) else probs
             self.ev("state_probs", turn, probs=list(p))
             wobble = 6 * math.sin(self.t * 7)
-            self.ev("levels", turn, mic_db=mic + wobble, clean_db=(mic - 4 + wobble) if mic > -60 else -70,
+            self.ev("meter", turn, mic_db=mic + wobble, clean_db=(mic - 4 + wobble) if mic > -60 else -70,
                     out_db=out, vad=vad(i) if callable(vad) else vad)
 
     def freeze(self) -> None:
@@ -108,7 +108,7 @@ def test_screenshots_main_window(window):
     w.act_listen.setChecked(False)
     w.act_listen.blockSignals(False)
     w._update_controls()
-    w.handle_event(Event("state", 0.0, 0, {"state": "idle"}))
+    w.handle_event(event("state", 0.0, 0, {"state": "idle"}))
     w.panel.chart.frozen_now = 0.05
     shots = [_save(w, "main_idle")]
     w.panel.chart.frozen_now = None

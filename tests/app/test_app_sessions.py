@@ -16,8 +16,7 @@ from PySide6.QtWidgets import QToolBar
 from _loop import private_loop
 from app.main_window import MainWindow
 from app.session_browser import SessionBrowser
-from core.engine.events import Event
-from core.engine.profiles import default_fixture
+from _shared import default_fixture, event
 from core.session.recorder import SessionRecorder
 from core.session.store import is_session_dir
 from core.settings import Settings
@@ -30,7 +29,7 @@ def _record(root: Path, name: str) -> Path:
     rec = SessionRecorder(root / name, profile="lite", sync_interval_s=0.05)
     rec.start()
     rec.write_mic_raw(np.zeros(16_000, np.float32), 16_000, t=0.0)
-    rec.on_event(Event("user_text", 0.2, 1, {"text": "hello", "final": True}))
+    rec.on_event(event("user_text", 0.2, 1, {"text": "hello", "final": True}))
     rec.close()
     return rec.path
 

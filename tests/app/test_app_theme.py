@@ -23,7 +23,7 @@ from app.main_window import MainWindow
 from app.widgets.theme import (
     AA_NORMAL, contrast, dark_palette, light_palette, luminance, readable, theme_for,
 )
-from core.engine.events import Event
+from _shared import event
 from core.settings import Settings
 
 pytestmark = pytest.mark.ui
@@ -101,16 +101,16 @@ def window(qtbot, config_dir):
                                    ("And how many people live there?",
                                     "About two million in the city itself, and more than twelve million around it.")),
                                   start=1):
-        w.handle_event(Event("user_text", t + 0.5, turn, {"text": q, "final": True}))
-        w.handle_event(Event("assistant_text", t + 1.0, turn, {"text": a}))
-        w.handle_event(Event("latency", t + 1.1, turn, {"first_played_ms": 600.0 + 40 * turn}))
+        w.handle_event(event("user_text", t + 0.5, turn, {"text": q, "final": True}))
+        w.handle_event(event("assistant_text", t + 1.0, turn, {"text": a}))
+        w.handle_event(event("latency", t + 1.1, turn, {"first_played_ms": 600.0 + 40 * turn}))
         t += 4
-    w.handle_event(Event("user_text", t, 3, {"text": "Thank you, that is", "partial": True}))
-    w.handle_event(Event("interruption", t, 3, {"reply_turn": 2, "unheard_text": "and more than twelve million "
+    w.handle_event(event("user_text", t, 3, {"text": "Thank you, that is", "partial": True}))
+    w.handle_event(event("interruption", t, 3, {"reply_turn": 2, "unheard_text": "and more than twelve million "
                                                                                   "around it."}))
     w.notices.notify_code("playback_starved", "warning", "playback starved: 96 since last report", count=96)
     w.notices.notify_code("out_of_memory", "error", "RuntimeError: CUDA out of memory", where="reply")
-    w.handle_event(Event("state", t + 0.1, 3, {"state": "speaking"}))
+    w.handle_event(event("state", t + 0.1, 3, {"state": "speaking"}))
     base = datetime.datetime(2026, 11, 22, 10, 30, 0).timestamp()
     for i, e in enumerate(w.transcript.order):
         e.data.wall = base + 4 * i
@@ -169,6 +169,6 @@ def test_switching_the_palette_while_running_restyles_everything(qtbot, window):
     assert rendered_contrast(entry)[1] != light_bg
     assert luminance(rendered_contrast(window.notices.banners[0])[1]) < 0.2
     # a conversation line added in the dark is dark too
-    window.handle_event(Event("assistant_text", 20.0, 9, {"text": "Added in the dark."}))
+    window.handle_event(event("assistant_text", 20.0, 9, {"text": "Added in the dark."}))
     qtbot.wait(20)
     assert luminance(rendered_contrast(window.transcript.entry(9, "assistant"))[1]) < 0.1

@@ -7,7 +7,7 @@
 * Settings persistence, geometry restore, a broken settings file: the window alone.
 * The GUI's GIL switch interval: a thread that never leaves the interpreter publishes events on such a bus (a CPU
   load, not an engine part) while a 10 ms timer is watched.
-* Everything that needs a loaded engine runs the stack the app builds by default (``app.engine_stack.LiveStack``)
+* Everything that needs a loaded engine runs the stack the app builds by default (``core.compose.live.LiveStack``)
   over the PulseAudio null-sink loop (a private sink per module; what is played into it is the microphone):
   the tiny Freeze-Omni parity fixture (loads in seconds) for the worker, settings and profile-swap tests; Lite for
   the keyboard controls (Esc needs an answer long enough to be cut, and the tiny fixture's answers have no audio),
@@ -40,8 +40,8 @@ from _lateness import LatenessProbe
 from _loop import private_loop
 from app.main_window import MainWindow
 from app.widgets.theme import css
-from core.engine.events import Event, EventBus
-from core.engine.profiles import default_fixture
+from _shared import default_fixture, event
+from core.engine.events import EventBus, MeterLevels, StateProbs
 from core.settings import Settings, load_settings
 
 pytestmark = pytest.mark.ui
@@ -219,23 +219,23 @@ def test_transcript_partial_final_interruption_and_latency(qtbot, make_window):
     w = make_window()
     # the engine's semantics: pieces are appended, partial=True replaces the whole hypothesis, final marks it done
     deliver(qtbot, w,
-            Event("user_text", 0.5, 1, {"text": "what is the", "final": False}),
-            Event("user_text", 0.8, 1, {"text": " capitol", "final": False}),
-            Event("user_text", 0.9, 1, {"text": "What is the capital", "partial": True, "final": False}))
+            event("user_text", 0.5, 1, {"text": "what is the", "final": False}),
+            event("user_text", 0.8, 1, {"text": " capitol", "final": False}),
+            event("user_text", 0.9, 1, {"text": "What is the capital", "partial": True, "final": False}))
     user = w.transcript.entry(1, "user")
     live = css(user.theme.user_muted)
     assert user.body.text() == f"<i style='color:{live}'>What is the capital…</i>"   # live, in italics
-    deliver(qtbot, w, Event("user_text", 1.0, 1, {"text": " of France?", "final": True,
+    deliver(qtbot, w, event("user_text", 1.0, 1, {"text": " of France?", "final": True,
                                                   "full": "What is the capital of France?"}))
     assert user.data.text == "What is the capital of France?" and user.data.final
     assert user.body.text() == "What is the capital of France?"
     deliver(qtbot, w,
-            Event("assistant_text", 1.2, 1, {"text": "Paris is the capital."}),
-            Event("assistant_text", 1.3, 1, {"text": " It has the Eiffel tower."}),
-            Event("latency", 1.4, 1, {"first_audio_ms": 455.0}),
-            Event("latency", 1.5, 1, {"first_audio_ms": 455.0, "first_played_ms": 520.0}),
+            event("assistant_text", 1.2, 1, {"text": "Paris is the capital."}),
+            event("assistant_text", 1.3, 1, {"text": " It has the Eiffel tower."}),
+            event("latency", 1.4, 1, {"first_audio_ms": 455.0}),
+            event("latency", 1.5, 1, {"first_audio_ms": 455.0, "first_played_ms": 520.0}),
             # emitted on the barge-in turn (2); reply_turn names the answer that was cut off
-            Event("interruption", 2.0, 2, {"reply_turn": 1, "heard_text": "Paris is the capital.",
+            event("interruption", 2.0, 2, {"reply_turn": 1, "heard_text": "Paris is the capital.",
                                            "unheard_text": "It has the Eiffel tower."}))
     a = w.transcript.entry(1, "assistant")
     body = a.body.text()
@@ -248,19 +248,19 @@ def test_transcript_partial_final_interruption_and_latency(qtbot, make_window):
         "You: What is the capital of France?",
         "Parley: Paris is the capital. [unheard: It has the Eiffel tower.]"]
     # a second turn updates the running statistic
-    deliver(qtbot, w, Event("latency", 5.0, 2, {"first_played_ms": 300.0}))
+    deliver(qtbot, w, event("latency", 5.0, 2, {"first_played_ms": 300.0}))
     assert "last 300 ms" in w.panel.latency_label.text() and "p50 410 ms" in w.panel.latency_label.text()
 
 
 def test_state_panel_probs_and_levels(qtbot, make_window):
     w = make_window()
     for i, st in enumerate(["listening", "user_speaking", "thinking", "speaking", "interrupted", "listening"]):
-        deliver(qtbot, w, Event("state", i * 0.5, 1, {"state": st}))
+        deliver(qtbot, w, event("state", i * 0.5, 1, {"state": st}))
         if st == "speaking":
             assert w.panel.badge.text() == "Speaking"
     assert w.states_seen == ["listening", "user_speaking", "thinking", "speaking", "interrupted", "listening"]
-    deliver(qtbot, w, *[Event("state_probs", 3 + i * 0.16, 1, {"probs": [0.8, 0.15, 0.05]}) for i in range(20)])
-    deliver(qtbot, w, Event("levels", 6.5, 1, {"mic_db": -20.0, "clean_db": -30.0, "out_db": -12.0, "vad": 0.9}))
+    deliver(qtbot, w, *[event("state_probs", 3 + i * 0.16, 1, {"probs": [0.8, 0.15, 0.05]}) for i in range(20)])
+    deliver(qtbot, w, event("meter", 6.5, 1, {"mic_db": -20.0, "clean_db": -30.0, "out_db": -12.0, "vad": 0.9}))
     chart = w.panel.chart
     assert len(chart.samples["p_cl"]) == 20 and chart.samples["p_ss"][-1][1] == pytest.approx(0.15)
     assert chart.samples["vad"][-1][1] == pytest.approx(0.9)
@@ -268,27 +268,27 @@ def test_state_panel_probs_and_levels(qtbot, make_window):
     assert w.panel.meters["mic"].db == pytest.approx(-20.0)
     assert w.panel.meters["out"].db == pytest.approx(-12.0)
     w.panel.chart.repaint()   # paints without error
-    deliver(qtbot, w, {"type": "levels", "t": 7.0, "turn": 1, "mic": 0.1})   # dict form, linear amplitude
-    assert w.panel.meters["mic"].db == pytest.approx(-20.0)
+    deliver(qtbot, w, {"type": "meter", "t": 7.0, "turn": 1, "mic_db": -10.0})   # the dict form (events.jsonl)
+    assert w.panel.meters["mic"].db == pytest.approx(-10.0)                          # louder: shown at once
 
 
 def test_malformed_events_never_crash(qtbot, make_window):
     w = make_window()
     deliver(qtbot, w,
-            Event("state_probs", 0.0, 1, {"probs": ["x", None]}),
-            Event("latency", 0.0, 1, {"first_audio_ms": "soon"}),
-            Event("levels", 0.0, 1, {"mic_db": "loud"}),
-            Event("no_such_type", 0.0, 1, {}),
-            Event("error", 0.0, 1, {"message": "decoder exploded"}))
+            event("state_probs", 0.0, 1, {"probs": ["x", None]}),
+            event("latency", 0.0, 1, {"first_audio_ms": "soon"}),
+            event("meter", 0.0, 1, {"mic_db": "loud"}),
+            event("no_such_type", 0.0, 1, {}),
+            event("error", 0.0, 1, {"message": "decoder exploded"}))
     assert "decoder exploded" in w.notices.texts()
 
 
 def test_recurring_warnings_share_one_banner(qtbot, make_window):
     w = make_window()
-    deliver(qtbot, w, *[Event("warning", i * 1.0, 0, {"source": "audio", "code": "output_underflow",
+    deliver(qtbot, w, *[event("warning", i * 1.0, 0, {"source": "audio", "code": "output_underflow",
                                                       "message": f"output underflow: {i} since last report"})
                         for i in range(30)])
-    deliver(qtbot, w, Event("warning", 31.0, 0, {"source": "audio", "code": "device_lost", "message": "mic lost"}))
+    deliver(qtbot, w, event("warning", 31.0, 0, {"source": "audio", "code": "device_lost", "message": "mic lost"}))
     banners = w.notices.banners
     assert len(banners) == 2
     assert banners[0].count == 30 and "29 since last report" in banners[0].label.text() and "×30" in \
@@ -316,15 +316,15 @@ def test_event_loop_keeps_time_beside_a_gil_heavy_python_thread(qtbot, make_wind
             now = time.perf_counter()
             if now - last_levels > 0.01:
                 last_levels = now
-                bus.emit("levels", 0, mic_db=-30.0, out_db=-20.0)
+                bus.emit(MeterLevels(mic_db=-30.0, out_db=-20.0))
             if now - last_probs > 0.16:
                 last_probs = now
-                bus.emit("state_probs", 0, probs=[0.5, 0.3, 0.2])
+                bus.emit(StateProbs(probs=(0.5, 0.3, 0.2)))
 
     th = threading.Thread(target=busy, daemon=True)
     probe = LatenessProbe()
     # steady state only: the chart and meters have drawn data once, and the thread is running
-    deliver(qtbot, w, Event("levels", 0.0, 0, {"mic_db": -30.0}), Event("state_probs", 0.0, 0, {"probs": [1, 0, 0]}))
+    deliver(qtbot, w, event("meter", 0.0, 0, {"mic_db": -30.0}), event("state_probs", 0.0, 0, {"probs": [1, 0, 0]}))
     th.start()
     try:
         qtbot.wait(200)
@@ -417,7 +417,7 @@ class TestFreezeOmniWindow:
     to the loop. Each test leaves it loaded, listening and with its working settings."""
 
     def test_worker_loads_and_forwards_events_from_another_thread(self, qtbot, fo_window, loop):
-        from app.engine_stack import LiveStack
+        from core.compose.live import LiveStack
 
         w = fo_window
         stack = w.worker.stack
@@ -436,11 +436,11 @@ class TestFreezeOmniWindow:
                       ("state", {"state": "thinking"}),
                       ("assistant_text", {"text": "Hi!"}),
                       ("state", {"state": "speaking"})]
-            script += [("levels", {"mic_db": -30.0})] * 500     # a burst: batched, never one wake-up per event
+            script += [("levels", {"vad": 0.3})] * 500     # a burst: batched, never one wake-up per event
 
             def publish() -> None:
                 for type_, data in script:
-                    stack.bus.emit(type_, turn, **data)
+                    stack.bus.emit(event(type_, None, turn, data))
                     time.sleep(0.001)
 
             th = threading.Thread(target=publish, name="test-publisher", daemon=True)
@@ -658,7 +658,7 @@ class TestLiteWindow:
             p.wait(15)
             qtbot.wait(400)
             qtbot.keyClick(w, Qt.Key.Key_Escape)
-            qtbot.waitUntil(lambda: any(ev.type == "interruption" and ev.data.get("reason") == "user"
+            qtbot.waitUntil(lambda: any(ev.type == "interruption" and ev.get("reason") == "user"
                                         for _, ev in seen.published), timeout=10_000)
             answer = [e for e in w.transcript.order[n0:] if e.data.role == "assistant"][0]
             qtbot.waitUntil(lambda: answer.data.interrupted, timeout=3000)
@@ -668,7 +668,7 @@ class TestLiteWindow:
             w.act_mute.trigger()
             qtbot.waitUntil(lambda: stack.muted, timeout=2000)
             assert w.act_mute.text() == "Unmute mic"
-            qtbot.waitUntil(lambda: any(getattr(ev, "type", "") == "levels" and ev.data.get("muted")
+            qtbot.waitUntil(lambda: any(getattr(ev, "type", "") == "meter" and ev.get("muted")
                                         for ev in seen.rendered[start:]), timeout=3000)
             # session recording starts in the engine
             w.act_record.trigger()
@@ -679,7 +679,7 @@ class TestLiteWindow:
             # new conversation: the transcript is cleared and the engine starts a fresh conversation
             assert w.transcript.order
             w.act_new.trigger()
-            qtbot.waitUntil(lambda: any(ev.type == "info" and ev.data.get("kind") == "conversation_reset"
+            qtbot.waitUntil(lambda: any(ev.type == "info" and ev.get("kind") == "conversation_reset"
                                         for _, ev in seen.published), timeout=5000)
             assert w.transcript.order == []
             # push-to-talk: Space while the window has focus, even with a toolbar button around

@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 
 from _loop import private_loop  # noqa: E402
 from _monitor import Monitor, sound  # noqa: E402
-from core.engine.events import Event  # noqa: E402
+from _shared import event  # noqa: E402
 from core.session.recorder import SessionRecorder  # noqa: E402
 
 pytestmark = pytest.mark.ui
@@ -48,11 +48,11 @@ def _record(root, seconds, name):
     rec.write_mic_clean(ramp, t=0.0)
     rec.write_playback(np.full(2400, 0.25, np.float32), 24_000, t=0.5)
     rec.write_assistant(np.full(2400, 0.25, np.float32), 24_000, turn=1)
-    for ev in (Event("state", 0.0, 0, {"state": "listening"}),
-               Event("levels", 0.1, 0, {"vad": 0.1}),
-               Event("user_text", 0.2, 1, {"text": "hello browser", "final": True}),
-               Event("turn_decision", 0.3, 1, {"state": "ss"}),
-               Event("assistant_text", 0.4, 1, {"text": "Hello tester."})):
+    for ev in (event("state", 0.0, 0, {"state": "listening"}),
+               event("levels", 0.1, 0, {"vad": 0.1}),
+               event("user_text", 0.2, 1, {"text": "hello browser", "final": True}),
+               event("turn_decision", 0.3, 1, {"state": "ss"}),
+               event("assistant_text", 0.4, 1, {"text": "Hello tester."})):
         rec.on_event(ev)
     rec.close()
     return rec.path

@@ -1,6 +1,6 @@
 """Loading the Freeze-Omni checkpoint folder and the LLM backbone, safely and loudly.
 
-Spec: shared/spec/freeze-omni.md §10 (layout, keys), §5.2 (backbone), §12 items 1-3, 13, 14.
+See docs/freeze-omni.md, "Checkpoint layout" and "Deviations from the official code" (D1-D4).
 
 Checkpoint folder (the official layout)::
 
@@ -176,6 +176,8 @@ def load_backbone(llm_dir: str | Path, device: torch.device, dtype: torch.dtype,
         kwargs["device_map"] = {"": device.index if device.index is not None else 0}
     try:
         model = AutoModelForCausalLM.from_pretrained(str(llm_dir), **kwargs)
+    except torch.OutOfMemoryError:
+        raise  # not a checkpoint problem: the caller reports it as out of memory
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise CheckpointError(llm_dir, None, f"cannot load the backbone weights: {exc}") from exc
     if quant is None:
@@ -302,7 +304,8 @@ def load_freeze_omni(checkpoint: str | Path, llm_dir: str | Path, device: str | 
                      with_codec_encoder: bool = False) -> "FreezeOmni":
     """The whole model: AudioLLM + backbone, and (``speech=True``) the speech decoder and the codec.
 
-    One device and one compute dtype for every part (the original mixed fp32, fp16 and bf16, §12 item 2).
+    One device and one compute dtype for every part (the original mixed fp32, fp16 and bf16: docs/freeze-omni.md,
+    "Deviations from the official code", D1).
     """
     from core.model.freeze_omni.codec import TiCodec
     from core.model.freeze_omni.decoder import SpeechDecoder

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from core.constants import MODEL_INPUT_RATE
-from core.engine.backend import BackendError, Conversation, ListenResult, ReplyPiece
+from core.engine.backend import Backend, BackendError, Conversation, ListenResult, ReplyPiece
 from core.model.lite import cache as cachemod
 from core.model.lite.asr import WhisperAsr
 from core.model.lite.llm import ChatLlm, Generation, LlmState, SamplingConfig
@@ -95,7 +95,7 @@ class LiteState:
     asr_calls: deque[dict[str, float]] = field(default_factory=lambda: deque(maxlen=512))  # recent, for timings
 
 
-class LiteBackend:
+class LiteBackend(Backend):
     """The Lite profile (name ``"lite"``). Models are loaded in the constructor; see :class:`LiteSettings`."""
 
     name = "lite"
@@ -111,10 +111,8 @@ class LiteBackend:
         s = self.settings
         rebuild = s.rebuild_cache or cachemod.rebuild_requested()
         self.load_times: dict[str, float] = {}
-        t0 = time.perf_counter()
-        self.vad = SileroVad()
+        self._vad: SileroVad | None = None     # only for callers that give listen() no speech probabilities
         self.threads = configure_torch_threads(s.torch_threads)
-        self.load_times["vad_s"] = time.perf_counter() - t0
         cachemod.clean_stale_tmp(cachemod.lite_cache_dir(s.cache_dir))
         t0 = time.perf_counter()
         self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir, speed=s.voice_speed)
@@ -147,7 +145,7 @@ class LiteBackend:
     def new_conversation(self, system_prompt: str | None = None) -> Conversation:
         prompt = self.settings.system_prompt if system_prompt is None else system_prompt
         gen = torch.Generator().manual_seed(self.settings.seed)
-        state = LiteState(vad=self.vad.new_state(), turn=TurnTracker(self.settings.turn), llm=LlmState(),
+        state = LiteState(vad=VadState(), turn=TurnTracker(self.settings.turn), llm=LlmState(),
                           generator=gen)
         conv = Conversation(system_prompt=prompt, state=state)
         if prompt:
@@ -165,20 +163,61 @@ class LiteBackend:
         st: LiteState = conv.state
         st.turn.reset()
 
-    def submit_text(self, conv: Conversation, text: str) -> None:
+    def submit_text(self, conv: Conversation, text: str) -> bool:
         """Text mode: the next :meth:`reply` answers ``text`` instead of a spoken turn."""
         st: LiteState = conv.state
         st.user_text = text.strip()
         st.turn.consumed = True
         st.speech_end_abs = st.decided_at_abs = None
+        st.spec, st.spec_text = None, None
+        return True
+
+    def set_system_prompt(self, conv: Conversation, prompt: str) -> bool:
+        """A new persona for the running conversation: the history stays; the next answer's prompt starts with it
+        (only the changed part of the KV cache is computed again)."""
+        conv.system_prompt = prompt
+        self.settings.system_prompt = prompt
+        st: LiteState = conv.state
+        st.spec, st.spec_text = None, None
+        return True
+
+    def set_voice(self, voice: str | None, tokens: list[int] | None = None) -> str | None:
+        """Another Piper voice (``.onnx`` with its ``.onnx.json``; None: the bundled one) from the next answer on."""
+        try:
+            new = PiperVoice(voice, espeak=self.settings.espeak, packages_dir=self.settings.packages_dir,
+                             speed=self.voice.speed)
+        except Exception as exc:  # noqa: BLE001 - a bad voice file keeps the current voice
+            return f"cannot use the voice {voice or 'bundled'}: {exc}"
+        self.voice = new
+        self.settings.voice = voice
+        self.output_rate = new.sample_rate
+        return None
+
+    def set_voice_speed(self, speed: float) -> str | None:
+        """The speaking rate from the next synthesised clause on (1.0 as trained, 2.0 twice as fast); a problem
+        as text, the current speed kept."""
+        try:
+            self.voice.speed = speed
+        except ValueError as exc:
+            return str(exc)
+        self.settings.voice_speed = float(speed)
+        return None
 
     # -------------------------------------------------------------------------------------------- listening
 
-    def listen(self, conv: Conversation, chunk_16k: np.ndarray) -> ListenResult:
+    def listen(self, conv: Conversation, chunk_16k: np.ndarray,
+               speech_probs: np.ndarray | None = None) -> ListenResult:
+        """One listen step. ``speech_probs``: the capture chain's VAD probabilities for the chunk's windows (the
+        engine always gives them); without them (a standalone caller) Lite runs silero itself."""
         t_step = time.perf_counter()
         st: LiteState = conv.state
         chunk = np.asarray(chunk_16k, dtype=np.float32).reshape(-1)
-        probs = self.vad.probabilities(st.vad, chunk)
+        if speech_probs is not None:
+            probs = np.asarray(speech_probs, dtype=np.float32).reshape(-1)
+        else:
+            if self._vad is None:
+                self._vad = SileroVad()
+            probs = self._vad.probabilities(st.vad, chunk)
         turn = st.turn
         was_decided = turn.phase == "decided"
         turn.feed(chunk, probs)
@@ -384,7 +423,8 @@ class LiteBackend:
         return conv
 
     def close(self) -> None:
-        for attr in ("asr", "llm", "voice", "vad"):
+        self._vad = None
+        for attr in ("asr", "llm", "voice"):
             if hasattr(self, attr):
                 delattr(self, attr)
         collect_garbage()

@@ -27,7 +27,7 @@ def read_audio_16k(path: str | Path) -> np.ndarray:
     import soundfile as sf
     import soxr
 
-    from core.cli import UserError
+    from core.errors import UserError
 
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
@@ -144,7 +144,7 @@ def answer_audio(backend, audio_16k: np.ndarray, turn_end: str = "model", conv=N
 def run_reply(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from core.cli import UserError
+    from core.errors import UserError
     from core.engine.backend import BackendError
     from core.model.lite.backend import LiteBackend, LiteSettings
     from core.model.lite.llm import SamplingConfig

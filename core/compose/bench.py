@@ -4,8 +4,8 @@ The conversation (``--turns`` spoken questions with pauses; espeak-ng for Lite, 
 Freeze-Omni set) runs in the file-driven fast mode. On the virtual clock the decision delay (end of user speech to
 the backend's 'ss') is exact and compute is not waited for, so the first-audio latency a live session would see on
 this machine is estimated as decision delay + measured compute from the decision to the first audio piece
-(``first_audio_est_ms``). The scheduler overhead is the wall time per 160 ms chunk spent in engine code, backend and
-VAD calls excluded. Prints one JSON object.
+(``first_audio_est_ms``). The scheduler overhead is the wall time per 160 ms chunk spent in engine code (backend
+calls excluded; the capture chain runs outside the engine). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from core.cli import UserError
+from core.compose.build import build_backend
+from core.compose.spec import ProfileSpec, apply_options
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -46,30 +48,22 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-def bench_conversation(profile: str, turns: int) -> np.ndarray:
+def bench_conversation(profile: str, turns: int, question_wav: str | None = None) -> np.ndarray:
+    """``turns`` spoken questions with pauses: espeak-ng reading :data:`QUESTIONS`, or ``question_wav`` (a 16 kHz
+    recording, e.g. a checkpoint's own test input) repeated."""
     from core.constants import MODEL_INPUT_RATE
     from core.engine.conversation import Placed, espeak, mix, sequential
 
-    if profile == "freeze-omni":
-        fixture = _fixture_input()
-        if fixture is not None:
-            items = [Placed(0.5 + i * 8.0, fixture) for i in range(turns)]
-            return mix(items, tail_s=4.0)
+    if question_wav:
+        from core.engine.filemode import load_wav_16k
+
+        clip = load_wav_16k(question_wav)
+        items = [Placed(0.5 + i * 8.0, clip) for i in range(turns)]
+        return mix(items, tail_s=4.0)
     clips = [espeak(QUESTIONS[i % len(QUESTIONS)]) for i in range(turns)]
     audio = mix(sequential(clips, gap_s=12.0), tail_s=1.0)
     assert audio.dtype == np.float32 and MODEL_INPUT_RATE == 16_000
     return audio
-
-
-def _fixture_input() -> np.ndarray | None:
-    import soundfile as sf
-
-    root = Path(os.environ.get("PARLEY_FIXTURES") or Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures")
-    path = root / "freeze_omni_tiny_a" / "input.wav"
-    if not path.is_file():
-        return None
-    data, rate = sf.read(str(path), dtype="float32")
-    return data if rate == 16_000 else None
 
 
 @contextlib.contextmanager
@@ -98,37 +92,35 @@ def _lite_first_clause(enabled: bool):
         lite_backend.ClauseSegmenter = original
 
 
-def run_once(profile: str, audio: np.ndarray, config: Any, backend_opts: dict[str, Any]) -> dict[str, Any]:
-    if profile == "lite":
+def run_once(spec: ProfileSpec, audio: np.ndarray, config: Any) -> dict[str, Any]:
+    if spec.profile == "lite":
         with _lite_first_clause(config.early.enabled) as how:
-            out = _run_once(profile, audio, config, backend_opts)
+            out = _run_once(spec, audio, config)
         out["early_speech"] = how
         return out
-    out = _run_once(profile, audio, config, backend_opts)
+    out = _run_once(spec, audio, config)
     early = config.early
     out["early_speech"] = (f"server segmentation, first codec window {early.first_codec_chunk} tokens"
                            if early.enabled else f"offline segmentation, codec window {early.codec_chunk} tokens")
     return out
 
 
-def _run_once(profile: str, audio: np.ndarray, config: Any, backend_opts: dict[str, Any]) -> dict[str, Any]:
+def _run_once(spec: ProfileSpec, audio: np.ndarray, config: Any) -> dict[str, Any]:
+    from core.engine.events import Latency
     from core.engine.filemode import run_conversation
-    from core.engine.profiles import build_backend, build_vad
 
-    backend = build_backend(profile, None, config, backend_opts)
+    backend = build_backend(spec, config)
     latencies: list[dict[str, Any]] = []
 
     def collect(ev) -> None:
-        if ev.type == "latency":
-            latencies.append(dict(ev.data))
+        if isinstance(ev, Latency):
+            latencies.append(ev.to_dict())
 
     try:
         with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
             # Warm-up (first inferences allocate and initialise): the first turn of the conversation, discarded.
-            run_conversation(backend, build_vad(), audio[:int(WARMUP_S * 16_000)], Path(tmp) / "warm.wav",
-                             config=config)
-            result = run_conversation(backend, build_vad(), audio, Path(tmp) / "out.wav", config=config,
-                                      subscribers=[collect])
+            run_conversation(backend, audio[:int(WARMUP_S * 16_000)], Path(tmp) / "warm.wav", config=config)
+            result = run_conversation(backend, audio, Path(tmp) / "out.wav", config=config, subscribers=[collect])
         info = _backend_info(backend)
     finally:
         backend.close()
@@ -173,26 +165,33 @@ def _backend_info(backend: Any) -> dict[str, Any]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from core.engine.profiles import settings_from_env
+    from core.compose.commands import settings_from_env
     from core.runtime import configure_torch_threads
 
     threads = configure_torch_threads()
     turns = max(1, int(args.turns))
-    try:
-        audio = bench_conversation(args.profile, turns)
-    except FileNotFoundError as exc:
-        raise UserError(str(exc)) from exc
     config, backend_opts = settings_from_env()
-    for key in ("checkpoint", "llm", "device", "dtype"):  # command-line model arguments win over the environment
-        if getattr(args, key, None):
-            backend_opts[key] = getattr(args, key)
     if args.profile == "lite":
         backend_opts = {**LITE_DEFAULTS, **backend_opts}
+    spec = ProfileSpec(profile=args.profile)
+    apply_options(spec, backend_opts)
+    for key in ("checkpoint", "llm", "device", "dtype"):  # command-line model arguments win over the environment
+        if getattr(args, key, None):
+            setattr(spec, key, getattr(args, key))
+    spec.validate()
+    question = getattr(args, "question_wav", None)
+    if question is None and spec.profile == "freeze-omni" and spec.checkpoint:
+        candidate = Path(spec.checkpoint).parent / "input.wav"   # a test checkpoint's own spoken input
+        question = str(candidate) if candidate.is_file() else None
+    try:
+        audio = bench_conversation(args.profile, turns, question)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise UserError(str(exc)) from exc
     runs = {}
     for label, enabled in (("early_speech_on", True), ("early_speech_off", False)):
         cfg = copy.deepcopy(config)
         cfg.early.enabled = enabled
-        runs[label] = run_once(args.profile, audio, cfg, backend_opts)
+        runs[label] = run_once(spec, audio, cfg)
     sched = runs["early_speech_on"]["scheduler"]
     on = runs["early_speech_on"]["first_audio_est_ms"]
 
@@ -225,7 +224,7 @@ def run_bench(args: argparse.Namespace) -> int:
         },
         "runs": runs,
         "engine_config": config.to_dict(),
-        "backend_options": backend_opts,
+        "profile_spec": spec.to_dict(),
     }
     print(json.dumps(out, indent=1))
     return 0

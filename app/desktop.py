@@ -1,8 +1,8 @@
 """Parley's identity on the desktop: the application icon, the window class / desktop file name, and the ``.desktop``
 entry that puts Parley into the application menu.
 
-The icon is drawn once as ``assets/parley.svg``; ``assets/icons/parley-<N>.png`` are rendered from it
-(``python -m app.desktop --render-icons``, Qt's SVG renderer). In the PyInstaller bundle ``assets/`` sits beside the
+The icon is drawn once as ``assets/parley.svg``; ``assets/icons/parley-<N>.png`` are rendered from it with Qt's SVG
+renderer (``scripts/render_icons.py``). In the PyInstaller bundle ``assets/`` sits beside the
 code (``sys._MEIPASS``).
 
 :func:`install_desktop_entry` writes ``parley.desktop`` under ``$XDG_DATA_HOME/applications`` and the icon under
@@ -14,7 +14,6 @@ icon rendering.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -264,35 +263,3 @@ def _refresh_caches(home: Path) -> None:
             os.utime(hicolor)
     except OSError:
         pass
-
-
-# ------------------------------------------------------------------------------------------------ command ----
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m app.desktop", description="Parley's icon and desktop entry")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--render-icons", action="store_true", help="render assets/icons/*.png from assets/parley.svg")
-    g.add_argument("--install", action="store_true", help="install the .desktop entry and icon for this user")
-    g.add_argument("--uninstall", action="store_true", help="remove the .desktop entry and icon installed before")
-    args = p.parse_args(argv)
-    if args.render_icons:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        from PySide6.QtGui import QGuiApplication
-
-        _app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])
-        for path in render_icon_pngs():
-            print(path)
-        return 0
-    try:
-        paths = install_desktop_entry() if args.install else uninstall_desktop_entry()
-    except DesktopEntryError as exc:
-        print(f"parley: {exc}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

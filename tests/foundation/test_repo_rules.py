@@ -238,7 +238,7 @@ LAYERS = [
     {"core.engine"},
     {"core.model"},
     {"core.settings"},
-    {"core.session"},
+    {"core.session", "core.history"},
     {"core.compose", "core.doctor"},
     {"core.cli"},
     {"app"},

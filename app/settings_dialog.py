@@ -100,10 +100,16 @@ def device_problem(combo: QComboBox, what: str) -> str | None:
     return None
 
 
-def _folder_row(edit: QLineEdit, parent: QWidget, title: str, file_filter: str | None = None) -> QWidget:
+def _hbox(parent: QWidget) -> tuple[QWidget, QHBoxLayout]:
+    """A row of widgets for a form: a plain widget with a margin-less horizontal layout."""
     row = QWidget(parent)
     lay = QHBoxLayout(row)
     lay.setContentsMargins(0, 0, 0, 0)
+    return row, lay
+
+
+def _folder_row(edit: QLineEdit, parent: QWidget, title: str, file_filter: str | None = None) -> QWidget:
+    row, lay = _hbox(parent)
     lay.addWidget(edit, 1)
     btn = QPushButton("Browse…", row)
 
@@ -170,9 +176,7 @@ class SettingsDialog(QDialog):
         self.out_device.setEditable(True)
         form.addRow("Microphone (input)", self.in_device)
         form.addRow("Speakers (output)", self.out_device)
-        test_row = QWidget(w)
-        tl = QHBoxLayout(test_row)
-        tl.setContentsMargins(0, 0, 0, 0)
+        test_row, tl = _hbox(w)
         self.test_button = QPushButton("Test devices", test_row)
         self.test_button.setToolTip("Plays a tone on the output and shows the input level")
         self.test_button.clicked.connect(self.test_devices)
@@ -224,9 +228,7 @@ class SettingsDialog(QDialog):
     def _voice_tab(self) -> QWidget:
         w = QWidget(self)
         form = QFormLayout(w)
-        row = QWidget(w)
-        rl = QHBoxLayout(row)
-        rl.setContentsMargins(0, 0, 0, 0)
+        row, rl = _hbox(w)
         self.voice = QComboBox(row)
         rl.addWidget(self.voice, 1)
         self.voice_from_wav = QPushButton("From recording…", row)
@@ -247,9 +249,7 @@ class SettingsDialog(QDialog):
         self.voice_status.setWordWrap(True)
         form.addRow("", self.voice_status)
         form.addRow(QLabel("<b>Lite voice</b>", w))
-        lite_row = QWidget(w)
-        ll = QHBoxLayout(lite_row)
-        ll.setContentsMargins(0, 0, 0, 0)
+        lite_row, ll = _hbox(w)
         self.lite_voice = QComboBox(lite_row)
         self.lite_voice.setMinimumWidth(320)
         ll.addWidget(self.lite_voice, 1)
@@ -258,9 +258,7 @@ class SettingsDialog(QDialog):
         self.lite_voice_add.clicked.connect(self.add_lite_voice)
         ll.addWidget(self.lite_voice_add)
         form.addRow("Voice", lite_row)
-        speed_row = QWidget(w)
-        sl = QHBoxLayout(speed_row)
-        sl.setContentsMargins(0, 0, 0, 0)
+        speed_row, sl = _hbox(w)
         self.voice_speed = QSlider(Qt.Orientation.Horizontal, speed_row)
         lo, hi = VOICE_SPEED_RANGE
         self.voice_speed.setRange(int(lo * 100), int(hi * 100))
@@ -274,9 +272,7 @@ class SettingsDialog(QDialog):
         sl.addWidget(self.voice_speed, 1)
         sl.addWidget(self.voice_speed_label)
         form.addRow("Speed", speed_row)
-        sample_row = QWidget(w)
-        pl = QHBoxLayout(sample_row)
-        pl.setContentsMargins(0, 0, 0, 0)
+        sample_row, pl = _hbox(w)
         self.play_sample_button = QPushButton("Play sample", sample_row)
         self.play_sample_button.setToolTip("Hear the chosen voice at this speed, on the speakers of the Audio tab")
         self.play_sample_button.clicked.connect(self.play_sample)

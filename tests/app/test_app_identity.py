@@ -164,3 +164,13 @@ def test_help_says_a_bare_parley_opens_the_app():
     assert out.returncode == 0
     text = " ".join(out.stdout.split())
     assert "Run `parley` with no command to open the desktop app" in text
+
+
+def test_the_bundle_ships_and_finds_its_assets(qapp, monkeypatch, tmp_path):
+    """PyInstaller unpacks data under sys._MEIPASS: the spec puts assets/ there, and the icon is found there."""
+    spec = (REPO / "packaging" / "parley.spec").read_text()
+    assert 'datas.append((os.path.join(SPECPATH, "..", "assets"), "assets"))' in spec
+    shutil.copytree(REPO / "assets", tmp_path / "assets")
+    monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
+    assert desktop.assets_dir() == tmp_path / "assets"
+    assert check_icon() == f"icon {len(ICON_SIZES)} sizes"

@@ -231,7 +231,7 @@ class MainWindow(QMainWindow):
         self.act_copy = action("Copy conversation", "Ctrl+Shift+C", "Copy the whole conversation as text", False,
                                lambda: self.transcript.copy_all(), toolbar=False)
         self.act_export = action("Export conversation…", "Ctrl+E", "Save the conversation as Markdown or text",
-                                 False, lambda: self.transcript._export_clicked(), toolbar=False)
+                                 False, lambda: self.transcript.export_dialog(), toolbar=False)
         tb.addSeparator()
         self.act_settings = action("Settings…", "Ctrl+,", "Devices, profile, voice, persona, thresholds", False,
                                    self.open_settings)

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QPalette
-from PySide6.QtWidgets import QFileDialog, QFrame, QLabel, QMenu, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFileDialog, QFrame, QLabel, QMenu, QMessageBox, QScrollArea, QSizePolicy, QVBoxLayout, QWidget,
+)
 
 from app.widgets.theme import Theme, css, widget_theme
 from core.history import Conversation, TurnRecord, export
@@ -317,12 +319,17 @@ class TranscriptView(QScrollArea):
         return out
 
     def export_dialog(self) -> Path | None:
+        """Ask where, then export; a disk that refuses is said in a message box. Returns the file written."""
         start = str(Path.home() / time.strftime("parley-conversation-%Y-%m-%d_%H-%M.md"))
         path, chosen = QFileDialog.getSaveFileName(self, "Export the conversation", start, EXPORT_FILTERS)
         if not path:
             return None
         fmt = "text" if chosen.startswith("Plain") and not path.lower().endswith(".md") else None
-        return self.export_to(path, fmt)
+        try:
+            return self.export_to(path, fmt)
+        except OSError as exc:
+            QMessageBox.warning(self, "Export failed", f"The conversation was not exported: {exc}")
+            return None
 
     def entry_at(self, pos: QPoint) -> TurnEntry | None:
         """The entry under a point of this view's viewport."""
@@ -348,18 +355,10 @@ class TranscriptView(QScrollArea):
         act.setEnabled(bool(self.order))
         menu.addAction(act)
         act = QAction("Export conversation…", menu)
-        act.triggered.connect(self._export_clicked)
+        act.triggered.connect(self.export_dialog)
         act.setEnabled(bool(self.order))
         menu.addAction(act)
         return menu
-
-    def _export_clicked(self) -> None:
-        try:
-            self.export_dialog()
-        except OSError as exc:
-            from PySide6.QtWidgets import QMessageBox
-
-            QMessageBox.warning(self, "Export failed", f"The conversation was not exported: {exc}")
 
     def contextMenuEvent(self, ev) -> None:  # noqa: N802
         pos = self.viewport().mapFrom(self, ev.pos())

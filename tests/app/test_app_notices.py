@@ -167,6 +167,8 @@ def test_screenshot_plain_notices_with_details(qtbot, config_dir):
                               "sessions/2026-11-22_10-30-00: [Errno 28] No space left on device", source="session")
     b.details_button.click()
     w.details_dock.show()
+    for row in range(w.details.table.rowCount()):        # a fixed clock: the same picture on every run
+        w.details.table.item(row, 0).setText(f"10:30:0{row}")
     for _ in range(5):
         QApplication.processEvents()
     OUT.mkdir(parents=True, exist_ok=True)

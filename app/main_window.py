@@ -14,12 +14,14 @@ import copy
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QEvent, QObject, Qt, QThread, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QByteArray, QEvent, QObject, Qt, QThread, QTimer, QUrl, Signal, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
+    QDockWidget,
     QLabel,
     QMainWindow,
     QSplitter,
@@ -29,8 +31,12 @@ from PySide6.QtWidgets import (
 )
 
 from app import gcguard
+from app.desktop import app_icon
+from app.widgets.debug import EngineeringPanel
 from app.widgets.duplex import DuplexPanel
+from app.widgets.geometry import fit_window_to_screen
 from app.widgets.notify import NotificationArea
+from app.widgets.theme import PALETTE_EVENTS, css, restyle_tree, theme_for
 from app.widgets.transcript import TranscriptView
 from app.worker import EngineWorker, StackFactory
 from core.engine.events import (
@@ -64,6 +70,52 @@ GUI_SWITCH_INTERVAL_S = 0.001
 PTT_RELEASE_DEBOUNCE_MS = 150
 
 
+class _WorkerKeeper(QObject):
+    """Holds the worker threads of closed windows until they have ended: the window is gone at once, while its
+    engine (model, audio streams, recorder) still closes in the worker thread; then the window's callback runs in
+    the GUI thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: list[tuple[QThread, QObject, Any]] = []
+
+    def keep(self, thread: QThread, worker: QObject, on_stopped: Any) -> None:
+        self._held.append((thread, worker, on_stopped))
+        thread.finished.connect(self._finished)
+        if not thread.isRunning():
+            self.reap()
+
+    @Slot()
+    def _finished(self) -> None:
+        thread = self.sender()
+        if isinstance(thread, QThread):
+            thread.wait()             # it emitted ``finished`` as its last act; let it end completely
+        self.reap()
+
+    def reap(self) -> None:
+        for entry in [e for e in self._held if not e[0].isRunning()]:
+            self._held.remove(entry)
+            thread, _worker, on_stopped = entry
+            thread.wait()
+            try:
+                on_stopped()
+            except RuntimeError:      # the window's C++ side is already deleted: nothing to tell
+                log.debug("closed window gone before its worker stopped", exc_info=True)
+
+    def pending(self) -> int:
+        return len(self._held)
+
+
+_KEEPER: _WorkerKeeper | None = None
+
+
+def _keeper() -> _WorkerKeeper:
+    global _KEEPER
+    if _KEEPER is None:
+        _KEEPER = _WorkerKeeper()
+    return _KEEPER
+
+
 def _as_settings(settings: Any) -> tuple[Settings, list[str]]:
     """Accept a Settings or a core.settings.LoadResult (what load_settings() returns)."""
     if settings is None:
@@ -92,6 +144,7 @@ class MainWindow(QMainWindow):
     # for observers/tests
     event_handled = Signal(object)
     state_changed = Signal(str)
+    shut_down = Signal()                # after close: the worker has closed the engine and its thread has ended
 
     def __init__(self, settings: Any = None, stack_factory: StackFactory | None = None,
                  persist: bool = True, parent: QWidget | None = None) -> None:
@@ -114,7 +167,11 @@ class MainWindow(QMainWindow):
         self._ptt_release.setInterval(PTT_RELEASE_DEBOUNCE_MS)
         self._ptt_release.timeout.connect(self._ptt_released)
         self._closing = False
+        self._recording_active = False
+        self.recording_path: Path | None = None   # the session folder being recorded, when known
+        self.saved_recording_url: QUrl | None = None
         self.setWindowTitle("Parley")
+        self.setWindowIcon(app_icon())
         self.setMinimumSize(760, 480)
         self._build_ui()
         self._restore_geometry()
@@ -122,7 +179,8 @@ class MainWindow(QMainWindow):
             self.notify("warning", f"Settings: {w}")
         # the worker thread (idle until start_engine)
         self._gc = gcguard.acquire()   # Python's garbage collection in this (GUI) thread only
-        self.thread_ = QThread(self)
+        self._gc_held = True
+        self.thread_ = QThread()        # no parent: it may outlive a closed window while the engine shuts down
         self.thread_.setObjectName("parley-worker")
         self.worker = EngineWorker(stack_factory)
         self.worker.moveToThread(self.thread_)
@@ -143,7 +201,7 @@ class MainWindow(QMainWindow):
         self.addToolBar(tb)
 
         def action(text: str, shortcut: str | QKeySequence.StandardKey | None, tip: str,
-                   checkable: bool = False, slot=None) -> QAction:
+                   checkable: bool = False, slot=None, toolbar: bool = True) -> QAction:
             a = QAction(text, self)
             a.setCheckable(checkable)
             if shortcut:
@@ -152,7 +210,10 @@ class MainWindow(QMainWindow):
             a.setToolTip(f"{tip} ({QKeySequence(shortcut).toString()})" if shortcut else tip)
             if slot is not None:
                 (a.toggled if checkable else a.triggered).connect(slot)
-            tb.addAction(a)
+            if toolbar:
+                tb.addAction(a)
+            else:
+                self.addAction(a)      # the shortcut works without a tool-bar button
             return a
 
         self.act_listen = action("Start listening", "Ctrl+L", "Start or stop listening to the microphone", True,
@@ -166,15 +227,24 @@ class MainWindow(QMainWindow):
                               True, self._on_ptt_toggled)
         self.act_new = action("New conversation", "Ctrl+N", "Forget this conversation and start afresh", False,
                               self.new_conversation)
+        self.act_history = action("History…", "Ctrl+H", "Earlier conversations: reread, export, delete", False,
+                                  self.open_history)
+        tb.addSeparator()
         self.act_record = action("Record session", "Ctrl+R", "Record this session (audio + events) to disk",
                                  True, self._on_record_toggled)
+        self.act_sessions = action("Sessions…", None, "Recorded sessions: listen, export, delete", False,
+                                   self.open_sessions)
+        self.act_copy = action("Copy conversation", "Ctrl+Shift+C", "Copy the whole conversation as text", False,
+                               lambda: self.transcript.copy_all(), toolbar=False)
+        self.act_export = action("Export conversation…", "Ctrl+E", "Save the conversation as Markdown or text",
+                                 False, lambda: self.transcript.export_dialog(), toolbar=False)
         tb.addSeparator()
         self.act_settings = action("Settings…", "Ctrl+,", "Devices, profile, voice, persona, thresholds", False,
                                    self.open_settings)
         self.act_models = action("Models…", None, "Model files, checksums, downloads, GPU fit", False,
-                                 self.open_model_manager)
+                                 self.open_model_manager, toolbar=False)
         self.act_doctor = action("Check setup…", None, "Check audio, display, GPU and model files", False,
-                                 self.open_doctor)
+                                 self.open_doctor, toolbar=False)
         for a in tb.actions():
             w = tb.widgetForAction(a)
             if w is not None:
@@ -213,6 +283,44 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.status_context)
         sb.addPermanentWidget(self.status_record)
         self._update_record_label()
+        self._build_details_dock()
+        self._build_menus()
+
+    def _build_details_dock(self) -> None:
+        """Engineering figures and notices, in a dock that is hidden unless asked for (View menu)."""
+        self.details = EngineeringPanel(self)
+        self.details_dock = QDockWidget("Engineering details", self)
+        self.details_dock.setObjectName("engineeringDetails")
+        self.details_dock.setWidget(self.details)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.details_dock)
+        self.details_dock.setVisible(self.settings.ui.engineering_panel)
+        self.act_details = self.details_dock.toggleViewAction()
+        self.act_details.setText("Engineering details")
+        self.act_details.setShortcut(QKeySequence("Ctrl+D"))
+        self.act_details.setToolTip("Latency, context size, turn decisions and every technical notice (Ctrl+D)")
+        self.act_details.toggled.connect(self._on_details_toggled)
+        self.addAction(self.act_details)
+        self.notices.technical.connect(self.details.add_notice)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        conv = bar.addMenu("&Conversation")
+        for a in (self.act_listen, self.act_mute, self.act_stop, self.act_ptt, None, self.act_new, self.act_copy,
+                  self.act_export, self.act_history):
+            conv.addSeparator() if a is None else conv.addAction(a)
+        sessions = bar.addMenu("&Sessions")
+        sessions.addAction(self.act_record)
+        sessions.addAction(self.act_sessions)
+        view = bar.addMenu("&View")
+        view.addAction(self.act_details)
+        tools = bar.addMenu("&Tools")
+        for a in (self.act_settings, self.act_models, self.act_doctor):
+            tools.addAction(a)
+
+    def _on_details_toggled(self, shown: bool) -> None:
+        if self.settings.ui.engineering_panel != shown and not self._closing:
+            self.settings.ui.engineering_panel = shown
+            self._save()
 
     def _connect_worker(self) -> None:
         # Every receiver here is a @Slot: PySide6 delivers a signal from another thread to a plain (undecorated)
@@ -259,6 +367,8 @@ class MainWindow(QMainWindow):
 
     @Slot(dict)
     def _on_profile_ready(self, info: dict) -> None:
+        if self._closing:        # loaded while the window was closing: the worker closes it again
+            return
         active: Settings = info["settings"]
         self.profile_loaded = info["profile"]
         self.status_profile.setText(f"Profile: {info.get('description') or info['profile']}")
@@ -408,6 +518,21 @@ class MainWindow(QMainWindow):
         self.act_mute.setEnabled(have)
         self.act_stop.setEnabled(have)
         self.act_new.setEnabled(have)
+        self.transcript.set_placeholder(self.hint())
+
+    def hint(self) -> str:
+        """What the empty transcript tells the user to do now (it matches the buttons and the state)."""
+        if self.loading:
+            return "Loading the voice model… Settings and the history can be opened meanwhile."
+        if self.profile_loaded is None:
+            return "No voice model is loaded yet."
+        if not self.listening:
+            return "Press Start listening (Ctrl+L), then just talk."
+        if self.act_mute.isChecked():
+            return "The microphone is muted: press Unmute mic (Ctrl+M) to talk."
+        if self.act_ptt.isChecked():
+            return "Hold Space while you talk, and let go when you are done."
+        return "Just talk: Parley answers when you pause. Interrupt it any time, or press Esc to stop it."
 
     def _on_listen_toggled(self, on: bool) -> None:
         (self.req_start if on else self.req_stop).emit()
@@ -416,6 +541,7 @@ class MainWindow(QMainWindow):
         self.act_mute.setText("Unmute mic" if on else "Mute mic")
         self.req_mute.emit(on)
         self._set_state(self.state)
+        self._update_controls()
 
     def _on_ptt_toggled(self, on: bool) -> None:
         self.settings.ui.push_to_talk = on
@@ -424,6 +550,7 @@ class MainWindow(QMainWindow):
         if on:
             self.notify("info", "Push-to-talk: hold Space while the Parley window has focus.")
         self._set_state(self.state)
+        self._update_controls()
 
     def _on_record_toggled(self, on: bool) -> None:
         self.settings.recording.enabled = on
@@ -434,7 +561,13 @@ class MainWindow(QMainWindow):
     @Slot(bool)
     def _on_recording(self, on: bool) -> None:
         """What the worker reports: a recording that could not start (or stopped) unchecks the button, and the
-        saved setting follows, so the next start does not fail the same way unnoticed."""
+        saved setting follows, so the next start does not fail the same way unnoticed. A recording that ended
+        says where it was saved."""
+        was, self._recording_active = self._recording_active, on
+        if was and not on:
+            self.recording_saved(self.recording_path or self._newest_session())
+        if not on:
+            self.recording_path = None
         if on == self.act_record.isChecked() and on == self.settings.recording.enabled:
             return
         self.act_record.blockSignals(True)
@@ -446,12 +579,50 @@ class MainWindow(QMainWindow):
 
     def _update_record_label(self) -> None:
         self.status_record.setText("● recording" if self.settings.recording.enabled else "")
-        self.status_record.setStyleSheet("color: #c63b32; font-weight: bold;")
+        self.status_record.setStyleSheet(f"color: {css(theme_for(self.palette()).record)}; font-weight: bold;")
+
+    def _newest_session(self) -> Path | None:
+        from core.session.store import list_sessions
+
+        try:
+            sessions = list_sessions(self.settings.recording.folder or None)
+        except OSError:
+            return None
+        return sessions[0].path if sessions else None
+
+    def recording_saved(self, path: Path | str | None) -> None:
+        """A notice that says where the recording that just ended is, with a button that opens the folder."""
+        if path is None:
+            self.notify("info", "Recording stopped.")
+            return
+        self.saved_recording_url = QUrl.fromLocalFile(str(path))
+        url = self.saved_recording_url
+        self.notices.notify("info", f"Recording saved to {path}", action_text="Open folder",
+                            action=lambda: self.open_url(url), key="recording saved")
+
+    def open_url(self, url: QUrl) -> bool:
+        """Open a folder or file with the desktop's own program (a seam for tests, which check the URL)."""
+        return QDesktopServices.openUrl(url)
 
     def stop_speaking(self) -> None:
         self.req_stop_speaking.emit()
 
+    def archive_conversation(self) -> None:
+        """Keep the conversation on screen in the history (when the settings keep one) — called when it ends: New
+        conversation, closing the window. A disk that refuses costs a notice, never the conversation on screen."""
+        from core.history import HistoryStore
+
+        turns = self.transcript.conversation()
+        if self.transcript.read_only or not turns:
+            return
+        try:
+            HistoryStore.from_settings(self.settings).save(turns, persona=self.settings.persona.name,
+                                                           profile=self.profile_loaded or "")
+        except OSError as exc:
+            self.notify("error", f"This conversation could not be kept in the history: {exc.strerror or exc}")
+
     def new_conversation(self) -> None:
+        self.archive_conversation()
         self.req_new_conversation.emit()
         self.transcript.clear()
         self.panel.reset()
@@ -494,6 +665,9 @@ class MainWindow(QMainWindow):
     def changeEvent(self, ev: QEvent) -> None:  # noqa: N802
         if ev.type() == QEvent.Type.ActivationChange and not self.isActiveWindow() and self._ptt_down:
             self.set_push_to_talk_pressed(False)
+        if ev.type() in PALETTE_EVENTS and hasattr(self, "status_record"):
+            self._update_record_label()       # the system switched between light and dark
+            restyle_tree(self)
         super().changeEvent(ev)
 
     # ------------------------------------------------------------------------------------------ notices ----
@@ -519,6 +693,30 @@ class MainWindow(QMainWindow):
         dlg.use_folders.connect(self._use_model_folders)
         dlg.open()
         self._model_dialog = dlg
+
+    def open_sessions(self) -> None:
+        from app.session_browser import SessionBrowser
+
+        dlg = getattr(self, "_sessions_dialog", None)
+        if dlg is None or not dlg.isVisible():
+            dlg = SessionBrowser(root=self.settings.recording.folder or None, parent=self)
+            self._sessions_dialog = dlg
+        dlg.show()
+        dlg.raise_()
+        dlg.activateWindow()
+
+    def open_history(self) -> None:
+        from app.history_dialog import HistoryDialog
+
+        dlg = getattr(self, "_history_dialog", None)
+        if dlg is None or not dlg.isVisible():
+            dlg = HistoryDialog(self.settings, parent=self)
+            self._history_dialog = dlg
+        else:
+            dlg.refresh()
+        dlg.show()
+        dlg.raise_()
+        dlg.activateWindow()
 
     def open_doctor(self) -> None:
         from app.doctor_dialog import DoctorDialog
@@ -597,6 +795,7 @@ class MainWindow(QMainWindow):
                 restored = False
         if not restored:
             self.resize(1100, 680)
+        fit_window_to_screen(self)    # a geometry from a bigger (or unscaled) screen, or the default on a small one
         if self.settings.ui.splitter:
             try:
                 self.splitter.restoreState(QByteArray.fromBase64(self.settings.ui.splitter.encode("ascii")))
@@ -615,29 +814,51 @@ class MainWindow(QMainWindow):
         except OSError as exc:
             self.notify("error", f"Cannot save the settings: {exc}")
 
+    def showEvent(self, ev) -> None:  # noqa: N802
+        super().showEvent(ev)
+        if not getattr(self, "_fitted_on_show", False):
+            self._fitted_on_show = True       # now the real frame (title bar) and screen are known
+            fit_window_to_screen(self)
+
     def closeEvent(self, ev: QCloseEvent) -> None:  # noqa: N802
+        """The window disappears at once; the engine shuts down behind it (``shut_down`` says when it is done)."""
         if not self._closing:
             self._closing = True
+            self.archive_conversation()
             self._capture_geometry()
             self.settings.ui.first_run_done = True
             self._save()
             app = QApplication.instance()
             if app is not None:
                 app.removeEventFilter(self)
-            self.shutdown_worker()
+            _keeper().keep(self.thread_, self.worker, self._worker_stopped)
+            self.req_shutdown.emit()            # the worker closes the engine, then quits its thread
+        super().closeEvent(ev)                  # accepted: Qt hides the window now
+
+    def _worker_stopped(self) -> None:
+        if self._gc_held:
+            self._gc_held = False
             gcguard.release()
-        super().closeEvent(ev)
+        self.shut_down.emit()
+
+    def wait_shut_down(self, timeout_ms: int = 30_000) -> bool:
+        """Block until the worker thread has ended (after :meth:`close`). False when it did not within
+        ``timeout_ms``."""
+        if self.thread_.isRunning():
+            with self._gc.gui_blocked():        # its garbage-collection requests cannot be served meanwhile
+                ok = self.thread_.wait(timeout_ms)
+            if not ok:
+                log.warning("the worker thread did not stop within %d ms", timeout_ms)
+                return False
+        _keeper().reap()
+        return True
 
     def shutdown_worker(self, timeout_ms: int = 30_000) -> bool:
-        """Close the engine (in the worker thread) and stop the thread. Returns False when it did not stop."""
-        if not self.thread_.isRunning():
-            return True
-        self.req_shutdown.emit()            # the worker closes the engine, then quits its thread
-        with self._gc.gui_blocked():        # its garbage-collection requests cannot be served meanwhile
-            ok = self.thread_.wait(timeout_ms)
-        if not ok:
-            log.warning("the worker thread did not stop within %d ms", timeout_ms)
-        return ok
+        """Close the engine (in the worker thread) and stop the thread, blocking. Returns False when it did not
+        stop."""
+        if self.thread_.isRunning() and not self._closing:
+            self.req_shutdown.emit()
+        return self.wait_shut_down(timeout_ms)
 
     # ------------------------------------------------------------------------------------------ helpers ----
 

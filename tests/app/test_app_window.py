@@ -39,6 +39,7 @@ from PySide6.QtWidgets import QApplication
 from _lateness import LatenessProbe
 from _loop import private_loop
 from app.main_window import MainWindow
+from app.widgets.theme import css
 from _shared import default_fixture, event
 from core.engine.events import EventBus, MeterLevels, StateProbs
 from core.settings import Settings, load_settings
@@ -71,7 +72,7 @@ def make_window(qtbot, config_dir):
     yield make
     for w in windows:
         w.close()
-        assert not w.thread_.isRunning(), "the worker thread must stop when the window closes"
+        assert w.wait_shut_down(60_000), "the worker thread must stop when the window closes"
 
 
 def deliver(qtbot, w: MainWindow, *events) -> None:
@@ -143,7 +144,7 @@ def _config_dir(tmp_path_factory, name: str):
 
 def _close(w: MainWindow) -> None:
     w.close()
-    assert not w.thread_.isRunning(), "the worker thread must stop when the window closes"
+    assert w.wait_shut_down(60_000), "the worker thread must stop when the window closes"
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +223,8 @@ def test_transcript_partial_final_interruption_and_latency(qtbot, make_window):
             event("user_text", 0.8, 1, {"text": " capitol", "final": False}),
             event("user_text", 0.9, 1, {"text": "What is the capital", "partial": True, "final": False}))
     user = w.transcript.entry(1, "user")
-    assert user.body.text() == "<i style='color:#6b7f99'>What is the capital…</i>"   # live, in italics
+    live = css(user.theme.user_muted)
+    assert user.body.text() == f"<i style='color:{live}'>What is the capital…</i>"   # live, in italics
     deliver(qtbot, w, event("user_text", 1.0, 1, {"text": " of France?", "final": True,
                                                   "full": "What is the capital of France?"}))
     assert user.data.text == "What is the capital of France?" and user.data.final
@@ -238,7 +240,8 @@ def test_transcript_partial_final_interruption_and_latency(qtbot, make_window):
     a = w.transcript.entry(1, "assistant")
     body = a.body.text()
     assert body.startswith("Paris is the capital.")
-    assert "<s style='color:#9a9a9a'>It has the Eiffel tower.</s>" in body   # unheard: struck through, faded
+    unheard = css(a.theme.unheard)
+    assert f"<s style='color:{unheard}'>It has the Eiffel tower.</s>" in body   # unheard: struck through, faded
     assert "520 ms" in a.header.text() and "interrupted" in a.header.text()
     assert "last 520 ms" in w.panel.latency_label.text() and "p50 520 ms" in w.panel.latency_label.text()
     assert w.transcript.plain_text().splitlines() == [
@@ -573,6 +576,8 @@ def test_worker_errors_are_notifications_not_crashes(qtbot, make_window, loop, t
         w.act_listen.trigger()
         qtbot.waitUntil(lambda: any("Starting the microphone failed" in t for t in w.notices.texts()),
                         timeout=15_000)
+        # the worker reports the notice, then listening(False): both queued, the second may come a moment later
+        qtbot.waitUntil(lambda: not w.act_listen.isChecked(), timeout=5000)
     assert not w.listening and not w.act_listen.isChecked() and not stack.is_listening()
     w.act_record.trigger()
     qtbot.waitUntil(lambda: any("Switching session recording failed" in t and "cannot record the session" in t

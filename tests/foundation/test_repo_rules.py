@@ -239,7 +239,7 @@ LAYERS = [
     {"core.engine"},
     {"core.model"},
     {"core.settings"},
-    {"core.session"},
+    {"core.session", "core.history"},
     {"core.compose", "core.doctor"},
     {"core.cli"},
     {"app"},

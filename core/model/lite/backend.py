@@ -47,6 +47,7 @@ class LiteSettings:
     llm: str | None = None              # local HF chat-model folder or .gguf; None: SmolLM2 from its wheel
     llm_dtype: str = "float32"          # or "bfloat16" (half the memory; speed: see ChatLlm.load)
     voice: str | None = None            # Piper .onnx (with .onnx.json beside it); None: joe-medium from its wheel
+    voice_speed: float = 1.0            # speaking rate (Piper's length_scale is divided by it); settable live
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
     cache_dir: str | None = None        # default: $PARLEY_CACHE_DIR or the platform cache dir
@@ -115,7 +116,7 @@ class LiteBackend(Backend):
         self.threads = configure_torch_threads(s.torch_threads)
         cachemod.clean_stale_tmp(cachemod.lite_cache_dir(s.cache_dir))
         t0 = time.perf_counter()
-        self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir)
+        self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir, speed=s.voice_speed)
         self.load_times["tts_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.asr = WhisperAsr.load(s.cache_dir, s.packages_dir, rebuild=rebuild, audio_ctx_margin_s=s.asr_margin_s)
@@ -197,12 +198,23 @@ class LiteBackend(Backend):
     def set_voice(self, voice: str | None, tokens: list[int] | None = None) -> str | None:
         """Another Piper voice (``.onnx`` with its ``.onnx.json``; None: the bundled one) from the next answer on."""
         try:
-            new = PiperVoice(voice, espeak=self.settings.espeak, packages_dir=self.settings.packages_dir)
+            new = PiperVoice(voice, espeak=self.settings.espeak, packages_dir=self.settings.packages_dir,
+                             speed=self.voice.speed)
         except Exception as exc:  # noqa: BLE001 - a bad voice file keeps the current voice
             return f"cannot use the voice {voice or 'bundled'}: {exc}"
         self.voice = new
         self.settings.voice = voice
         self.output_rate = new.sample_rate
+        return None
+
+    def set_voice_speed(self, speed: float) -> str | None:
+        """The speaking rate from the next synthesised clause on (1.0 as trained, 2.0 twice as fast); a problem
+        as text, the current speed kept."""
+        try:
+            self.voice.speed = speed
+        except ValueError as exc:
+            return str(exc)
+        self.settings.voice_speed = float(speed)
         return None
 
     # -------------------------------------------------------------------------------------------- listening

@@ -444,7 +444,8 @@ class MainWindow(QMainWindow):
             self.panel.add_probs([float(x) for x in ev.probs][:3], t)
         elif isinstance(ev, TurnDecision):
             labels = {"cl": "keep listening", "ss": "answer", "el": "ignore"}
-            self.panel.detail.setText(f"turn {ev.turn}: decision {labels.get(ev.state, ev.state)}")
+            self.details.set_figure("turn decision", f"turn {ev.turn}: {labels.get(ev.state, ev.state)} "
+                                                     f"({ev.reason}, {ev.voiced_s:.2f} s voiced)")
         elif isinstance(ev, UserText) and changed is not None:
             self.transcript.user_text(ev.turn, changed.user_text, partial=True, final=changed.user_final,
                                       wall=self._wall_time(t))
@@ -459,6 +460,9 @@ class MainWindow(QMainWindow):
             self.transcript.latency(ev.turn, float(ms))
             self.panel.latency.values = list(self._latency_by_turn.values())
             self.panel.latency_label.setText(self.panel.latency.summary())
+            self.details.set_figure("latency", f"turn {ev.turn}: first audio {ev.first_audio_ms:.0f} ms, played "
+                                               f"{ev.first_played_ms:.0f} ms, decision {ev.decision_ms:.0f} ms, "
+                                               f"compute {ev.compute_ms:.0f} ms")
         elif isinstance(ev, MeterLevels):
             self.panel.set_levels(mic=ev.mic_db, clean=ev.clean_db, out=ev.out_db)
             self.panel.add_vad(float(ev.vad), t)
@@ -467,18 +471,23 @@ class MainWindow(QMainWindow):
         elif isinstance(ev, VadOnset):
             self.panel.add_vad(float(ev.prob), t)
         elif isinstance(ev, (WarningEvent, ErrorEvent)):
-            code = ev.code or ev.kind or ev.where
-            key = f"{ev.source or ''}:{code}" if code else None
-            self.notices.notify(ev.type, ev.message or code or ev.type, key=key)
+            code = ev.code or ev.kind or ev.where or ""
+            self.notices.notify_code(code, ev.type, ev.message, where=ev.where, source=ev.source,
+                                     key=f"{ev.source or ''}:{code}")
             if ev.source == "session" and ev.code == "recording_stopped":
+                if ev.path:
+                    self.recording_path = Path(ev.path)
                 self._on_recording(False)    # disk full, folder gone: the button says so...
                 self.req_record.emit(False)  # ...and the stack lets go of the stopped recorder
         elif isinstance(ev, InfoEvent):
+            if ev.kind == "recording_started" and ev.path:
+                self.recording_path = Path(ev.path)   # where "Recording saved to ..." will point
             if ev.notify:
                 self.notify("info", ev.message)
         elif isinstance(ev, ContextUpdate):
             if ev.context_tokens is not None:
                 self.status_context.setText(f"context {int(ev.context_tokens)} tokens")
+                self.details.set_figure("context", f"{int(ev.context_tokens)} of {ev.limit} tokens")
         elif isinstance(ev, SessionStart):
             self.status_context.setText(f"context {int(ev.context_tokens)} tokens")
 

@@ -58,7 +58,8 @@ StackFactory = Callable[[Settings], EngineStack]
 
 
 def needs_reload(old: Settings | None, new: Settings) -> bool:
-    """True when ``new`` changes what is loaded (profile, weights, precision, device, voice, audio devices)."""
+    """True when ``new`` changes what is loaded (profile, weights, precision, device). A voice, its speed, the
+    persona, sampling and audio devices change on the running stack (``LiveStack.apply_settings``)."""
     if old is None:
         return True
     a, b = old.model, new.model
@@ -68,7 +69,7 @@ def needs_reload(old: Settings | None, new: Settings) -> bool:
         if (a.checkpoint_dir, a.backbone_dir) != (b.checkpoint_dir, b.backbone_dir):
             return True
     else:
-        if (a.lite_backbone, a.lite_voice, a.lite_device) != (b.lite_backbone, b.lite_voice, b.lite_device):
+        if (a.lite_backbone, a.lite_device) != (b.lite_backbone, b.lite_device):
             return True
     return False
 

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--self-test", action="store_true",
                         help="import every module, open the main window offscreen, load Lite if present, exit")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--install-desktop-entry", action="store_true",
+                        help="add Parley to the desktop's application menu (a .desktop entry and its icon), then exit")
     sub = parser.add_subparsers(dest="command")
     _add_reply(sub)
     _add_bench(sub)
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.self_test:
             return _handler("app.selftest:run_self_test")(args)
+        if args.install_desktop_entry:
+            return _handler("app.commands:run_install")(args)
         if args.command is None:
             return _handler("app.main:run_app")(args)
         return int(args.func(args) or 0)

@@ -111,6 +111,7 @@ def _build_lite(spec: ProfileSpec) -> Backend:
         settings.voice = str(spec.voice)
     if spec.system_prompt is not None:
         settings.system_prompt = spec.system_prompt
+    settings.voice_speed = spec.voice_speed
     apply_lite_generation(settings, spec)
     options = dict(spec.options)
     for key in list(options):

@@ -289,6 +289,9 @@ class LiveStack:
             if self.is_listening():
                 self.stop_listening()
                 self.start_listening()
+        if self.profile == "lite" and self.spec.voice_speed != new_spec.voice_speed:
+            speed = new_spec.voice_speed
+            self._command(lambda: self.backend.set_voice_speed(speed))
         if (self.spec.voice, self.spec.voice_tokens) != (new_spec.voice, new_spec.voice_tokens):
             def voice() -> None:
                 problem = apply_voice(self.backend, new_spec)

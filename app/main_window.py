@@ -22,7 +22,10 @@ from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
+    QHBoxLayout,
     QLabel,
+    QLineEdit,
+    QPushButton,
     QMainWindow,
     QSplitter,
     QToolBar,
@@ -139,6 +142,7 @@ class MainWindow(QMainWindow):
     req_ptt_mode = Signal(bool)
     req_ptt = Signal(bool)
     req_new_conversation = Signal()
+    req_text = Signal(str)
     req_record = Signal(bool)
     req_shutdown = Signal()
     # for observers/tests
@@ -167,6 +171,7 @@ class MainWindow(QMainWindow):
         self._ptt_release.setInterval(PTT_RELEASE_DEBOUNCE_MS)
         self._ptt_release.timeout.connect(self._ptt_released)
         self._closing = False
+        self._queued_messages: list[str] = []
         self._recording_active = False
         self.recording_path: Path | None = None   # the session folder being recorded, when known
         self.saved_recording_url: QUrl | None = None
@@ -263,11 +268,29 @@ class MainWindow(QMainWindow):
         self.notices = NotificationArea(central)
         outer.addWidget(self.notices)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, central)
-        self.transcript = TranscriptView(self.splitter)
+        left = QWidget(self.splitter)
+        column = QVBoxLayout(left)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(4)
+        self.transcript = TranscriptView(left)
         self.transcript.set_persona(self.settings.persona.name)
+        column.addWidget(self.transcript, 1)
+        typing = QHBoxLayout()
+        typing.setContentsMargins(6, 0, 6, 6)
+        self.message = QLineEdit(left)
+        self.message.setObjectName("message")
+        self.message.setPlaceholderText("Type a message and press Enter: Parley answers out loud")
+        self.message.setClearButtonEnabled(True)
+        self.message.returnPressed.connect(self.send_message)
+        self.send_button = QPushButton("Send", left)
+        self.send_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.send_button.clicked.connect(self.send_message)
+        typing.addWidget(self.message, 1)
+        typing.addWidget(self.send_button)
+        column.addLayout(typing)
         self.panel = DuplexPanel(self.splitter)
         self.panel.chart.seconds = self.settings.ui.chart_seconds
-        self.splitter.addWidget(self.transcript)
+        self.splitter.addWidget(left)
         self.splitter.addWidget(self.panel)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
@@ -335,6 +358,7 @@ class MainWindow(QMainWindow):
         self.req_ptt_mode.connect(w.set_push_to_talk)
         self.req_ptt.connect(w.push_to_talk)
         self.req_new_conversation.connect(w.new_conversation)
+        self.req_text.connect(w.submit_text)
         self.req_record.connect(w.set_recording)
         self.req_shutdown.connect(w.shutdown)
         w.events_ready.connect(self._drain_events)
@@ -385,6 +409,7 @@ class MainWindow(QMainWindow):
             self._listen_after_load = False
             self.act_listen.setChecked(True)
         self.notify("info", f"{active.model.profile} profile ready")
+        self._send_queued_messages()
         self._update_controls()
 
     @Slot(str)
@@ -616,6 +641,23 @@ class MainWindow(QMainWindow):
     def stop_speaking(self) -> None:
         self.req_stop_speaking.emit()
 
+    def send_message(self) -> None:
+        """The message box: a typed turn, answered by voice. While the model loads it waits, and goes when ready."""
+        text = " ".join(self.message.text().split())
+        if not text:
+            return
+        self.message.clear()
+        if self.profile_loaded is None or self.loading:
+            self._queued_messages.append(text)
+            self.notify("info", "Your message will be sent as soon as the voice model is ready.")
+            return
+        self.req_text.emit(text)
+
+    def _send_queued_messages(self) -> None:
+        queued, self._queued_messages = self._queued_messages, []
+        for text in queued:
+            self.req_text.emit(text)
+
     def archive_conversation(self) -> None:
         """Keep the conversation on screen in the history (when the settings keep one) — called when it ends: New
         conversation, closing the window. A disk that refuses costs a notice, never the conversation on screen."""
@@ -648,7 +690,8 @@ class MainWindow(QMainWindow):
     def eventFilter(self, obj: QObject, ev: QEvent) -> bool:  # noqa: N802
         t = ev.type()
         if t in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and self.act_ptt.isChecked():
-            if ev.key() == Qt.Key.Key_Space and isinstance(obj, QWidget) and obj.window() is self:
+            typing = isinstance(QApplication.focusWidget(), QLineEdit)    # a space typed in a text field
+            if ev.key() == Qt.Key.Key_Space and not typing and isinstance(obj, QWidget) and obj.window() is self:
                 if not ev.isAutoRepeat():
                     self._ptt_key(t == QEvent.Type.KeyPress)
                 return True

@@ -210,6 +210,11 @@ class LiveStack:
             self._apply_gate()
             self._command(lambda: self.engine.set_push_to_talk(False))
 
+    def submit_text(self, text: str) -> None:
+        """A typed message: a user turn answered by voice. Before listening starts it waits for the engine's loop
+        (the answer needs the loop to be spoken)."""
+        self.engine.call_soon(lambda: self.engine.submit_text(text))
+
     def new_conversation(self) -> None:
         self._command(self.engine.reset_conversation)
 

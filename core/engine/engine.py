@@ -815,6 +815,42 @@ class Engine:
         self._set_state(DuplexState.USER_SPEAKING if self._input is not None else DuplexState.LISTENING)
         return True
 
+    def submit_text(self, text: str) -> bool:
+        """A typed message (the app's message box): a user turn like a spoken one, answered by voice. It takes the
+        turn as a barge-in does: a running answer stops (``interruption`` with reason ``typed``) and an open spoken
+        input is dropped. Returns False (with a notice) when the profile cannot take text."""
+        text = " ".join(text.split())
+        if not text:
+            return False
+        if self.conv is None:
+            self.start()
+        if self._input is not None:
+            dropped, self._input = self._input, None
+            self.bus.emit(TurnDecision(turn=dropped.turn, state="el", reason="typed",
+                                       voiced_s=round(dropped.voiced_s, 3), candidate=dropped.during_reply))
+        turn = self.turn + 1
+        if self._reply is not None:
+            self._cut_reply(turn, reason="typed")
+        try:
+            accepted = self._timed(self.backend.submit_text, self.conv, text)
+        except Exception as exc:
+            self._fault(exc, "submit_text", turn)
+            return False
+        if not accepted:
+            self.bus.emit(InfoEvent(turn=self.turn, kind="typed_unsupported", notify=True,
+                                    message="This voice model answers speech only: say it, or use the Lite profile "
+                                            "to type."))
+            self._set_state(DuplexState.LISTENING)
+            return False
+        self.turn = turn
+        now = self.clock.now()
+        inp = _Input(turn=turn, opened_t=now, onset_sample=self._stream_pos, during_reply=False, user_text=text)
+        inp.speech_end_t = now
+        self.bus.emit(UserText(turn=turn, text=text, final=True, full=text, typed=True))
+        self.bus.emit(TurnDecision(turn=turn, state="ss", reason="typed", voiced_s=0.0, candidate=False))
+        self._start_reply(inp)
+        return True
+
     def set_push_to_talk(self, held: bool) -> None:
         """Push-to-talk pressed (``held``): an answer that is playing stops, and the user's turn stays open however
         long they pause; released: the turn gets its final decision at once. A release after which nothing was

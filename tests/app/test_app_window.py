@@ -731,3 +731,35 @@ class TestLiteWindow:
         assert len(probe.lateness_ms) > 100
         print(f"event loop lateness while the model worked: {probe.summary()}")
         assert probe.worst() < 50, probe.summary()
+
+    def test_a_typed_message_is_a_turn_answered_by_voice(self, qtbot, lite_window):
+        """The message box: a typed question becomes a user turn (shown as typed) that the engine answers by voice;
+        a space typed there is text, not push-to-talk."""
+        w, _ = lite_window
+        stack = w.worker.stack
+        qtbot.waitUntil(lambda: w.state == "listening", timeout=60_000)
+        seen = _Seen(w, stack)
+        try:
+            was_ptt = w.act_ptt.isChecked()
+            if not was_ptt:
+                w.act_ptt.trigger()
+            w.message.setFocus()
+            qtbot.keyClicks(w.message, "What is two plus two?")
+            assert w.message.text() == "What is two plus two?" and not stack.ptt_down
+            qtbot.keyClick(w.message, Qt.Key.Key_Return)
+            assert w.message.text() == ""
+            qtbot.waitUntil(lambda: any(ev.type == "user_text" and ev.get("typed") for _, ev in seen.published),
+                            timeout=10_000)
+            typed = next(ev for _, ev in seen.published if ev.type == "user_text" and ev.get("typed"))
+            qtbot.waitUntil(lambda: any(ev.type == "audio_out" and ev.turn == typed.turn
+                                        for _, ev in seen.published), timeout=90_000)
+            user = w.transcript.entry(typed.turn, "user", create=False)
+            assert user is not None and user.data.text == "What is two plus two?"
+            answer = w.transcript.entry(typed.turn, "assistant", create=False)
+            qtbot.waitUntil(lambda: answer is not None and bool(answer.data.committed.strip()), timeout=30_000)
+            w.stop_speaking()
+            qtbot.waitUntil(lambda: w.state == "listening", timeout=30_000)
+            if not was_ptt:
+                w.act_ptt.trigger()
+        finally:
+            seen.close()

@@ -36,12 +36,13 @@ from PySide6.QtWidgets import (
 from app import gcguard
 from app.desktop import app_icon
 from app.widgets.debug import EngineeringPanel
+from app.widgets.cards import LoadingCard, WelcomeCard
 from app.widgets.duplex import DuplexPanel
 from app.widgets.geometry import fit_window_to_screen
 from app.widgets.notify import NotificationArea
 from app.widgets.theme import PALETTE_EVENTS, css, restyle_tree, theme_for
 from app.widgets.transcript import TranscriptView
-from app.worker import EngineWorker, StackFactory
+from app.worker import EngineWorker, StackFactory, keeps_memory, needs_reload
 from core.engine.events import (
     AssistantText,
     ContextUpdate,
@@ -51,6 +52,7 @@ from core.engine.events import (
     Interruption,
     Latency,
     MeterLevels,
+    Progress,
     SessionStart,
     StateChange,
     StateProbs,
@@ -272,8 +274,13 @@ class MainWindow(QMainWindow):
         column = QVBoxLayout(left)
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(4)
+        self.welcome = WelcomeCard(left)
+        self.welcome.dismissed.connect(self._welcome_read)
+        self.loading_card = LoadingCard(left)
         self.transcript = TranscriptView(left)
         self.transcript.set_persona(self.settings.persona.name)
+        column.addWidget(self.welcome)
+        column.addWidget(self.loading_card)
         column.addWidget(self.transcript, 1)
         typing = QHBoxLayout()
         typing.setContentsMargins(6, 0, 6, 6)
@@ -385,9 +392,26 @@ class MainWindow(QMainWindow):
         if busy:
             self.panel.set_state("loading", text)
             self.status_profile.setText(text)
-        elif self.state in ("idle", "loading"):
-            self.panel.set_state("idle", "")
+        else:
+            if self.loading_card.isVisible():
+                self.loading_card.finish()        # a failed load ends here too
+            if self.state in ("idle", "loading"):
+                self.panel.set_state("idle", "")
         self._update_controls()
+
+    def _on_progress(self, ev: Progress) -> None:
+        """Loading steps: the card shows each step, a bar and an estimate from the last load of the profile."""
+        profile, _, step = ev.step.partition(": ")
+        if step == "start":
+            self.loading_card.start(profile, self.settings.ui.load_seconds.get(profile))
+        elif ev.done:
+            seconds = self.loading_card.finish()
+            if profile in ("lite", "freeze-omni") and seconds > 0:
+                self.settings.ui.load_seconds[profile] = round(seconds, 1)
+                self._save()
+        else:
+            self.loading_card.set_step(ev.message)
+        self.details.set_figure("loading", f"{ev.step}: {ev.message}")
 
     @Slot(dict)
     def _on_profile_ready(self, info: dict) -> None:
@@ -414,7 +438,11 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_profile_failed(self, message: str) -> None:
-        self.notify("error", message)
+        if "freeze-omni" in message.lower():   # missing or broken weights: the Model manager can fetch them
+            self.notices.notify("error", message, action_text="Open the Model manager",
+                                action=self.open_model_manager)
+        else:
+            self.notify("error", message)
         if self.profile_loaded is not None and self._active_model is not None:
             # refused, or failed and the previous model loaded again: the settings (and the saved file) show what
             # runs, not the refused folders, which would fail again at the next start
@@ -515,6 +543,8 @@ class MainWindow(QMainWindow):
                 self.details.set_figure("context", f"{int(ev.context_tokens)} of {ev.limit} tokens")
         elif isinstance(ev, SessionStart):
             self.status_context.setText(f"context {int(ev.context_tokens)} tokens")
+        elif isinstance(ev, Progress):
+            self._on_progress(ev)
 
     def _wall_time(self, t: float | None) -> float | None:
         """Wall-clock time of a session time (the engine's clock), via the chart's session clock."""
@@ -735,8 +765,26 @@ class MainWindow(QMainWindow):
 
         dlg = SettingsDialog(self.settings, self)
         dlg.applied.connect(self.apply_settings)
+        self._pause_listening_while(dlg)
         dlg.open()
         self._settings_dialog = dlg
+
+    def _pause_listening_while(self, dlg: QWidget) -> None:
+        """Parley does not listen (nor answer what the device test plays) while ``dlg`` is open: the microphone is
+        muted for the engine and unmuted again when the dialog closes, unless the user had muted it."""
+        if self.act_mute.isChecked() or not self.listening:
+            return
+        self.req_mute.emit(True)
+        self.panel.set_state("muted", "Paused while Settings is open")
+        self.statusBar().showMessage("Listening is paused while Settings is open", 0)
+
+        def resume() -> None:
+            if not self.act_mute.isChecked():
+                self.req_mute.emit(False)
+            self.statusBar().clearMessage()
+            self._set_state(self.state)
+
+        dlg.finished.connect(resume)
 
     def open_model_manager(self) -> None:
         from app.model_manager import ModelManagerDialog
@@ -778,15 +826,12 @@ class MainWindow(QMainWindow):
         self._doctor_dialog = dlg
 
     def run_startup_checks(self, first_run: bool = False) -> None:
-        """First run: open the setup check. Every start: check audio/display/weights in the background and show
-        each failure as a banner with what to do (the window stays usable)."""
+        """Check audio, weights and espeak-ng in the background (the window stays usable). A failure becomes a
+        banner with what to do; on the first start it opens the setup check instead, and when everything passes
+        the status bar only shows a quiet tick. The first start also shows the welcome card."""
+        self._first_run = first_run
         if first_run:
-            from app.doctor_dialog import DoctorDialog
-
-            dlg = DoctorDialog(self.settings, self, first_run=True)
-            dlg.open()
-            self._doctor_dialog = dlg
-            return
+            self.welcome.show()
         from app.tasks import BackgroundTask
         from core.doctor import run_checks
 
@@ -799,9 +844,23 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _startup_checks_done(self, checks: list) -> None:
-        for c in checks:
-            if c.status == "fail":
-                self.notify("error", f"{c.name}: {c.detail}. What to do: {c.fix}")
+        failing = [c for c in checks if c.status == "fail"]
+        if not failing:
+            self.statusBar().showMessage("✓ Setup check passed", 8000)
+            return
+        if getattr(self, "_first_run", False):
+            from app.doctor_dialog import DoctorDialog
+
+            dlg = DoctorDialog(self.settings, self, first_run=True)
+            dlg.open()
+            self._doctor_dialog = dlg
+            return
+        for c in failing:
+            self.notify("error", f"{c.name}: {c.detail}. What to do: {c.fix}")
+
+    def _welcome_read(self) -> None:
+        self.settings.ui.first_run_done = True
+        self._save()
 
     def _use_model_folders(self, changes: dict) -> None:
         from core.settings.schema import check_backbone_dir, check_freeze_omni_checkpoints
@@ -833,6 +892,19 @@ class MainWindow(QMainWindow):
             self.act_record.setChecked(new.recording.enabled)
         self._save()
         if self.profile_loaded is not None or self.loading:
+            if needs_reload(self.worker.active_settings, new):
+                keeps = keeps_memory(self.worker.active_settings, new)
+                estimate = self.settings.ui.load_seconds.get(new.model.profile)
+                about = f" (about {estimate:.0f} s)" if estimate else ""
+                self.notify("info", f"Reloading the voice model to apply your changes{about}. " + (
+                    "The conversation is kept." if keeps else
+                    "Another language model cannot continue this conversation: a new one starts."))
+                if not keeps:
+                    self.archive_conversation()
+                    self.transcript.clear()
+                    self.panel.reset()
+                    self._latency_by_turn.clear()
+                    self.turns = TurnLog()
             self.req_load.emit(new.copy())   # the worker reloads only when the model side changed
 
     # ------------------------------------------------------------------------------------------ persistence ----

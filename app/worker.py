@@ -20,12 +20,13 @@ says why.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from typing import Any, Callable, Protocol
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from core.engine.events import Event
+from core.engine.events import Event, Progress
 from core.queues import DropOldestQueue
 from core.runtime import collect_garbage, free_cuda_cache
 from core.settings import Settings
@@ -50,12 +51,15 @@ class EngineStack(Protocol):
     def push_to_talk(self, pressed: bool) -> None: ...
     def new_conversation(self) -> None: ...
     def submit_text(self, text: str) -> None: ...
+    def history(self) -> list[dict[str, str]]: ...
+    def restore_history(self, history: list[dict[str, str]]) -> None: ...
     def set_recording(self, enabled: bool) -> None: ...
     def apply_settings(self, settings: Settings) -> list[str]: ...
     def close(self) -> None: ...
 
 
-StackFactory = Callable[[Settings], EngineStack]
+# factory(settings, progress) -> stack; ``progress(step, fraction, message)`` hears of each loading step
+StackFactory = Callable[[Settings, Callable[[str, "float | None", str], None]], EngineStack]
 
 
 def needs_reload(old: Settings | None, new: Settings) -> bool:
@@ -73,6 +77,15 @@ def needs_reload(old: Settings | None, new: Settings) -> bool:
         if (a.lite_backbone, a.lite_device) != (b.lite_backbone, b.lite_device):
             return True
     return False
+
+
+def keeps_memory(old: Settings | None, new: Settings) -> bool:
+    """A reload from ``old`` to ``new`` can carry the conversation over (as text): the language model is the same."""
+    if old is None or old.model.profile != new.model.profile:
+        return False
+    if new.model.profile == "lite":
+        return old.model.lite_backbone == new.model.lite_backbone
+    return old.model.backbone_dir == new.model.backbone_dir
 
 
 def preflight(settings: Settings) -> list[str]:
@@ -162,7 +175,17 @@ class EngineWorker(QObject):
             self.listening.emit(False)
 
     def _build(self, settings: Settings) -> EngineStack:
-        stack = self._factory_or_default()(settings)
+        profile = settings.model.profile
+        started = time.monotonic()
+
+        def progress(step: str, fraction: float | None, message: str) -> None:
+            self._on_event(Progress(t=0.0, step=f"{profile}: {step}", fraction=fraction, message=message))
+
+        self._on_event(Progress(t=0.0, step=f"{profile}: start", fraction=0.0,
+                                message=f"Loading the {profile} voice model"))
+        stack = self._factory_or_default()(settings, progress)
+        self._on_event(Progress(t=0.0, step=f"{profile}: ready", fraction=1.0, done=True,
+                                message=f"Loaded in {time.monotonic() - started:.0f} s"))
         self._subscription = stack.subscribe(self._on_event)
         return stack
 
@@ -186,6 +209,7 @@ class EngineWorker(QObject):
             return
         previous = self.active_settings
         was_listening = self._listening
+        memory = self.stack.history() if self.stack is not None and keeps_memory(previous, settings) else []
         self.loading.emit(True, f"Loading the {settings.model.profile} profile…")
         try:
             self._close_stack()          # free the old model's memory before loading the new one
@@ -210,6 +234,8 @@ class EngineWorker(QObject):
                 self.profile_failed.emit(reason)
                 return
             self.active_settings = settings
+            if memory:
+                self.stack.restore_history(memory)     # the same language model: the conversation goes on
             self.profile_ready.emit(self._info(settings))
             if was_listening:
                 self.start_listening()

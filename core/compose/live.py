@@ -27,6 +27,7 @@ from typing import Any, Callable
 from core.audio.interfaces import AudioChunk
 from core.compose.build import apply_lite_generation, apply_voice, build_backend, engine_config, vad_config
 from core.compose.spec import ProfileSpec, spec_from_settings
+from core.engine.backend import ProgressFn
 from core.engine.clock import WallClock
 from core.engine.engine import Engine, QueueChunkSource
 from core.engine.sink import NullSink
@@ -41,7 +42,8 @@ LEVELS_EVERY_S = 0.05
 class LiveStack:
     """Backend + AudioIO + Engine for one profile. Construction loads the model (slow)."""
 
-    def __init__(self, settings: Settings, spec: ProfileSpec | None = None) -> None:
+    def __init__(self, settings: Settings, spec: ProfileSpec | None = None,
+                 progress: ProgressFn | None = None) -> None:
         self.settings = settings.copy()
         self.spec = spec or spec_from_settings(settings)
         self.profile = self.spec.profile
@@ -49,7 +51,7 @@ class LiveStack:
         self.bus = EventBus(self.clock)
         self.config = engine_config(settings)
         t0 = time.perf_counter()
-        self.backend = build_backend(self.spec, self.config)
+        self.backend = build_backend(self.spec, self.config, progress)
         self.load_s = time.perf_counter() - t0
         where = self.spec.device if self.profile == "freeze-omni" else "cpu"
         self.description = f"{self.backend.name} on {where}" + (
@@ -215,6 +217,14 @@ class LiveStack:
         (the answer needs the loop to be spoken)."""
         self.engine.call_soon(lambda: self.engine.submit_text(text))
 
+    def history(self) -> list[dict[str, str]]:
+        """The conversation so far as text (user and assistant turns, the assistant's as heard)."""
+        return [dict(m) for m in self.engine.history]
+
+    def restore_history(self, history: list[dict[str, str]]) -> None:
+        """Carry a conversation over from an earlier stack of the same language model (after a reload)."""
+        self._command(lambda: self.engine.restore_history(history))
+
     def new_conversation(self) -> None:
         self._command(self.engine.reset_conversation)
 
@@ -337,5 +347,5 @@ class _UiSubscription:
             self._stack._ui_subscribers.remove(self._callback)
 
 
-def build_stack(settings: Settings) -> LiveStack:
-    return LiveStack(settings)
+def build_stack(settings: Settings, progress: ProgressFn | None = None) -> LiveStack:
+    return LiveStack(settings, progress=progress)

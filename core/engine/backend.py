@@ -32,13 +32,19 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
 from core.errors import BackendError
 
 TurnState = Literal["cl", "ss", "el"]
+# How a loading backend reports progress: (step, fraction of that step done or None, a sentence for the user).
+ProgressFn = Callable[[str, "float | None", str], None]
+
+
+def no_progress(step: str, fraction: float | None, message: str) -> None:
+    """A :data:`ProgressFn` that reports nowhere."""
 TURN_STATES: tuple[TurnState, ...] = ("cl", "ss", "el")
 
 
@@ -173,5 +179,6 @@ def rebuild_context(backend: Backend, conv: Conversation, history: list[dict[str
     return default_rebuild_context(backend, conv, history, persona)
 
 
-__all__ = ["Backend", "BackendError", "Conversation", "ListenResult", "ReplyPiece", "TURN_STATES", "TurnState",
+__all__ = ["Backend", "BackendError", "Conversation", "ListenResult", "ProgressFn", "ReplyPiece", "TURN_STATES",
+           "TurnState", "no_progress",
            "default_rebuild_context", "history_as_text", "rebuild_context"]

@@ -870,6 +870,14 @@ class Engine:
             self.bus.emit(InfoEvent(turn=self.turn, kind="ptt_nothing_heard", notify=True,
                                     message="Nothing was heard while you held the key. Hold it while you speak."))
 
+    def restore_history(self, history: list[dict[str, str]]) -> None:
+        """Continue a conversation held as text (an earlier engine's :attr:`history`, e.g. before a model reload):
+        the backend's context is rebuilt from it before the next turn."""
+        if self.conv is None:
+            self.start()
+        self.history.extend(dict(m) for m in history)
+        self._conv_dirty = bool(history)
+
     def reset_conversation(self) -> None:
         """Forget the dialogue: stop any answer (flushed), drop the open input, start a fresh conversation."""
         if self._reply is not None:

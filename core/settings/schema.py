@@ -121,6 +121,17 @@ def _check_voices(value: Any) -> str | None:
     return None
 
 
+def _check_load_seconds(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a mapping of profile name to seconds"
+    for name, seconds in value.items():
+        if name not in PROFILES:
+            return f"unknown profile {name!r}"
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < 86_400:
+            return f"{name}: seconds must be a positive number (got {seconds!r})"
+    return None
+
+
 def check_global_tokens(tokens: Any) -> str | None:
     """A Freeze-Omni voice is the codec's global tokens: 8 integers in [0, 1024) for the release codec (other codec
     configurations have another count; the backend checks the count against the loaded codec)."""
@@ -227,6 +238,9 @@ class UiSettings:
     first_run_done: bool = field(default=False, metadata=_meta(_check_bool, "first run done"))
     chart_seconds: float = field(default=10.0, metadata=_meta(_check_range(2.0, 60.0), "chart seconds"))
     engineering_panel: bool = field(default=False, metadata=_meta(_check_bool, "engineering details panel"))
+    # how long each profile took to load last time (seconds): the loading progress bar's estimate
+    load_seconds: dict[str, float] = field(default_factory=dict,
+                                           metadata=_meta(_check_load_seconds, "load times"))
 
 
 _SECTIONS: dict[str, type] = {

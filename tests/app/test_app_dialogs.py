@@ -250,7 +250,7 @@ def test_model_manager_points_at_existing_folders(dialog, tmp_path):
 def test_main_window_refuses_bad_folders_from_the_model_manager(qtbot, config_dir, tmp_path):
     from app.main_window import MainWindow
 
-    w = MainWindow(Settings(), stack_factory=lambda s: (_ for _ in ()).throw(RuntimeError("unused")))
+    w = MainWindow(Settings(), stack_factory=lambda s, p: (_ for _ in ()).throw(RuntimeError("unused")))
     qtbot.addWidget(w)
     w._use_model_folders({"backbone_dir": str(tmp_path / "nope")})
     assert any("Cannot use these folders" in t and "does not exist" in t for t in w.notices.texts())

@@ -82,7 +82,7 @@ class Script:
 
 @pytest.fixture
 def window(qtbot, config_dir):
-    w = MainWindow(Settings(), stack_factory=lambda s: None, persist=False)
+    w = MainWindow(Settings(), stack_factory=lambda s, p: None, persist=False)
     qtbot.addWidget(w)
     w.resize(1180, 720)
     w.show()

@@ -24,7 +24,15 @@ import numpy as np
 import torch
 
 from core.constants import MODEL_INPUT_RATE
-from core.engine.backend import Backend, BackendError, Conversation, ListenResult, ReplyPiece
+from core.engine.backend import (
+    Backend,
+    BackendError,
+    Conversation,
+    ListenResult,
+    ProgressFn,
+    ReplyPiece,
+    no_progress,
+)
 from core.log import speech
 from core.model.lite import cache as cachemod
 from core.model.lite.asr import WhisperAsr
@@ -101,7 +109,8 @@ class LiteBackend(Backend):
 
     name = "lite"
 
-    def __init__(self, settings: LiteSettings | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: LiteSettings | None = None, progress: ProgressFn | None = None,
+                 **overrides: Any) -> None:
         from core.runtime import configure_torch_threads
 
         self.settings = settings or LiteSettings()
@@ -115,17 +124,22 @@ class LiteBackend(Backend):
         self._vad: SileroVad | None = None     # only for callers that give listen() no speech probabilities
         self.threads = configure_torch_threads(s.torch_threads)
         cachemod.clean_stale_tmp(cachemod.lite_cache_dir(s.cache_dir))
+        report = progress or no_progress
         t0 = time.perf_counter()
+        report("voice", None, "Loading the voice")
         self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir, speed=s.voice_speed)
         self.load_times["tts_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        report("speech recognition", None, "Loading speech recognition (converted once on the first start)")
         self.asr = WhisperAsr.load(s.cache_dir, s.packages_dir, rebuild=rebuild, audio_ctx_margin_s=s.asr_margin_s)
         self.load_times["asr_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        report("language model", None, "Loading the language model (converted once on the first start)")
         self.llm = ChatLlm.load(s.llm, s.cache_dir, s.packages_dir, rebuild=rebuild, dtype=s.llm_dtype)
         self.load_times["llm_s"] = time.perf_counter() - t0
         self.output_rate = self.voice.sample_rate
         t0 = time.perf_counter()
+        report("warm-up", None, "Warming up")
         self._warm_up()
         self.load_times["warmup_s"] = time.perf_counter() - t0
         log.info("Lite profile ready (LLM %s, voice %s, torch threads %d): %s", self.llm.name,

@@ -25,8 +25,9 @@ Levels. All figures assume the user's voice and the played audio at equal RMS at
 The microphone signal is clipped to [-1, 1] (a converter clips too). Everything carries across calls (latency line,
 convolution tails, noise filter and generator), so any block sizes give the same signal as one call.
 
-``python -m core.audio.room [--seconds S] [--seed N] [--far FILE.wav]`` prints every preset's figures and the
-echo return loss enhancement (ERLE) of the real AEC3 wrapper (:mod:`core.audio.aec`) on it, as JSON.
+``python -m core.audio.room [--seconds S] [--seed N] [--far FILE.wav]`` prints every preset's figures, the echo
+return loss enhancement (ERLE) of the real AEC3 wrapper (:mod:`core.audio.aec`) on it and how much of the user's
+voice AEC3 removes while both talk (``near_attenuation_db``), as JSON.
 """
 
 from __future__ import annotations
@@ -372,6 +373,36 @@ def erle_db(room: EchoRoom, far: np.ndarray, skip_s: float = 2.0) -> dict:
             "seconds": round(n / room.rate, 2)}
 
 
+def double_talk_db(preset: str | RoomPreset, far: np.ndarray, near: np.ndarray, seed: int = 0,
+                   near_at_s: float = 3.0) -> dict:
+    """How much of the user's voice survives AEC3 while the assistant speaks: ``near`` (the user's speech, at the
+    nominal level) starts at ``near_at_s`` over ``far``; the user's voice alone at the microphone (the same room
+    without the far end) is compared with AEC3's output over the frames where both talk.
+    ``near_attenuation_db`` > 0: the canceller's suppressor took that much of the user's voice away."""
+    from core.audio.aec import EchoCanceller
+
+    f = AEC_FRAME_SAMPLES_16K
+    far = np.asarray(far, dtype=np.float32)
+    n = (len(far) // f) * f
+    far = far[:n]
+    user = np.zeros(n, np.float32)
+    i = int(near_at_s * MODEL_INPUT_RATE)
+    m = max(0, min(len(near), n - i))
+    user[i:i + m] = near[:m]
+    mic = EchoRoom(preset, seed).mic(user, far)
+    alone = EchoRoom(preset, seed).mic(user, np.zeros(n, np.float32)).astype(np.float64)
+    out = EchoCanceller().process_block(mic, far).astype(np.float64)
+    frames = lambda x: x[:len(out)].reshape(-1, f)   # noqa: E731
+    p_alone = np.mean(frames(alone) ** 2, axis=1)
+    p_far = np.mean(frames(far.astype(np.float64)) ** 2, axis=1)
+    both = (p_alone > 10 ** ((NOMINAL_SPEECH_DBFS - 15) / 10)) & (p_far > 10 ** (-50 / 10))
+    if not both.any():
+        return {"near_attenuation_db": None, "double_talk_s": 0.0}
+    p_out = np.mean(frames(out) ** 2, axis=1)
+    return {"near_attenuation_db": round(float(10 * np.log10(p_alone[both].sum() / (p_out[both].sum() + 1e-20))), 1),
+            "double_talk_s": round(float(both.sum() * f / MODEL_INPUT_RATE), 2)}
+
+
 def _main(argv: list[str] | None = None) -> int:
     import argparse
     import json
@@ -385,12 +416,17 @@ def _main(argv: list[str] | None = None) -> int:
                     help="also measure each echo preset with this output latency (repeatable)")
     args = ap.parse_args(argv)
     far, source = _far_speech(args.far, args.seconds)
+    from core.harness.voices import render
+
+    near = render("Stop. What is two plus two? Wait, I have another question for you.", voice="en-us", speed=160,
+                  level_dbfs=NOMINAL_SPEECH_DBFS)
     report: dict = {"far_end": source, "far_seconds": round(len(far) / MODEL_INPUT_RATE, 2), "presets": {}}
     for name, p in PRESETS.items():
         room = EchoRoom(p, seed=args.seed)
         entry = {"figures": room.describe()}
         if room.has_echo:
             entry["aec3"] = erle_db(room, far)
+            entry["aec3"].update(double_talk_db(p, far, near, seed=args.seed))
             for lat in args.latency_ms:
                 entry[f"aec3_latency_{lat:g}ms"] = erle_db(EchoRoom(with_changes(p, latency_ms=lat), args.seed), far)
         report["presets"][name] = entry

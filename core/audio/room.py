@@ -81,9 +81,10 @@ PRESETS: dict[str, RoomPreset] = {p.name: p for p in (
                "user 60 cm away, so the echo is LOUDER than the user; small speakers driven hard; a fan",
                room_dim_m=(4.0, 3.5, 2.6), rt60_s=0.35, speaker_mic_m=0.10, user_mic_m=0.6, echo_db=6.0,
                latency_ms=40.0, drive=1.5, snr_db=35.0),
-    RoomPreset("speakerphone", "a speakerphone (or desktop speakers) on a meeting-room table: loudspeaker 30 cm "
-               "from the microphone, the user 1.2 m away, a reverberant room, air conditioning",
-               room_dim_m=(6.0, 5.0, 3.0), rt60_s=0.6, speaker_mic_m=0.30, user_mic_m=1.2, echo_db=3.0,
+    RoomPreset("speakerphone", "a speakerphone (or desktop speakers) on the table of a small meeting room: "
+               "loudspeaker 30 cm from the microphone, the user 80 cm away, more reverberant than the office, "
+               "air conditioning",
+               room_dim_m=(5.0, 4.0, 2.8), rt60_s=0.45, speaker_mic_m=0.30, user_mic_m=0.8, echo_db=3.0,
                latency_ms=60.0, drive=0.8, snr_db=30.0),
 )}
 

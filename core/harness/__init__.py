@@ -5,10 +5,10 @@ No Qt and no engine imports: the engine's events are read as the dicts of ``even
 See docs/conversations.md.
 """
 
-from core.harness.score import combine, read_events, score
+from core.harness.score import combine, read_events, score, unmet
 from core.harness.script import ConversationScript, ScriptError, Timing, Utterance, load_script, parse_script
 from core.harness.text import normalize, wer
 from core.harness.user import ScriptedUser
 
 __all__ = ["ConversationScript", "ScriptError", "ScriptedUser", "Timing", "Utterance", "combine", "load_script",
-           "normalize", "parse_script", "read_events", "score", "wer"]
+           "normalize", "parse_script", "read_events", "score", "unmet", "wer"]

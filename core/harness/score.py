@@ -40,6 +40,8 @@ from core.harness.text import keywords_found, normalize, recall, wer
 ONSET_BEFORE_S = 0.35      # a VAD onset may come a little before the speech (padding, noise)
 ONSET_AFTER_S = 0.25
 BARGE_IN_LIMIT_MS = 600.0  # issue 13: a barge-in must interrupt within this of its speech onset
+# issue 13's "Done when", over the whole suite in both rooms
+DONE_WHEN = {"backchannels_min": 20, "backchannel_voices_min": 3, "barge_in_rate_min": 0.9, "barge_in_wer_max": 0.15}
 COVERAGE = 0.5             # a joined turn's transcript holds at least this share of each part's words
 
 
@@ -326,3 +328,27 @@ def combine(reports: list[dict]) -> dict:
     agg["false_interruptions"] += agg["stray_interruptions"]
     agg["conversations"] = len(reports)
     return agg
+
+
+def unmet(aggregate: dict, done_when: dict | None = None) -> list[str]:
+    """Which of issue 13's acceptance figures an aggregate (of :func:`combine`) misses, one line each (empty: all
+    met): >= 20 backchannels in >= 3 voices with 0 interruptions and 0 answers, >= 90 % of barge-ins interrupting
+    within 600 ms, barge-in WER <= 15 %, every barge-in question answered."""
+    d = dict(DONE_WHEN, **(done_when or {}))
+    bc, bi = aggregate["backchannels"], aggregate["barge_ins"]
+    out = []
+    if bc["count"] < d["backchannels_min"] or len(bc["voices"]) < d["backchannel_voices_min"]:
+        out.append(f"backchannels: {bc['count']} in {len(bc['voices'])} voices over the assistant's speech "
+                   f"(need {d['backchannels_min']} in {d['backchannel_voices_min']})")
+    if bc["interruptions"] or bc["answered"]:
+        out.append(f"backchannels: {bc['interruptions']} interrupted, {bc['answered']} answered (need 0 and 0)")
+    if bc["left_in_transcript"]:
+        out.append(f"backchannels: {bc['left_in_transcript']} left a user turn in the transcript")
+    if not bi["count"] or (bi["within_600ms_rate"] or 0.0) < d["barge_in_rate_min"]:
+        out.append(f"barge-ins: {bi['within_600ms']} of {bi['count']} interrupted within {BARGE_IN_LIMIT_MS:g} ms "
+                   f"(need {d['barge_in_rate_min']:.0%})")
+    if bi["wer"] is None or bi["wer"] > d["barge_in_wer_max"]:
+        out.append(f"barge-ins: WER {bi['wer']} (need <= {d['barge_in_wer_max']})")
+    if bi["questions_answered"] < bi["questions"]:
+        out.append(f"barge-ins: {bi['questions_answered']} of {bi['questions']} questions answered")
+    return out

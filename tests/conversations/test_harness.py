@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.harness import ScriptedUser, combine, load_script, parse_script, read_events, score, wer
+from core.harness import ScriptedUser, combine, load_script, parse_script, read_events, score, unmet, wer
 from core.harness.script import ScriptError
 from core.harness.text import keywords_found, normalize, number_words
 from core.harness.voices import SpeechError, espeak_path
@@ -281,6 +281,17 @@ def test_score_a_backchannel_that_interrupts_fails():
     assert not bc["ok"] and bc["interrupted"]
     assert rep["aggregate"]["backchannels"]["interruptions"] == 1 and rep["aggregate"]["false_interruptions"] == 1
     assert not rep["aggregate"]["ok"]
+
+
+def test_unmet_names_the_missed_acceptance_figures():
+    good = combine([score(STORY, STORY_TL, story_events())] * 20)
+    good["backchannels"]["voices"] = ["en-us", "en-gb", "en+m3"]
+    assert unmet(good) == []
+    bad = combine([score(STORY, STORY_TL, story_events(backchannel_interrupts=True))])
+    problems = unmet(bad)
+    assert problems[0] == "backchannels: 1 in 1 voices over the assistant's speech (need 20 in 3)"
+    assert problems[1] == "backchannels: 1 interrupted, 0 answered (need 0 and 0)"
+    assert len(problems) == 2          # the barge-in itself was fine
 
 
 def test_score_a_slow_barge_in_and_a_misheard_one():

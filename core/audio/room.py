@@ -202,14 +202,15 @@ class _Convolver:
     """Overlap-add FIR filter for any block sizes (the tail of each block's convolution waits for the next)."""
 
     def __init__(self, h: np.ndarray) -> None:
+        from scipy.signal import oaconvolve
+
         self.h = h
+        self._convolve = oaconvolve
         self._tail = np.zeros(len(h) - 1, dtype=np.float64)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from scipy.signal import oaconvolve
-
         n = len(x)
-        y = oaconvolve(x, self.h) if len(self.h) > 1 else x * self.h[0]
+        y = self._convolve(x, self.h) if len(self.h) > 1 else x * self.h[0]
         m = len(self._tail)
         if m:
             if len(y) < m:
@@ -227,22 +228,21 @@ class _RoomNoise:
     """Seeded white noise (drawn in fixed blocks) through a one-pole low-pass, at ``rms``."""
 
     def __init__(self, rms: float, seed: int, rate: int) -> None:
-        from scipy.signal import lfilter_zi
+        from scipy.signal import lfilter
 
+        self._lfilter = lfilter
         self._rng = np.random.default_rng([seed, 0x401CE])
         self._a = math.exp(-2 * math.pi * NOISE_CUTOFF_HZ / rate)
         # a one-pole low-pass (1 - a) / (1 - a z^-1) passes (1 - a) / (1 + a) of white noise's power
         self._gain = rms / math.sqrt((1 - self._a) / (1 + self._a))
-        self._zi = lfilter_zi([1 - self._a], [1, -self._a]) * 0.0
+        self._zi = np.zeros(1)
         self._pending = np.zeros(0)
 
     def __call__(self, n: int) -> np.ndarray:
-        from scipy.signal import lfilter
-
         while len(self._pending) < n:
             self._pending = np.concatenate([self._pending, self._rng.standard_normal(NOISE_BLOCK)])
         white, self._pending = self._pending[:n], self._pending[n:]
-        y, self._zi = lfilter([1 - self._a], [1, -self._a], white, zi=self._zi)
+        y, self._zi = self._lfilter([1 - self._a], [1, -self._a], white, zi=self._zi)
         return self._gain * y
 
 

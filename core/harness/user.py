@@ -86,7 +86,6 @@ class ScriptedUser:
         self._seen_audible = False         # the assistant was audible since _ref
         self._audible = False
         self._last_audible_t: float | None = None
-        self._pos: int | None = None       # the next sample block() is expected to produce
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -178,7 +177,6 @@ class ScriptedUser:
             pos += take
             if offset + take >= len(audio):
                 self._finish(rec, pos)
-        self._pos = end
         return out
 
     def _begin(self, start: int) -> None:

@@ -11,7 +11,9 @@ Per turn the events give: the final user text (``user_text`` pieces, a ``partial
 piece wins; the candidate's text before a barge-in is kept apart), the decisions (``turn_decision``), a barge-in
 (``interruption`` with this ``turn``), the reply (``assistant_text`` / ``audio_out`` / ``audio_played`` with this
 turn as its turn). A user turn *stays in the transcript* when it has text and was not closed with an ``el``
-decision (the app shows such turns faintly at most).
+decision (the app shows such turns faintly at most). When a turn carries on into a later utterance (the input
+stayed open, e.g. a backchannel followed by a question), its answer, barge-in and transcript count for the later
+utterance; the earlier one keeps what happened before the later one began (``shared_with`` names them).
 
 Per utterance, by expectation:
 
@@ -68,6 +70,7 @@ class _Turn:
     reply_audio_s: float = 0.0
     played: list[tuple[float, int, int]] = field(default_factory=list)   # (t, samples, rate) of audio_played
     cut: dict | None = None                # the interruption that cut this turn's reply
+    reply_t: float | None = None           # when its reply began (first assistant text or audio)
     utterances: set[int] = field(default_factory=set)
 
     @property
@@ -125,9 +128,13 @@ def _turns(events: Iterable[dict]) -> dict[int, _Turn]:
             if ev.get("reply_turn") is not None:
                 get(ev["reply_turn"]).cut = ev
         elif kind == "assistant_text":
-            get(ev["turn"]).reply_text += str(ev.get("text") or "")
+            tr = get(ev["turn"])
+            tr.reply_text += str(ev.get("text") or "")
+            tr.reply_t = t if tr.reply_t is None else tr.reply_t
         elif kind == "audio_out":
-            get(ev["turn"]).reply_audio_s += float(ev.get("seconds") or 0.0)
+            tr = get(ev["turn"])
+            tr.reply_audio_s += float(ev.get("seconds") or 0.0)
+            tr.reply_t = t if tr.reply_t is None else tr.reply_t
         elif kind == "audio_played":
             if int(ev.get("samples") or 0) > 0:
                 get(ev["turn"]).played.append((t, int(ev["samples"]), int(ev.get("rate") or 0)))
@@ -191,9 +198,13 @@ def score(script: ConversationScript, timeline: list[dict], events: list[dict], 
         group = by_utt.get(i, [])
         spoken = tl.get("start_s") is not None
         transcript = " ".join(t for t in dict.fromkeys(tr.text.strip() for tr in group) if t)
-        replied = [tr for tr in group if tr.replied]
+        # A turn that a later utterance continued (the input stayed open) answers, interrupts and stays in the
+        # transcript for that later utterance; this one keeps only what happened before the later one began.
+        cuts = {tr.turn: _continued_at(tr, i, timeline, offset_s) for tr in group}
+        replied = [tr for tr in group if tr.replied and _before(tr.reply_t, cuts[tr.turn])]
         answer_text = " ".join(tr.reply_text.strip() for tr in replied if tr.reply_text.strip())
-        barge = [tr.barge_in for tr in group if tr.barge_in is not None]
+        barge = [tr.barge_in for tr in group
+                 if tr.barge_in is not None and _before(float(tr.barge_in.get("t", 0.0)), cuts[tr.turn])]
         r: dict[str, Any] = {
             "id": u.id, "expect": u.expect, "label": u.label, "text": u.spoken_text, "sound": u.sound,
             "voice": u.voice, "speed": u.speed, "spoken": spoken, "start_s": tl.get("start_s"),
@@ -204,7 +215,8 @@ def score(script: ConversationScript, timeline: list[dict], events: list[dict], 
             "answer_played_s": round(sum(tr.played_s for tr in replied), 3),
             "keywords_ok": (keywords_found(answer_text, u.keywords_any, u.keywords_all) if u.has_keywords else None),
             "interrupted": bool(barge), "interrupt_ms": None,
-            "left_in_transcript": any(tr.in_transcript for tr in group),
+            "left_in_transcript": any(tr.in_transcript and cuts[tr.turn] is None for tr in group),
+            "shared_with": sorted({script.utterances[j].id for tr in group for j in tr.utterances if j != i}),
             "decisions": [{k: d.get(k) for k in ("turn", "state", "reason", "barge_in", "candidate") if k in d}
                           for tr in group for d in tr.decisions],
         }
@@ -244,6 +256,16 @@ def score(script: ConversationScript, timeline: list[dict], events: list[dict], 
     return {"script": script.name, "utterances": results, "aggregate": _aggregate(results, stray),
             "stray_turns": [{"turn": tr.turn, "onsets": tr.onsets, "text": tr.text, "interrupted": tr.barge_in
                              is not None, "answered": tr.replied} for tr in stray]}
+
+
+def _continued_at(tr: _Turn, i: int, timeline: list[dict], offset_s: float) -> float | None:
+    """The event time at which a later utterance began speaking into turn ``tr`` (None: none did)."""
+    later = [j for j in sorted(tr.utterances) if j > i]
+    return None if not later else float(timeline[later[0]]["start_s"]) + offset_s
+
+
+def _before(t: float | None, cut: float | None) -> bool:
+    return cut is None or (t is not None and t < cut)
 
 
 def _union(a: list[_Turn], b: list[_Turn]) -> list[_Turn]:

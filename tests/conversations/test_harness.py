@@ -391,6 +391,30 @@ def test_score_stray_turns_and_an_input_opened_before_the_utterance():
     assert both["conversations"] == 2 and both["stray_turns"] == 2 and both["barge_ins"]["count"] == 2
 
 
+def test_score_a_turn_carried_on_into_a_later_utterance_counts_for_the_later_one():
+    """A backchannel opens an input that stays open until a question continues it: the answer is the question's."""
+    s = script({"id": "ask", "text": "Tell me a story.", "timing": {"at_s": 0.5}, "expect": "answered"},
+               {"id": "bc", "text": "mm-hm", "timing": {"after": "answer_start", "delay_s": 1.0}, "expect": "ignored"},
+               {"id": "spain", "text": "What is the capital of Spain?",
+                "timing": {"after": "previous_end", "delay_s": 1.2}, "expect": "interrupts",
+                "keywords": {"any": ["madrid"]}})
+    tl = timeline_of(s, [(0.5, 1.6), (4.0, 4.6), (5.8, 7.3)], overlapped={1, 2})
+    events = [ev(0.64, 1, "vad_onset", at=0.45)] + answer(1, 2.0, "Once upon a time.", played_s=10)
+    events += [ev(4.16, 2, "vad_onset", at=4.0, during_reply=True),
+               ev(5.12, 2, "vad_offset", at=4.7),
+               ev(5.92, 2, "vad_onset", at=5.8, reopened=True),
+               ev(6.6, 2, "turn_decision", state="ss", reason="backend", candidate=True, barge_in=True),
+               ev(6.6, 2, "interruption", reply_turn=1, heard_text="Once", unheard_text="upon", decision_t=6.6),
+               ev(7.6, 2, "user_text", text="Mm. What is the capital of Spain?", final=True)]
+    events += answer(2, 7.7, "The capital of Spain is Madrid.")
+    rep = score(s, tl, events)
+    bc, spain = rep["utterances"][1:]
+    assert bc["turns"] == spain["turns"] == [2] and bc["shared_with"] == ["spain"]
+    assert bc["ok"] and not bc["answered"] and not bc["interrupted"] and not bc["left_in_transcript"]
+    assert spain["ok"] and spain["interrupted"] and spain["interrupt_ms"] == pytest.approx(800.0)
+    assert spain["answered"] and spain["keywords_ok"] and spain["left_in_transcript"]
+
+
 def test_events_jsonl_round_trip(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(json.dumps(e) for e in story_events()) + "\n\n", encoding="utf-8")

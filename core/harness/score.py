@@ -69,7 +69,6 @@ class _Turn:
     reply_text: str = ""
     reply_audio_s: float = 0.0
     played: list[tuple[float, int, int]] = field(default_factory=list)   # (t, samples, rate) of audio_played
-    cut: dict | None = None                # the interruption that cut this turn's reply
     reply_t: float | None = None           # when its reply began (first assistant text or audio)
     utterances: set[int] = field(default_factory=set)
 
@@ -125,8 +124,6 @@ def _turns(events: Iterable[dict]) -> dict[int, _Turn]:
             tr = get(ev["turn"])
             if ev.get("reason", "barge_in") == "barge_in":
                 tr.barge_in = ev
-            if ev.get("reply_turn") is not None:
-                get(ev["reply_turn"]).cut = ev
         elif kind == "assistant_text":
             tr = get(ev["turn"])
             tr.reply_text += str(ev.get("text") or "")
@@ -160,11 +157,6 @@ def _attribute(timeline: list[dict], turns: dict[int, _Turn], offset_s: float) -
         for tr in turns.values():   # an input opened before the utterance (echo, noise) that it continued
             if tr.onsets and min(tr.onsets) - offset_s < s and (tr.closed_t is None or tr.closed_t - offset_s > s):
                 tr.utterances.add(i)
-
-
-def _first_played_after(tr: _Turn, t0: float) -> float | None:
-    times = [t for t, n, _ in tr.played if t > t0 and n > 0]
-    return min(times) if times else None
 
 
 def _one_turn(group: list[_Turn], first_text: str, last_text: str, gap_start: float, gap_end: float,

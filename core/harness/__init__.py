@@ -8,7 +8,7 @@ See docs/conversations.md.
 from core.harness.score import combine, read_events, score, unmet
 from core.harness.script import ConversationScript, ScriptError, Timing, Utterance, load_script, parse_script
 from core.harness.text import normalize, wer
-from core.harness.user import ScriptedUser
+from core.harness.user import ScriptedInput, ScriptedUser
 
-__all__ = ["ConversationScript", "ScriptError", "ScriptedUser", "Timing", "Utterance", "combine", "load_script",
+__all__ = ["ConversationScript", "ScriptError", "ScriptedInput", "ScriptedUser", "Timing", "Utterance", "combine", "load_script",
            "normalize", "parse_script", "read_events", "score", "unmet", "wer"]

@@ -6,7 +6,8 @@ The driver of a conversation calls, for every block (any size, consecutive sessi
     user.assistant_audio(t, audible)   # is the assistant audible at session time t (from the sink)?
     audio = user.block(t, n)           # the user's voice for [t, t + n / rate)
 
-and stops when ``user.done(t)`` (and the engine is idle). ``timeline()`` then says when each utterance and each of
+and stops when ``user.done(t)`` (and the engine is idle). :class:`ScriptedInput` adapts it to file mode's user
+input protocol (sample positions). ``timeline()`` then says when each utterance and each of
 its parts was spoken, which anchor started it, whether an answer anchor timed out, and how much of it overlapped
 the assistant's speech. Everything is deterministic: the same script and the same audible sequence give the same
 audio and timeline.
@@ -233,3 +234,21 @@ class ScriptedUser:
                 "overlap_s": round(rec.overlap / r, 3),
             })
         return out
+
+
+class ScriptedInput:
+    """A :class:`ScriptedUser` seen as file mode's user input (``core.engine.filemode.UserInput``: sample
+    positions instead of times, ``ended`` when the script is done), for ``run_conversation(backend,
+    ScriptedInput(user), ..., room=EchoRoom(...))``."""
+
+    def __init__(self, user: ScriptedUser) -> None:
+        self.user = user
+
+    def block(self, start: int, n: int) -> np.ndarray:
+        return self.user.block(start / self.user.rate, n)
+
+    def ended(self, position: int) -> bool:
+        return self.user.done(position / self.user.rate)
+
+    def assistant_audible(self, t: float, audible: bool) -> None:
+        self.user.assistant_audio(t, audible)

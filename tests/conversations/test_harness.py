@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.harness import ScriptedUser, combine, load_script, parse_script, read_events, score, unmet, wer
+from core.harness import ScriptedInput, ScriptedUser, combine, load_script, parse_script, read_events, score, unmet, wer
 from core.harness.script import ScriptError
 from core.harness.text import keywords_found, normalize, number_words
 from core.harness.voices import SpeechError, espeak_path
@@ -169,6 +169,21 @@ def test_an_answer_that_never_comes_times_out_and_says_so():
     assert tl[1]["timed_out"] is True and tl[1]["anchor_t"] is None
     assert tl[1]["start_s"] == pytest.approx(tl[0]["end_s"] + 4.0, abs=0.16)
     assert end_t == pytest.approx(tl[1]["end_s"] + 6.0, abs=0.16)       # done() after answer_timeout_s
+
+
+def test_scripted_input_speaks_the_same_in_sample_positions():
+    s = script({"text": "tell me a story", "timing": {"at_s": 0.5}, "expect": "answered"},
+               {"text": "mm-hm", "timing": {"after": "answer_start", "delay_s": 1.2}, "expect": "ignored"}, tail_s=1.0)
+    audible = lambda t: 4.0 <= t < 9.0   # noqa: E731
+    expected, end_t = run(ScriptedUser(s), audible)
+    source, blocks, pos = ScriptedInput(ScriptedUser(s)), [], 0
+    while not source.ended(pos):
+        source.assistant_audible(pos / RATE, audible(pos / RATE))
+        blocks.append(source.block(pos, 2560))
+        pos += 2560
+    np.testing.assert_array_equal(np.concatenate(blocks), expected)
+    assert pos / RATE == pytest.approx(end_t)
+    assert source.user.timeline()[1]["anchor_t"] is not None
 
 
 def test_pauses_are_silence_inside_the_utterance():

@@ -496,6 +496,8 @@ class MainWindow(QMainWindow):
         elif isinstance(ev, StateProbs):
             self.panel.add_probs([float(x) for x in ev.probs][:3], t)
         elif isinstance(ev, TurnDecision):
+            if ev.state == "el" and changed is not None and changed.ignored:
+                self.transcript.remove(ev.turn, "user")   # a backchannel or a noise: not a turn of the conversation
             labels = {"cl": "keep listening", "ss": "answer", "el": "ignore"}
             self.details.set_figure("turn decision", f"turn {ev.turn}: {labels.get(ev.state, ev.state)} "
                                                      f"({ev.reason}, {ev.voiced_s:.2f} s voiced)")
@@ -505,7 +507,10 @@ class MainWindow(QMainWindow):
         elif isinstance(ev, AssistantText):
             self.transcript.assistant_text(ev.turn, ev.text, wall=self._wall_time(t))
         elif isinstance(ev, Interruption):   # emitted on the barge-in turn; reply_turn names the cut-off answer
-            self.transcript.interrupted(ev.reply_turn, ev.unheard_text)
+            if ev.reason == "joined":        # nobody heard it: the user went on, the turn continues
+                self.transcript.remove(ev.reply_turn, "assistant")
+            else:
+                self.transcript.interrupted(ev.reply_turn, ev.unheard_text)
         elif isinstance(ev, Latency):
             ms = ev.first_played_ms
             self._latency_by_turn[ev.turn] = float(ms)

@@ -81,6 +81,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     eng.add_argument("--llm", help="backbone folder")
     eng.add_argument("--device", help="cpu | cuda")
     eng.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    tt = bsub.add_parser("turns", help="turn-taking: the conversation suite in simulated rooms, scored (JSON)")
+    tt.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
+    tt.add_argument("--rooms", default="laptop,speakerphone", help="comma-separated: none, headset, laptop, "
+                                                                    "speakerphone")
+    tt.add_argument("--scripts", help="folder of conversation scripts (default: the repository's suite)")
+    tt.add_argument("--only", help="comma-separated parts of script names to run")
+    tt.add_argument("--seed", type=int, default=0, help="room seed")
+    tt.add_argument("--echo-minutes", type=float, default=0.0,
+                    help="also the echo alone: the assistant talks this long in the speakerphone room")
+    tt.add_argument("--checkpoint")
+    tt.add_argument("--llm")
+    tt.set_defaults(func=_handler_lazy("core.compose.bench:run_turns_bench"))
     eng.add_argument("--question-wav", help="a spoken question (WAV) to repeat instead of espeak-ng's questions")
     eng.set_defaults(func=_handler_lazy("core.compose.bench:run_bench"))
 
@@ -95,7 +107,10 @@ def _handler_lazy(spec: str) -> Callable[[argparse.Namespace], int]:
 def _add_chat(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="run a whole multi-turn conversation from a WAV file through the engine")
     p.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
-    p.add_argument("--input", required=True, help="conversation WAV (speech, pauses, interruptions)")
+    p.add_argument("--input", help="conversation WAV (speech, pauses, interruptions)")
+    p.add_argument("--script", help="or a conversation script (JSON, docs/conversations.md): a scripted user speaks "
+                                    "it with espeak-ng, reacting to the assistant; the run is scored")
+    p.add_argument("--report", help="with --script: write the scoring report (JSON) here")
     p.add_argument("--output", required=True, help="what the assistant played, on the input's timeline")
     p.add_argument("--events", required=True, help="events JSONL")
     p.add_argument("--realtime", action="store_true", help="run at the speed of the input instead of a virtual clock")

@@ -83,9 +83,14 @@ def content_words(text: str) -> list[str]:
             and w not in COMMAND_WORDS]
 
 
+def command_words(text: str) -> list[str]:
+    """The words of ``text`` that ask the assistant to stop or wait."""
+    return [w for w in _WORD.findall(_without_phrases(text)) if w in COMMAND_WORDS]
+
+
 def is_command(text: str) -> bool:
     """The utterance asks the assistant to stop or wait."""
-    return any(w in COMMAND_WORDS for w in _WORD.findall(_without_phrases(text)))
+    return bool(command_words(text))
 
 
 def is_nonlexical(text: str) -> bool:

@@ -219,6 +219,19 @@ class TranscriptView(QScrollArea):
         e.data.committed += text
         e.refresh()
 
+    def remove(self, turn: int, role: str) -> None:
+        """Take a bubble away: a backchannel or noise that was not a turn, an answer that nobody heard (the user
+        went on speaking and the turn continues)."""
+        e = self.entries.pop((turn, role), None)
+        if e is None:
+            return
+        self.order.remove(e)
+        self._layout.removeWidget(e)
+        e.hide()
+        e.deleteLater()
+        if not self.order:
+            self._placeholder.show()
+
     def interrupted(self, turn: int, unheard: str) -> None:
         e = self.entry(turn, "assistant")
         e.data.interrupted = True

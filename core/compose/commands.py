@@ -68,9 +68,23 @@ def run_chat(args: argparse.Namespace) -> int:
     from core.engine.filemode import load_wav_16k, run_conversation
     from core.runtime import configure_torch_threads
 
-    src = Path(args.input)
-    if not src.is_file():
-        raise UserError(f"input file not found: {src}")
+    script_path = getattr(args, "script", None)
+    if bool(script_path) == bool(getattr(args, "input", None)):
+        raise UserError("give the conversation as --input WAV or as --script JSON (a scripted user), not both")
+    user = None
+    if script_path:
+        from core.harness import ScriptedInput, ScriptedUser, ScriptError, load_script
+
+        try:
+            script = load_script(script_path)
+        except (OSError, ScriptError) as exc:
+            raise UserError(f"cannot use the script {script_path}: {exc}") from exc
+        user = ScriptedUser(script)
+        src = Path(script_path)
+    else:
+        src = Path(args.input)
+        if not src.is_file():
+            raise UserError(f"input file not found: {src}")
     config, backend_opts = settings_from_env()
     spec = spec_from_args(args, backend_opts)
     try:
@@ -87,10 +101,15 @@ def run_chat(args: argparse.Namespace) -> int:
     room_name = getattr(args, "echo", None) or "none"
     room_seed = int(getattr(args, "echo_seed", 0) or 0)
     room = make_room(room_name, room_seed)
-    try:
-        audio = load_wav_16k(src)
-    except Exception as exc:  # soundfile raises its own error types
-        raise UserError(f"cannot read {src}: {exc}") from exc
+    if user is None:
+        try:
+            audio = load_wav_16k(src)
+        except Exception as exc:  # soundfile raises its own error types
+            raise UserError(f"cannot read {src}: {exc}") from exc
+    else:
+        if getattr(args, "record", None):
+            raise UserError("--record needs a recorded --input WAV (a scripted user reacts to each run anew)")
+        audio = None
     backend = build_backend(spec, config)
     configure_torch_threads()
     recorder = tap = None
@@ -109,8 +128,10 @@ def run_chat(args: argparse.Namespace) -> int:
         else:
             log.warning("recording disabled: %s", recorder.error)
             recorder = None
+    events_path = args.events
     try:
-        result = run_conversation(backend, audio, args.output, events_path=args.events,
+        result = run_conversation(backend, audio if user is None else ScriptedInput(user), args.output,
+                                  events_path=events_path,
                                   realtime=bool(args.realtime), config=config, system_prompt=spec.system_prompt,
                                   room=room, subscribers=subscribers, on_engine=on_engine, on_chunk=on_chunk)
         if tap is not None:
@@ -125,6 +146,14 @@ def run_chat(args: argparse.Namespace) -> int:
     summary = result.to_dict()
     summary.update(profile=spec.profile, input=str(src), events=str(args.events), realtime=bool(args.realtime),
                    echo=room_name, echo_seed=room_seed)
+    if user is not None:
+        from core.harness import read_events, score
+
+        report = score(user.script, user.timeline(), read_events(events_path))
+        summary["score"] = report["aggregate"]
+        if getattr(args, "report", None):
+            Path(args.report).write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+            summary["report"] = str(args.report)
     if recorder is not None:
         summary["session"] = str(recorder.path)
     print(json.dumps(summary, indent=1))
@@ -142,7 +171,7 @@ def make_room(name: str | None, seed: int = 0) -> Any:
     try:
         return EchoRoom(name, seed=seed)
     except (KeyError, ValueError) as exc:
-        raise UserError(f"unknown room {name!r}: {exc}") from exc
+        raise UserError(str(exc)) from exc
 
 
 def run_replay(args: argparse.Namespace) -> int:

@@ -76,7 +76,8 @@ from core.engine.events import (
 )
 from core.queues import DropOldestQueue
 from core.runtime import free_cuda_cache, is_out_of_memory
-from core.speech_acts import content_words, is_backchannel, is_command
+from core.speech_acts import command_words, content_words, is_backchannel
+from core.speech_acts import words as speech_words
 
 log = logging.getLogger(__name__)
 
@@ -454,7 +455,10 @@ class Engine:
         self.tick()
         t0 = time.perf_counter()
         backend_before = self._backend_s
-        samples = np.asarray(chunk.samples_16k, dtype=np.float32).reshape(-1)
+        # the model hears the near-end path (the user's voice whole in double talk) when the chain has one; the
+        # chain's VAD results, decided on AEC3's output, say when
+        heard = chunk.near_16k if chunk.near_16k is not None else chunk.samples_16k
+        samples = np.asarray(heard, dtype=np.float32).reshape(-1)
         if len(samples) != CHUNK_SAMPLES_16K:
             raise ValueError(f"a chunk is {CHUNK_SAMPLES_16K} samples, got {len(samples)}")
         if chunk.vad_probs is None or len(chunk.vad_probs) != WINDOWS_PER_CHUNK:
@@ -509,6 +513,9 @@ class Engine:
             result = self._listen(self._input, samples, probs)
             if result is not None:
                 self._decide(self._input, result)
+        inp = self._input
+        if inp is not None and inp.during_reply and self._reply is not None and self._interrupting(inp):
+            self._barge_in(inp, early=True)
         if self._input is not None:
             self._check_timeouts(self._input, now)
 
@@ -678,17 +685,35 @@ class Engine:
 
         Too little voiced audio (a cough, a click), or, when the profile gives a transcript, a backchannel ("mm-hm",
         "yeah", "okay", "I see", laughter; see :mod:`core.speech_acts`) or fewer than ``barge_in_min_words``
-        content words; a command ("stop", "wait", "no", ...) alone is enough."""
+        content words; a command ("stop", "wait", "no", ...) alone is enough. Words the assistant itself is saying
+        in this answer do not count (residual echo in the transcript)."""
         cfg = self.config
+        text = inp.user_text
+        if text is None:
+            return "too_short" if inp.voiced_s < cfg.barge_in_min_voiced_s else None
+        commands, content = self._user_words(text)
+        if commands and inp.voiced_s >= cfg.barge_in_command_voiced_s:
+            return None
         if inp.voiced_s < cfg.barge_in_min_voiced_s:
             return "too_short"
-        text = inp.user_text
-        if text is not None:
-            if is_backchannel(text):
-                return "backchannel"
-            if not is_command(text) and len(content_words(text)) < cfg.barge_in_min_words:
-                return "too_few_words"
+        if is_backchannel(text) or not content:
+            return "backchannel"
+        if len(content) < cfg.barge_in_min_words:
+            return "too_few_words"
         return None
+
+    def _user_words(self, text: str) -> tuple[list[str], list[str]]:
+        """(command words, content words) of a candidate's transcript, without the words of the running answer:
+        a word the assistant says may be its own echo, recognised in the user's input."""
+        said = set(speech_words(self._reply.transcript.text)) if self._reply is not None else set()
+        return ([w for w in command_words(text) if w not in said],
+                [w for w in content_words(text) if w not in said])
+
+    def _interrupting(self, inp: _Input) -> bool:
+        """The candidate already shows it takes the turn (the profile's live transcript holds a command or content
+        of the user's own): stop the answer now, long before the user has finished, and listen on. Profiles
+        without a transcript (Freeze-Omni) interrupt on their state head's 'ss' only."""
+        return inp.user_text is not None and bool(inp.user_text.strip()) and self._barge_in_veto(inp) is None
 
     def _not_a_turn(self, inp: _Input) -> str | None:
         """Why a backend 'ss' for an ordinary input must not be answered (None: answer it). A backchannel is not
@@ -766,9 +791,12 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------------
     # barge-in
 
-    def _barge_in(self, inp: _Input) -> None:
-        self.bus.emit(TurnDecision(turn=inp.turn, state="ss", reason="backend", voiced_s=round(inp.voiced_s, 3),
-                                   candidate=True, barge_in=True))
+    def _barge_in(self, inp: _Input, early: bool = False) -> None:
+        """The candidate takes the turn: the answer stops and the candidate is listened to again from its pre-roll
+        as the new user turn. ``early``: the user is still speaking (the transcript showed a barge-in before any
+        decision); the turn's own decision comes when they have finished."""
+        self.bus.emit(TurnDecision(turn=inp.turn, state="ss", reason="interrupting" if early else "backend",
+                                   voiced_s=round(inp.voiced_s, 3), candidate=True, barge_in=True))
         self._cut_reply(inp.turn, reason="barge_in")
         # The candidate becomes the new user turn: listened to again, from its pre-roll, on the corrected memory.
         inp.during_reply = False

@@ -125,3 +125,23 @@ def test_a_reload_with_the_same_language_model_keeps_the_conversation():
         assert not keeps_memory(s2, s3)
     finally:
         worker.shutdown()
+
+
+def test_a_backchannel_leaves_no_bubble_and_an_unheard_joined_answer_disappears(qtbot, window):
+    w = window
+    for ev in (event("user_text", 1.0, 1, {"text": "Tell me a story", "final": True, "full": "Tell me a story"}),
+               event("turn_decision", 1.1, 1, {"state": "ss"}),
+               event("assistant_text", 1.2, 1, {"text": "Once upon a time"}),
+               event("user_text", 2.0, 2, {"text": "Mm-hmm.", "final": True, "full": "Mm-hmm.", "candidate": True}),
+               event("turn_decision", 2.5, 2, {"state": "el", "reason": "backchannel", "candidate": True})):
+        w.handle_event(ev)
+    assert w.transcript.entry(2, "user", create=False) is None          # no bubble for the backchannel
+    assert w.transcript.entry(1, "assistant", create=False) is not None  # the story goes on
+    for ev in (event("user_text", 5.0, 3, {"text": "What is the capital", "final": True,
+                                           "full": "What is the capital"}),
+               event("turn_decision", 5.4, 3, {"state": "ss"}),
+               event("assistant_text", 5.5, 3, {"text": "The capital of"}),
+               event("interruption", 5.9, 3, {"reply_turn": 3, "reason": "joined", "unheard_text": "The capital of"})):
+        w.handle_event(ev)
+    assert w.transcript.entry(3, "assistant", create=False) is None       # nobody heard it: gone
+    assert w.transcript.entry(3, "user", create=False) is not None        # the user's turn goes on

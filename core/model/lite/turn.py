@@ -41,7 +41,7 @@ class TurnConfig:
     sentence_end_ms: int = 350          # the transcript ends a sentence
     continuation_ms: int = 1400         # the transcript trails off ("and", "um"...)
     candidate_after_ms: int = 100       # transcribe the utterance once a pause is this long
-    partial_every_ms: int = 800         # live transcript: re-decode after this much new audio
+    partial_every_ms: int = 500         # live transcript: re-decode after this much new audio (barge-ins need it)
     min_speech_ms: int = 200            # shorter speech is ignored
     pre_roll_ms: int = 400              # audio kept before the onset
     tail_ms: int = 200                  # silence kept after the speech end for the final decode

@@ -105,14 +105,15 @@ def _handler_lazy(spec: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chat", help="run a whole multi-turn conversation from a WAV file through the engine")
+    p = sub.add_parser("chat", help="a conversation from a WAV file or a script through the engine (headless); "
+                                    "without --input/--script: a text chat in the terminal")
     p.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
     p.add_argument("--input", help="conversation WAV (speech, pauses, interruptions)")
     p.add_argument("--script", help="or a conversation script (JSON, docs/conversations.md): a scripted user speaks "
                                     "it with espeak-ng, reacting to the assistant; the run is scored")
     p.add_argument("--report", help="with --script: write the scoring report (JSON) here")
-    p.add_argument("--output", required=True, help="what the assistant played, on the input's timeline")
-    p.add_argument("--events", required=True, help="events JSONL")
+    p.add_argument("--output", help="what the assistant played, on the input's timeline (with --input/--script)")
+    p.add_argument("--events", help="events JSONL (with --input/--script)")
     p.add_argument("--realtime", action="store_true", help="run at the speed of the input instead of a virtual clock")
     p.add_argument("--checkpoint")
     p.add_argument("--llm")

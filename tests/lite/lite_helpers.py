@@ -65,7 +65,7 @@ def silence(seconds: float) -> np.ndarray:
 
 
 # The accuracy set (issue 12): 30 simple factual questions with a keyword regex of a right answer, asked as text and
-# (core.model.lite.accuracy) spoken in several espeak-ng voices. Written for this project; none is from a benchmark.
+# (tests/lite/test_lite_e2e.py) spoken in several espeak-ng voices. Written for this project; none is from a benchmark.
 ACCURACY_QUESTIONS = [
     ("What is the capital of France?", r"paris"),
     ("What is the capital of Japan?", r"tokyo"),

@@ -56,6 +56,7 @@ class WhisperAsr:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.audio_ctx_margin_s = audio_ctx_margin_s
+        self.beam_size = 3          # measured: WER 0.148 against 0.189 greedy on 150 spoken questions (docs/lite.md)
         cfg = model.config
         self.n_mels = cfg.num_mel_bins
         self.n_audio_ctx = cfg.max_source_positions
@@ -194,50 +195,74 @@ class WhisperAsr:
                 x = x[0] if isinstance(x, tuple) else x
             return enc.layer_norm(x)
 
-    def transcribe(self, audio_16k: np.ndarray, max_tokens: int = 96, full_window: bool = False) -> AsrResult:
-        """Greedy transcript of up to 30 s of 16 kHz mono audio."""
+    def transcribe(self, audio_16k: np.ndarray, max_tokens: int = 96, full_window: bool = False,
+                   beam_size: int | None = None) -> AsrResult:
+        """Transcript of up to 30 s of 16 kHz mono audio: beam search (``beam_size``, default
+        :attr:`beam_size`; 1 = greedy) with the loop guards applied to every hypothesis."""
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
         t0 = time.perf_counter()
         if len(audio_16k) < HOP * 4:
             return AsrResult("", [], 1.0, 0.0, time.perf_counter() - t0)
+        k = max(1, int(beam_size or self.beam_size))
         enc = self.encode(self.features(audio_16k, pad_to_window=full_window))
         decoder = self.model.model.decoder
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         ids = torch.tensor([[SOT, NO_TIMESTAMPS]])
-        tokens: list[int] = []
-        logprob_sum = 0.0
+        beams: list[tuple[list[int], float]] = [([], 0.0)]     # (tokens, sum of log-probabilities)
+        finished: list[tuple[list[int], float]] = []
         no_speech = 0.0
         # Longer outputs than ~4 tokens per second of audio mean the decoder is looping.
         limit = min(max_tokens, self.n_text_ctx - 4, 8 + int(5 * len(audio_16k) / MODEL_INPUT_RATE))
+        encoded = enc
         with torch.inference_mode():
             for step in range(limit):
-                hidden = decoder(input_ids=ids, encoder_hidden_states=enc, past_key_values=cache,
+                hidden = decoder(input_ids=ids, encoder_hidden_states=encoded, past_key_values=cache,
                                  use_cache=True)[0]
-                logits = self.model.proj_out(hidden[:, -1]).float()[0]
+                logits = self.model.proj_out(hidden[:, -1]).float()
                 if step == 0:
                     first = self.model.proj_out(hidden[:, 0]).float()[0]
                     no_speech = float(torch.softmax(first, -1)[NO_SPEECH])
                 logprobs = torch.log_softmax(logits, -1)
                 mask = self.begin_suppress_mask if step == 0 else self.suppress_mask
-                masked = logits.masked_fill(mask, float("-inf"))
-                token = int(torch.argmax(masked))
-                if token == EOT:
+                logprobs = logprobs.masked_fill(mask, float("-inf"))
+                candidates = []
+                for b, (_, score) in enumerate(beams):
+                    top = torch.topk(logprobs[b], k + 1)
+                    candidates += [(score + v, b, t) for v, t in zip(top.values.tolist(), top.indices.tolist())]
+                candidates.sort(key=lambda c: -c[0])
+                kept, order, nxt = [], [], []
+                for rank, (score, b, token) in enumerate(candidates):
+                    if score == float("-inf"):
+                        break
+                    if token == EOT:
+                        if rank < k:
+                            finished.append((beams[b][0], score))
+                        continue
+                    tokens = beams[b][0] + [token]
+                    loop = _repeating(tokens)
+                    cut = len(tokens) - loop if loop else _copied_tail(tokens)
+                    if cut is not None:    # a loop or a restart of the transcript: that hypothesis ends there
+                        if rank < k:
+                            finished.append((tokens[:cut], score))
+                        continue
+                    kept.append((tokens, score))
+                    order.append(b)
+                    nxt.append(token)
+                    if len(kept) == k:
+                        break
+                if len(finished) >= k or not kept:
                     break
-                tokens.append(token)
-                logprob_sum += float(logprobs[token])
-                loop = _repeating(tokens)
-                if loop:
-                    del tokens[-loop:]
-                    break
-                copy_start = _copied_tail(tokens)
-                if copy_start is not None:
-                    del tokens[copy_start:]
-                    break
-                ids = torch.tensor([[token]])
+                beams = kept
+                if k > 1:
+                    cache.reorder_cache(torch.tensor(order))
+                if encoded.shape[0] != len(order):
+                    encoded = enc.expand(len(order), -1, -1)
+                ids = torch.tensor(nxt).unsqueeze(1)
+        pool = finished or beams
+        tokens, score = max(pool, key=lambda h: h[1] / max(1, len(h[0])))
         text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        avg = logprob_sum / max(1, len(tokens))
-        return AsrResult(text, tokens, no_speech, avg, time.perf_counter() - t0)
+        return AsrResult(text, tokens, no_speech, score / max(1, len(tokens)), time.perf_counter() - t0)
 
 
 def _repeating(tokens: list[int], max_span: int = 32) -> int:

@@ -300,7 +300,7 @@ class LiteBackend:
         turn = st.turn
         end = turn.candidate_end() if candidate else turn.n_samples
         audio = turn.turn_audio(end)
-        result = self.asr.transcribe(audio)
+        result = self.asr.transcribe(audio, beam_size=None if candidate else 1)   # live partials: greedy
         st.asr_calls.append({"audio_s": len(audio) / MODEL_INPUT_RATE, "compute_s": result.seconds})
         t = Transcript(result.text, end, result.no_speech_prob, result.avg_logprob)
         if candidate:

@@ -73,6 +73,7 @@ def run_bench(args: argparse.Namespace) -> int:
     tmp_cache = Path(tempfile.mkdtemp(prefix="parley-bench-cache-"))
     try:
         settings = dict(cache_dir=str(tmp_cache), sampling=SamplingConfig(greedy=True), torch_threads=1,
+                        use_upgrades=False,
                         llm_threads=int(getattr(args, "llm_threads", None) or 1))
         try:
             t0 = time.perf_counter()
@@ -99,6 +100,7 @@ def run_bench(args: argparse.Namespace) -> int:
         llm_tps = _llm_speed(backend, 32)
 
         first_audio, turn_wait, reply_first, decisions = [], [], [], []
+        hangover, decision_lag, candidate_asr, spec_audio = [], [], [], 0
         for i in range(runs):
             (voice, wpm, question), audio, end_s = utterances[i % len(utterances)]
             conv = backend.new_conversation()
@@ -118,6 +120,12 @@ def run_bench(args: argparse.Namespace) -> int:
             first_audio.append(virtual_first_audio_ms(heard["costs"], end_s, first_s))
             turn_wait.append((st.decided_at_abs / MODEL_INPUT_RATE - end_s) * 1000)
             reply_first.append(first_s * 1000)
+            # where the time goes: the VAD's end of speech against the true one, the deciding step's lateness on
+            # the virtual clock (compute that did not fit the chunk period), the final Whisper pass
+            hangover.append((st.speech_end_abs / MODEL_INPUT_RATE - end_s) * 1000)
+            decision_lag.append(virtual_first_audio_ms(heard["costs"], len(heard["costs"]) * 0.16, 0.0))
+            candidate_asr.append(st.asr_calls[-1]["compute_s"] * 1000 if st.asr_calls else 0.0)
+            spec_audio += bool(st.last_reply and st.last_reply.speculative_audio)
         precision = backend.llm.precision
         backend.close()
     finally:
@@ -149,6 +157,10 @@ def run_bench(args: argparse.Namespace) -> int:
         "first_audio_ms_p95": _pct(first_audio, 95),
         "turn_wait_ms_p50": _pct(turn_wait, 50),
         "reply_first_audio_ms_p50": _pct(reply_first, 50),
+        "vad_speech_end_lag_ms_p50": _pct(hangover, 50),
+        "decision_step_lag_ms_p50": _pct(decision_lag, 50),
+        "candidate_asr_ms_p50": _pct(candidate_asr, 50),
+        "first_clause_ready_at_decision": f"{spec_audio}/{len(first_audio)}",
         "first_audio_ms": [round(x, 1) for x in first_audio],
         "goal_first_audio_ms_p50": 700,
         "goal_llm_tokens_per_s": 60,

@@ -78,6 +78,8 @@ class LiteSettings:
     speculate_max_tokens: int = 24      # per listen step (a chunk is 160 ms), at most this many tokens
     copy_guard: bool = True             # an answer that repeats an earlier one is regenerated, history trimmed
     asr_margin_s: float | None = 1.0    # Whisper encoder window = audio + margin (None: the full 30 s)
+    asr_beam_size: int = 1              # final transcript: greedy (1) or beam search; see docs/lite.md for why 1
+    asr_beam_min_speech_s: float = 1.0  # ...beam search only for at least this much speech
     seed: int = 0
     torch_threads: int | None = None    # None: core.runtime default (1, or PARLEY_TORCH_THREADS)
     # progress(step, fraction, message) of a first-start conversion or a cache repair (see core.model.lite.convert)
@@ -300,7 +302,10 @@ class LiteBackend:
         turn = st.turn
         end = turn.candidate_end() if candidate else turn.n_samples
         audio = turn.turn_audio(end)
-        result = self.asr.transcribe(audio, beam_size=None if candidate else 1)   # live partials: greedy
+        # beam search (when asked for) only for the final transcript of real utterances: on short sounds it prefers
+        # long hallucinations ("Mm" -> "I'm at camp, I'm at camp"); live partials are always greedy
+        beam = candidate and turn.speech_samples >= self.settings.asr_beam_min_speech_s * MODEL_INPUT_RATE
+        result = self.asr.transcribe(audio, beam_size=self.settings.asr_beam_size if beam else 1)
         st.asr_calls.append({"audio_s": len(audio) / MODEL_INPUT_RATE, "compute_s": result.seconds})
         t = Transcript(result.text, end, result.no_speech_prob, result.avg_logprob)
         if candidate:

@@ -339,11 +339,17 @@ class ModelManagerDialog(QDialog):
         return Path(self.dest.text().strip() or default_models_dir()).expanduser()
 
     def _query_gpu(self) -> None:
-        task = BackgroundTask(lambda _t: gpu_info(), "gpu-info", self)
-        task.done.connect(self._gpu_known)
-        task.failed.connect(self._gpu_failed)
-        self.tasks["gpu"] = task
-        task.start()
+        self._run_task("gpu", lambda _t: gpu_info(), None, self._gpu_known, self._gpu_failed)
+
+    def _run_task(self, key: str, work, progress, done, failed) -> BackgroundTask:
+        """Start ``work`` in the background as ``self.tasks[key]``, its signals wired to these slots."""
+        task = BackgroundTask(work, key, self)
+        if progress is not None:
+            task.progress.connect(progress)
+        task.done.connect(done)
+        task.failed.connect(failed)
+        self.tasks[key] = task
+        return task.start()
 
     @Slot(str)
     def _gpu_failed(self, _message: str) -> None:
@@ -405,12 +411,7 @@ class ModelManagerDialog(QDialog):
                 task.report(("result", (f, digest)))
             return results
 
-        task = BackgroundTask(work, "verify", self)
-        task.progress.connect(self._verify_progress)
-        task.done.connect(self._verify_done)
-        task.failed.connect(self._verify_finished)
-        self.tasks["verify"] = task
-        task.start()
+        self._run_task("verify", work, self._verify_progress, self._verify_done, self._verify_finished)
 
     @Slot(object)
     def _verify_done(self, _results) -> None:
@@ -480,12 +481,7 @@ class ModelManagerDialog(QDialog):
         def work(task: BackgroundTask):
             return dl.download(source, dest, on_progress=task.report, cancel=task.cancel_event)
 
-        task = BackgroundTask(work, "download", self)
-        task.progress.connect(self._download_progress)
-        task.done.connect(self._download_done)
-        task.failed.connect(self._download_failed)
-        self.tasks["download"] = task
-        task.start()
+        self._run_task("download", work, self._download_progress, self._download_done, self._download_failed)
 
     def _set_downloading(self, on: bool) -> None:
         self.dl_fo_button.setEnabled(not on)
@@ -569,12 +565,7 @@ class ModelManagerDialog(QDialog):
                 WhisperAsr.load(model=folder)
             return upgrade, folder
 
-        task = BackgroundTask(work, "upgrade", self)
-        task.progress.connect(self._upgrade_progress)
-        task.done.connect(self._upgrade_done)
-        task.failed.connect(self._upgrade_failed)
-        self.tasks["upgrade"] = task
-        task.start()
+        self._run_task("upgrade", work, self._upgrade_progress, self._upgrade_done, self._upgrade_failed)
 
     @Slot(object)
     def _upgrade_progress(self, value) -> None:

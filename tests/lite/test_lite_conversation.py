@@ -91,3 +91,13 @@ def test_two_personas_answer_the_same_question_differently(backend):
     rendered = backend.llm.tokenizer.decode(backend.llm.render([{"role": "system", "content": "You are Captain "
                                                                                              "Jack."}]))
     assert "You are Captain Jack." in rendered                  # the persona is in the template, not dropped
+
+
+def test_the_same_question_asked_again_may_get_the_same_answer(backend):
+    """The copy guard leaves alone answers to a question asked before: repeating them is right."""
+    conv = backend.new_conversation()
+    first = _ask(backend, conv, "What is the capital of Japan?")
+    _ask(backend, conv, "How many legs does a spider have?")
+    again = _ask(backend, conv, "What is the capital of Japan?")
+    assert "tokyo" in first.lower() and "tokyo" in again.lower()
+    assert conv.state.last_reply.guards == []

@@ -33,7 +33,7 @@ from core.engine.backend import BackendError, Conversation, ListenResult, ReplyP
 from core.model.lite import cache as cachemod
 from core.model.lite.asr import WhisperAsr
 from core.model.lite.errors import LiteError
-from core.model.lite.guards import copies_earlier
+from core.model.lite.guards import copies_earlier, words
 from core.model.lite.llm import ChatLlm, Generation, LlmState, SamplingConfig
 from core.model.lite.text import ClauseSegmenter, speakable
 from core.model.lite.tts import PiperVoice
@@ -427,14 +427,17 @@ class LiteBackend:
         """Complete clauses pass the copy guard, then wait for synthesis."""
         if not clauses:
             return draft
-        earlier = [m["content"] for m in draft.history if m["role"] == "assistant"]
-        copied = copies_earlier(draft.text, earlier) if (self.settings.copy_guard and earlier) else None
+        copied = self._copied_answer(draft) if self.settings.copy_guard else None
         if copied is None:
             draft.clauses.extend(clauses)
             draft.checked_chars = len(draft.text) - len(draft.segmenter.buffer)
             return draft
-        if draft.checked_chars == 0 and not draft.trimmed:
-            history = self._trimmed_history(draft.history, copied)
+        if draft.checked_chars == 0:
+            if draft.trimmed:     # it repeats itself even without that context: let it say it
+                draft.clauses.extend(clauses)
+                draft.checked_chars = len(draft.text) - len(draft.segmenter.buffer)
+                return draft
+            history = list(draft.history[copied + 1:])
             log.info("copy guard: the answer repeated an earlier one; regenerating with %d of %d messages",
                      len(history), len(draft.history))
             fresh = self._new_draft(conv, draft.user_text, history, trimmed=True, key=draft.history_key)
@@ -449,12 +452,21 @@ class LiteBackend:
         return draft
 
     @staticmethod
-    def _trimmed_history(history: list[dict[str, str]], copied: int) -> list[dict[str, str]]:
-        """The history without the exchange whose answer was copied and everything before it."""
-        answers = [i for i, m in enumerate(history) if m["role"] == "assistant"]
-        if copied >= len(answers):
-            return []
-        return list(history[answers[copied] + 1:])
+    def _copied_answer(draft: Draft) -> int | None:
+        """History index of an earlier answer that ``draft`` repeats (answers to the same question do not count:
+        asked again, the same answer is right)."""
+        asked = words(draft.user_text)
+        earlier: list[tuple[int, str]] = []
+        for i, m in enumerate(draft.history):
+            if m["role"] != "assistant":
+                continue
+            question = draft.history[i - 1]["content"] if i and draft.history[i - 1]["role"] == "user" else ""
+            if words(question) != asked:
+                earlier.append((i, m["content"]))
+        if not earlier:
+            return None
+        hit = copies_earlier(draft.text, [text for _, text in earlier])
+        return None if hit is None else earlier[hit][0]
 
     def _synthesize_next(self, draft: Draft) -> None:
         clause = draft.clauses.popleft()

@@ -182,7 +182,11 @@ class UpgradesBox(QGroupBox):
             item = QTreeWidgetItem([u.title, kind, _human(u.download_mb * 1_000_000), ram, u.speed, row.status])
             item.setData(0, Qt.ItemDataRole.UserRole, u.key)
             tip = f"{u.repo} ({u.license})" + (f": {u.note}" if u.note else "")
-            if u.kind == "chat":
+            if u.kind == "chat" and u.precision == "auto":
+                tip += (f"\nConverted once to int4 if it measures as good (else int8: "
+                        f"{u.ram_int8_mb / 1000:.1f} GB, about {u.tokens_per_s_int8:.0f} tokens/s); converting "
+                        f"needs about {u.convert_ram_mb / 1000:.1f} GB of RAM.")
+            elif u.kind == "chat":
                 tip += (f"\nConverted once to {u.precision}; converting needs about "
                         f"{u.convert_ram_mb / 1000:.1f} GB of RAM.")
             for col in range(len(self.COLUMNS)):

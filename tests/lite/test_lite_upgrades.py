@@ -186,7 +186,8 @@ def test_upgrade_end_to_end_download_convert_and_use(tiny, tmp_path, monkeypatch
         assert any(p.phase == "verify" for p in progress)                   # the weights' sha256 was checked
     assert catalog.best_installed("chat", root) == chat                      # ranked above SmolLM2-360M
     assert catalog.best_installed("asr", root) == asr
-    assert catalog.best_installed("chat", root, ram_bytes=700_000_000) == small   # RAM decides too
+    assert catalog.best_installed("chat", root, ram_bytes=600_000_000) == chat    # RAM decides too:
+    assert catalog.best_installed("chat", root, ram_bytes=400_000_000) is None    # ...neither fits 400 MB
 
     # a second run finds everything complete (no request needed for the files)
     with LocalHub() as hub:
@@ -286,3 +287,30 @@ def test_cache_entries_are_separate_per_source_and_precision(tiny, tmp_path):
     with pytest.raises(LiteError, match="unknown precision"):
         ChatLlm.load(tiny["llama"], cache_dir=tmp_path, precision="int3")
     assert cachemod.lite_cache_dir(tmp_path).is_dir()
+
+
+@pytest.mark.parametrize("threshold, expected", [(0.0, "int4"), (1.01, "int8")])
+def test_auto_precision_keeps_int4_only_where_it_measures_as_good(tiny, tmp_path, monkeypatch, threshold, expected):
+    """"auto": int4, checked against the float32 weights on a probe text; int8 when the agreement is too low."""
+    from core.model.lite import convert
+
+    monkeypatch.setattr(convert, "INT4_MIN_AGREEMENT", threshold)
+    events = []
+    llm = ChatLlm.load(tiny["qwen2"], cache_dir=tmp_path, precision="auto", progress=lambda *e: events.append(e))
+    manifest = json.loads((next((tmp_path / "lite").iterdir()) / "manifest.json").read_text())
+    assert llm.precision == manifest["precision"] == expected
+    assert manifest["requested_precision"] == "auto" and 0.0 <= manifest["int4_agreement"] <= 1.0
+    assert any("comparing the int4 model" in e[2] for e in events)
+    assert (expected == "int8") == any("converting to int8" in e[2] for e in events)
+    assert len(_answer(llm, LlmState(), "Hi")) == 6
+    assert ChatLlm.load(tiny["qwen2"], cache_dir=tmp_path, precision="auto").precision == expected   # cached
+
+
+def test_default_precision_is_int8_below_half_a_billion_parameters():
+    from core.model.lite.convert import default_precision
+
+    small = {"hidden_size": 576, "num_hidden_layers": 30, "intermediate_size": 1536, "vocab_size": 49152,
+             "num_attention_heads": 9, "num_key_value_heads": 3, "tie_word_embeddings": True}
+    big = dict(small, hidden_size=1536, num_hidden_layers=28, intermediate_size=8960, vocab_size=151936,
+               num_attention_heads=12, num_key_value_heads=2)
+    assert default_precision(small) == "int8" and default_precision(big) == "auto"

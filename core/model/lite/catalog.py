@@ -8,9 +8,11 @@ loaded as they are. The Lite profile uses the best installed model of each kind 
 
 Figures: ``download_mb`` is the size of the listed files on the Hub (bf16/fp32 safetensors); ``ram_mb`` what the
 converted model needs to run; ``convert_ram_mb`` the peak while converting once (the float32 weights are held);
-``tokens_per_s`` the decode speed measured here (2-core x86-64 with AVX2, one onnxruntime thread) on a model of
-the same architecture and size with random weights: speed does not depend on the weights' values
-(docs/lite.md, "Upgrades"). Nothing here touches the network.
+``tokens_per_s`` the decode speed measured here (2-core x86-64 with AVX2, one onnxruntime thread, other jobs on
+the machine: load average 2.5-4) on a model of the same architecture and size with random weights: speed does not
+depend on the weights' values (docs/lite.md, "Upgrades"). Chat models of 0.5B and more are converted "auto": int4
+when it agrees with the original weights on at least 90 % of a probe's next tokens, else int8 (RAM and speed of
+both are listed). Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -40,11 +42,13 @@ class Upgrade:
     download_mb: int
     params_m: int
     rank: int                   # higher is better: the best installed one is used by default
-    precision: str = "int8"     # chat models: how they are converted
-    ram_mb: int = 0
+    precision: str = "int8"     # chat models: how they are converted ("auto": int4 if it measures as good, else int8)
+    ram_mb: int = 0             # the converted model running, its context (2048 tokens) included
+    ram_int8_mb: int = 0        # ...if "auto" chose int8
     convert_ram_mb: int = 0
-    tokens_per_s: float | None = None   # chat models: decode speed on this CPU class (see module docstring)
-    asr_rtf: float | None = None        # Whisper: compute time / audio time on this CPU class
+    tokens_per_s: float | None = None       # chat models: decode speed here at the expected precision
+    tokens_per_s_int8: float | None = None  # ...and at int8
+    asr_rtf: float | None = None            # Whisper: compute time / audio time on this CPU class
     gated: bool = False         # the repository asks users to accept a licence and to log in (HF token)
     license: str = ""
     note: str = ""
@@ -60,26 +64,31 @@ class Upgrade:
 
 CATALOG: tuple[Upgrade, ...] = (
     Upgrade("smollm2-360m-instruct", "chat", "SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct",
-            CHAT_FILES, download_mb=724, params_m=362, rank=10, ram_mb=600, convert_ram_mb=2200,
-            tokens_per_s=None, license="Apache-2.0", note="same family as the built-in model, 2.7x larger"),
+            CHAT_FILES, download_mb=724, params_m=362, rank=10, precision="int8", ram_mb=900, ram_int8_mb=900,
+            convert_ram_mb=2200, tokens_per_s=26.0, tokens_per_s_int8=26.0, license="Apache-2.0",
+            note="the built-in model's family, 2.7x larger"),
     Upgrade("qwen2.5-0.5b-instruct", "chat", "Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct",
-            CHAT_FILES, download_mb=988, params_m=494, rank=20, ram_mb=800, convert_ram_mb=3000,
-            tokens_per_s=None, license="Apache-2.0", note="good instruction following for its size"),
+            CHAT_FILES, download_mb=988, params_m=494, rank=20, precision="auto", ram_mb=500, ram_int8_mb=1300,
+            convert_ram_mb=3000, tokens_per_s=21.8, tokens_per_s_int8=18.9, license="Apache-2.0",
+            note="good instruction following for its size"),
     Upgrade("llama-3.2-1b-instruct", "chat", "Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-1B-Instruct",
-            CHAT_FILES, download_mb=2471, params_m=1236, rank=30, ram_mb=1700, convert_ram_mb=6500,
-            tokens_per_s=None, gated=True, license="Llama 3.2 Community License",
+            CHAT_FILES, download_mb=2471, params_m=1236, rank=30, precision="auto", ram_mb=1100, ram_int8_mb=2800,
+            convert_ram_mb=7500, tokens_per_s=11.7, tokens_per_s_int8=7.9, gated=True,
+            license="Llama 3.2 Community License",
             note="gated: accept the licence on huggingface.co and log in (HF_TOKEN) before downloading"),
-    Upgrade("qwen2.5-1.5b-instruct", "chat", "Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct",
-            CHAT_FILES, download_mb=3087, params_m=1544, rank=40, ram_mb=2100, convert_ram_mb=8000,
-            tokens_per_s=None, license="Apache-2.0", note="the strongest here; slow on 2 cores"),
     Upgrade("smollm2-1.7b-instruct", "chat", "SmolLM2-1.7B-Instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct",
-            CHAT_FILES, download_mb=3423, params_m=1711, rank=35, ram_mb=2300, convert_ram_mb=8500,
-            tokens_per_s=None, license="Apache-2.0"),
+            CHAT_FILES, download_mb=3423, params_m=1711, rank=35, precision="auto", ram_mb=2000, ram_int8_mb=3300,
+            convert_ram_mb=10500, tokens_per_s=8.0, tokens_per_s_int8=5.5, license="Apache-2.0",
+            note="no grouped-query attention: its context alone takes 0.8 GB"),
+    Upgrade("qwen2.5-1.5b-instruct", "chat", "Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct",
+            CHAT_FILES, download_mb=3087, params_m=1544, rank=40, precision="auto", ram_mb=1300, ram_int8_mb=3000,
+            convert_ram_mb=9500, tokens_per_s=8.6, tokens_per_s_int8=5.3, license="Apache-2.0",
+            note="the strongest here; slow on 2 cores"),
     Upgrade("whisper-base.en", "asr", "Whisper base.en", "openai/whisper-base.en", WHISPER_FILES,
-            download_mb=290, params_m=74, rank=10, ram_mb=400, asr_rtf=None, license="Apache-2.0",
-            note="fewer recognition errors than the built-in tiny.en"),
+            download_mb=290, params_m=74, rank=10, ram_mb=400, license="Apache-2.0",
+            note="fewer recognition errors than the built-in tiny.en (not measured here: no weights)"),
     Upgrade("whisper-small.en", "asr", "Whisper small.en", "openai/whisper-small.en", WHISPER_FILES,
-            download_mb=967, params_m=242, rank=20, ram_mb=1200, asr_rtf=None, license="Apache-2.0",
+            download_mb=967, params_m=242, rank=20, ram_mb=1200, license="Apache-2.0",
             note="fewer errors again; about 3x the compute of base.en"),
 )
 

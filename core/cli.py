@@ -15,14 +15,11 @@ import sys
 from typing import Callable
 
 from core import __version__
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-
-class UserError(Exception):
-    """A problem the user can fix (missing file, missing system component...). Printed without a traceback."""
-
-    exit_code = 2
+APP_HINT = "Run `parley` with no command to open the desktop app."
 
 
 def _handler(spec: str) -> Callable[[argparse.Namespace], int]:
@@ -73,7 +70,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=_handler_lazy("core.model.freeze_omni.bench:run_bench"))
     a = bsub.add_parser("audio", help="audio chain on the PulseAudio loop (ERLE, false onsets, flush...)")
     a.add_argument("--seconds", type=float, default=20.0)
-    a.set_defaults(func=_handler_lazy("core.audio.bench:run_bench"))
+    a.set_defaults(func=_handler_lazy("core.compose.bench:run_audio_bench"))
     lite = bsub.add_parser("lite", help="Lite profile: load, ASR/LLM/TTS speed, first-audio latency")
     lite.add_argument("--runs", type=int, default=5)
     lite.set_defaults(func=_handler_lazy("core.model.lite.bench:run_bench"))
@@ -84,7 +81,20 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     eng.add_argument("--llm", help="backbone folder")
     eng.add_argument("--device", help="cpu | cuda")
     eng.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    eng.set_defaults(func=_handler_lazy("core.engine.bench:run_bench"))
+    tt = bsub.add_parser("turns", help="turn-taking: the conversation suite in simulated rooms, scored (JSON)")
+    tt.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
+    tt.add_argument("--rooms", default="laptop,speakerphone", help="comma-separated: none, headset, laptop, "
+                                                                    "speakerphone")
+    tt.add_argument("--scripts", help="folder of conversation scripts (default: the repository's suite)")
+    tt.add_argument("--only", help="comma-separated parts of script names to run")
+    tt.add_argument("--seed", type=int, default=0, help="room seed")
+    tt.add_argument("--echo-minutes", type=float, default=0.0,
+                    help="also the echo alone: the assistant talks this long in the speakerphone room")
+    tt.add_argument("--checkpoint")
+    tt.add_argument("--llm")
+    tt.set_defaults(func=_handler_lazy("core.compose.bench:run_turns_bench"))
+    eng.add_argument("--question-wav", help="a spoken question (WAV) to repeat instead of espeak-ng's questions")
+    eng.set_defaults(func=_handler_lazy("core.compose.bench:run_bench"))
 
 
 def _handler_lazy(spec: str) -> Callable[[argparse.Namespace], int]:
@@ -95,11 +105,15 @@ def _handler_lazy(spec: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chat", help="run a whole multi-turn conversation from a WAV file through the engine")
+    p = sub.add_parser("chat", help="a conversation from a WAV file or a script through the engine (headless); "
+                                    "without --input/--script: a text chat in the terminal")
     p.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
-    p.add_argument("--input", required=True, help="conversation WAV (speech, pauses, interruptions)")
-    p.add_argument("--output", required=True, help="what the assistant played, on the input's timeline")
-    p.add_argument("--events", required=True, help="events JSONL")
+    p.add_argument("--input", help="conversation WAV (speech, pauses, interruptions)")
+    p.add_argument("--script", help="or a conversation script (JSON, docs/conversations.md): a scripted user speaks "
+                                    "it with espeak-ng, reacting to the assistant; the run is scored")
+    p.add_argument("--report", help="with --script: write the scoring report (JSON) here")
+    p.add_argument("--output", help="what the assistant played, on the input's timeline (with --input/--script)")
+    p.add_argument("--events", help="events JSONL (with --input/--script)")
     p.add_argument("--realtime", action="store_true", help="run at the speed of the input instead of a virtual clock")
     p.add_argument("--checkpoint")
     p.add_argument("--llm")
@@ -109,7 +123,11 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--record", help="also record the conversation as a session folder")
-    p.set_defaults(func=_handler_lazy("core.engine.cli:run_chat"))
+    p.add_argument("--echo", choices=["none", "headset", "laptop", "speakerphone"], default="none",
+                   help="simulated room: the assistant's playback comes back into the input through it (default: "
+                        "none, as with a headset)")
+    p.add_argument("--echo-seed", type=int, default=0, help="seed of the simulated room (same seed, same room)")
+    p.set_defaults(func=_handler_lazy("core.compose.commands:run_chat"))
 
 
 def _add_doctor(sub: argparse._SubParsersAction) -> None:
@@ -119,11 +137,14 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parley", description="Parley: a local full-duplex voice assistant.")
+    parser = argparse.ArgumentParser(prog="parley", description="Parley: a local full-duplex voice assistant. "
+                                     + APP_HINT, epilog=APP_HINT)
     parser.add_argument("--version", action="version", version=f"parley {__version__}")
     parser.add_argument("--self-test", action="store_true",
                         help="import every module, open the main window offscreen, load Lite if present, exit")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--install-desktop-entry", action="store_true",
+                        help="add Parley to the desktop's application menu (a .desktop entry and its icon), then exit")
     sub = parser.add_subparsers(dest="command")
     _add_reply(sub)
     _add_bench(sub)
@@ -132,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     from core.session.cli import add_session_parsers
 
     add_session_parsers(sub)
+    # replay rebuilds the engine: the composition root's handler (the session package does not compose engines)
+    sub.choices["replay"].set_defaults(func=_handler_lazy("core.compose.commands:run_replay"))
     return parser
 
 
@@ -146,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.self_test:
             return _handler("app.selftest:run_self_test")(args)
+        if args.install_desktop_entry:
+            return _handler("app.commands:run_install")(args)
         if args.command is None:
             return _handler("app.main:run_app")(args)
         return int(args.func(args) or 0)

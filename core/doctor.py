@@ -224,13 +224,17 @@ def run_checks(settings=None, settings_warnings: list[str] | None = None,
     """All checks, each guarded: a crashing check becomes a failed check, never an exception."""
     from core.settings import Settings, load_settings
 
+    fix = "open Settings, review the values and save"
     if settings is None:
-        res = load_settings()
+        res = load_settings(keep_aside=False)  # the doctor only looks: a broken file stays where it is
         settings, settings_warnings = res.settings, res.warnings
+        if res.unreadable:
+            fix = "make the file readable for your user (e.g. sudo chown $USER on it) or move it away"
+        elif res.broken:
+            fix = "start Parley (it keeps the file aside and starts with defaults), or repair the file by hand"
     checks: list[Check] = []
     if settings_warnings:
-        checks.append(Check("settings", WARN, "; ".join(settings_warnings),
-                            "open Settings, review the values and save"))
+        checks.append(Check("settings", WARN, "; ".join(settings_warnings), fix))
     else:
         checks.append(Check("settings", OK, "settings file readable"))
     steps: list[tuple[str, Callable[[], Check | list[Check]]]] = [

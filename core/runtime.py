@@ -41,3 +41,28 @@ def force_offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def free_cuda_cache() -> None:
+    """Give cached CUDA memory back (after a model was closed, or an out-of-memory error). A no-op without torch
+    loaded or without a GPU; never raises."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory error (CUDA's, Python's, or a runtime's message saying so)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+        if oom is not None and isinstance(exc, oom):
+            return True
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()

@@ -7,12 +7,14 @@ Markers (registered in pyproject.toml): ``slow``, ``audio`` (needs the PulseAudi
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # the _shared helpers
 
 _ISOLATED = tempfile.mkdtemp(prefix="parley-tests-")
 for _var, _sub in (("PARLEY_CONFIG_DIR", "config"), ("PARLEY_DATA_DIR", "data"), ("PARLEY_LOG_DIR", "log")):

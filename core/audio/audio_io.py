@@ -31,8 +31,6 @@ a timeout in a helper thread, so a wedged driver cannot hang the caller.
 from __future__ import annotations
 
 import logging
-import math
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,14 +40,17 @@ import numpy as np
 import sounddevice as sd
 
 from core.audio import devices as devmod
-from core.audio.aec import AecConfig, EchoCanceller
+from core.audio.aec import AecConfig
+from core.audio.chain import CaptureChain, ChainConfig, Levels
 from core.audio.devices import AudioDeviceError, DeviceInfo
 from core.audio.events import AUDIO_STATUS, ERROR, WARNING, AudioEventQueue
-from core.audio.interfaces import StreamingVad, VadEvent
+from core.audio.interfaces import AudioChunk
 from core.audio.player import Player
 from core.audio.resample import StreamResampler
 from core.audio.ringbuffer import RingBuffer, TimestampRing
+from core.audio.vad import EchoAwareVad
 from core.constants import AEC_FRAME_SAMPLES_16K, CHUNK_SAMPLES_16K, MODEL_INPUT_RATE
+from core.queues import DropOldestQueue
 
 log = logging.getLogger(__name__)
 
@@ -83,37 +84,6 @@ class AudioConfig:
     reference_wait_s: float = 0.3          # longest wait for the reference before cancelling against silence
     reconverge_hold_ms: float = 1200.0     # after an underrun/lost block/re-alignment no barge-in on the
                                            # assistant's voice for this long (the canceller re-converges)
-    keep_raw: bool = True                  # put the raw microphone and the reference into each chunk
-    run_vad: bool = True                   # False: no VAD here (chunk.vad_events stays empty), e.g. when the
-                                           # engine runs its own StreamingVad on the chunks
-
-
-@dataclass
-class AudioChunk:
-    """160 ms of echo-cancelled 16 kHz microphone audio and what the VAD decided in it."""
-
-    samples_16k: np.ndarray                # cleaned (echo-cancelled) float32
-    start: int                             # 16 kHz stream position of the first sample
-    t_start: float                         # time.monotonic() at which the first sample was captured (estimate)
-    vad_events: list[VadEvent]
-    assistant_speaking: bool               # the assistant's audio (or its echo tail) overlapped this chunk
-    speech_prob: float                     # highest VAD probability in the chunk
-    raw_16k: np.ndarray | None = None      # microphone before echo cancellation
-    reference_16k: np.ndarray | None = None  # far-end reference fed to the canceller for these samples
-
-
-@dataclass
-class Levels:
-    """Meter levels over the last ~50 ms, in dBFS (-120 for silence)."""
-
-    mic_rms_db: float = -120.0
-    mic_peak_db: float = -120.0
-    clean_rms_db: float = -120.0
-    clean_peak_db: float = -120.0
-    output_rms_db: float = -120.0
-    output_peak_db: float = -120.0
-    speech_prob: float = 0.0
-    t: float = 0.0
 
 
 @dataclass
@@ -123,10 +93,6 @@ class LatencyInfo:
     output_dac_lead_ms: float | None = None    # measured: callback -> DAC time, median over recent callbacks
     echo_delay_ms: float | None = None         # measured: residual delay of the echo after timestamp alignment
     loop_ms: float | None = None               # measured: output callback -> captured by the microphone
-
-
-def _db(x: float) -> float:
-    return 10.0 * math.log10(x) if x > 1e-12 else -120.0
 
 
 class _Fifo:
@@ -363,17 +329,16 @@ class AudioIO:
     :attr:`player`, ``stop()``. Events (warnings, device loss, recovery) go to :attr:`events`."""
 
     def __init__(self, config: AudioConfig | None = None, on_chunk: Callable[[AudioChunk], None] | None = None,
-                 vad: StreamingVad | None = None, events: AudioEventQueue | None = None) -> None:
+                 vad: EchoAwareVad | None = None, events: AudioEventQueue | None = None) -> None:
         self.config = config or AudioConfig()
         self.events = events or AudioEventQueue()
         self.on_chunk = on_chunk
-        self.chunks: queue.Queue[AudioChunk] = queue.Queue(maxsize=256)
-        if vad is None and self.config.run_vad:
-            from core.audio.vad import EchoAwareVad
-
-            vad = EchoAwareVad()
-        self.vad = vad if self.config.run_vad else None
-        self.aec = EchoCanceller(self.config.aec)
+        self.chunks: DropOldestQueue[AudioChunk] = DropOldestQueue(256)   # when there is no on_chunk callback
+        cfg = self.config
+        self.chain = CaptureChain(ChainConfig(aec=cfg.aec, echo_tail_ms=cfg.echo_tail_ms,
+                                              reference_lead_ms=cfg.reference_lead_ms,
+                                              chunk_samples=cfg.chunk_samples),
+                                  on_chunk=self._deliver, vad=vad, time_of=self.time_of_position)
         self._player: Player | None = None
         self._streams: _StreamSet | None = None
         self._wake = threading.Event()
@@ -382,9 +347,7 @@ class AudioIO:
         self._state = "stopped"
         self._input_name: str | None = None
         self._output_name: str | None = None
-        self._levels = Levels()
         self._lock = threading.Lock()
-        self._pending_aec: AecConfig | None = None
         # 16 kHz timeline (continues across device re-opens)
         self._mic16 = _Fifo(RATE * 4)
         self._ref16 = _RefStore(int(RATE * self.config.ring_seconds))
@@ -399,23 +362,12 @@ class AudioIO:
         self._relock_votes: list[int] = []
         self._glitches: tuple | None = None
         self._glitch_until = 0.0
-        self._speaking_until = -1
-        self._chunk_clean = np.zeros(self.config.chunk_samples, dtype=np.float32)
-        self._chunk_raw = np.zeros(self.config.chunk_samples, dtype=np.float32)
-        self._chunk_ref = np.zeros(self.config.chunk_samples, dtype=np.float32)
-        self._chunk_fill = 0
-        self._chunk_events: list[VadEvent] = []
-        self._chunk_speaking = False
-        self._chunk_prob = 0.0
         self._batch_ref = np.zeros(_MAX_BATCH * FRAME, dtype=np.float32)
-        self._batch_clean = np.zeros(_MAX_BATCH * FRAME, dtype=np.float32)
         self._batch_aux = np.zeros(_MAX_BATCH * FRAME, dtype=np.float32)
         self._lead = int(round(self.config.reference_lead_ms / 1000 * RATE))
         self._poll_s = 0.03
-        self.dropped_chunks = 0
         self._injector: Callable[[int, np.ndarray], None] | None = None
         self._last_latency = LatencyInfo()
-        self._echo_est = _EchoDelayEstimator()
         self._reported_counts = (0, 0, 0, 0, 0)
         self._last_count_check = 0.0
         self.frames_processed = 0
@@ -503,7 +455,20 @@ class AudioIO:
 
     def set_aec(self, config: AecConfig) -> None:
         """Change echo cancellation / noise suppression / high-pass at run time (applied by the worker)."""
-        self._pending_aec = config
+        self.config.aec = config
+        self.chain.set_aec(config)
+
+    def set_input_gate(self, closed: bool) -> None:
+        """Mute (or push-to-talk released): the chain hears silence instead of the microphone until reopened."""
+        self.chain.set_gate(closed)
+
+    def restart_vad(self) -> None:
+        """The engine decided a turn: the next voiced run is a new onset even if the user goes on speaking."""
+        self.chain.restart_vad()
+
+    @property
+    def vad(self) -> EchoAwareVad:
+        return self.chain.vad
 
     def set_capture_injector(self, fn: Callable[[int, np.ndarray], None] | None) -> None:
         """Install ``fn(position_16k, samples)`` that may add to the 16 kHz microphone samples in place before echo
@@ -512,7 +477,7 @@ class AudioIO:
         self._injector = fn
 
     def levels(self) -> Levels:
-        return self._levels
+        return self.chain.levels()
 
     def latency(self) -> LatencyInfo:
         """Reported and measured latencies of the current streams (the last known ones after stop())."""
@@ -530,7 +495,7 @@ class AudioIO:
         leads = s.dac_lead.recent(64)
         if len(leads):
             info.output_dac_lead_ms = float(np.median(leads[:, 1])) * 1000
-        delay = self._echo_est.delay_ms
+        delay = self.chain.echo_delay_ms
         if delay is not None:
             info.echo_delay_ms = delay
             if info.output_dac_lead_ms is not None:
@@ -656,10 +621,6 @@ class AudioIO:
                 now = time.monotonic()
                 if not self._check_health(now):
                     continue
-                if self._pending_aec is not None:
-                    self.aec = EchoCanceller(self._pending_aec)
-                    self.config.aec = self._pending_aec
-                    self._pending_aec = None
                 self._pump()
                 if now >= next_align or self._D is None:
                     self._update_alignment(now)
@@ -725,7 +686,7 @@ class AudioIO:
                 log.warning("re-open attempt %d failed: %s", attempt, exc)
                 continue
             self.reopen_count += 1
-            self._speaking_until = -1
+            self.chain.reset_speaking()
             s = self._streams
             assert s is not None
             self.events.emit(AUDIO_STATUS, "reopened", f"audio re-opened on {s.in_dev.name!r}/{s.out_dev.name!r}",
@@ -804,9 +765,7 @@ class AudioIO:
 
     def _hold_vad_echo(self) -> None:
         """The echo path changed: the VAD treats the assistant's audio as echo while the canceller re-converges."""
-        echo_check = getattr(self.vad, "echo", None)
-        if echo_check is not None and hasattr(echo_check, "hold"):
-            echo_check.hold(int(self.config.reconverge_hold_ms / 32.0))
+        self.chain.hold_echo(self.config.reconverge_hold_ms)
 
     def _process_batch(self, now: float) -> bool:
         """Cancel, detect and deliver as many 10 ms frames as are ready (at most ``_MAX_BATCH``); returns whether
@@ -844,101 +803,25 @@ class AudioIO:
             except Exception:
                 log.exception("capture injector failed; removed")
                 self._injector = None
-        clean = self._batch_clean[:n]
-        aec = self.aec
-        for f in range(0, n, FRAME):
-            aec.process(mic[f:f + FRAME], ref[f:f + FRAME], clean[f:f + FRAME])
-        # the assistant "speaks" while its reference is non-silent, plus the echo tail
-        peaks = np.abs(ref).reshape(n_mic, FRAME).max(axis=1)
-        speaking = np.zeros(n_mic, dtype=bool)
-        tail = int(cfg.echo_tail_ms / 1000 * RATE)
-        for k in range(n_mic):
-            i = i0 + k * FRAME
-            if peaks[k] > 1e-4:
-                self._speaking_until = i + FRAME + tail
-            speaking[k] = i < self._speaking_until
-        events: list[VadEvent] = []
-        vad = self.vad
-        accepts_raw = vad is not None and _accepts_raw(vad)
-        k = 0 if vad is not None else n_mic
-        while k < n_mic:
-            e = k + 1
-            while e < n_mic and speaking[e] == speaking[k]:
-                e += 1
-            a, b = k * FRAME, e * FRAME
-            if accepts_raw:
-                events += vad.process(clean[a:b], bool(speaking[k]), ref[a:b], raw_16k=mic[a:b])
-            else:
-                events += vad.process(clean[a:b], bool(speaking[k]), ref[a:b])
-            k = e
-        self._meter(mic, clean, ref)
-        if speaking.any() and self._D is not None:
+        if self._D is None:
+            no_lead = ref
+        else:
             no_lead = self._batch_aux[:n]
             self._ref16.get(i0 + self._D, n, no_lead)
-            self._echo_est.add(mic, no_lead)
-            echo_check = getattr(vad, "echo", None)
-            if echo_check is not None and self._echo_est.delay_ms is not None:
-                # the VAD sees the reference ``lead`` ahead of the alignment, so its echo lag is lead + delay
-                echo_check.lag_hint_ms = cfg.reference_lead_ms + self._echo_est.delay_ms
-        self._add_to_chunk(i0, clean, mic, ref, events, bool(speaking.any()))
+        self.chain.process(mic, ref, no_lead)
         self._mic16.drop(n)
         self._mic_pos += n
         self.frames_processed += n_mic
         return True
 
-    def _meter(self, mic: np.ndarray, clean: np.ndarray, ref: np.ndarray) -> None:
-        vals = []
-        for x in (mic, clean, ref):
-            vals.append(_db(float(np.einsum("i,i->", x, x)) / len(x)))
-            vals.append(_db(float(np.max(np.abs(x))) ** 2))
-        prob = float(self.vad.probability) if self.vad is not None else 0.0
-        self._levels = Levels(*vals, speech_prob=prob, t=time.monotonic())
-
-    def _add_to_chunk(self, i0: int, clean: np.ndarray, mic: np.ndarray, ref: np.ndarray,
-                      events: list[VadEvent], speaking: bool) -> None:
-        self._chunk_events.extend(events)
-        self._chunk_speaking = self._chunk_speaking or speaking
-        if self.vad is not None:
-            self._chunk_prob = max(self._chunk_prob, float(self.vad.probability))
-        size = self.config.chunk_samples
-        pos = 0
-        n = len(clean)
-        while pos < n:
-            f = self._chunk_fill
-            k = min(n - pos, size - f)
-            self._chunk_clean[f:f + k] = clean[pos:pos + k]
-            self._chunk_raw[f:f + k] = mic[pos:pos + k]
-            self._chunk_ref[f:f + k] = ref[pos:pos + k]
-            self._chunk_fill += k
-            pos += k
-            if self._chunk_fill == size:
-                self._deliver(i0 + pos - size)
-
-    def _deliver(self, start: int) -> None:
-        keep = self.config.keep_raw
-        chunk = AudioChunk(
-            samples_16k=self._chunk_clean.copy(), start=start, t_start=self.time_of_position(start) or 0.0,
-            vad_events=self._chunk_events, assistant_speaking=self._chunk_speaking, speech_prob=self._chunk_prob,
-            raw_16k=self._chunk_raw.copy() if keep else None, reference_16k=self._chunk_ref.copy() if keep else None)
-        self._chunk_fill = 0
-        self._chunk_events = []
-        self._chunk_speaking = False
-        self._chunk_prob = 0.0
+    def _deliver(self, chunk: AudioChunk) -> None:
         if self.on_chunk is not None:
             try:
                 self.on_chunk(chunk)
             except Exception:
                 log.exception("on_chunk callback failed")
             return
-        try:
-            self.chunks.put_nowait(chunk)
-        except queue.Full:   # nobody reads: keep the newest
-            try:
-                self.chunks.get_nowait()
-            except queue.Empty:
-                pass
-            self.chunks.put_nowait(chunk)
-            self.dropped_chunks += 1
+        self.chunks.put(chunk)   # nobody reads: the oldest is dropped (counted in chunks.dropped)
 
     def _report_counters(self) -> None:
         s = self._streams
@@ -954,67 +837,3 @@ class AudioIO:
                 self.events.emit(WARNING, name, f"{name.replace('_', ' ')}: {new - prev} since last report",
                                  count=new - prev, total=new)
         self._reported_counts = counts
-
-
-def _accepts_raw(vad: object) -> bool:
-    cached = getattr(vad, "_parley_accepts_raw", None)
-    if cached is None:
-        import inspect
-
-        try:
-            cached = "raw_16k" in inspect.signature(vad.process).parameters  # type: ignore[attr-defined]
-        except (TypeError, ValueError):
-            cached = False
-        try:
-            setattr(vad, "_parley_accepts_raw", cached)
-        except Exception:
-            pass
-    return bool(cached)
-
-
-class _EchoDelayEstimator:
-    """Residual echo delay (after timestamp alignment) from the raw microphone and the unshifted reference.
-
-    Collects ~1.5 s while the assistant speaks, then cross-correlates (FFT) once; keeps the median of the last
-    few estimates that had a clear peak.
-    """
-
-    def __init__(self, seconds: float = 1.5, max_delay_ms: float = 250.0, every: int = 3) -> None:
-        self.n = int(seconds * RATE)
-        self.every = every      # estimate from one buffer in ``every`` (it changes rarely)
-        self.buffers = 0
-        self.mic = np.zeros(self.n, dtype=np.float32)
-        self.ref = np.zeros(self.n, dtype=np.float32)
-        self.fill = 0
-        self.max_lag = int(max_delay_ms / 1000 * RATE)
-        self.estimates: list[float] = []
-        self.delay_ms: float | None = None
-
-    def add(self, mic: np.ndarray, ref: np.ndarray) -> None:
-        pos = 0
-        while pos < len(mic):
-            k = min(len(mic) - pos, self.n - self.fill)
-            self.mic[self.fill:self.fill + k] = mic[pos:pos + k]
-            self.ref[self.fill:self.fill + k] = ref[pos:pos + k]
-            self.fill += k
-            pos += k
-            if self.fill == self.n:
-                if self.buffers % self.every == 0 or self.delay_ms is None:
-                    self._estimate()
-                self.buffers += 1
-                self.fill = 0
-
-    def _estimate(self) -> None:
-        m, r = self.mic[:self.fill].astype(np.float64), self.ref[:self.fill].astype(np.float64)
-        er, em = float(np.einsum("i,i->", r, r)), float(np.einsum("i,i->", m, m))
-        if er < 1e-6 or em < 1e-8:
-            return
-        n = 1 << int(math.ceil(math.log2(2 * len(m))))
-        xc = np.fft.irfft(np.fft.rfft(m, n) * np.conj(np.fft.rfft(r, n)), n)
-        lags = xc[:self.max_lag + 1]  # the microphone lags the reference: non-negative lags only
-        k = int(np.argmax(np.abs(lags)))
-        peak = abs(lags[k])
-        norm = math.sqrt(em * er)
-        if norm > 0 and peak / norm > 0.3:
-            self.estimates = (self.estimates + [k / RATE * 1000])[-5:]
-            self.delay_ms = float(np.median(self.estimates))

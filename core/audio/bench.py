@@ -3,7 +3,10 @@
 Phases (all measured on the audio timeline, i.e. in 16 kHz stream positions, never by wall-clock sleeps):
 
 1. far end only: ``--seconds`` of assistant speech (espeak-ng, played at 24 kHz) -> ERLE after convergence, VAD
-   onsets (every one is a false barge-in), CPU of the whole process per second of audio;
+   onsets (every one is a false barge-in);
+   1b. the same with room noise mixed into the capture (``NOISE_DBFS``) -> CPU of the whole process per second of
+   audio (``cpu_fraction``): the capture chain plus whatever the caller's ``consumer`` does with each chunk
+   (``parley bench audio`` passes the app's engine listen step, see ``core.compose.bench.run_audio_bench``);
 2. double talk: a second voice is added digitally to the captured microphone signal (the null sink has one
    acoustic path only) while the assistant speaks -> time from its start to the VAD onset decision;
 3. barge-in: a tone is playing, ``flush()`` is called -> time from the call to silence at the monitor;
@@ -19,6 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,7 +35,7 @@ ASSISTANT_RATE = 24_000
 
 
 class ChunkRecorder:
-    """Collects :class:`~core.audio.audio_io.AudioChunk` objects (use as ``on_chunk``) and slices the timeline."""
+    """Collects :class:`~core.audio.interfaces.AudioChunk` objects (use as ``on_chunk``) and slices the timeline."""
 
     def __init__(self) -> None:
         self._chunks: list = []
@@ -127,7 +131,9 @@ def _fail(message: str) -> int:
     return 2
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def run_bench(args: argparse.Namespace, consumer: Callable[[Any], None] | None = None,
+              extra: dict[str, Any] | None = None) -> int:
+    """The benchmark; ``consumer`` also gets every chunk (in the audio worker thread), ``extra`` joins the JSON."""
     from core.audio.loopback import START_HINT, PrivateSink, pulse_loop_problem
     from core.audio.testsignals import SpeechUnavailable, have_espeak
 
@@ -139,17 +145,18 @@ def run_bench(args: argparse.Namespace) -> int:
     seconds = float(getattr(args, "seconds", 20.0) or 20.0)
     try:
         with PrivateSink(name=f"parley_bench_{int(time.time())}") as sink:
-            result = _bench(seconds, sink.name)
+            result = _bench(seconds, sink.name, consumer)
     except SpeechUnavailable as exc:
         return _fail(str(exc))
     except Exception as exc:  # one clear line, details in the log
         log.debug("bench failed", exc_info=True)
         return _fail(f"{type(exc).__name__}: {exc}")
+    result.update(extra or {})
     print(json.dumps(result))
     return 0
 
 
-def _bench(seconds: float, sink_name: str) -> dict:
+def _bench(seconds: float, sink_name: str, consumer: Callable[[Any], None] | None = None) -> dict:
     import psutil
 
     from core.audio.audio_io import AudioConfig, AudioIO
@@ -157,7 +164,13 @@ def _bench(seconds: float, sink_name: str) -> dict:
 
     rec = ChunkRecorder()
     cfg = AudioConfig()
-    io = AudioIO(cfg, on_chunk=rec)
+
+    def on_chunk(chunk) -> None:
+        rec(chunk)
+        if consumer is not None:
+            consumer(chunk)
+
+    io = AudioIO(cfg, on_chunk=on_chunk)
     proc = psutil.Process()
     out: dict = {"bench": "audio", "seconds": seconds}
     io.start()
@@ -171,16 +184,8 @@ def _bench(seconds: float, sink_name: str) -> dict:
 
         # 1. far end only -------------------------------------------------------------------------------------
         far = speech_seconds(seconds, rate=ASSISTANT_RATE, peak=0.5)
-        p0 = rec.end
-        threads0 = _thread_cpu()
-        cpu0, t0 = time.process_time(), time.monotonic()
-        player.enqueue(far, ASSISTANT_RATE, tag=1)
-        player.finish(1)
-        p1 = p0 + int(seconds * RATE) + RATE // 2
-        rec.wait_until(p1, seconds + 15.0)
-        cpu1, t1 = time.process_time(), time.monotonic()
-        threads1 = _thread_cpu()
-        audio_s = (rec.end - p0) / RATE
+        quiet = _far_end_phase(io, rec, far, tag=1)
+        p0, p1 = quiet["p0"], quiet["p1"]
         _, raw, clean, _ = rec.signals(p0 + 2 * RATE, p0 + int(seconds * RATE))
         out["erle_db"] = _round(erle_db(raw, clean))
         _, raw_all, clean_all, _ = rec.signals(p0, p1)
@@ -191,17 +196,19 @@ def _bench(seconds: float, sink_name: str) -> dict:
             out["false_onset_details"] = [
                 {"at_s": round((e.sample - p0) / RATE, 3), "prob": round(e.prob, 3),
                  "echo_similarity": round(getattr(e, "echo_similarity", 0.0), 3)} for e in false]
-        out["cpu_fraction"] = round((cpu1 - cpu0) / max(audio_s, 1e-6), 4)
-        out["cpu_seconds"] = round(cpu1 - cpu0, 3)
-        by_name: dict[str, float] = {}
-        for tid, (name, sec) in threads1.items():
-            d = sec - threads0.get(tid, (name, 0.0))[1]
-            if d > 0:
-                by_name[name] = by_name.get(name, 0.0) + d
-        out["cpu_fraction_by_thread"] = {k: round(v / max(audio_s, 1e-6), 4)
-                                         for k, v in sorted(by_name.items(), key=lambda kv: -kv[1])}
-        out["audio_seconds"] = round(audio_s, 2)
-        out["wall_seconds"] = round(t1 - t0, 2)
+        out["cpu_fraction_silent_room"] = quiet["cpu_fraction"]
+
+        # 1b. the same in a room with noise at the microphone (never digitally silent, unlike the null sink), so
+        # the VAD's energy gate does not skip its model: the CPU figure of a real room
+        noise = room_noise(seconds + 1.0, NOISE_DBFS)
+        noisy = _far_end_phase(io, rec, far, tag=11, injector=MixInjector(noise, rec.end))
+        out["cpu_fraction"] = noisy["cpu_fraction"]
+        out["cpu_seconds"] = noisy["cpu_seconds"]
+        out["cpu_fraction_by_thread"] = noisy["by_thread"]
+        out["room_noise_dbfs"] = NOISE_DBFS
+        out["false_onsets_noisy_room"] = len(rec.vad_events(noisy["p0"], noisy["p1"], "onset"))
+        out["audio_seconds"] = noisy["audio_s"]
+        out["wall_seconds"] = noisy["wall_s"]
         lat = io.latency()
 
         # 2. double talk --------------------------------------------------------------------------------------
@@ -278,11 +285,55 @@ def _bench(seconds: float, sink_name: str) -> dict:
             "note": "audio work runs in the audio-worker thread and the two PortAudio callback threads; "
                     "livekit (tokio) and PulseAudio client threads are mostly idle",
         }
-        out["cpu_note"] = "process CPU (all threads) per second of audio during phase 1; the machine is shared"
+        out["cpu_note"] = ("process CPU (all threads) per second of audio while the assistant speaks in a room with "
+                           "noise (phase 1b; cpu_fraction_silent_room: the same over digital silence); the machine "
+                           "is shared")
         out["stats"] = io.stats()
     finally:
         io.stop()
     return out
+
+
+NOISE_DBFS = -45.0   # room noise of phase 1b: a quiet office at a laptop microphone
+
+
+def room_noise(seconds: float, dbfs: float, seed: int = 0) -> np.ndarray:
+    """Pink-ish noise (white noise through a one-pole low-pass) at ``dbfs`` RMS, 16 kHz."""
+    rng = np.random.default_rng(seed)
+    white = rng.standard_normal(int(seconds * RATE))
+    pink = np.empty_like(white)
+    acc = 0.0
+    for i, x in enumerate(white):      # y[n] = 0.95 y[n-1] + x[n]
+        acc = 0.95 * acc + x
+        pink[i] = acc
+    pink *= 10 ** (dbfs / 20) / max(float(np.sqrt(np.mean(pink ** 2))), 1e-12)
+    return pink.astype(np.float32)
+
+
+def _far_end_phase(io, rec: ChunkRecorder, far: np.ndarray, tag: int, injector=None) -> dict:
+    """Play ``far`` (the assistant) with ``injector`` mixed into the capture; CPU of the whole process per second
+    of audio while it plays, and per thread."""
+    if injector is not None:
+        io.set_capture_injector(injector)
+    p0 = rec.end
+    threads0 = _thread_cpu()
+    cpu0, t0 = time.process_time(), time.monotonic()
+    io.player.enqueue(far, ASSISTANT_RATE, tag=tag)
+    io.player.finish(tag)
+    p1 = p0 + int(len(far) / ASSISTANT_RATE * RATE) + RATE // 2
+    rec.wait_until(p1, len(far) / ASSISTANT_RATE + 15.0)
+    cpu1, t1 = time.process_time(), time.monotonic()
+    threads1 = _thread_cpu()
+    io.set_capture_injector(None)
+    audio_s = max((rec.end - p0) / RATE, 1e-6)
+    by_name: dict[str, float] = {}
+    for tid, (name, sec) in threads1.items():
+        d = sec - threads0.get(tid, (name, 0.0))[1]
+        if d > 0:
+            by_name[name] = by_name.get(name, 0.0) + d
+    return {"p0": p0, "p1": p1, "cpu_fraction": round((cpu1 - cpu0) / audio_s, 4),
+            "cpu_seconds": round(cpu1 - cpu0, 3), "audio_s": round(audio_s, 2), "wall_s": round(t1 - t0, 2),
+            "by_thread": {k: round(v / audio_s, 4) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1])}}
 
 
 class MixInjector:

@@ -6,12 +6,13 @@ stream health into :class:`AudioEvent` objects and puts them on an :class:`Audio
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from core.queues import DropOldestQueue
 
 log = logging.getLogger(__name__)
 
@@ -35,52 +36,35 @@ class AudioEvent:
         return out
 
 
-class AudioEventQueue:
-    """A bounded, thread-safe queue of events, plus optional listeners called synchronously on ``put``.
+class AudioEventQueue(DropOldestQueue[AudioEvent]):
+    """A bounded, thread-safe queue of events (the oldest is dropped when it is full, counted in ``dropped``), plus
+    optional listeners called synchronously on ``put``.
 
     Listeners run in the thread that reports the event (the audio worker), so they must be quick (a Qt signal
-    emit, a queue put). A listener that raises is logged and removed. When the queue is full the oldest event is
-    dropped and counted in :attr:`dropped`.
+    emit, a queue put). A listener that raises is logged and removed.
     """
 
     def __init__(self, maxlen: int = 1000) -> None:
-        self._items: collections.deque[AudioEvent] = collections.deque(maxlen=maxlen)
-        self._cond = threading.Condition()
+        super().__init__(maxlen)
         self._listeners: list[Callable[[AudioEvent], None]] = []
-        self.dropped = 0
+        self._listeners_lock = threading.Lock()
 
-    def put(self, event: AudioEvent) -> None:
-        with self._cond:
-            if len(self._items) == self._items.maxlen:
-                self.dropped += 1
-            self._items.append(event)
+    def put(self, event: AudioEvent) -> bool:
+        was_empty = super().put(event)
+        with self._listeners_lock:
             listeners = list(self._listeners)
-            self._cond.notify_all()
         for listener in listeners:
             try:
                 listener(event)
             except Exception:  # a broken listener must not break the audio worker
                 log.exception("audio event listener failed; removed")
                 self.unsubscribe(listener)
+        return was_empty
 
     def emit(self, type: str, code: str, message: str = "", **data: Any) -> AudioEvent:
         event = AudioEvent(type=type, code=code, message=message, data=data)
         self.put(event)
         return event
-
-    def get(self, timeout: float | None = None) -> AudioEvent | None:
-        """The oldest event, waiting up to ``timeout`` seconds (None: forever). None when nothing came."""
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
-
-    def drain(self) -> list[AudioEvent]:
-        """All queued events, oldest first, without waiting."""
-        with self._cond:
-            items = list(self._items)
-            self._items.clear()
-            return items
 
     def wait_for(self, predicate: Callable[[AudioEvent], bool], timeout: float) -> AudioEvent | None:
         """Consume events until one matches ``predicate``; None after ``timeout`` seconds. Others are discarded."""
@@ -94,16 +78,10 @@ class AudioEventQueue:
                 return event
 
     def subscribe(self, listener: Callable[[AudioEvent], None]) -> None:
-        with self._cond:
+        with self._listeners_lock:
             self._listeners.append(listener)
 
-    add_listener = subscribe   # alias
-
     def unsubscribe(self, listener: Callable[[AudioEvent], None]) -> None:
-        with self._cond:
+        with self._listeners_lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)

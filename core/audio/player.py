@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.audio.interfaces import FlushReport
+from core.audio.interfaces import AudioSink, FlushReport
 from core.audio.resample import StreamResampler
 from core.audio.ringbuffer import RingBuffer
 
@@ -64,7 +64,7 @@ class _Tag:
         return sum(s.src for s in self.segments)
 
 
-class Player:
+class Player(AudioSink):
     """Queue of assistant audio for one output device rate. Thread-safe for one engine thread plus the callback."""
 
     def __init__(self, device_rate: int, capacity_seconds: float = 120.0, fade_ms: float = 8.0,

@@ -1,6 +1,6 @@
 """Echo-aware streaming voice activity detection with silero-vad (ONNX, weights shipped in the silero-vad wheel).
 
-:class:`EchoAwareVad` implements :class:`core.audio.interfaces.StreamingVad`. It runs silero on the echo-cancelled
+:class:`EchoAwareVad` is the capture chain's one VAD (``core.audio.chain``). It runs silero on the echo-cancelled
 16 kHz signal in 512-sample windows, keeping the model's recurrent state and 64-sample context between windows.
 
 Echo awareness:
@@ -28,6 +28,7 @@ in torch and sets its thread count); onnxruntime runs with one thread.
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import logging
 import math
@@ -153,6 +154,32 @@ class EchoAwareVad:
         self.windows = 0
         self.gated_windows = 0
         self.echo_rejected_windows = 0
+        self._window_probs: collections.deque[tuple[int, float]] = collections.deque(maxlen=512)
+
+    def restart_segmentation(self) -> None:
+        """Forget whether speech is going on (the next voiced run is a new onset) but keep the model's state, the
+        window alignment and the audio history: a turn was just decided while the user may still be speaking."""
+        self._in_speech = False
+        self._run_start = None
+        self._run_windows = 0
+        self._run_echo = 0
+        self._silence_start = None
+        self._silence_windows = 0
+
+    def hold_echo(self, windows: int) -> None:
+        """The echo path changed (a new device, a re-alignment): treat the assistant's audio as echo for this many
+        windows while the canceller re-converges."""
+        self.echo.hold(windows)
+
+    def set_echo_lag_hint(self, lag_ms: float | None) -> None:
+        """The caller measured the echo's lag behind the reference it passes (None: estimate it here)."""
+        self.echo.lag_hint_ms = lag_ms
+
+    def take_window_probs(self) -> list[tuple[int, float]]:
+        """``(end position, speech probability)`` of every window completed since the last call."""
+        out = list(self._window_probs)
+        self._window_probs.clear()
+        return out
 
     # -- contract -----------------------------------------------------------------------------------------------
     @property
@@ -256,6 +283,7 @@ class EchoAwareVad:
             p = self._model(self._win)
         self._prob = p
         self.windows += 1
+        self._window_probs.append((end_pos, p))
         if not self._in_speech:
             thr = c.speaking_threshold if speaking else c.threshold
             min_ms = c.speaking_min_speech_ms if speaking else c.min_speech_ms

@@ -20,10 +20,14 @@ samples, :meth:`Backend.interrupted` called with the heard text, and the candida
 pre-roll as the new user turn on the corrected memory. 'el', a timeout, or too little voiced audio drop the candidate
 and the answer goes on.
 
-Drivers: :meth:`Engine.run` (live: a :class:`ChunkSource` fed by the audio layer, a real AudioSink) and
-``core.engine.filemode`` (a WAV file on a virtual or wall clock with :class:`~core.engine.sink.VirtualAudioSink`).
-Both use the same three calls: :meth:`process_chunk`, :meth:`speak_step` (while :meth:`wants_speak_step`) and
-:meth:`tick`.
+Voice activity: the engine runs no VAD of its own. Every chunk comes from the capture chain
+(:mod:`core.audio.chain`, live or file-driven) with its speech probabilities per 32 ms window and its onset/offset
+decisions; the engine cuts turns from those and hands the probabilities on to :meth:`Backend.listen`.
+
+There is ONE loop, :meth:`Engine.run`: the app (``core.compose.live.LiveStack``), ``parley chat`` (real-time or on
+a virtual clock, ``core.engine.filemode``), replay and the benchmarks all drive the engine through it. Other
+threads talk to a running engine only through :meth:`Engine.call_soon` (stop speaking, push-to-talk, new
+conversation, settings): the loop runs those commands between two steps.
 """
 
 from __future__ import annotations
@@ -31,22 +35,49 @@ from __future__ import annotations
 import collections
 import enum
 import logging
+import queue
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, NamedTuple, Protocol
+from collections.abc import Generator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from core.audio.interfaces import AudioSink, StreamingVad, VadEvent
+from core.audio.interfaces import AudioChunk, AudioSink
 from core.constants import CHUNK_SAMPLES_16K, MODEL_INPUT_RATE, VAD_WINDOW_SAMPLES_16K
 from core.engine.alignment import ReplyTranscript, finish_transcript
 from core.engine.backend import Backend, Conversation, ListenResult, ReplyPiece, rebuild_context
 from core.engine.clock import WallClock
 from core.engine.config import EngineConfig
-from core.engine.events import Clock, EventBus
+from core.engine.events import (
+    AssistantText,
+    AudioOut,
+    AudioPlayed,
+    Clock,
+    ContextRebuild,
+    ContextUpdate,
+    ErrorEvent,
+    EventBus,
+    GenerationDone,
+    InfoEvent,
+    Interruption,
+    Latency,
+    SessionStart,
+    StateChange,
+    StateProbs,
+    TurnDecision,
+    UserText,
+    VadLevel,
+    VadOffset,
+    VadOnset,
+    WarningEvent,
+)
+from core.queues import DropOldestQueue
+from core.runtime import free_cuda_cache, is_out_of_memory
+from core.speech_acts import command_words, content_words, is_backchannel
+from core.speech_acts import words as speech_words
 
 log = logging.getLogger(__name__)
 
@@ -67,54 +98,52 @@ class DuplexState(str, enum.Enum):
     INTERRUPTED = "interrupted"
 
 
-class InputChunk(NamedTuple):
-    samples: np.ndarray                   # 2560 samples, 16 kHz mono float32 (echo-cancelled in live mode)
-    reference: np.ndarray | None = None   # what the speakers played over the same 160 ms, 16 kHz (live mode)
-    t_start: float | None = None          # session-clock seconds when its first sample was captured (live mode)
+WINDOWS_PER_CHUNK = CHUNK_SAMPLES_16K // VAD_WINDOW_SAMPLES_16K
 
 
-class ChunkSource(Protocol):
-    def read(self, timeout: float) -> InputChunk | None:
-        """The next chunk, or None when none arrived within ``timeout`` seconds; raises EOFError at the end."""
+class ChunkSource:
+    """Where :meth:`Engine.run` reads its input: :class:`~core.audio.interfaces.AudioChunk` s from the capture
+    chain, whose ``t_start`` is the capture time of their first sample on the SESSION clock.
+
+    :meth:`read` returns the next chunk, or None when none arrived within ``timeout`` seconds, and raises
+    :class:`EOFError` at the end of the input. :meth:`restart_vad` asks the chain's VAD to take the next voiced
+    run as a new onset (a turn was decided while the user may still be speaking); sources without a VAD of their
+    own may ignore it."""
+
+    def read(self, timeout: float) -> AudioChunk | None:
+        raise NotImplementedError
+
+    def restart_vad(self) -> None:
+        """Optional: see the class docstring."""
 
 
-class QueueChunkSource:
-    """A bounded bridge from the audio layer's capture thread to the engine's worker thread.
+class QueueChunkSource(ChunkSource):
+    """A bounded bridge from the audio layer's capture thread to the engine's thread.
 
     The capture side calls :meth:`push` (never blocks: when the engine is ``maxsize`` chunks behind, the oldest
     chunk is dropped and counted in ``overruns``); the engine reads. :meth:`close` ends the stream.
-    """
+    ``restart_vad``: what to call when the engine asks for a VAD restart (the chain lives on the capture side)."""
 
-    def __init__(self, maxsize: int = 64) -> None:
-        self._items: collections.deque[InputChunk] = collections.deque()
-        self._maxsize = maxsize
-        self._cond = threading.Condition()
-        self._closed = False
-        self.overruns = 0
+    def __init__(self, maxsize: int = 64, restart_vad: Callable[[], None] | None = None) -> None:
+        self._queue: DropOldestQueue[AudioChunk] = DropOldestQueue(maxsize)
+        self._restart = restart_vad
 
-    def push(self, samples_16k: np.ndarray, reference_16k: np.ndarray | None = None,
-             t_start: float | None = None) -> None:
-        with self._cond:
-            if len(self._items) >= self._maxsize:
-                self._items.popleft()
-                self.overruns += 1
-            self._items.append(InputChunk(samples_16k, reference_16k, t_start))
-            self._cond.notify()
+    @property
+    def overruns(self) -> int:
+        return self._queue.dropped
+
+    def push(self, chunk: AudioChunk) -> None:
+        self._queue.put(chunk)
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._queue.close()
 
-    def read(self, timeout: float) -> InputChunk | None:
-        with self._cond:
-            if not self._items and not self._closed and timeout > 0:
-                self._cond.wait(timeout)
-            if self._items:
-                return self._items.popleft()
-            if self._closed:
-                raise EOFError
-            return None
+    def read(self, timeout: float) -> AudioChunk | None:
+        return self._queue.get(timeout)
+
+    def restart_vad(self) -> None:
+        if self._restart is not None:
+            self._restart()
 
 
 @dataclass
@@ -125,13 +154,17 @@ class _Input:
     opened_t: float                      # clock time
     onset_sample: int                    # position in the 16 kHz input stream
     during_reply: bool                   # a barge-in candidate (an answer was alive at the onset)
-    audio: list[np.ndarray] = field(default_factory=list)   # every chunk fed to listen(), pre-roll included
+    began_during_reply: bool = False     # it started while the assistant spoke (stays True when it ends meanwhile)
+    joined: bool = False                 # resumed speech joined the previous turn (its answer was dropped)
+    # every chunk fed to listen(), pre-roll included, with its VAD window probabilities
+    audio: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     voiced_windows: int = 0
     speech_end_t: float | None = None    # clock time of the end of the last voiced VAD window
     offset_t: float | None = None        # clock time of the VAD offset (None while speech goes on)
     user_text: str = ""
     emitted_text: str = ""
     final_text: bool = False
+    end_pos: int = 0                     # stream position where the audio listened to so far ends
 
     @property
     def voiced_s(self) -> float:
@@ -147,6 +180,8 @@ class _Reply:
     decided_t: float
     speech_end_t: float
     user_text: str
+    input_audio: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)   # what the turn listened to
+    input_end: int = 0                   # stream position where that audio ended
     compute_s: float = 0.0               # wall seconds in backend.reply steps until the first audio
     steps: int = 0
     first_audio_t: float | None = None
@@ -166,7 +201,6 @@ class _Stats:
         self.total_ms = 0.0
         self.max_ms = 0.0
         self.backend_ms = 0.0
-        self.vad_ms = 0.0
         self.speak_steps = 0
 
     def add_chunk(self, overhead_ms: float) -> None:
@@ -186,24 +220,22 @@ class _Stats:
             "overhead_ms_p95": pct(95),
             "overhead_ms_max": round(self.max_ms, 4),
             "backend_ms_total": round(self.backend_ms, 1),
-            "vad_ms_total": round(self.vad_ms, 1),
         }
 
 
 class Engine:
-    """The dialogue engine. Create it, call :meth:`start`, then drive it from ONE thread (see the module doc).
+    """The dialogue engine. Create it, then drive it from ONE thread with :meth:`run` (see the module doc).
 
-    ``backend``: a loaded profile. ``vad``: a fresh StreamingVad. ``sink``: where assistant audio goes.
-    ``bus``: the session's event bus (its clock stamps the events; a :class:`WallClock` when it has none).
-    Thread rule: every method except :meth:`request_stop` and the read-only properties must be called from the
-    engine's worker thread.
+    ``backend``: a loaded profile. ``sink``: where assistant audio goes. ``bus``: the session's event bus (its clock
+    stamps the events; a :class:`WallClock` when it has none).
+    Thread rule: every method except :meth:`call_soon`, :meth:`request_stop` and the read-only properties must be
+    called from the engine's own thread (the one in :meth:`run`).
     """
 
-    def __init__(self, backend: Backend, vad: StreamingVad, sink: AudioSink, *, bus: EventBus | None = None,
+    def __init__(self, backend: Backend, sink: AudioSink, *, bus: EventBus | None = None,
                  clock: Clock | None = None, config: EngineConfig | None = None,
                  system_prompt: str | None = None) -> None:
         self.backend = backend
-        self.vad = vad
         self.sink = sink
         self.config = config or EngineConfig()
         if bus is None:
@@ -225,15 +257,18 @@ class Engine:
         self._input: _Input | None = None
         self._reply: _Reply | None = None
         self._stream_pos = 0                         # 16 kHz samples received so far
-        # Recent input chunks (4 s), to cut a new turn's audio from its onset.
-        self._recent: collections.deque[np.ndarray] = collections.deque(maxlen=25)
+        # Recent input chunks with their VAD probabilities (4 s), to cut a new turn's audio from its onset.
+        self._recent: collections.deque[tuple[int, np.ndarray, np.ndarray]] = collections.deque(maxlen=25)
         self._vad_in_speech = False
-        self._vad_base = 0      # engine stream position of the VAD's sample 0 (it counts from its last reset)
         self._recent_voiced: collections.deque[tuple[int, float]] = collections.deque(maxlen=64)
         self._last_audible_t = -1e9
         self._conv_dirty = False
         self._persona: str | None = system_prompt
         self._stop = threading.Event()
+        self._commands: queue.SimpleQueue[Callable[[], Any]] = queue.SimpleQueue()
+        self._ptt_held = False               # push-to-talk held: the turn stays open until it is released
+        self._ptt_heard = False              # ... and speech was heard while it was held
+        self._source: ChunkSource | None = None
         self._chunk_overhead_s = 0.0
         self._backend_s = 0.0
 
@@ -245,9 +280,10 @@ class Engine:
         t0 = time.perf_counter()
         self.conv = self.backend.new_conversation(self.system_prompt)
         self._persona = self.conv.system_prompt     # the base of context rebuilds
-        self.bus.emit("info", self.turn, kind=kind, profile=getattr(self.backend, "name", "?"),
-                      output_rate=self.backend.output_rate, context_tokens=self.conv.context_tokens,
-                      config=self.config.to_dict(), compute_ms=round(1000 * (time.perf_counter() - t0), 3))
+        self.bus.emit(SessionStart(turn=self.turn, kind=kind, profile=self.backend.name,
+                                   output_rate=self.backend.output_rate, context_tokens=self.conv.context_tokens,
+                                   config=self.config.to_dict(),
+                                   compute_ms=round(1000 * (time.perf_counter() - t0), 3)))
         self._set_state(DuplexState.LISTENING)
 
     def close(self, flush: bool = False) -> None:
@@ -264,9 +300,19 @@ class Engine:
         self._input = None
         self._set_state(DuplexState.IDLE)
 
+    def set_persona(self, prompt: str | None) -> None:
+        """The persona (system prompt) for new conversations and context rebuilds (engine thread)."""
+        self.system_prompt = prompt
+        self._persona = prompt
+
     def request_stop(self) -> None:
         """Ask :meth:`run` to return (thread-safe)."""
         self._stop.set()
+
+    def call_soon(self, command: Callable[[], Any]) -> None:
+        """Run ``command()`` in the engine's thread between two steps of :meth:`run` (thread-safe). A command that
+        raises is reported as an error event; the loop goes on."""
+        self._commands.put(command)
 
     @property
     def busy(self) -> bool:
@@ -278,31 +324,68 @@ class Engine:
         return self._reply is not None
 
     # ------------------------------------------------------------------------------------------------------------
-    # the live loop
+    # the loop
 
-    def run(self, source: ChunkSource, stop: threading.Event | None = None, poll_s: float = 0.01) -> None:
-        """Drive the engine until ``stop`` (or :meth:`request_stop`) is set or the source ends.
+    def run(self, source: ChunkSource, stop: threading.Event | None = None, poll_s: float = 0.01,
+            idle: Callable[[], None] | None = None, drain: bool = False) -> None:
+        """Drive the engine until ``stop`` (or :meth:`request_stop`) is set or the input ends.
 
-        For the app's worker thread with a live AudioIO: the audio layer pushes echo-cancelled 160 ms chunks (and
-        the played reference) into a :class:`QueueChunkSource`; this loop handles every available chunk first,
-        then one speak step when playback needs audio, else waits ``poll_s`` for input.
-        """
+        Each pass runs the queued commands, advances time (:meth:`tick`), calls ``idle`` (e.g. the app's meters),
+        then handles every available chunk before one speak step when playback needs audio; with nothing to do it
+        waits up to ``poll_s`` for input. At the end of the input the open turn gets its final decision; with
+        ``drain`` the loop then goes on (the source keeps time running with silence) until the answer has played
+        or the source ends a second time (a drain limit)."""
         stop = stop or self._stop
-        if self.conv is None:
-            self.start()
-        while not (stop.is_set() or self._stop.is_set()):
-            self.tick()
+        self._source = source
+        draining = False
+        try:
+            if self.conv is None:
+                self.start()
+            elif self.state == DuplexState.IDLE:
+                self._set_state(DuplexState.LISTENING)
+            while not (stop.is_set() or self._stop.is_set()):
+                self._run_commands()
+                self.tick()
+                if idle is not None:
+                    idle()
+                try:
+                    chunk = source.read(0.0)
+                    if chunk is None and not self.wants_speak_step():
+                        chunk = source.read(poll_s)
+                except EOFError:
+                    if draining:
+                        self.bus.emit(WarningEvent(turn=self.turn, kind="drain_limit",
+                                                   message=f"the answer was still running "
+                                                           f"{self.config.drain_limit_s:g} s after the input ended"))
+                        break
+                    self.end_of_input()
+                    if not drain or not self.busy:
+                        break
+                    draining = True
+                    continue
+                if chunk is not None:
+                    self.process_chunk(chunk)
+                elif self.wants_speak_step():
+                    self.speak_step()
+                if draining and not self.busy:
+                    break
+            self._run_commands()
+        finally:
+            self._source = None
+            self.finish_stats()
+
+    def _run_commands(self) -> None:
+        while True:
             try:
-                chunk = source.read(0.0)
-                if chunk is None and not self.wants_speak_step():
-                    chunk = source.read(poll_s)
-            except EOFError:
-                self.end_of_input()
-                break
-            if chunk is not None:
-                self.process_chunk(chunk.samples, chunk.reference, chunk.t_start)
-            elif self.wants_speak_step():
-                self.speak_step()
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                command()
+            except Exception as exc:
+                log.exception("engine command failed")
+                self.bus.emit(ErrorEvent(turn=self.turn, where="command", kind="backend",
+                                         message=f"{type(exc).__name__}: {exc}"))
 
     # ------------------------------------------------------------------------------------------------------------
     # time and playback
@@ -313,9 +396,7 @@ class Engine:
         t0 = time.perf_counter()
         backend_before = self._backend_s
         now = self.clock.now()
-        advance = getattr(self.sink, "advance", None)
-        if advance is not None:
-            advance(now)
+        self.sink.advance(now)
         if self.sink.pending_seconds() > 0:
             self._last_audible_t = now
         reply = self._reply
@@ -333,12 +414,11 @@ class Engine:
         step = self.backend.output_rate // 10
         if played > reply.played_reported and (force or played - reply.played_reported >= step
                                                or played >= reply.transcript.samples):
-            self.bus.emit("audio_played", reply.turn, samples=played - reply.played_reported, total=played,
-                          rate=self.backend.output_rate)
+            self.bus.emit(AudioPlayed(turn=reply.turn, samples=played - reply.played_reported, total=played,
+                                      rate=self.backend.output_rate))
             reply.played_reported = played
         if played > 0 and reply.first_played_t is None:
-            first = getattr(self.sink, "first_play_time", None)
-            t = first(reply.turn) if first is not None else None
+            t = self.sink.first_play_time(reply.turn)
             reply.first_played_t = now if t is None else t
             if reply.first_audio_t is not None:   # a sink's own timestamps may round below the hand-over time
                 reply.first_played_t = max(reply.first_played_t, reply.first_audio_t)
@@ -347,13 +427,13 @@ class Engine:
             ms = lambda t: round(1000.0 * (t - reply.speech_end_t), 1)  # noqa: E731
             decision_ms = ms(reply.decided_t)
             compute_ms = round(1000.0 * reply.compute_s, 1)
-            virtual = getattr(self.clock, "virtual", False)
-            self.bus.emit("latency", reply.turn, first_audio_ms=ms(reply.first_audio_t),
-                          first_played_ms=ms(reply.first_played_t), decision_ms=decision_ms,
-                          compute_ms=compute_ms, steps_to_first_audio=reply.steps,
-                          first_audio_est_ms=round(decision_ms + compute_ms, 1) if virtual
-                          else ms(reply.first_audio_t),
-                          virtual_clock=virtual)
+            virtual = self.clock.virtual
+            self.bus.emit(Latency(turn=reply.turn, first_audio_ms=ms(reply.first_audio_t),
+                                  first_played_ms=ms(reply.first_played_t), decision_ms=decision_ms,
+                                  compute_ms=compute_ms, steps_to_first_audio=reply.steps,
+                                  first_audio_est_ms=round(decision_ms + compute_ms, 1) if virtual
+                                  else ms(reply.first_audio_t),
+                                  virtual_clock=virtual))
 
     def _assistant_audible(self, now: float) -> bool:
         if self.sink.pending_seconds() > 0:
@@ -364,87 +444,82 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------------
     # listen step
 
-    def process_chunk(self, chunk_16k: np.ndarray, reference_16k: np.ndarray | None = None,
-                      t_start: float | None = None) -> None:
-        """One listen step on a 160 ms chunk (2560 samples of 16 kHz mono float32).
+    def process_chunk(self, chunk: AudioChunk) -> None:
+        """One listen step on a 160 ms chunk from the capture chain (2560 samples of 16 kHz mono float32, with the
+        chain's VAD probabilities and onset/offset decisions).
 
-        ``t_start``: session-clock time at which the chunk's first sample was captured, when the audio layer knows
-        it (``WallClock.from_monotonic(AudioChunk.t_start)``); it makes "end of user speech" exact even when the
-        chunk waited in the queue. Without it the chunk is taken to end now."""
+        ``chunk.t_start``: session-clock time at which its first sample was captured; it makes "end of user speech"
+        (and so every latency figure) exact even when the chunk waited in a queue. Without it the chunk is taken to
+        end now."""
         self._close_chunk_stats()
         self.tick()
         t0 = time.perf_counter()
         backend_before = self._backend_s
-        vad_s = 0.0
-        chunk = np.asarray(chunk_16k, dtype=np.float32).reshape(-1)
-        if len(chunk) != CHUNK_SAMPLES_16K:
-            raise ValueError(f"a chunk is {CHUNK_SAMPLES_16K} samples, got {len(chunk)}")
+        # the model hears the near-end path (the user's voice whole in double talk) when the chain has one; the
+        # chain's VAD results, decided on AEC3's output, say when
+        heard = chunk.near_16k if chunk.near_16k is not None else chunk.samples_16k
+        samples = np.asarray(heard, dtype=np.float32).reshape(-1)
+        if len(samples) != CHUNK_SAMPLES_16K:
+            raise ValueError(f"a chunk is {CHUNK_SAMPLES_16K} samples, got {len(samples)}")
+        if chunk.vad_probs is None or len(chunk.vad_probs) != WINDOWS_PER_CHUNK:
+            raise ValueError("a chunk must carry the capture chain's VAD probabilities (one per 32 ms window)")
+        probs = np.asarray(chunk.vad_probs, dtype=np.float32)
         if self.conv is None:
             self.start()
         now = self.clock.now()
         chunk_start = self._stream_pos
-        self._stream_pos += len(chunk)
-        self._recent.append(chunk)
+        self._stream_pos += len(samples)
+        self._recent.append((chunk_start, samples, probs))
         # Clock time minus stream time: maps 16 kHz stream positions to the session clock (0 on the virtual clock).
-        chunk_end_t = now if t_start is None else t_start + len(chunk) / MODEL_INPUT_RATE
+        chunk_end_t = now if chunk.t_start is None else chunk.t_start + len(samples) / MODEL_INPUT_RATE
         lag = chunk_end_t - self._stream_pos / MODEL_INPUT_RATE
+        shift = chunk_start - chunk.start          # producer stream position -> engine stream position
 
-        # --- VAD, window by window (the end of speech is known to 32 ms) -------------------------------------------
+        # --- voiced windows (the end of speech is known to 32 ms) -------------------------------------------------
         audible = self._assistant_audible(now)
-        events: list[VadEvent] = []
-        peak = 0.0
-        for w in range(0, len(chunk), VAD_WINDOW_SAMPLES_16K):
-            ref = None if reference_16k is None else reference_16k[w:w + VAD_WINDOW_SAMPLES_16K]
-            v0 = time.perf_counter()
-            try:
-                events += self.vad.process(chunk[w:w + VAD_WINDOW_SAMPLES_16K], audible, ref)
-                prob = float(self.vad.probability)
-            except Exception as exc:  # the VAD is not allowed to stop the conversation either
-                self._fault(exc, "vad", self.turn)
-                prob = 0.0
-            vad_s += time.perf_counter() - v0
-            peak = max(peak, prob)
-            end_sample = chunk_start + w + VAD_WINDOW_SAMPLES_16K
+        for w, prob in enumerate(probs):
+            end_sample = chunk_start + (w + 1) * VAD_WINDOW_SAMPLES_16K
             if prob >= self.config.voiced_prob:
                 self._recent_voiced.append((end_sample, end_sample / MODEL_INPUT_RATE + lag))
                 if self._input is not None:
                     self._input.voiced_windows += 1
                     self._input.speech_end_t = end_sample / MODEL_INPUT_RATE + lag
-        self.bus.emit("levels", self.turn, vad=round(peak, 4), assistant_audible=audible)
-        position = getattr(self.vad, "position", None)   # VADs that count samples from their last reset say so
-        if isinstance(position, int):
-            self._vad_base = self._stream_pos - position
+        self.bus.emit(VadLevel(turn=self.turn, vad=round(float(probs.max()), 4), assistant_audible=audible))
 
         opened_now = False
-        for ev in events:
-            ev = VadEvent(ev.kind, int(ev.sample) + self._vad_base, float(ev.prob))
+        for ev in chunk.vad_events:
+            sample = int(ev.sample) + shift
             if ev.kind == "onset":
                 self._vad_in_speech = True
                 if self._input is None:
-                    self._open_input(ev, chunk_start, now)
+                    self._open_input(sample, float(ev.prob), now)
                     opened_now = True
                 else:
                     self._input.offset_t = None
-                    self.bus.emit("vad_onset", self._input.turn, at=round(ev.sample / MODEL_INPUT_RATE, 4),
-                                  prob=round(ev.prob, 4), reopened=True)
+                    self.bus.emit(VadOnset(turn=self._input.turn, at=round(sample / MODEL_INPUT_RATE, 4),
+                                           prob=round(float(ev.prob), 4), reopened=True))
             elif ev.kind == "offset":
                 self._vad_in_speech = False
                 turn = self._input.turn if self._input is not None else self.turn
-                self.bus.emit("vad_offset", turn, at=round(ev.sample / MODEL_INPUT_RATE, 4), prob=round(ev.prob, 4))
+                self.bus.emit(VadOffset(turn=turn, at=round(sample / MODEL_INPUT_RATE, 4),
+                                        prob=round(float(ev.prob), 4)))
                 if self._input is not None and self._input.offset_t is None:
                     self._input.offset_t = now
 
         # --- the backend's listen step and its decision ------------------------------------------------------------
         if self._input is not None and not opened_now:
-            self._input.audio.append(chunk)
-            result = self._listen(self._input, chunk)
+            self._input.audio.append((samples, probs))
+            self._input.end_pos = self._stream_pos
+            result = self._listen(self._input, samples, probs)
             if result is not None:
                 self._decide(self._input, result)
+        inp = self._input
+        if inp is not None and inp.during_reply and self._reply is not None and self._interrupting(inp):
+            self._barge_in(inp, early=True)
         if self._input is not None:
             self._check_timeouts(self._input, now)
 
-        self.stats.vad_ms += 1000.0 * vad_s
-        self._chunk_overhead_s += (time.perf_counter() - t0) - (self._backend_s - backend_before) - vad_s
+        self._chunk_overhead_s += (time.perf_counter() - t0) - (self._backend_s - backend_before)
 
     def finish_stats(self) -> None:
         """Count the time since the last chunk as that chunk's overhead (call once at the end of a run)."""
@@ -455,37 +530,73 @@ class Engine:
             self.stats.add_chunk(1000.0 * self._chunk_overhead_s)
         self._chunk_overhead_s = 0.0
 
-    def _open_input(self, ev: VadEvent, chunk_start: int, now: float) -> None:
+    def _open_input(self, onset_sample: int, prob: float, now: float) -> None:
+        if self._ptt_held:
+            self._ptt_heard = True
+        reply = self._reply
+        if reply is not None and self._joins_previous_turn(reply, now):
+            self._join_previous_turn(reply, onset_sample, prob, now)
+            return
         self.turn += 1
-        during = self._reply is not None
-        inp = _Input(turn=self.turn, opened_t=now, onset_sample=int(ev.sample), during_reply=during)
-        inp.voiced_windows = sum(1 for end, _ in self._recent_voiced if end > ev.sample)
-        ends = [t for end, t in self._recent_voiced if end > ev.sample]
+        during = reply is not None
+        inp = _Input(turn=self.turn, opened_t=now, onset_sample=onset_sample, during_reply=during,
+                     began_during_reply=during)
+        inp.voiced_windows = sum(1 for end, _ in self._recent_voiced if end > onset_sample)
+        ends = [t for end, t in self._recent_voiced if end > onset_sample]
         inp.speech_end_t = ends[-1] if ends else now
         self._input = inp
-        self.bus.emit("vad_onset", inp.turn, at=round(ev.sample / MODEL_INPUT_RATE, 4), prob=round(ev.prob, 4),
-                      during_reply=during)
+        self.bus.emit(VadOnset(turn=inp.turn, at=round(onset_sample / MODEL_INPUT_RATE, 4), prob=round(prob, 4),
+                               during_reply=during))
         if not during:
             self._set_state(DuplexState.USER_SPEAKING)
-        audio = self._turn_audio_from_onset(inp.onset_sample)
-        self._begin_listening(inp, audio)
+        self._begin_listening(inp, self._turn_audio_from_onset(onset_sample))
 
-    def _turn_audio_from_onset(self, onset_sample: int) -> np.ndarray:
-        """The VAD's pre-roll plus the input from the onset to now, cut to whole chunks ending now."""
+    def _joins_previous_turn(self, reply: _Reply, now: float) -> bool:
+        """Speech that resumes soon after a turn was decided, before any of its answer was heard, continues that
+        turn (the user had only paused): ``join_window_s`` after the end of their speech, nothing played yet."""
+        if reply.user_text is None and not reply.input_audio:
+            return False
+        if now - reply.speech_end_t > self.config.join_window_s:
+            return False
+        return reply.first_played_t is None and self.sink.played_samples(reply.turn) == 0
+
+    def _join_previous_turn(self, reply: _Reply, onset_sample: int, prob: float, now: float) -> None:
+        """Drop the answer nobody heard, take the turn back from the backend's memory, and listen to the whole
+        utterance (the earlier part and the resumed speech) again as that same turn."""
+        turn = reply.turn
+        reply.cancel.set()
+        self._close_iterator(reply)
         try:
-            pre = np.asarray(self.vad.pre_roll(), dtype=np.float32).reshape(-1)
+            self.sink.flush()
         except Exception as exc:
-            self._fault(exc, "vad", self.turn)
-            pre = np.zeros(0, np.float32)
-        recent = np.concatenate(self._recent) if self._recent else np.zeros(0, np.float32)
-        since = max(0, min(self._stream_pos - onset_sample, len(recent)))
-        audio = np.concatenate([pre, recent[len(recent) - since:]]) if since else pre
-        whole = (len(audio) // CHUNK_SAMPLES_16K) * CHUNK_SAMPLES_16K
-        if whole == 0:
-            return np.concatenate([np.zeros(CHUNK_SAMPLES_16K - len(audio), np.float32), audio])
-        return audio[len(audio) - whole:]
+            self._fault(exc, "sink", turn)
+        self._reply = None
+        try:
+            self._timed(self.backend.retract_turn, self.conv)
+        except Exception as exc:
+            self._fault(exc, "retract_turn", turn)
+        self.bus.emit(Interruption(turn=turn, reply_turn=turn, heard_text="",
+                                   unheard_text=reply.transcript.text.strip(), reason="joined",
+                                   decision_t=round(now, 6), flush_t=round(self.clock.now(), 6)))
+        inp = _Input(turn=turn, opened_t=now, onset_sample=onset_sample, during_reply=False, joined=True)
+        inp.voiced_windows = sum(1 for end, _ in self._recent_voiced if end > onset_sample)
+        ends = [t for end, t in self._recent_voiced if end > onset_sample]
+        inp.speech_end_t = ends[-1] if ends else now
+        self._input = inp
+        self.bus.emit(VadOnset(turn=turn, at=round(onset_sample / MODEL_INPUT_RATE, 4), prob=round(prob, 4),
+                               reopened=True))
+        self._set_state(DuplexState.USER_SPEAKING)
+        later = [(a, p) for start, a, p in self._recent if start >= reply.input_end]
+        self._begin_listening(inp, list(reply.input_audio) + later)
 
-    def _begin_listening(self, inp: _Input, audio: np.ndarray) -> None:
+    def _turn_audio_from_onset(self, onset_sample: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The recent chunks from the one holding the pre-roll's start (``pre_roll_s`` before the onset) up to now:
+        whole chunks, so the VAD windows stay aligned with the audio."""
+        first = onset_sample - int(self.config.pre_roll_s * MODEL_INPUT_RATE)
+        picked = [(a, p) for start, a, p in self._recent if start + CHUNK_SAMPLES_16K > first]
+        return picked or [(a, p) for _, a, p in list(self._recent)[-1:]]
+
+    def _begin_listening(self, inp: _Input, audio: list[tuple[np.ndarray, np.ndarray]]) -> None:
         """start_turn, then listen to ``audio`` (whole chunks); only the last chunk's decision counts."""
         try:
             self._timed(self.backend.start_turn, self.conv)
@@ -493,25 +604,26 @@ class Engine:
             self._fault(exc, "start_turn", inp.turn)
             self._close_input(inp, reason="error")
             return
-        chunks = audio.reshape(-1, CHUNK_SAMPLES_16K)
         result = None
-        for i, c in enumerate(chunks):
-            inp.audio.append(c.copy())
-            result = self._listen(inp, c, preroll=i < len(chunks) - 1)
+        inp.end_pos = self._stream_pos
+        for i, (samples, probs) in enumerate(audio):
+            inp.audio.append((samples, probs))
+            result = self._listen(inp, samples, probs, preroll=i < len(audio) - 1)
             if result is None:
                 return
         if result is not None and self._input is inp:
             self._decide(inp, result)
 
-    def _listen(self, inp: _Input, chunk: np.ndarray, preroll: bool = False) -> ListenResult | None:
+    def _listen(self, inp: _Input, chunk: np.ndarray, probs: np.ndarray,
+                preroll: bool = False) -> ListenResult | None:
         try:
-            result = self._timed(self.backend.listen, self.conv, chunk)
+            result = self._timed(self.backend.listen, self.conv, chunk, probs)
         except Exception as exc:
             self._fault(exc, "listen", inp.turn)
             self._close_input(inp, reason="error")
             return None
-        self.bus.emit("state_probs", inp.turn, probs=[round(float(p), 4) for p in result.probs],
-                      state=result.state, preroll=preroll, candidate=inp.during_reply)
+        self.bus.emit(StateProbs(turn=inp.turn, probs=tuple(round(float(p), 4) for p in result.probs),
+                                 state=result.state, preroll=preroll, candidate=inp.during_reply))
         self._user_text(inp, result)
         return result
 
@@ -526,54 +638,94 @@ class Engine:
         if text.startswith(inp.emitted_text):
             piece = text[len(inp.emitted_text):]
             if piece or result.final:
-                extra = {"full": text} if result.final else {}
-                self.bus.emit("user_text", inp.turn, text=piece, final=result.final, candidate=inp.during_reply,
-                              **extra)
+                self.bus.emit(UserText(turn=inp.turn, text=piece, final=result.final, candidate=inp.during_reply,
+                                       full=text if result.final else None))
         else:
-            self.bus.emit("user_text", inp.turn, text=text, partial=True, final=result.final,
-                          candidate=inp.during_reply)
+            self.bus.emit(UserText(turn=inp.turn, text=text, partial=True, final=result.final,
+                                   candidate=inp.during_reply))
         inp.emitted_text = text
 
     def _decide(self, inp: _Input, result: ListenResult, forced: str | None = None) -> None:
         state = result.state
         if state == "cl":
             return
+        if self._ptt_held and forced is None:
+            return      # push-to-talk: the turn ends when the key is released, not at a pause
+        if state == "ss" and not (inp.during_reply and self._reply is not None):
+            reason = self._not_a_turn(inp)
+            if reason is not None:
+                self.bus.emit(TurnDecision(turn=inp.turn, state="el", backend_state="ss", reason=reason,
+                                           voiced_s=round(inp.voiced_s, 3), candidate=False))
+                self._close_input(inp, reason=reason)
+                return
         if state == "ss":
             if inp.during_reply and self._reply is not None:
                 reason = self._barge_in_veto(inp)
                 if reason is not None:
-                    self.bus.emit("turn_decision", inp.turn, state="el", backend_state="ss", reason=reason,
-                                  voiced_s=round(inp.voiced_s, 3), candidate=True)
+                    self.bus.emit(TurnDecision(turn=inp.turn, state="el", backend_state="ss", reason=reason,
+                                               voiced_s=round(inp.voiced_s, 3), candidate=True))
                     self._close_input(inp, reason=reason)
                     return
                 self._barge_in(inp)
                 return
-            self.bus.emit("turn_decision", inp.turn, state="ss", reason=forced or "backend",
-                          voiced_s=round(inp.voiced_s, 3), candidate=False)
+            self.bus.emit(TurnDecision(turn=inp.turn, state="ss", reason=forced or "backend",
+                                       voiced_s=round(inp.voiced_s, 3), candidate=False))
             self._input = None
-            if self._vad_in_speech:   # a new onset must be possible at once (spec pitfall 27)
-                self._reset_vad()
+            if self._vad_in_speech:   # a new onset must be possible at once (docs/freeze-omni.md, turn-taking)
+                self._restart_vad()
             self._start_reply(inp)
             return
         # 'el': a false onset, noise, a backchannel: nothing is answered and a running answer goes on.
-        self.bus.emit("turn_decision", inp.turn, state="el", reason=forced or "backend",
-                      voiced_s=round(inp.voiced_s, 3), candidate=inp.during_reply)
+        self.bus.emit(TurnDecision(turn=inp.turn, state="el", reason=forced or "backend",
+                                   voiced_s=round(inp.voiced_s, 3), candidate=inp.during_reply))
         self._close_input(inp, reason="el")
 
     def _barge_in_veto(self, inp: _Input) -> str | None:
         """Why a backend 'ss' for a candidate must not interrupt the answer (None: it may).
 
-        Too little voiced audio (a cough, a click), or, when the profile gives a transcript, fewer than
-        ``barge_in_min_words`` real words: backchannels ("mm-hm", "yeah", "okay") and Whisper's letter strings on a
-        hum ("M-M-A-K-M") do not count; a stop word ("stop", "wait", ...) alone is enough."""
+        Too little voiced audio (a cough, a click), or, when the profile gives a transcript, a backchannel ("mm-hm",
+        "yeah", "okay", "I see", laughter; see :mod:`core.speech_acts`) or fewer than ``barge_in_min_words``
+        content words; a command ("stop", "wait", "no", ...) alone is enough. Words the assistant itself is saying
+        in this answer do not count (residual echo in the transcript)."""
         cfg = self.config
+        text = inp.user_text
+        if text is None:
+            return "too_short" if inp.voiced_s < cfg.barge_in_min_voiced_s else None
+        commands, content = self._user_words(text)
+        if commands and inp.voiced_s >= cfg.barge_in_command_voiced_s:
+            return None
         if inp.voiced_s < cfg.barge_in_min_voiced_s:
             return "too_short"
-        if inp.user_text is not None and cfg.barge_in_min_words > 0:
-            words = _real_words(inp.user_text)
-            if len(words) < cfg.barge_in_min_words and not (set(words) & STOP_WORDS):
-                return "too_few_words"
+        if is_backchannel(text) or not content:
+            return "backchannel"
+        if len(content) < cfg.barge_in_min_words:
+            return "too_few_words"
         return None
+
+    def _user_words(self, text: str) -> tuple[list[str], list[str]]:
+        """(command words, content words) of a candidate's transcript, without the words of the running answer:
+        a word the assistant says may be its own echo, recognised in the user's input."""
+        said = set(speech_words(self._reply.transcript.text)) if self._reply is not None else set()
+        return ([w for w in command_words(text) if w not in said],
+                [w for w in content_words(text) if w not in said])
+
+    def _interrupting(self, inp: _Input) -> bool:
+        """The candidate already shows it takes the turn (the profile's live transcript holds a command or content
+        of the user's own): stop the answer now, long before the user has finished, and listen on. Profiles
+        without a transcript (Freeze-Omni) interrupt on their state head's 'ss' only."""
+        return inp.user_text is not None and bool(inp.user_text.strip()) and self._barge_in_veto(inp) is None
+
+    def _not_a_turn(self, inp: _Input) -> str | None:
+        """Why a backend 'ss' for an ordinary input must not be answered (None: answer it). A backchannel is not
+        a turn when it began while the assistant spoke, nor after an answer that asked nothing (it acknowledges);
+        after a question of the assistant's ("Shall I go on?" "Yeah.") it is the user's answer."""
+        text = inp.user_text
+        if text is None or inp.joined or not is_backchannel(text) or not text.strip():
+            return None
+        if inp.began_during_reply:
+            return "backchannel"
+        last = next((m.get("content") or "" for m in reversed(self.history) if m.get("role") == "assistant"), "")
+        return None if last.rstrip().endswith("?") else "backchannel"
 
     def _close_input(self, inp: _Input, reason: str) -> None:
         if self._input is inp:
@@ -583,6 +735,8 @@ class Engine:
 
     def _check_timeouts(self, inp: _Input, now: float) -> None:
         cfg = self.config
+        if self._ptt_held:
+            return
         reason = None
         if inp.offset_t is not None and now - inp.offset_t >= cfg.silence_timeout_s:
             reason = "silence_timeout"
@@ -592,8 +746,8 @@ class Engine:
             return
         if inp.during_reply and self._reply is not None:
             # Only a live 'ss' may interrupt an answer; a candidate that never got one is dropped.
-            self.bus.emit("turn_decision", inp.turn, state="el", reason=reason, voiced_s=round(inp.voiced_s, 3),
-                          candidate=True)
+            self.bus.emit(TurnDecision(turn=inp.turn, state="el", reason=reason, voiced_s=round(inp.voiced_s, 3),
+                                       candidate=True))
             self._close_input(inp, reason=reason)
             return
         self._force_end(inp, reason)
@@ -605,8 +759,8 @@ class Engine:
             self._fault(exc, "end_of_input", inp.turn)
             self._close_input(inp, reason="error")
             return
-        self.bus.emit("state_probs", inp.turn, probs=[round(float(p), 4) for p in result.probs],
-                      state=result.state, preroll=False, candidate=inp.during_reply, end_of_input=True)
+        self.bus.emit(StateProbs(turn=inp.turn, probs=tuple(round(float(p), 4) for p in result.probs),
+                                 state=result.state, preroll=False, candidate=inp.during_reply, end_of_input=True))
         self._user_text(inp, result)
         if result.state == "cl":
             result = ListenResult(state="el", probs=result.probs, user_text=result.user_text, final=True)
@@ -618,32 +772,36 @@ class Engine:
         if self._input is not None:
             inp = self._input
             if inp.during_reply and self._reply is not None:
-                self.bus.emit("turn_decision", inp.turn, state="el", reason="end_of_input", candidate=True,
-                              voiced_s=round(inp.voiced_s, 3))
+                self.bus.emit(TurnDecision(turn=inp.turn, state="el", reason="end_of_input", candidate=True,
+                                           voiced_s=round(inp.voiced_s, 3)))
                 self._close_input(inp, reason="end_of_input")
             else:
                 self._force_end(inp, "end_of_input")
 
-    def _reset_vad(self) -> None:
-        try:
-            self.vad.reset()
-        except Exception as exc:
-            self._fault(exc, "vad", self.turn)
+    def _restart_vad(self) -> None:
+        """The next voiced run is a new onset (the chain's VAD restarts its segmentation; the engine stops counting
+        the current speech as going on)."""
         self._vad_in_speech = False
-        self._vad_base = self._stream_pos
+        if self._source is not None:
+            try:
+                self._source.restart_vad()
+            except Exception as exc:
+                self._fault(exc, "vad", self.turn)
 
     # ------------------------------------------------------------------------------------------------------------
     # barge-in
 
-    def _barge_in(self, inp: _Input) -> None:
-        self.bus.emit("turn_decision", inp.turn, state="ss", reason="backend", voiced_s=round(inp.voiced_s, 3),
-                      candidate=True, barge_in=True)
+    def _barge_in(self, inp: _Input, early: bool = False) -> None:
+        """The candidate takes the turn: the answer stops and the candidate is listened to again from its pre-roll
+        as the new user turn. ``early``: the user is still speaking (the transcript showed a barge-in before any
+        decision); the turn's own decision comes when they have finished."""
+        self.bus.emit(TurnDecision(turn=inp.turn, state="ss", reason="interrupting" if early else "backend",
+                                   voiced_s=round(inp.voiced_s, 3), candidate=True, barge_in=True))
         self._cut_reply(inp.turn, reason="barge_in")
         # The candidate becomes the new user turn: listened to again, from its pre-roll, on the corrected memory.
         inp.during_reply = False
         inp.user_text = inp.emitted_text = ""
-        audio = np.concatenate(inp.audio) if inp.audio else np.zeros(CHUNK_SAMPLES_16K, np.float32)
-        inp.audio = []
+        audio, inp.audio = inp.audio, []
         self._set_state(DuplexState.USER_SPEAKING)
         self._begin_listening(inp, audio)
 
@@ -662,9 +820,9 @@ class Engine:
         unheard = reply.transcript.unheard_text(played).strip()
         self._set_state(DuplexState.INTERRUPTED)
         rate = self.backend.output_rate
-        self.bus.emit("interruption", turn, reply_turn=reply.turn, heard_text=heard, unheard_text=unheard,
-                      played_s=round(played / rate, 4), dropped_s=round(report.dropped_samples / rate, 4),
-                      decision_t=round(decided, 6), flush_t=round(self.clock.now(), 6), reason=reason)
+        self.bus.emit(Interruption(turn=turn, reply_turn=reply.turn, heard_text=heard, unheard_text=unheard,
+                                   played_s=round(played / rate, 4), dropped_s=round(report.dropped_samples / rate, 4),
+                                   decision_t=round(decided, 6), flush_t=round(self.clock.now(), 6), reason=reason))
         self._reply = None
         self._remember(reply.user_text, heard)
         try:
@@ -685,23 +843,79 @@ class Engine:
         self._set_state(DuplexState.USER_SPEAKING if self._input is not None else DuplexState.LISTENING)
         return True
 
+    def submit_text(self, text: str) -> bool:
+        """A typed message (the app's message box): a user turn like a spoken one, answered by voice. It takes the
+        turn as a barge-in does: a running answer stops (``interruption`` with reason ``typed``) and an open spoken
+        input is dropped. Returns False (with a notice) when the profile cannot take text."""
+        text = " ".join(text.split())
+        if not text:
+            return False
+        if self.conv is None:
+            self.start()
+        if self._input is not None:
+            dropped, self._input = self._input, None
+            self.bus.emit(TurnDecision(turn=dropped.turn, state="el", reason="typed",
+                                       voiced_s=round(dropped.voiced_s, 3), candidate=dropped.during_reply))
+        turn = self.turn + 1
+        if self._reply is not None:
+            self._cut_reply(turn, reason="typed")
+        try:
+            accepted = self._timed(self.backend.submit_text, self.conv, text)
+        except Exception as exc:
+            self._fault(exc, "submit_text", turn)
+            return False
+        if not accepted:
+            self.bus.emit(InfoEvent(turn=self.turn, kind="typed_unsupported", notify=True,
+                                    message="This voice model answers speech only: say it, or use the Lite profile "
+                                            "to type."))
+            self._set_state(DuplexState.LISTENING)
+            return False
+        self.turn = turn
+        now = self.clock.now()
+        inp = _Input(turn=turn, opened_t=now, onset_sample=self._stream_pos, during_reply=False, user_text=text)
+        inp.speech_end_t = now
+        self.bus.emit(UserText(turn=turn, text=text, final=True, full=text, typed=True))
+        self.bus.emit(TurnDecision(turn=turn, state="ss", reason="typed", voiced_s=0.0, candidate=False))
+        self._start_reply(inp)
+        return True
+
+    def set_push_to_talk(self, held: bool) -> None:
+        """Push-to-talk pressed (``held``): an answer that is playing stops, and the user's turn stays open however
+        long they pause; released: the turn gets its final decision at once. A release after which nothing was
+        heard tells the user so (an info event, nothing else happens)."""
+        if held:
+            self._ptt_held = True
+            self._ptt_heard = self._input is not None
+            if self._reply is not None:
+                self.stop_reply("push_to_talk")
+            return
+        if not self._ptt_held:
+            return
+        self._ptt_held = False
+        if self._input is not None:
+            self._force_end(self._input, "push_to_talk")
+        elif not self._ptt_heard:
+            self.bus.emit(InfoEvent(turn=self.turn, kind="ptt_nothing_heard", notify=True,
+                                    message="Nothing was heard while you held the key. Hold it while you speak."))
+
+    def restore_history(self, history: list[dict[str, str]]) -> None:
+        """Continue a conversation held as text (an earlier engine's :attr:`history`, e.g. before a model reload):
+        the backend's context is rebuilt from it before the next turn."""
+        if self.conv is None:
+            self.start()
+        self.history.extend(dict(m) for m in history)
+        self._conv_dirty = bool(history)
+
     def reset_conversation(self) -> None:
         """Forget the dialogue: stop any answer (flushed), drop the open input, start a fresh conversation."""
         if self._reply is not None:
             self._cut_reply(self.turn, reason="reset")
         self._input = None
         self.history.clear()
-        self._reset_vad()
+        self._restart_vad()
         self.conv = None
         self._conv_dirty = False
         self.start(kind="conversation_reset")
-
-    def resume(self) -> None:
-        """Start (first call) or leave the idle state after :meth:`close`."""
-        if self.conv is None:
-            self.start()
-        elif self.state == DuplexState.IDLE:
-            self._set_state(DuplexState.LISTENING)
 
     # ------------------------------------------------------------------------------------------------------------
     # speak steps
@@ -713,7 +927,7 @@ class Engine:
         reply = _Reply(turn=inp.turn, cancel=cancel, iterator=None,
                        transcript=ReplyTranscript(self.backend.output_rate), decided_t=now,
                        speech_end_t=inp.speech_end_t if inp.speech_end_t is not None else now,
-                       user_text=inp.user_text)
+                       user_text=inp.user_text, input_audio=list(inp.audio), input_end=inp.end_pos)
         try:
             t0 = time.perf_counter()
             reply.iterator = iter(self._timed(self.backend.reply, self.conv, cancel))
@@ -766,27 +980,28 @@ class Engine:
         """A speak step long enough to delay listening. On the wall clock the first one of a reply is reported as
         a warning (on the virtual clock compute delays nothing, and the events stay reproducible)."""
         log.debug("slow speak step: %.3f s", seconds)
-        if getattr(self.clock, "virtual", False) or reply.slow_warned:
+        if self.clock.virtual or reply.slow_warned:
             return
         reply.slow_warned = True
-        self.bus.emit("warning", reply.turn, kind="slow_step", where="reply", compute_ms=round(1000 * seconds, 1),
-                      message=f"one speak step took {seconds:.2f} s (listening waited for it)")
+        self.bus.emit(WarningEvent(turn=reply.turn, kind="slow_step", where="reply",
+                                   compute_ms=round(1000 * seconds, 1),
+                                   message=f"one speak step took {seconds:.2f} s (listening waited for it)"))
 
     def _take_piece(self, reply: _Reply, piece: ReplyPiece) -> None:
         if not isinstance(piece, ReplyPiece):
             raise TypeError(f"reply() must yield ReplyPiece, got {type(piece).__name__}")
         reply.transcript.add(piece)
         if piece.text:
-            self.bus.emit("assistant_text", reply.turn, text=piece.text)
+            self.bus.emit(AssistantText(turn=reply.turn, text=piece.text))
         if piece.audio is not None and len(piece.audio):
             audio = np.asarray(piece.audio, dtype=np.float32).reshape(-1)
             now = self.clock.now()      # the moment the audio is handed to playback
             self.sink.enqueue(audio, self.backend.output_rate, reply.turn)
             self._last_audible_t = now
             rate = self.backend.output_rate
-            self.bus.emit("audio_out", reply.turn, samples=len(audio), rate=rate,
-                          seconds=round(len(audio) / rate, 4), total=reply.transcript.samples,
-                          segment_end=bool(piece.segment_end))
+            self.bus.emit(AudioOut(turn=reply.turn, samples=len(audio), rate=rate,
+                                   seconds=round(len(audio) / rate, 4), total=reply.transcript.samples,
+                                   segment_end=bool(piece.segment_end)))
             if reply.first_audio_t is None:
                 reply.first_audio_t = now
                 self._set_state(DuplexState.SPEAKING)
@@ -796,12 +1011,12 @@ class Engine:
         finish_transcript(reply.transcript)
         if reply.cancel.is_set():
             # Cancelled from outside the engine (the engine closes the iterator itself when it cuts an answer).
-            self.bus.emit("error", reply.turn, where="reply", kind="cancelled",
-                          message="the answer was cancelled before it was complete")
+            self.bus.emit(ErrorEvent(turn=reply.turn, where="reply", kind="cancelled",
+                                     message="the answer was cancelled before it was complete"))
         if not reply.transcript.text and not reply.transcript.samples:
-            self.bus.emit("warning", reply.turn, kind="empty_reply", message="the backend produced no answer")
-        self.bus.emit("info", reply.turn, kind="generation_done", text_chars=len(reply.transcript.text),
-                      audio_s=round(reply.transcript.samples / self.backend.output_rate, 4))
+            self.bus.emit(WarningEvent(turn=reply.turn, kind="empty_reply", message="the backend produced no answer"))
+        self.bus.emit(GenerationDone(turn=reply.turn, text_chars=len(reply.transcript.text),
+                                     audio_s=round(reply.transcript.samples / self.backend.output_rate, 4)))
         self._audio_complete(reply)
         if self.sink.pending_seconds() <= 0:
             self._finish_reply(reply)
@@ -809,11 +1024,8 @@ class Engine:
     def _audio_complete(self, reply: _Reply) -> None:
         """No more audio comes for this answer: a sink that holds some back (a resampler's tail) plays it out,
         and an empty queue from now on is the answer's end, not a gap in it (see ``AudioSink.finish``)."""
-        finish = getattr(self.sink, "finish", None)
-        if finish is None:
-            return
         try:
-            finish(reply.turn)
+            self.sink.finish(reply.turn)
         except Exception as exc:
             self._fault(exc, "sink", reply.turn)
 
@@ -849,10 +1061,9 @@ class Engine:
 
     def _close_iterator(self, reply: _Reply) -> None:
         it, reply.iterator = reply.iterator, None
-        close = getattr(it, "close", None)
-        if close is not None:
+        if isinstance(it, Generator):
             try:
-                self._timed(close)
+                self._timed(it.close)
             except Exception as exc:
                 self._fault(exc, "reply", reply.turn)
 
@@ -871,9 +1082,9 @@ class Engine:
                 rss_mb = round(_PROCESS.memory_info().rss / 2**20, 1)
             except Exception:  # psutil can fail in odd sandboxes; the figure is optional
                 rss_mb = None
-        self.bus.emit("context", turn, kind="turn_end",
-                      context_tokens=self.conv.context_tokens if self.conv is not None else None,
-                      limit=self.config.max_context_tokens, rss_mb=rss_mb)
+        self.bus.emit(ContextUpdate(turn=turn,
+                                    context_tokens=self.conv.context_tokens if self.conv is not None else None,
+                                    limit=self.config.max_context_tokens, rss_mb=rss_mb))
 
     def _maybe_rebuild_context(self) -> None:
         conv = self.conv
@@ -911,9 +1122,9 @@ class Engine:
         self.conv = new
         self._conv_dirty = False
         self.rebuilds += 1
-        self.bus.emit("context", self.turn, kind="rebuild", before_tokens=before, after_tokens=new.context_tokens,
-                      turns_kept=len(history) // 2, limit=limit,
-                      compute_ms=round(1000.0 * (time.perf_counter() - t0), 1))
+        self.bus.emit(ContextRebuild(turn=self.turn, before_tokens=before, after_tokens=new.context_tokens,
+                                     turns_kept=len(history) // 2, limit=limit,
+                                     compute_ms=round(1000.0 * (time.perf_counter() - t0), 1)))
 
     # ------------------------------------------------------------------------------------------------------------
     # helpers
@@ -931,43 +1142,21 @@ class Engine:
         if state == self.state:
             return
         prev, self.state = self.state, state
-        self.bus.emit("state", self.turn, state=state.value, prev=prev.value)
+        self.bus.emit(StateChange(turn=self.turn, state=state.value, prev=prev.value))
 
     def _fault(self, exc: BaseException, where: str, turn: int) -> None:
         self.errors += 1
-        kind = "out_of_memory" if _is_oom(exc) else "backend"
+        kind = "out_of_memory" if is_out_of_memory(exc) else "backend"
         if where == "vad":
             kind = "vad"
         log.error("%s failed (%s): %s", where, kind, exc, exc_info=exc)
         if kind == "out_of_memory":
-            _free_cuda_cache()
+            free_cuda_cache()
         if where != "vad":
             # The model's state may be half-updated (a step may have consumed part of its cache): rebuild the
             # context from the text history between turns rather than trust it.
             self._conv_dirty = True
-        self.bus.emit("error", turn, where=where, kind=kind, message=f"{type(exc).__name__}: {exc}")
-
-
-BACKCHANNEL_WORDS = frozenset({
-    "mm", "mmm", "hm", "hmm", "mhm", "mhmm", "mm-hm", "mm-hmm", "uh-huh", "uh", "um", "uhm", "er", "erm", "ah", "oh",
-    "aha", "huh", "yeah", "yep", "yup", "okay", "ok", "right", "sure", "wow", "cool", "nice", "alright",
-})
-STOP_WORDS = frozenset({"stop", "wait", "pause", "hold", "quiet", "enough", "no", "cancel", "sorry", "excuse",
-                        "hey", "shut"})
-_WORD = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
-
-
-def _real_words(text: str) -> list[str]:
-    """Words of a transcript that can carry a barge-in: no backchannels, no spelled letters ("m-m-a-k-m")."""
-    out = []
-    for word in _WORD.findall(re.sub(r"[\[(][^\])]*[\])]", " ", text.lower())):
-        parts = word.split("-")
-        if len(word.replace("-", "").replace("'", "")) < 2 or all(len(p) <= 1 for p in parts):
-            continue
-        if word in BACKCHANNEL_WORDS:
-            continue
-        out.append(word)
-    return out
+        self.bus.emit(ErrorEvent(turn=turn, where=where, kind=kind, message=f"{type(exc).__name__}: {exc}"))
 
 
 def _informative(history) -> list[dict[str, str]]:
@@ -983,62 +1172,3 @@ def _informative(history) -> list[dict[str, str]]:
 
 def _estimate_tokens(history: list[dict[str, str]]) -> float:
     return sum(len(m.get("content") or "") / 3.5 + 4 for m in history)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
-        if oom is not None and isinstance(exc, oom):
-            return True
-    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
-
-
-def _free_cuda_cache() -> None:
-    torch = sys.modules.get("torch")
-    try:
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # pragma: no cover - best effort
-        log.debug("could not empty the CUDA cache", exc_info=True)
-
-
-class EngineThread:
-    """Runs :meth:`Engine.run` in its own worker thread (for callers that do not bring one, e.g. a plain script;
-    the Qt app may instead call ``engine.run`` from its QThread). :meth:`stop` never hangs: it joins with a timeout.
-    """
-
-    def __init__(self, engine: Engine, source: ChunkSource, name: str = "parley-engine") -> None:
-        self.engine = engine
-        self.source = source
-        self._stop = threading.Event()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-
-    def _main(self) -> None:
-        try:
-            self.engine.run(self.source, self._stop)
-        except BaseException as exc:  # reported, never lost in a dead thread
-            self.error = exc
-            log.exception("engine thread crashed")
-            self.engine.bus.emit("error", self.engine.turn, where="engine", kind="crash",
-                                 message=f"{type(exc).__name__}: {exc}")
-
-    def start(self) -> "EngineThread":
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Ask the loop to end and wait at most ``timeout`` s (a speak step in progress finishes first).
-        Returns True when the thread ended."""
-        self._stop.set()
-        self.engine.request_stop()
-        self._thread.join(timeout)
-        alive = self._thread.is_alive()
-        if alive:
-            log.warning("engine thread still busy after %.1f s (a model step is running); left as daemon", timeout)
-        return not alive
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()

@@ -1,12 +1,17 @@
 """File-driven conversations: a WAV in, what the assistant played (on the input's timeline) out, events as JSONL.
 
+The input goes through the same capture chain as a microphone (:class:`~core.audio.chain.CaptureChain`: echo
+cancellation against what the assistant played, the one echo-aware VAD, 160 ms chunks) and the engine runs its one
+loop (:meth:`~core.engine.engine.Engine.run`) on those chunks, exactly as in the app. With a simulated room
+(``room``, see :mod:`core.audio.room`) the assistant's playback comes back into the "microphone" through an output
+latency, a room impulse response, a loudspeaker nonlinearity and room noise, so barge-in and backchannels are
+tested over the assistant's own echo. Without one (``none``) the input is heard as through a headset: no echo, and
+the echo canceller is off.
+
 Fast mode (default): a :class:`~core.engine.clock.VirtualClock` advances 160 ms per input chunk and a
 :class:`~core.engine.sink.VirtualAudioSink` plays the reply at its real rate on that clock, so turns, interruptions
 and what was heard come out as in real time while compute time is not waited for (it is reported in the events'
 ``compute_ms`` fields). Realtime mode paces the same loop with the wall clock.
-
-There is no echo in a file, so the VAD runs on the input directly, but it still gets the "assistant audible" flag,
-so the echo-aware (barge-in) thresholds apply while the assistant speaks, as they would live.
 """
 
 from __future__ import annotations
@@ -16,22 +21,27 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
-from core.audio.interfaces import StreamingVad
+from core.audio.aec import AecConfig
+from core.audio.chain import CaptureChain, ChainConfig
+from core.audio.interfaces import AudioChunk
+from core.audio.resample import StreamResampler
+from core.audio.vad import VadConfig
 from core.constants import CHUNK_SAMPLES_16K, CHUNK_SECONDS, MODEL_INPUT_RATE
 from core.engine.backend import Backend
 from core.engine.clock import VirtualClock, WallClock
 from core.engine.config import EngineConfig
-from core.engine.engine import Engine
-from core.engine.events import Event, EventBus, JsonlWriter
+from core.engine.engine import ChunkSource, Engine
+from core.engine.events import Event, EventBus, Interruption, JsonlWriter, Latency
 from core.engine.sink import VirtualAudioSink
 
 log = logging.getLogger(__name__)
 
 MAX_STEPS_PER_CHUNK = 10_000   # a reply iterator that never yields audio cannot spin a fast-mode run forever
+REFERENCE_LOOKAHEAD_S = 0.02   # a chunk is handed over this long after its end: the played reference is complete
 
 
 def load_wav_16k(path: str | Path) -> np.ndarray:
@@ -67,6 +77,188 @@ class WavWriter:
             self._file.close()
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# what the simulated microphone hears
+
+
+class UserInput(Protocol):
+    """The user's side of a file-driven conversation, block by block at 16 kHz."""
+
+    def block(self, start: int, n: int) -> np.ndarray:
+        """The user's audio for input samples ``[start, start + n)`` (zeros where the user is silent)."""
+
+    def ended(self, position: int) -> bool:
+        """Nothing more will be said from ``position`` on (the input is over)."""
+
+    def assistant_audible(self, t: float, audible: bool) -> None:
+        """Told before every block whether the assistant was audible up to session time ``t``."""
+
+
+class WavUser:
+    """A recorded input: the user says exactly what the file holds."""
+
+    def __init__(self, audio_16k: np.ndarray) -> None:
+        self.audio = np.ascontiguousarray(audio_16k, dtype=np.float32).reshape(-1)
+
+    def block(self, start: int, n: int) -> np.ndarray:
+        out = np.zeros(n, dtype=np.float32)
+        part = self.audio[start:start + n]
+        out[:len(part)] = part
+        return out
+
+    def ended(self, position: int) -> bool:
+        return position >= len(self.audio)
+
+    def assistant_audible(self, t: float, audible: bool) -> None:
+        pass
+
+
+class Room(Protocol):
+    """An acoustic path from the assistant's loudspeaker to the microphone (``core.audio.room.EchoRoom``)."""
+
+    def mic(self, user: np.ndarray, played: np.ndarray) -> np.ndarray:
+        """The microphone signal for the next ``len(user)`` samples, given what the sink played over them."""
+
+
+class PlayedReference:
+    """Everything the virtual sink played, at 16 kHz and addressed by session time (the canceller's reference)."""
+
+    def __init__(self, sink_rate: int) -> None:
+        self._resampler = StreamResampler(sink_rate, MODEL_INPUT_RATE)
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._base = 0           # 16 kHz position of _buf[0]
+
+    def __call__(self, block: np.ndarray) -> None:
+        y = self._resampler.process(block)
+        if len(y):
+            self._buf = np.concatenate([self._buf, y])
+
+    def take(self, start: int, n: int) -> np.ndarray:
+        """Samples ``[start, start + n)``; older samples are forgotten. Missing ones (not yet played) are zeros."""
+        out = np.zeros(n, dtype=np.float32)
+        a = start - self._base
+        part = self._buf[max(a, 0):a + n] if a + n > 0 else self._buf[:0]
+        out[max(-a, 0):max(-a, 0) + len(part)] = part
+        drop = max(0, min(len(self._buf), start + n - self._base))
+        self._buf = self._buf[drop:]
+        self._base += drop
+        return out
+
+
+class FileSource(ChunkSource):
+    """Chunks of a file-driven conversation for :meth:`Engine.run`.
+
+    Each 160 ms the user's audio (``user``) is mixed with the room's echo of what the sink played over the same
+    span (``room``; None: no echo), and the mix goes through the capture chain with that played audio as the
+    canceller's reference. On the virtual clock, :meth:`read` moves time on only when the engine has nothing else
+    to do (compute time is not on the clock); on the wall clock it waits for the chunk's capture time. After the
+    input ends it raises :class:`EOFError` once, then keeps time running with silence (the answer plays out) until
+    ``drain_limit_s``, then raises again.
+    """
+
+    def __init__(self, user: UserInput, clock: VirtualClock | WallClock, sink: VirtualAudioSink, *,
+                 chain: CaptureChain, room: Room | None = None, realtime: bool = False,
+                 drain_limit_s: float = 120.0, on_chunk: Callable[[AudioChunk], None] | None = None) -> None:
+        self.user = user
+        self.clock = clock
+        self.sink = sink
+        self.room = room
+        self.realtime = realtime
+        self.chain = chain
+        self.on_chunk = on_chunk
+        self.reference = PlayedReference(sink.rate)
+        sink.add_tap(self.reference)
+        self._pending: list[AudioChunk] = []
+        chain.on_chunk = self._pending.append
+        self.k = 0                       # chunks delivered
+        self._ended_at: int | None = None
+        self._drain_chunks = math.ceil(drain_limit_s / CHUNK_SECONDS)
+        self._eof_raised = 0
+        self._idle_reads = 0
+
+    def restart_vad(self) -> None:
+        self.chain.restart_vad()
+
+    def read(self, timeout: float) -> AudioChunk | None:
+        if self._ended_at is None and self.user.ended(self.k * CHUNK_SAMPLES_16K):
+            self._ended_at = self.k
+        if self._ended_at is not None:
+            if self._eof_raised == 0 or (self._eof_raised == 1 and self.k >= self._ended_at + self._drain_chunks):
+                self._eof_raised += 1
+                raise EOFError
+        due = (self.k + 1) * CHUNK_SECONDS + REFERENCE_LOOKAHEAD_S
+        if self.realtime:
+            if self.clock.now() < due:
+                if timeout <= 0:
+                    return None
+                self.clock.sleep_until(min(due, self.clock.now() + timeout))
+                if self.clock.now() < due:
+                    return None
+        elif timeout <= 0:
+            # the engine still has work (speak steps): time stands still until it waits, but not forever
+            self._idle_reads += 1
+            if self._idle_reads < MAX_STEPS_PER_CHUNK:
+                return None
+        self._idle_reads = 0
+        if not self.realtime:
+            self.clock.set(due)
+        return self._next_chunk()
+
+    def _next_chunk(self) -> AudioChunk:
+        start = self.k * CHUNK_SAMPLES_16K
+        t_end = (self.k + 1) * CHUNK_SECONDS
+        self.sink.advance(max(self.clock.now(), t_end + REFERENCE_LOOKAHEAD_S))
+        played = self.reference.take(start, CHUNK_SAMPLES_16K)
+        self.user.assistant_audible(t_end, bool(np.any(np.abs(played) > 1e-4)) or self.sink.pending_seconds() > 0)
+        user = self.user.block(start, CHUNK_SAMPLES_16K)
+        mic = user if self.room is None else np.asarray(self.room.mic(user, played), dtype=np.float32)
+        self.chain.process(mic, played)
+        chunk = self._pending.pop(0)
+        self._pending.clear()
+        chunk.t_start = self.k * CHUNK_SECONDS        # captured at k x 160 ms on the input timeline
+        self.k += 1
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
+        return chunk
+
+
+class SilentSource(ChunkSource):
+    """Silence on the wall clock, chunk by chunk: keeps an engine's loop (and its sink) running when nobody speaks
+    into a microphone (typed turns in a terminal)."""
+
+    def __init__(self, clock: WallClock) -> None:
+        self.clock = clock
+        self.k = 0
+        self._probs = np.zeros(CHUNK_SAMPLES_16K // 512, dtype=np.float32)
+        self._zeros = np.zeros(CHUNK_SAMPLES_16K, dtype=np.float32)
+
+    def read(self, timeout: float) -> AudioChunk | None:
+        due = (self.k + 1) * CHUNK_SECONDS
+        now = self.clock.now()
+        if now < due:
+            if timeout <= 0:
+                return None
+            self.clock.sleep_until(min(due, now + timeout))
+            if self.clock.now() < due:
+                return None
+        chunk = AudioChunk(self._zeros, start=self.k * CHUNK_SAMPLES_16K, t_start=self.k * CHUNK_SECONDS,
+                           vad_probs=self._probs)
+        self.k += 1
+        return chunk
+
+
+def file_chain(room: Room | None, vad: VadConfig | None = None, aec: AecConfig | None = None) -> CaptureChain:
+    """The capture chain of a file-driven run: the live chain's, with the echo canceller on only where there is an
+    echo to cancel (a room); ``aec`` overrides."""
+    if aec is None:
+        aec = AecConfig() if room is not None else AecConfig(echo_cancellation=False, high_pass_filter=False)
+    return CaptureChain(ChainConfig(aec=aec, vad=vad))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a whole conversation
+
+
 @dataclass
 class ChatResult:
     input_s: float
@@ -97,25 +289,29 @@ class _Tally:
         self.first_audio_est_ms: list[float] = []
 
     def __call__(self, ev: Event) -> None:
-        if ev.type == "latency":
+        if isinstance(ev, Latency):
             self.answers += 1
-            self.first_audio_ms.append(ev.data["first_audio_ms"])
-            self.first_audio_est_ms.append(ev.data["first_audio_est_ms"])
-        elif ev.type == "interruption":
+            self.first_audio_ms.append(ev.first_audio_ms)
+            self.first_audio_est_ms.append(ev.first_audio_est_ms)
+        elif isinstance(ev, Interruption):
             self.interruptions += 1
 
 
-def run_conversation(backend: Backend, vad: StreamingVad, audio_16k: np.ndarray, output_path: str | Path, *,
+def run_conversation(backend: Backend, audio_16k: np.ndarray | UserInput, output_path: str | Path, *,
                      events_path: str | Path | None = None, realtime: bool = False,
                      config: EngineConfig | None = None, system_prompt: str | None = None,
+                     room: Room | None = None, vad: VadConfig | None = None,
                      subscribers: Iterable[Callable[[Event], None]] = (),
-                     on_engine: Callable[[Engine], None] | None = None) -> ChatResult:
-    """Run a whole conversation from 16 kHz audio through a fresh :class:`Engine`.
+                     on_engine: Callable[[Engine], None] | None = None,
+                     on_chunk: Callable[[AudioChunk], None] | None = None) -> ChatResult:
+    """Run a whole conversation from 16 kHz audio (or a :class:`UserInput`) through a fresh :class:`Engine`.
 
     ``subscribers`` get every event; ``on_engine`` is called with the engine before it starts (a session recorder
-    tap wraps ``engine.sink`` there, see ``core.session.filetap``)."""
+    tap wraps ``engine.sink`` there, see ``core.session.filetap``); ``on_chunk`` sees every chunk the engine gets."""
     config = config or EngineConfig()
-    clock = WallClock() if realtime else VirtualClock()
+    user = audio_16k if not isinstance(audio_16k, np.ndarray) else WavUser(audio_16k)
+    input_s = len(audio_16k) / MODEL_INPUT_RATE if isinstance(audio_16k, np.ndarray) else None
+    clock: VirtualClock | WallClock = WallClock() if realtime else VirtualClock()
     bus = EventBus(clock)
     writer = JsonlWriter(events_path) if events_path else None
     subs = [bus.subscribe(writer)] if writer else []
@@ -124,49 +320,17 @@ def run_conversation(backend: Backend, vad: StreamingVad, audio_16k: np.ndarray,
     subs += [bus.subscribe(s) for s in subscribers]
     wav = WavWriter(output_path, backend.output_rate)
     sink = VirtualAudioSink(clock, backend.output_rate, writer=wav.write)
-    engine = Engine(backend, vad, sink, bus=bus, config=config, system_prompt=system_prompt)
+    engine = Engine(backend, sink, bus=bus, config=config, system_prompt=system_prompt)
     if on_engine is not None:
         on_engine(engine)
+    source = FileSource(user, clock, sink, chain=file_chain(room, vad), room=room, realtime=realtime,
+                        drain_limit_s=config.drain_limit_s, on_chunk=on_chunk)
     wall0 = time.perf_counter()
     try:
         if realtime:
             clock.restart()
-        engine.start()
-        n_in = math.ceil(len(audio_16k) / CHUNK_SAMPLES_16K)
-        drain = math.ceil(config.drain_limit_s / CHUNK_SECONDS)
-        silence = np.zeros(CHUNK_SAMPLES_16K, np.float32)
-        k = 0
-        ended = False
-        while True:
-            if k < n_in:
-                chunk = audio_16k[k * CHUNK_SAMPLES_16K:(k + 1) * CHUNK_SAMPLES_16K]
-                if len(chunk) < CHUNK_SAMPLES_16K:
-                    chunk = np.concatenate([chunk, silence[:CHUNK_SAMPLES_16K - len(chunk)]])
-            else:
-                if not ended:
-                    engine.end_of_input()
-                    ended = True
-                if not engine.busy:
-                    break
-                if k >= n_in + drain:
-                    bus.emit("warning", engine.turn, kind="drain_limit",
-                             message=f"the answer was still running {config.drain_limit_s:g} s after the input ended")
-                    break
-                chunk = silence
-            due = (k + 1) * CHUNK_SECONDS
-            if realtime:
-                _wait_realtime(engine, clock, due)
-            else:
-                clock.set(due)
-            engine.process_chunk(chunk, None, k * CHUNK_SECONDS)   # captured at k x 160 ms on the input timeline
-            if not realtime:
-                steps = 0
-                while engine.wants_speak_step() and steps < MAX_STEPS_PER_CHUNK:
-                    engine.speak_step()
-                    steps += 1
-            k += 1
+        engine.run(source, poll_s=0.005 if realtime else 0.01, drain=True)
         engine.tick()
-        engine.finish_stats()
         engine.close()
     finally:
         wav.close()
@@ -174,22 +338,11 @@ def run_conversation(backend: Backend, vad: StreamingVad, audio_16k: np.ndarray,
             sub.close()
         if writer:
             writer.close()
+    if input_s is None:
+        input_s = source.k * CHUNK_SECONDS if source._ended_at is None else source._ended_at * CHUNK_SECONDS
     return ChatResult(
-        input_s=round(len(audio_16k) / MODEL_INPUT_RATE, 3), session_s=round(clock.now(), 3),
+        input_s=round(input_s, 3), session_s=round(clock.now(), 3),
         wall_s=round(time.perf_counter() - wall0, 3), output_path=str(output_path), output_rate=backend.output_rate,
         turns=engine.turn, answers=tally.answers, interruptions=tally.interruptions, errors=engine.errors,
         rebuilds=engine.rebuilds, first_audio_ms=tally.first_audio_ms, first_audio_est_ms=tally.first_audio_est_ms,
         stats=engine.stats.summary())
-
-
-def _wait_realtime(engine: Engine, clock: WallClock, due: float) -> None:
-    """Until the next chunk is due on the wall clock: speak steps when playback needs audio, else short sleeps."""
-    while True:
-        engine.tick()
-        remaining = due - clock.now()
-        if remaining <= 0:
-            return
-        if engine.wants_speak_step():
-            engine.speak_step()
-        else:
-            time.sleep(min(remaining, 0.005))

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from core.audio.interfaces import FlushReport
+from core.audio.interfaces import AudioSink, FlushReport
 from core.engine.events import Clock
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class _Item:
         self.counted = counted      # False for the flush fade tail
 
 
-class VirtualAudioSink:
+class VirtualAudioSink(AudioSink):
     """AudioSink whose playback position is driven by a clock. Thread-safe; all methods are quick.
 
     ``rate``: the sink's (output) rate. Audio enqueued at another rate is resampled (soxr); per-tag counts are
@@ -48,6 +48,7 @@ class VirtualAudioSink:
         self.clock = clock
         self.rate = int(rate)
         self.writer = writer
+        self._taps: list[Callable[[np.ndarray], None]] = []
         self._lock = threading.RLock()
         self._queue: collections.deque[_Item] = collections.deque()
         self._pos = 0                               # samples of the timeline produced so far (sink rate)
@@ -84,9 +85,17 @@ class VirtualAudioSink:
                 if item.pos >= len(item.audio):
                     self._queue.popleft()
 
+    def add_tap(self, tap: Callable[[np.ndarray], None]) -> None:
+        """Also give every played block (the whole timeline, silence included) to ``tap``."""
+        self._taps.append(tap)
+
     def _emit(self, block: np.ndarray) -> None:
-        if self.writer is not None and len(block):
+        if not len(block):
+            return
+        if self.writer is not None:
             self.writer(block)
+        for tap in self._taps:
+            tap(block)
 
     # --- AudioSink ------------------------------------------------------------------------------------------------
     def enqueue(self, samples: np.ndarray, rate: int, tag: int) -> None:
@@ -143,7 +152,7 @@ class VirtualAudioSink:
         with self._lock:
             return sum(len(i.audio) - i.pos for i in self._queue) / self.rate
 
-    # --- extras the engine uses when present ---------------------------------------------------------------------
+    # --- optional AudioSink capabilities ---------------------------------------------------------------------------
     def first_play_time(self, tag: int) -> float | None:
         """Session time at which the first sample of ``tag`` was played (None: not yet)."""
         with self._lock:
@@ -157,3 +166,19 @@ class VirtualAudioSink:
     def position_seconds(self) -> float:
         with self._lock:
             return self._pos / self.rate
+
+
+class NullSink(AudioSink):
+    """A sink with no output (before an audio device is open): nothing plays, nothing is pending."""
+
+    def enqueue(self, samples: np.ndarray, rate: int, tag: int) -> None:
+        pass
+
+    def flush(self) -> FlushReport:
+        return FlushReport(requested_at=time.monotonic(), dropped_samples=0, played_samples={})
+
+    def played_samples(self, tag: int) -> int:
+        return 0
+
+    def pending_seconds(self) -> float:
+        return 0.0

@@ -15,14 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
+
+from core.session.store import MAX_RETENTION_DAYS
 
 log = logging.getLogger(__name__)
 
 
 def _user_error(message: str) -> Exception:
-    from core.cli import UserError
+    from core.errors import UserError
 
     return UserError(message)
 
@@ -62,9 +65,21 @@ def add_session_parsers(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_lazy("run_session_list"))
     pr = ssub.add_parser("prune", help="delete sessions older than N days (the retention setting by default)")
-    pr.add_argument("--days", type=float, help="default: recording.retention_days from the settings")
+    pr.add_argument("--days", metavar="DAYS",
+                    help=f"0 to {MAX_RETENTION_DAYS}; default: recording.retention_days from the settings")
     pr.add_argument("--folder")
     pr.set_defaults(func=_lazy("run_session_prune"))
+
+
+def _number_option(value: str, option: str, lo: float, hi: float) -> float:
+    """A numeric command-line value that must be finite and within [lo, hi]; one-line UserError otherwise."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or not lo <= number <= hi:
+        raise _user_error(f"{option} must be a number from {lo:g} to {hi:g} (got {value!r})")
+    return number
 
 
 def _session_arg(path: str) -> Path:
@@ -83,7 +98,7 @@ def _settings_folder() -> tuple[str | None, float | None]:
     try:
         from core.settings import load_settings
 
-        loaded = load_settings()
+        loaded = load_settings(keep_aside=False)  # only reads: a broken file is the app's to keep aside
         settings = getattr(loaded, "settings", loaded)
         rec = settings.recording
         return (rec.folder or None), float(rec.retention_days)
@@ -138,11 +153,15 @@ def run_session_export(args: argparse.Namespace) -> int:
     from core.session.repair import export_session
 
     folder = _session_arg(args.session)
+    skipped: list[str] = []
     try:
-        out = export_session(folder, args.output)
+        out = export_session(folder, args.output, skipped=skipped)
     except (ValueError, OSError) as exc:
         raise _user_error(f"export failed: {exc}") from exc
     print(f"exported {folder} to {out} ({out.stat().st_size} bytes)")
+    if skipped:
+        print(f"skipped {len(skipped)} link(s) or special file(s) (only the folder's own files are exported): "
+              + ", ".join(skipped))
     return 0
 
 
@@ -163,16 +182,27 @@ def run_session_list(args: argparse.Namespace) -> int:
 
 
 def run_session_prune(args: argparse.Namespace) -> int:
-    from core.session.store import apply_retention
+    from core.session.store import apply_retention, sessions_root
 
-    folder, days = _settings_folder()
+    days = None if args.days is None else _number_option(args.days, "--days", 0, MAX_RETENTION_DAYS)
+    folder, setting_days = _settings_folder()
     folder = args.folder or folder
-    days = args.days if args.days is not None else days
+    days = setting_days if days is None else days
     if not days:
         print("retention is off (0 days): nothing deleted")
         return 0
-    deleted = apply_retention(days, root=folder)
-    print(f"deleted {len(deleted)} session(s) older than {days:g} days")
-    for path in deleted:
+    try:
+        result = apply_retention(days, root=folder)
+    except ValueError as exc:  # a retention setting outside the range (the settings file is checked, but still)
+        raise _user_error(str(exc)) from exc
+    print(f"deleted {len(result.deleted)} session(s) older than {days:g} days in {sessions_root(folder)}")
+    for path in result.deleted:
         print(f"  {path}")
-    return 0
+    if result.skipped:
+        print(f"kept {len(result.skipped)} old folder(s) that Parley may not delete by itself "
+              "(delete them yourself if you no longer need them):")
+        for path, reason in result.skipped:
+            print(f"  {path}: {reason}")
+    for path, reason in result.failed:
+        print(f"could not delete {path}: {reason}")
+    return 1 if result.failed else 0

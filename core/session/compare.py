@@ -13,12 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core.session.store import EVENTS_NAME, FILE_MODE, atomic_write_text, read_meta
+from core.session.store import EVENTS_NAME, FILE_MODE, REPORT_JSON, REPORT_MD, atomic_write_text, read_meta
 from core.session.transcript import TurnSummary, read_events, summarize_turns
 
 LATENCY_KEYS = ("decision_ms", "first_audio_ms", "first_played_ms")
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
 
 
 def _norm(text: str) -> str:

@@ -1,16 +1,18 @@
 """Recording a file-driven conversation (``parley chat --record``, ``parley replay``) with a SessionRecorder.
 
-:func:`core.engine.filemode.run_conversation` takes ``subscribers`` and an ``on_engine`` hook; :class:`ChatRecording`
-provides both::
+:func:`core.engine.filemode.run_conversation` takes ``subscribers``, an ``on_engine`` and an ``on_chunk`` hook;
+:class:`ChatRecording` provides them::
 
     tap = ChatRecording(recorder, input_audio, input_rate, audio_16k)
-    run_conversation(..., subscribers=tap.subscribers, on_engine=tap.on_engine)
+    run_conversation(..., subscribers=tap.subscribers, on_engine=tap.on_engine, on_chunk=tap.on_chunk)
     tap.finish()
 
-What lands where: ``mic_raw.wav`` is the input file at its own rate, ``mic_clean.wav`` the 16 kHz audio the engine
-was fed (there is no echo canceller in file mode), ``playback.wav`` the virtual sink's timeline (everything "played",
-silence between), ``assistant.wav`` every piece the backend produced as it was enqueued. The mic streams are written
-as the virtual clock reaches them (not all at once), so a run that is killed leaves streams that end together.
+What lands where: ``mic_raw.wav`` is the input file at its own rate (the user's side only: a replay with the same
+simulated room adds the same echo again), ``mic_clean.wav`` the 16 kHz audio the engine was fed (the capture chain's
+output: after the echo canceller when a room was simulated), ``playback.wav`` the virtual sink's timeline
+(everything "played", silence between), ``assistant.wav`` every piece the backend produced as it was enqueued. The
+streams are written as the virtual clock reaches them (not all at once), so a run that is killed leaves streams
+that end together.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from core.audio.interfaces import AudioChunk
 from core.constants import MODEL_INPUT_RATE
+from core.engine.sink import VirtualAudioSink
 from core.session.recorder import SessionRecorder
 from core.session.teesink import TeeSink
 
@@ -37,7 +41,7 @@ class ChatRecording:
         self.input_rate = int(input_rate)
         self.audio_16k = np.asarray(audio_16k, dtype=np.float32)
         self._raw_pos = 0
-        self._clean_pos = 0
+        self._clean_written = False
         self._play_pos = 0
         self._play_rate = 0
         self.engine: Any = None
@@ -50,21 +54,12 @@ class ChatRecording:
         """Hook for ``run_conversation(on_engine=...)``: tee the sink and its timeline writer."""
         self.engine = engine
         inner = engine.sink
-        rate = getattr(inner, "rate", None)
-        if rate is not None and hasattr(inner, "writer"):
-            self._play_rate = int(rate)
-            original = inner.writer
-
-            def played(block: np.ndarray) -> None:
-                if original is not None:
-                    original(block)
-                self._on_played(block)
-
-            inner.writer = played
+        if isinstance(inner, VirtualAudioSink):
+            self._play_rate = inner.rate
+            inner.add_tap(self._on_played)
         else:
-            log.warning("the engine's sink has no timeline writer: playback.wav will not be recorded")
-        clock = getattr(engine, "clock", None)
-        engine.sink = TeeSink(inner, self.recorder, clock.now if clock is not None else lambda: None)
+            log.warning("the engine's sink has no timeline: playback.wav will not be recorded")
+        engine.sink = TeeSink(inner, self.recorder, engine.clock.now)
 
     def _on_played(self, block: np.ndarray) -> None:
         t0 = self._play_pos / self._play_rate
@@ -72,22 +67,29 @@ class ChatRecording:
         self.advance_mic(self._play_pos / self._play_rate)
         self.recorder.write_playback(block, self._play_rate, t=t0)
 
+    def on_chunk(self, chunk: AudioChunk) -> None:
+        """Hook for ``run_conversation(on_chunk=...)``: what the engine got, as ``mic_clean.wav`` (input part only)."""
+        start = int(chunk.start)
+        if start >= len(self.audio_16k):
+            return
+        clean = chunk.samples_16k[:len(self.audio_16k) - start]
+        if not self._clean_written:
+            self.recorder.write_mic_clean(clean, MODEL_INPUT_RATE, t=start / MODEL_INPUT_RATE)
+            self._clean_written = True
+        else:
+            self.recorder.write_mic_clean(clean, MODEL_INPUT_RATE)   # chunks come in order: appended
+
     def advance_mic(self, t: float) -> None:
-        """Record the input up to session time ``t`` (both mic streams; never past the input's end)."""
+        """Record the input up to session time ``t`` (``mic_raw.wav``; never past the input's end)."""
         raw_end = min(len(self.input_audio), int(round(t * self.input_rate)))
         if raw_end > self._raw_pos:
             self.recorder.write_mic_raw(self.input_audio[self._raw_pos:raw_end], self.input_rate,
                                         t=self._raw_pos / self.input_rate)
             self._raw_pos = raw_end
-        clean_end = min(len(self.audio_16k), int(round(t * MODEL_INPUT_RATE)))
-        if clean_end > self._clean_pos:
-            self.recorder.write_mic_clean(self.audio_16k[self._clean_pos:clean_end],
-                                          t=self._clean_pos / MODEL_INPUT_RATE)
-            self._clean_pos = clean_end
 
     def finish(self) -> None:
         """Write whatever input the clock did not reach (a run that ended early)."""
-        self.advance_mic(max(len(self.input_audio) / self.input_rate, len(self.audio_16k) / MODEL_INPUT_RATE) + 1.0)
+        self.advance_mic(len(self.input_audio) / self.input_rate + 1.0)
 
 
 def read_input(path: str) -> tuple[np.ndarray, int]:

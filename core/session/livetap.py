@@ -1,16 +1,16 @@
 """Recording a live conversation: AudioIO chunks and the engine's sink feed a :class:`SessionRecorder`.
 
-Wiring (whoever builds the live stack, e.g. ``app/engine_stack.py``)::
+Wiring (``core.compose.live.LiveStack`` does this)::
 
     rec = SessionRecorder.from_settings(settings, profile=..., devices=..., mode="live"); rec.start()
     tap = LiveRecording(rec, clock=engine_bus.clock)         # the session clock the events are stamped with
-    audio = AudioIO(config, on_chunk=lambda c: (tap.on_chunk(c), source.push(c.samples_16k, c.reference_16k)))
-    engine = Engine(backend, vad, tap.wrap_sink(audio.player), bus=bus)
+    audio = AudioIO(config, on_chunk=lambda c: (tap.on_chunk(c), source.push(c)))
+    engine.sink = tap.wrap_sink(audio.player)
     rec.attach(bus)
     ...
     rec.close()
 
-From each :class:`core.audio.audio_io.AudioChunk` (160 ms on the 16 kHz microphone timeline, ``start`` = position):
+From each :class:`core.audio.interfaces.AudioChunk` (160 ms on the 16 kHz microphone timeline, ``start`` = position):
 
 * ``mic_raw.wav``   ``raw_16k``: the microphone before echo cancellation, resampled to 16 kHz by the audio layer
   (AudioIO has no tap for the device-rate blocks; ``meta.devices`` records the device rate);
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from core.audio.interfaces import AudioChunk, AudioSink
 from core.constants import MODEL_INPUT_RATE
 from core.session.recorder import SessionRecorder
 from core.session.teesink import TeeSink
@@ -59,7 +60,7 @@ class LiveRecording:
     def _session_time_of(self, monotonic_t: float) -> float:
         return monotonic_t - (time.monotonic() - self.now())
 
-    def on_chunk(self, chunk: Any, muted: bool = False) -> None:
+    def on_chunk(self, chunk: AudioChunk, muted: bool = False) -> None:
         """Record one AudioChunk (call from the audio worker thread: it only queues copies).
 
         ``muted``: the user muted the microphone (or push-to-talk is up): both mic streams get silence for this
@@ -77,21 +78,19 @@ class LiveRecording:
                 ref_info["reference_lead_ms"] = self._reference_lead_ms
             self.recorder.set_stream_info("playback", **ref_info)
         pos = start - self._base
-        raw = getattr(chunk, "raw_16k", None)
-        if raw is None:
-            raw = chunk.samples_16k
+        raw = chunk.raw_16k if chunk.raw_16k is not None else chunk.samples_16k
         clean = chunk.samples_16k
         if muted:
             raw = np.zeros(len(raw), np.float32)
             clean = np.zeros(len(clean), np.float32)
         if self.chunks == 0:   # pos == 0: the first chunk starts the timeline
-            t0 = self._session_time_of(float(chunk.t_start)) if getattr(chunk, "t_start", None) else self.now()
+            t0 = self._session_time_of(float(chunk.t_start)) if chunk.t_start else self.now()
             self.recorder.write_mic_raw(raw, MODEL_INPUT_RATE, t=t0)
             self._raw_written = len(raw)
         else:
             self._write_raw_at(raw, pos)
         self.recorder.write_mic_clean(clean, MODEL_INPUT_RATE, mic_sample=pos)
-        ref = getattr(chunk, "reference_16k", None)
+        ref = chunk.reference_16k
         if ref is not None:
             self.recorder.write_playback(ref, MODEL_INPUT_RATE, mic_sample=pos)
         self.chunks += 1
@@ -108,6 +107,6 @@ class LiveRecording:
             self.recorder.write_mic_raw(raw, MODEL_INPUT_RATE)
             self._raw_written += len(raw)
 
-    def wrap_sink(self, sink: Any) -> Any:
+    def wrap_sink(self, sink: AudioSink) -> AudioSink:
         """The sink to give the Engine: ``sink`` itself plus recording of the assistant's output."""
         return TeeSink(sink, self.recorder, self.now)

@@ -1,6 +1,7 @@
 """SessionRecorder: one folder per conversation with its audio streams, events, transcript and metadata.
 
-Files in a session folder (owner-only: folder 0700, files 0600):
+Files in a session folder (owner-only: files 0600, and 0700 for a folder the recorder creates; an explicit folder
+must be new or empty, and one that exists keeps its mode):
 
 * ``mic_raw.wav``   what the microphone captured, at the capture rate. Its sample 0 defines the session timeline.
 * ``mic_clean.wav`` the 16 kHz signal after echo cancellation (what VAD and the model heard).
@@ -11,7 +12,8 @@ Files in a session folder (owner-only: folder 0700, files 0600):
 * ``events.jsonl``  every engine event, one JSON object a line, written (and handed to the OS) line by line.
 * ``transcript.md`` regenerated from the events while recording and at the end.
 * ``meta.json``     written atomically at start and rewritten as the session goes (versions, profile, settings,
-  devices, rates, alignment, duration, ``complete``).
+  devices, rates, alignment, duration, ``complete``; ``created_folder`` when the recorder created the folder,
+  which is what allows retention to delete it one day).
 
 Alignment: ``meta["streams"][name]`` holds ``rate``, ``start_t`` (session seconds of the stream's sample 0) and
 ``mic_offset``: the ``mic_raw`` sample index at which the stream's sample 0 sits. Sample ``i`` of a stream at rate
@@ -44,17 +46,16 @@ import numpy as np
 
 from core import __version__
 from core.constants import MODEL_INPUT_RATE
-from core.engine.events import Event
+from core.engine.events import Event, EventBus, Subscription, WarningEvent, event_from_dict
 from core.session.store import (
-    EVENTS_NAME, FILE_MODE, META_NAME, STREAM_FILES, TRANSCRIPT_NAME, apply_retention, atomic_write_text,
-    make_private_dir, new_session_dir,
+    CREATED_MARK, EVENTS_NAME, FILE_MODE, META_FORMAT, META_NAME, STREAM_FILES, TRANSCRIPT_NAME, apply_retention,
+    atomic_write_text, make_private_dir, new_session_dir, sessions_root,
 )
 from core.session.transcript import render_transcript, summarize_turns
 from core.session.wavfile import FORMAT_FLOAT32, StreamingWavWriter
 
 log = logging.getLogger(__name__)
 
-META_FORMAT = "parley-session"
 META_FORMAT_VERSION = 1
 _SUMMARY_TYPES = {"turn_decision", "user_text", "assistant_text", "interruption", "latency", "warning", "error"}
 _ALIGNED = {"mic_raw": True, "mic_clean": True, "playback": True, "assistant": False}
@@ -132,7 +133,7 @@ class SessionRecorder:
         self._last_transcript_write = 0.0
         self._events_written = 0
         self._dropped_items = 0
-        self._bus: Any = None
+        self._bus: EventBus | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._started = False
@@ -185,13 +186,15 @@ class SessionRecorder:
         try:
             if self._folder_arg is not None:
                 folder = self._folder_arg.expanduser()
-                if folder.exists() and any((folder / n).exists() for n in (META_NAME, EVENTS_NAME)):
-                    raise FileExistsError(f"{folder} already holds a session")
-                make_private_dir(folder)
+                check_record_folder(folder)
+                created = make_private_dir(folder)
                 self.path = folder
             else:
                 self.path = new_session_dir(self._root)
+                created = True
             self._owns_folder = True
+            if created:  # the marker that lets retention delete this folder one day (core/session/store.py)
+                self.meta[CREATED_MARK] = True
             now = datetime.now().astimezone()
             self.meta["session_id"] = self.meta.get("session_id") or f"{self.path.name}-{uuid.uuid4().hex[:6]}"
             self.meta["start_time"] = now.isoformat(timespec="milliseconds")
@@ -203,10 +206,10 @@ class SessionRecorder:
         except OSError as exc:
             self._fail(exc, "creating the session folder")
             return False
-        if self._retention_days:
+        if self._retention_days and self._folder_arg is None:  # only in the sessions folder, never beside --record
             try:
-                apply_retention(self._retention_days, root=self.path.parent, keep={self.path})
-            except OSError as exc:
+                apply_retention(self._retention_days, root=sessions_root(self._root), keep={self.path})
+            except (OSError, ValueError) as exc:
                 log.warning("retention failed: %s", exc)
         self._thread = threading.Thread(target=self._run, name="session-recorder", daemon=True)
         self._thread.start()
@@ -235,29 +238,11 @@ class SessionRecorder:
 
     # ------------------------------------------------------------------ inputs (any thread; never raise)
 
-    def attach(self, event_bus: Any) -> None:
-        """Subscribe :meth:`on_event` to an event bus.
-
-        Made for :class:`core.engine.events.EventBus` (``subscribe`` returning a ``Subscription``; problem events go
-        back with ``publish(event)``), and also takes any bus with ``subscribe``/``connect``/``add_listener``.
-        """
+    def attach(self, event_bus: EventBus) -> None:
+        """Record every event of ``event_bus``; the recorder's own problems (disk full) go back on it."""
         self._bus = event_bus
-        for name in ("subscribe", "connect", "add_listener", "add_handler", "add_subscriber"):
-            method = getattr(event_bus, name, None)
-            if callable(method):
-                token = method(self.on_event)
-                if callable(getattr(token, "close", None)):  # core.engine.events.Subscription
-                    self._unsubscribe = token.close
-                elif callable(token):
-                    self._unsubscribe = token
-                else:
-                    for off in ("unsubscribe", "disconnect", "remove_listener", "remove_handler", "remove_subscriber"):
-                        off_method = getattr(event_bus, off, None)
-                        if callable(off_method):
-                            self._unsubscribe = lambda m=off_method: m(self.on_event)
-                            break
-                return
-        raise TypeError(f"cannot subscribe to {type(event_bus).__name__}: no subscribe/connect/add_listener method")
+        subscription: Subscription = event_bus.subscribe(self.on_event)
+        self._unsubscribe = subscription.close
 
     def detach(self) -> None:
         if self._unsubscribe is not None:
@@ -272,15 +257,13 @@ class SessionRecorder:
         if not self.active:
             return
         try:
-            d = event.to_dict() if isinstance(event, Event) else dict(event)
-            if d.get("source") == "session" and d.get("code") == "recording_stopped":
+            ev = event if isinstance(event, Event) else event_from_dict(event)
+            if isinstance(ev, WarningEvent) and ev.source == "session" and ev.code == "recording_stopped":
                 return
-            try:
-                self._last_t = float(d.get("t", self._last_t))
-                self._last_turn = int(d.get("turn", self._last_turn))
-            except (TypeError, ValueError):
-                pass
-            line = event.to_json() if isinstance(event, Event) else Event.from_dict(d).to_json()
+            d = ev.to_dict()
+            self._last_t = float(d["t"])
+            self._last_turn = int(d["turn"])
+            line = ev.to_json()
         except Exception as exc:  # noqa: BLE001 - a strange event is logged, never raised into the engine
             log.warning("event not recorded: %s", exc)
             return
@@ -571,15 +554,10 @@ class SessionRecorder:
             except OSError:
                 pass
         t = self._last_t
-        now = getattr(self._bus, "now", None)
-        if callable(now):
-            try:
-                t = float(now())
-            except Exception:  # noqa: BLE001
-                pass
-        event = Event(type="warning", t=max(t, 0.0), turn=self._last_turn,
-                      data={"source": "session", "code": "recording_stopped", "message": self.error,
-                            "path": str(self.path) if self.path else None})
+        if self._bus is not None:
+            t = float(self._bus.now())
+        event = WarningEvent(t=max(t, 0.0), turn=self._last_turn, source="session", code="recording_stopped",
+                             message=self.error, path=str(self.path) if self.path else None)
         self._publish(event)
 
     def _publish(self, event: Event) -> None:
@@ -588,17 +566,27 @@ class SessionRecorder:
                 self._on_problem(event)
             except Exception:  # noqa: BLE001
                 log.debug("on_problem callback failed", exc_info=True)
-        bus = self._bus
-        if bus is None:
-            return
-        for name in ("publish", "post", "put"):  # all take an Event (EventBus.emit takes type + fields instead)
-            method = getattr(bus, name, None)
-            if callable(method):
-                try:
-                    method(event)
-                except Exception:  # noqa: BLE001
-                    log.debug("could not publish the recorder's warning", exc_info=True)
-                return
+        if self._bus is not None:
+            try:
+                self._bus.publish(event)
+            except Exception:  # noqa: BLE001
+                log.debug("could not publish the recorder's warning", exc_info=True)
+
+
+def check_record_folder(folder: Path) -> None:
+    """An explicit recording folder must be new or empty: a session is never written among a user's files. Raises
+    OSError (one line); callers may check a --record folder with it before loading a model."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} exists and is not a folder; choose a new folder for the session")
+    with os.scandir(folder) as entries:
+        names = sorted(e.name for e in entries)
+    if any(n in (META_NAME, EVENTS_NAME) for n in names):
+        raise FileExistsError(f"{folder} already holds a session; choose a new folder")
+    if names:
+        raise FileExistsError(f"{folder} is not empty and is not a Parley session ({len(names)} entries); "
+                              "choose a new or empty folder")
 
 
 def _resample(block: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

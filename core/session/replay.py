@@ -13,8 +13,8 @@ Which recording is fed (``source``):
   also holds the echo of the original answers, which a file-driven run cannot cancel (there is no far end), so
 * ``auto`` (default) takes ``raw`` for file-driven sessions and ``clean`` for live ones (and says so in the report).
 
-How the engine is built is the caller's choice (``builder``); the default one rebuilds it from the session's
-``meta.json`` ``settings`` the way ``parley chat`` builds it (``core.engine.cli``).
+How the engine is built is the caller's (``builder``: ``core.compose.build.build_engine_parts`` rebuilds it from
+the session's ``meta.json`` ``settings`` the way ``parley chat`` built it, simulated room included).
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -40,18 +39,20 @@ log = logging.getLogger(__name__)
 SOURCES = ("auto", "raw", "clean")
 
 
-@dataclass
-class EngineParts:
-    """What a builder returns: everything ``run_conversation`` needs besides the audio."""
+class EngineParts(Protocol):
+    """What a builder returns (``core.compose.build.EngineParts``): everything a file-driven run needs besides the
+    audio."""
 
     backend: Any
+    config: Any
+    system_prompt: str | None
+    profile: str | None
+    backbone: str | None
+    voice: str | None
+    room: str | None
+    room_seed: int
     vad: Any
-    config: Any = None               # core.engine.config.EngineConfig (None: defaults)
-    system_prompt: str | None = None
-    profile: str | None = None
-    backbone: str | None = None
-    voice: str | None = None
-    settings: dict[str, Any] | None = None   # what the new session's meta records (to replay it again)
+    settings: dict[str, Any] | None
 
 
 # builder(profile, settings_from_meta) -> EngineParts
@@ -91,10 +92,10 @@ def default_output(session: Path) -> Path:
     return session.parent / f"{session.name}_replay_{stamp}"
 
 
-def replay_session(session: str | os.PathLike, output: str | os.PathLike | None = None, *,
-                   profile: str | None = None, source: str = "auto", builder: Builder | None = None,
-                   realtime: bool = False) -> dict[str, Any]:
-    """Replay ``session`` into a new session folder and return the comparison report (also written there)."""
+def replay_session(session: str | os.PathLike, builder: Builder, output: str | os.PathLike | None = None, *,
+                   profile: str | None = None, source: str = "auto", realtime: bool = False) -> dict[str, Any]:
+    """Replay ``session`` into a new session folder with the parts ``builder`` makes from its recorded settings, and
+    return the comparison report (also written there)."""
     from core.engine.filemode import run_conversation
 
     session = Path(session)
@@ -104,8 +105,7 @@ def replay_session(session: str | os.PathLike, output: str | os.PathLike | None 
     chosen = choose_source(meta, source)
     recorded, rate, audio_16k = load_source(session, chosen)
     settings = dict(meta.get("settings") or {})
-    build = builder or default_builder
-    parts = build(profile or meta.get("profile"), settings)
+    parts = builder(profile or meta.get("profile"), settings)
     out = Path(output) if output else default_output(session)
     recorder = SessionRecorder(
         out, profile=parts.profile or profile or meta.get("profile"), backbone=parts.backbone or meta.get("backbone"),
@@ -117,18 +117,17 @@ def replay_session(session: str | os.PathLike, output: str | os.PathLike | None 
     tap = ChatRecording(recorder, recorded, rate, audio_16k)
     try:
         with tempfile.TemporaryDirectory(prefix="parley-replay-") as tmp:
-            result = run_conversation(parts.backend, parts.vad, audio_16k, Path(tmp) / "played.wav",
+            result = run_conversation(parts.backend, audio_16k, Path(tmp) / "played.wav",
                                       realtime=realtime, config=parts.config, system_prompt=parts.system_prompt,
-                                      subscribers=tap.subscribers, on_engine=tap.on_engine)
+                                      room=_room(parts), vad=parts.vad, subscribers=tap.subscribers,
+                                      on_engine=tap.on_engine, on_chunk=tap.on_chunk)
         tap.finish()
     finally:
         recorder.close()
-        close = getattr(parts.backend, "close", None)
-        if callable(close):
-            try:
-                close()
-            except Exception:  # noqa: BLE001 - freeing memory must not hide the result
-                log.debug("backend close failed", exc_info=True)
+        try:
+            parts.backend.close()
+        except Exception:  # noqa: BLE001 - freeing memory must not hide the result
+            log.debug("backend close failed", exc_info=True)
     source_note = {"raw": f"mic_raw.wav ({rate} Hz, resampled to 16 kHz)" if rate != MODEL_INPUT_RATE
                    else "mic_raw.wav (16 kHz)", "clean": "mic_clean.wav (after echo cancellation)"}[chosen]
     report = compare_sessions(session, recorder.path, extra={
@@ -140,16 +139,13 @@ def replay_session(session: str | os.PathLike, output: str | os.PathLike | None 
     return report
 
 
-def default_builder(profile: str | None, settings: dict[str, Any]) -> EngineParts:
-    """Rebuild the engine as ``parley chat`` builds it, from the settings a session recorded."""
-    try:
-        from core.engine import cli as engine_cli
-    except ImportError as exc:  # pragma: no cover - until the engine's CLI exists
-        raise ReplayError(f"the engine's file mode is not available: {exc}") from exc
-    build = getattr(engine_cli, "build_engine_parts", None)
-    if build is None:
-        raise ReplayError("core.engine.cli has no build_engine_parts(); cannot rebuild the engine")
-    return build(profile, settings)
+def _room(parts: EngineParts) -> Any:
+    """The simulated room the original file-driven run used (None: no echo)."""
+    if not parts.room or parts.room == "none":
+        return None
+    from core.audio.room import EchoRoom
+
+    return EchoRoom(parts.room, seed=parts.room_seed)
 
 
 def default_replay_root() -> Path:

@@ -1,17 +1,28 @@
 """Where sessions live, and listing, sizing and retention of session folders.
 
 Root folder, first match wins: an explicit folder (the one chosen in settings), ``$PARLEY_DATA_DIR/sessions``,
-``platformdirs.user_data_dir("parley")/sessions``. Folders are created owner-only (0700), files 0600.
+``platformdirs.user_data_dir("parley")/sessions``. Folders Parley creates are owner-only (0700), files 0600; a
+folder Parley did not create keeps its mode.
+
+Deleting is guarded, because a recording folder may be a user's own folder (``~/Documents``) full of other things.
+Retention (and ``parley session prune``) deletes a folder only when :func:`deletion_refusal` finds nothing against
+it: a real folder directly inside the sessions root (no link), whose ``meta.json`` says ``"format":
+"parley-session"`` and ``"created_folder": true`` (the recorder writes that only into a folder it created itself),
+and which holds nothing but the regular files Parley writes. Sessions recorded before the ``created_folder`` marker
+existed are kept, and prune says so; the session browser may still delete them on the user's request
+(:func:`delete_session`), but never a folder holding files Parley did not write.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
+import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -26,6 +37,8 @@ log = logging.getLogger(__name__)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 META_NAME = "meta.json"
+REPORT_JSON = "report.json"   # a replay's comparison report (core.session.compare)
+REPORT_MD = "report.md"
 EVENTS_NAME = "events.jsonl"
 TRANSCRIPT_NAME = "transcript.md"
 STREAM_FILES = {
@@ -34,6 +47,9 @@ STREAM_FILES = {
     "playback": "playback.wav",
     "assistant": "assistant.wav",
 }
+META_FORMAT = "parley-session"
+CREATED_MARK = "created_folder"       # meta.json key: true when the recorder created the folder itself
+MAX_RETENTION_DAYS = 3650
 
 
 def data_dir() -> Path:
@@ -48,11 +64,18 @@ def sessions_root(folder: str | os.PathLike | None = None) -> Path:
     return data_dir() / "sessions"
 
 
-def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and missing parents) and make the leaf owner-only; raises OSError when impossible."""
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+def make_private_dir(path: Path) -> bool:
+    """Make sure ``path`` is a folder. One that Parley creates (with missing parents) is owner-only; an existing one
+    keeps its mode. Returns True when the folder was created here; raises OSError when impossible."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=DIR_MODE)
+    except FileExistsError:
+        if not path.is_dir():
+            raise NotADirectoryError(f"{path} exists and is not a folder") from None
+        return False
     os.chmod(path, DIR_MODE)
-    return path
+    return True
 
 
 def new_session_dir(root: str | os.PathLike | None = None, name: str | None = None) -> Path:
@@ -73,6 +96,57 @@ def new_session_dir(root: str | os.PathLike | None = None, name: str | None = No
 
 def is_session_dir(path: Path) -> bool:
     return path.is_dir() and ((path / META_NAME).exists() or (path / EVENTS_NAME).exists())
+
+
+def _parley_file(name: str) -> bool:
+    """A name Parley writes into a session folder (its temporary files included)."""
+    known = {META_NAME, EVENTS_NAME, TRANSCRIPT_NAME, REPORT_JSON, REPORT_MD, *STREAM_FILES.values()}
+    return name in known or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Names in a session folder that Parley did not write there: other names, sub-folders, links, devices."""
+    foreign = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if not (_parley_file(entry.name) and entry.is_file(follow_symlinks=False)):
+                foreign.append(entry.name)
+    return sorted(foreign)
+
+
+def is_parley_session(path: Path) -> bool:
+    """The folder's own meta.json (a regular file, not a link) names Parley's session format."""
+    meta_path = Path(path) / META_NAME
+    return meta_path.is_file() and not meta_path.is_symlink() and read_meta(path).get("format") == META_FORMAT
+
+
+def deletion_refusal(path: Path, require_mark: bool = True) -> str | None:
+    """Why ``path`` must not be deleted (one line), or None when it is a session folder Parley may delete.
+
+    ``require_mark``: also demand the ``created_folder`` marker (automatic deletion); the session browser deletes on
+    the user's word and does not need it.
+    """
+    try:
+        st = path.lstat()
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror or exc})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a link (only folders inside the sessions folder are deleted)"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    if not is_parley_session(path):
+        return "is not a Parley session (no meta.json with the parley-session format)"
+    meta = read_meta(path)
+    try:
+        foreign = foreign_entries(path)
+    except OSError as exc:
+        return f"cannot be listed ({exc.strerror or exc})"
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        return f"holds files Parley did not write ({shown})"
+    if require_mark and meta.get(CREATED_MARK) is not True:
+        return "was recorded before Parley marked the folders it creates, so it is never deleted automatically"
+    return None
 
 
 @dataclass
@@ -103,7 +177,7 @@ def read_meta(path: Path) -> dict:
         with open(Path(path) / META_NAME, encoding="utf-8") as f:
             meta = json.load(f)
         return meta if isinstance(meta, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
 
 
@@ -160,31 +234,57 @@ def list_sessions(root: str | os.PathLike | None = None) -> list[SessionInfo]:
 
 
 def delete_session(path: str | os.PathLike) -> None:
+    """Delete a session folder on the user's request (the session browser). Raises ValueError for a folder that is
+    not a Parley session or that holds anything Parley did not write."""
     path = Path(path)
-    if not is_session_dir(path):
-        raise ValueError(f"{path} is not a session folder")
+    refusal = deletion_refusal(path, require_mark=False)
+    if refusal:
+        raise ValueError(f"{path} {refusal}; not deleted")
     shutil.rmtree(path)
 
 
-def apply_retention(days: float | None, root: str | os.PathLike | None = None, now: float | None = None,
-                    keep: set[Path] | None = None) -> list[Path]:
-    """Delete sessions whose last activity (newest file) is older than ``days``; None or <= 0 keeps everything.
+def check_retention_days(days: float) -> float:
+    """``days`` as a float when it is a usable retention period (0 = keep everything); ValueError otherwise."""
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or not math.isfinite(days) \
+            or not 0 <= days <= MAX_RETENTION_DAYS:
+        raise ValueError(f"retention must be a number of days from 0 to {MAX_RETENTION_DAYS} (got {days!r})")
+    return float(days)
 
-    ``keep`` protects folders (the session being recorded). Returns the deleted folders.
+
+@dataclass
+class RetentionResult:
+    deleted: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)   # old folders kept, with the reason
+    failed: list[tuple[Path, str]] = field(default_factory=list)    # deletions the file system refused
+
+
+def apply_retention(days: float | None, root: str | os.PathLike | None = None, now: float | None = None,
+                    keep: set[Path] | None = None) -> RetentionResult:
+    """Delete the sessions under ``root`` whose last activity (newest file) is older than ``days``, as far as
+    :func:`deletion_refusal` allows; None or 0 keeps everything. ``keep`` protects folders (the session being
+    recorded). Raises ValueError for a ``days`` that is not a number from 0 to 3650.
     """
-    if days is None or days <= 0:
-        return []
+    if days is None:
+        return RetentionResult()
+    days = check_retention_days(days)
+    result = RetentionResult()
+    if days == 0:
+        return result
     now = time.time() if now is None else now
     cutoff = now - days * 86400.0
     keep = {Path(p).resolve() for p in (keep or set())}
-    deleted: list[Path] = []
     for info in list_sessions(root):
-        if info.path.resolve() in keep or info.last_modified >= cutoff:
+        if info.path.resolve() in keep or info.last_modified >= cutoff or not is_parley_session(info.path):
+            continue  # other folders in a user-chosen recording folder are none of retention's business
+        refusal = deletion_refusal(info.path)
+        if refusal:
+            result.skipped.append((info.path, refusal))
             continue
         try:
             shutil.rmtree(info.path)
-            deleted.append(info.path)
+            result.deleted.append(info.path)
             log.info("retention: deleted session %s (older than %g days)", info.path, days)
         except OSError as exc:
+            result.failed.append((info.path, exc.strerror or str(exc)))
             log.warning("retention: could not delete %s: %s", info.path, exc)
-    return deleted
+    return result

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
+from core.audio.interfaces import AudioSink
 from core.session.recorder import SessionRecorder
 
 
-class TeeSink:
+class TeeSink(AudioSink):
     """Wraps a sink: every call goes to the real sink; enqueued audio is also recorded (``assistant.wav``).
 
     ``now`` gives the session time stamped on each piece (None: the recorder's own clock). The time is taken
@@ -17,7 +18,7 @@ class TeeSink:
     never delays playback.
     """
 
-    def __init__(self, inner: Any, recorder: SessionRecorder, now: Callable[[], float | None]) -> None:
+    def __init__(self, inner: AudioSink, recorder: SessionRecorder, now: Callable[[], float | None]) -> None:
         self._inner = inner
         self._recorder = recorder
         self._now = now
@@ -36,5 +37,15 @@ class TeeSink:
     def pending_seconds(self) -> float:
         return self._inner.pending_seconds()
 
-    def __getattr__(self, name: str) -> Any:   # advance, first_play_time, ... when the real sink has them
-        return getattr(self._inner, name)
+    def finish(self, tag: int) -> None:
+        self._inner.finish(tag)
+
+    def advance(self, t: float) -> None:
+        self._inner.advance(t)
+
+    def first_play_time(self, tag: int) -> float | None:
+        return self._inner.first_play_time(tag)
+
+    @property
+    def inner(self) -> AudioSink:
+        return self._inner

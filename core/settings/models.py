@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 FREEZE_OMNI_REPO = "VITA-MLLM/Freeze-Omni"
 QWEN2_7B_REPO = "Qwen/Qwen2-7B-Instruct"
 
-# spec §10.1: sizes and sha256 of the three official final.pt files (from the Git-LFS pointers of the HF repo).
+# Sizes and sha256 of the three official final.pt files (docs/freeze-omni.md, "Checkpoint layout").
+# (From the Git-LFS pointers of the Hugging Face repository.)
 FREEZE_OMNI_CHECKSUMS: dict[str, tuple[int, str]] = {
     "audiollm/final.pt": (752_396_798, "778ca0c41eac5b378f60652a0e58e55741d869e6d841e1cd16e96b96a20f9d31"),
     "decoder/final.pt": (1_323_306_933, "2911cc3dc0cd8ad94756b45fda0a8f78f3d6fb92b5f5df8ad6b9961fd4f02228"),
@@ -234,7 +235,7 @@ QWEN2_7B_PARAMS = 7.62e9
 
 
 def estimate_vram_bytes(profile: str, precision: str) -> int:
-    """Rough GPU memory a profile needs at a precision (spec §11.6), including a working margin."""
+    """Rough GPU memory a profile needs at a precision (docs/freeze-omni.md, "Published figures"), including a working margin."""
     if profile == "freeze-omni":
         llm = QWEN2_7B_PARAMS * _BYTES_PER_PARAM.get(precision, 2.0)
         # encoder+adapter (~376 M params), speech decoder (165 M), codec (63 M): kept in 16 bits except fp32.

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +24,8 @@ PROFILES = ("lite", "freeze-omni")
 PRECISIONS = ("fp32", "bf16", "fp16", "8-bit", "4-bit")
 QUANTIZED = ("8-bit", "4-bit")
 DEFAULT_FREEZE_OMNI_VOICE = "release"
-# The release codec fixes these 8 global tokens (spec §7.1), so Freeze-Omni always speaks in this voice.
+# The release codec fixes these 8 global tokens, so Freeze-Omni always speaks in this voice (docs/freeze-omni.md,
+# "Voice (global tokens) and the codec encoder").
 RELEASE_GLOBAL_TOKENS = (473, 975, 419, 219, 565, 121, 550, 616)
 GLOBAL_TOKEN_COUNT = 8
 GLOBAL_TOKEN_VOCAB = 1024
@@ -31,6 +33,30 @@ GLOBAL_TOKEN_VOCAB = 1024
 DEFAULT_SYSTEM_PROMPT = (
     "You are Parley, a helpful voice assistant. Answer briefly and conversationally, in one or two sentences."
 )
+
+
+VOICE_SPEED_RANGE = (0.5, 2.0)
+
+
+def machine_has_cuda() -> bool:
+    """Whether this machine can run CUDA, without importing torch for it: torch's own answer when torch is already
+    loaded, else whether an NVIDIA driver exposes a GPU (Linux)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            return bool(torch.cuda.is_available())
+        except Exception:  # noqa: BLE001 - a broken CUDA install is no GPU
+            return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    try:
+        return Path("/dev/nvidia0").exists() or (gpus.is_dir() and any(gpus.iterdir()))
+    except OSError:
+        return False
+
+
+def default_device() -> str:
+    """The Freeze-Omni device a new settings file gets: the GPU when the machine has one, else the CPU."""
+    return "cuda" if machine_has_cuda() else "cpu"
 
 
 def _is_device(value: str) -> bool:
@@ -92,6 +118,17 @@ def _check_voices(value: Any) -> str | None:
         problem = check_global_tokens(tokens)
         if problem:
             return f"voice {name!r}: {problem}"
+    return None
+
+
+def _check_load_seconds(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a mapping of profile name to seconds"
+    for name, seconds in value.items():
+        if name not in PROFILES:
+            return f"unknown profile {name!r}"
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < 86_400:
+            return f"{name}: seconds must be a positive number (got {seconds!r})"
     return None
 
 
@@ -159,7 +196,7 @@ class ModelSettings:
     # Lite chat model: a Hugging Face folder or a .gguf file; "" = the bundled SmolLM2-135M-Instruct.
     lite_backbone: str = field(default="", metadata=_meta(_check_str, "Lite chat model"))
     precision: str = field(default="bf16", metadata=_meta(_check_choice(PRECISIONS), "precision"))
-    device: str = field(default="cuda", metadata=_meta(_check_device, "device"))
+    device: str = field(default_factory=default_device, metadata=_meta(_check_device, "device"))
     lite_device: str = field(default="cpu", metadata=_meta(_check_device, "Lite device"))
     # Freeze-Omni voices: name -> 8 codec global tokens. "release" is the official voice.
     voices: dict[str, list[int]] = field(
@@ -167,6 +204,9 @@ class ModelSettings:
         metadata=_meta(_check_voices, "Freeze-Omni voices"))
     voice: str = field(default=DEFAULT_FREEZE_OMNI_VOICE, metadata=_meta(_check_str, "Freeze-Omni voice"))
     lite_voice: str = field(default="", metadata=_meta(_check_str, "Lite voice"))  # Piper .onnx; "" = bundled
+    # Speaking rate of the Lite voice: 1.0 as the voice was trained, 2.0 twice as fast (Piper's length_scale is
+    # divided by it).
+    voice_speed: float = field(default=1.0, metadata=_meta(_check_range(*VOICE_SPEED_RANGE), "voice speed"))
     # Lite speech recognition: an English-only Whisper folder (HF format); "" = the best installed upgrade, else
     # the bundled tiny.en. (lite_backbone "" likewise means the best installed chat-model upgrade first.)
     lite_asr: str = field(default="", metadata=_meta(_check_str, "Lite speech recognition"))
@@ -186,6 +226,16 @@ class RecordingSettings:
 
 
 @dataclass
+class HistorySettings:
+    """Finished conversations kept on disk (core/history.py): text only, owner-only files."""
+
+    keep: bool = field(default=True, metadata=_meta(_check_bool, "keep conversation history"))
+    max_conversations: int = field(default=100, metadata=_meta(_check_range(1, 100_000, True),
+                                                                "conversations kept"))
+    max_days: int = field(default=90, metadata=_meta(_check_range(0, 3650, True), "history days"))  # 0 = no limit
+
+
+@dataclass
 class UiSettings:
     geometry: str = field(default="", metadata=_meta(_check_str, "window geometry"))  # base64 of saveGeometry()
     splitter: str = field(default="", metadata=_meta(_check_str, "panel sizes"))
@@ -193,6 +243,10 @@ class UiSettings:
     last_profile: str = field(default="", metadata=_meta(_check_str, "last profile"))  # last one that loaded
     first_run_done: bool = field(default=False, metadata=_meta(_check_bool, "first run done"))
     chart_seconds: float = field(default=10.0, metadata=_meta(_check_range(2.0, 60.0), "chart seconds"))
+    engineering_panel: bool = field(default=False, metadata=_meta(_check_bool, "engineering details panel"))
+    # how long each profile took to load last time (seconds): the loading progress bar's estimate
+    load_seconds: dict[str, float] = field(default_factory=dict,
+                                           metadata=_meta(_check_load_seconds, "load times"))
 
 
 _SECTIONS: dict[str, type] = {
@@ -202,6 +256,7 @@ _SECTIONS: dict[str, type] = {
     "model": ModelSettings,
     "persona": PersonaSettings,
     "recording": RecordingSettings,
+    "history": HistorySettings,
     "ui": UiSettings,
 }
 
@@ -214,6 +269,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     persona: PersonaSettings = field(default_factory=PersonaSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
     ui: UiSettings = field(default_factory=UiSettings)
 
     # -- conversion -------------------------------------------------------------------------------------------

@@ -113,6 +113,7 @@ def live_window(qapp, tmp_path_factory):
     _wait(qapp, 3.0)
     yield w
     w.close()
+    assert w.wait_shut_down(60_000)
     if old is None:
         os.environ.pop("PARLEY_CONFIG_DIR", None)
     else:
@@ -155,8 +156,8 @@ def test_spoken_question_is_transcribed_answered_and_heard(qapp, live_window, tm
     states0 = len(w.states_seen)
     lat0 = len(w.latency_values())
     mic_levels: list[float] = []
-    w.event_handled.connect(lambda ev: mic_levels.append(ev.data.get("mic_db", -120.0))
-                            if getattr(ev, "type", "") == "levels" else None)
+    w.event_handled.connect(lambda ev: mic_levels.append(ev.get("mic_db", -120.0))
+                            if getattr(ev, "type", "") == "meter" else None)
     dur = say("What is the capital of France?", tmp_path / "q.wav")
     rec = MonitorRecorder(tmp_path / "monitor.raw")
     _wait(qapp, 0.5)

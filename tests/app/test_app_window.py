@@ -7,7 +7,7 @@
 * Settings persistence, geometry restore, a broken settings file: the window alone.
 * The GUI's GIL switch interval: a thread that never leaves the interpreter publishes events on such a bus (a CPU
   load, not an engine part) while a 10 ms timer is watched.
-* Everything that needs a loaded engine runs the stack the app builds by default (``app.engine_stack.LiveStack``)
+* Everything that needs a loaded engine runs the stack the app builds by default (``core.compose.live.LiveStack``)
   over the PulseAudio null-sink loop (a private sink per module; what is played into it is the microphone):
   the tiny Freeze-Omni parity fixture (loads in seconds) for the worker, settings and profile-swap tests; Lite for
   the keyboard controls (Esc needs an answer long enough to be cut, and the tiny fixture's answers have no audio),
@@ -39,8 +39,9 @@ from PySide6.QtWidgets import QApplication
 from _lateness import LatenessProbe
 from _loop import private_loop
 from app.main_window import MainWindow
-from core.engine.events import Event, EventBus
-from core.engine.profiles import default_fixture
+from app.widgets.theme import css
+from _shared import default_fixture, event
+from core.engine.events import EventBus, MeterLevels, StateProbs
 from core.settings import Settings, load_settings
 
 pytestmark = pytest.mark.ui
@@ -71,7 +72,7 @@ def make_window(qtbot, config_dir):
     yield make
     for w in windows:
         w.close()
-        assert not w.thread_.isRunning(), "the worker thread must stop when the window closes"
+        assert w.wait_shut_down(60_000), "the worker thread must stop when the window closes"
 
 
 def deliver(qtbot, w: MainWindow, *events) -> None:
@@ -143,7 +144,7 @@ def _config_dir(tmp_path_factory, name: str):
 
 def _close(w: MainWindow) -> None:
     w.close()
-    assert not w.thread_.isRunning(), "the worker thread must stop when the window closes"
+    assert w.wait_shut_down(60_000), "the worker thread must stop when the window closes"
 
 
 @pytest.fixture(scope="module")
@@ -218,46 +219,48 @@ def test_transcript_partial_final_interruption_and_latency(qtbot, make_window):
     w = make_window()
     # the engine's semantics: pieces are appended, partial=True replaces the whole hypothesis, final marks it done
     deliver(qtbot, w,
-            Event("user_text", 0.5, 1, {"text": "what is the", "final": False}),
-            Event("user_text", 0.8, 1, {"text": " capitol", "final": False}),
-            Event("user_text", 0.9, 1, {"text": "What is the capital", "partial": True, "final": False}))
+            event("user_text", 0.5, 1, {"text": "what is the", "final": False}),
+            event("user_text", 0.8, 1, {"text": " capitol", "final": False}),
+            event("user_text", 0.9, 1, {"text": "What is the capital", "partial": True, "final": False}))
     user = w.transcript.entry(1, "user")
-    assert user.body.text() == "<i style='color:#6b7f99'>What is the capital…</i>"   # live, in italics
-    deliver(qtbot, w, Event("user_text", 1.0, 1, {"text": " of France?", "final": True,
+    live = css(user.theme.user_muted)
+    assert user.body.text() == f"<i style='color:{live}'>What is the capital…</i>"   # live, in italics
+    deliver(qtbot, w, event("user_text", 1.0, 1, {"text": " of France?", "final": True,
                                                   "full": "What is the capital of France?"}))
     assert user.data.text == "What is the capital of France?" and user.data.final
     assert user.body.text() == "What is the capital of France?"
     deliver(qtbot, w,
-            Event("assistant_text", 1.2, 1, {"text": "Paris is the capital."}),
-            Event("assistant_text", 1.3, 1, {"text": " It has the Eiffel tower."}),
-            Event("latency", 1.4, 1, {"first_audio_ms": 455.0}),
-            Event("latency", 1.5, 1, {"first_audio_ms": 455.0, "first_played_ms": 520.0}),
+            event("assistant_text", 1.2, 1, {"text": "Paris is the capital."}),
+            event("assistant_text", 1.3, 1, {"text": " It has the Eiffel tower."}),
+            event("latency", 1.4, 1, {"first_audio_ms": 455.0}),
+            event("latency", 1.5, 1, {"first_audio_ms": 455.0, "first_played_ms": 520.0}),
             # emitted on the barge-in turn (2); reply_turn names the answer that was cut off
-            Event("interruption", 2.0, 2, {"reply_turn": 1, "heard_text": "Paris is the capital.",
+            event("interruption", 2.0, 2, {"reply_turn": 1, "heard_text": "Paris is the capital.",
                                            "unheard_text": "It has the Eiffel tower."}))
     a = w.transcript.entry(1, "assistant")
     body = a.body.text()
     assert body.startswith("Paris is the capital.")
-    assert "<s style='color:#9a9a9a'>It has the Eiffel tower.</s>" in body   # unheard: struck through, faded
+    unheard = css(a.theme.unheard)
+    assert f"<s style='color:{unheard}'>It has the Eiffel tower.</s>" in body   # unheard: struck through, faded
     assert "520 ms" in a.header.text() and "interrupted" in a.header.text()
     assert "last 520 ms" in w.panel.latency_label.text() and "p50 520 ms" in w.panel.latency_label.text()
     assert w.transcript.plain_text().splitlines() == [
         "You: What is the capital of France?",
         "Parley: Paris is the capital. [unheard: It has the Eiffel tower.]"]
     # a second turn updates the running statistic
-    deliver(qtbot, w, Event("latency", 5.0, 2, {"first_played_ms": 300.0}))
+    deliver(qtbot, w, event("latency", 5.0, 2, {"first_played_ms": 300.0}))
     assert "last 300 ms" in w.panel.latency_label.text() and "p50 410 ms" in w.panel.latency_label.text()
 
 
 def test_state_panel_probs_and_levels(qtbot, make_window):
     w = make_window()
     for i, st in enumerate(["listening", "user_speaking", "thinking", "speaking", "interrupted", "listening"]):
-        deliver(qtbot, w, Event("state", i * 0.5, 1, {"state": st}))
+        deliver(qtbot, w, event("state", i * 0.5, 1, {"state": st}))
         if st == "speaking":
             assert w.panel.badge.text() == "Speaking"
     assert w.states_seen == ["listening", "user_speaking", "thinking", "speaking", "interrupted", "listening"]
-    deliver(qtbot, w, *[Event("state_probs", 3 + i * 0.16, 1, {"probs": [0.8, 0.15, 0.05]}) for i in range(20)])
-    deliver(qtbot, w, Event("levels", 6.5, 1, {"mic_db": -20.0, "clean_db": -30.0, "out_db": -12.0, "vad": 0.9}))
+    deliver(qtbot, w, *[event("state_probs", 3 + i * 0.16, 1, {"probs": [0.8, 0.15, 0.05]}) for i in range(20)])
+    deliver(qtbot, w, event("meter", 6.5, 1, {"mic_db": -20.0, "clean_db": -30.0, "out_db": -12.0, "vad": 0.9}))
     chart = w.panel.chart
     assert len(chart.samples["p_cl"]) == 20 and chart.samples["p_ss"][-1][1] == pytest.approx(0.15)
     assert chart.samples["vad"][-1][1] == pytest.approx(0.9)
@@ -265,31 +268,33 @@ def test_state_panel_probs_and_levels(qtbot, make_window):
     assert w.panel.meters["mic"].db == pytest.approx(-20.0)
     assert w.panel.meters["out"].db == pytest.approx(-12.0)
     w.panel.chart.repaint()   # paints without error
-    deliver(qtbot, w, {"type": "levels", "t": 7.0, "turn": 1, "mic": 0.1})   # dict form, linear amplitude
-    assert w.panel.meters["mic"].db == pytest.approx(-20.0)
+    deliver(qtbot, w, {"type": "meter", "t": 7.0, "turn": 1, "mic_db": -10.0})   # the dict form (events.jsonl)
+    assert w.panel.meters["mic"].db == pytest.approx(-10.0)                          # louder: shown at once
 
 
 def test_malformed_events_never_crash(qtbot, make_window):
     w = make_window()
     deliver(qtbot, w,
-            Event("state_probs", 0.0, 1, {"probs": ["x", None]}),
-            Event("latency", 0.0, 1, {"first_audio_ms": "soon"}),
-            Event("levels", 0.0, 1, {"mic_db": "loud"}),
-            Event("no_such_type", 0.0, 1, {}),
-            Event("error", 0.0, 1, {"message": "decoder exploded"}))
-    assert "decoder exploded" in w.notices.texts()
+            event("state_probs", 0.0, 1, {"probs": ["x", None]}),
+            event("latency", 0.0, 1, {"first_audio_ms": "soon"}),
+            event("meter", 0.0, 1, {"mic_db": "loud"}),
+            event("no_such_type", 0.0, 1, {}),
+            event("error", 0.0, 1, {"message": "decoder exploded"}))
+    # a plain sentence for the user; the engineering text stays in the banner's details
+    assert w.notices.banners and any("decoder exploded" in b.details for b in w.notices.banners)
 
 
 def test_recurring_warnings_share_one_banner(qtbot, make_window):
     w = make_window()
-    deliver(qtbot, w, *[Event("warning", i * 1.0, 0, {"source": "audio", "code": "output_underflow",
+    deliver(qtbot, w, *[event("warning", i * 1.0, 0, {"source": "audio", "code": "output_underflow",
                                                       "message": f"output underflow: {i} since last report"})
                         for i in range(30)])
-    deliver(qtbot, w, Event("warning", 31.0, 0, {"source": "audio", "code": "device_lost", "message": "mic lost"}))
+    deliver(qtbot, w, event("warning", 31.0, 0, {"source": "audio", "code": "device_lost", "message": "mic lost"}))
     banners = w.notices.banners
     assert len(banners) == 2
-    assert banners[0].count == 30 and "29 since last report" in banners[0].label.text() and "×30" in \
-        banners[0].label.text()
+    # one plain sentence with a count; the latest engineering text is in its details
+    assert banners[0].count == 30 and "×30" in banners[0].label.text()
+    assert "since last report" not in banners[0].label.text() and "29 since last report" in banners[0].details
 
 
 def test_event_loop_keeps_time_beside_a_gil_heavy_python_thread(qtbot, make_window):
@@ -313,15 +318,15 @@ def test_event_loop_keeps_time_beside_a_gil_heavy_python_thread(qtbot, make_wind
             now = time.perf_counter()
             if now - last_levels > 0.01:
                 last_levels = now
-                bus.emit("levels", 0, mic_db=-30.0, out_db=-20.0)
+                bus.emit(MeterLevels(mic_db=-30.0, out_db=-20.0))
             if now - last_probs > 0.16:
                 last_probs = now
-                bus.emit("state_probs", 0, probs=[0.5, 0.3, 0.2])
+                bus.emit(StateProbs(probs=(0.5, 0.3, 0.2)))
 
     th = threading.Thread(target=busy, daemon=True)
     probe = LatenessProbe()
     # steady state only: the chart and meters have drawn data once, and the thread is running
-    deliver(qtbot, w, Event("levels", 0.0, 0, {"mic_db": -30.0}), Event("state_probs", 0.0, 0, {"probs": [1, 0, 0]}))
+    deliver(qtbot, w, event("meter", 0.0, 0, {"mic_db": -30.0}), event("state_probs", 0.0, 0, {"probs": [1, 0, 0]}))
     th.start()
     try:
         qtbot.wait(200)
@@ -414,7 +419,7 @@ class TestFreezeOmniWindow:
     to the loop. Each test leaves it loaded, listening and with its working settings."""
 
     def test_worker_loads_and_forwards_events_from_another_thread(self, qtbot, fo_window, loop):
-        from app.engine_stack import LiveStack
+        from core.compose.live import LiveStack
 
         w = fo_window
         stack = w.worker.stack
@@ -433,11 +438,11 @@ class TestFreezeOmniWindow:
                       ("state", {"state": "thinking"}),
                       ("assistant_text", {"text": "Hi!"}),
                       ("state", {"state": "speaking"})]
-            script += [("levels", {"mic_db": -30.0})] * 500     # a burst: batched, never one wake-up per event
+            script += [("levels", {"vad": 0.3})] * 500     # a burst: batched, never one wake-up per event
 
             def publish() -> None:
                 for type_, data in script:
-                    stack.bus.emit(type_, turn, **data)
+                    stack.bus.emit(event(type_, None, turn, data))
                     time.sleep(0.001)
 
             th = threading.Thread(target=publish, name="test-publisher", daemon=True)
@@ -573,6 +578,8 @@ def test_worker_errors_are_notifications_not_crashes(qtbot, make_window, loop, t
         w.act_listen.trigger()
         qtbot.waitUntil(lambda: any("Starting the microphone failed" in t for t in w.notices.texts()),
                         timeout=15_000)
+        # the worker reports the notice, then listening(False): both queued, the second may come a moment later
+        qtbot.waitUntil(lambda: not w.act_listen.isChecked(), timeout=5000)
     assert not w.listening and not w.act_listen.isChecked() and not stack.is_listening()
     w.act_record.trigger()
     qtbot.waitUntil(lambda: any("Switching session recording failed" in t and "cannot record the session" in t
@@ -653,7 +660,7 @@ class TestLiteWindow:
             p.wait(15)
             qtbot.wait(400)
             qtbot.keyClick(w, Qt.Key.Key_Escape)
-            qtbot.waitUntil(lambda: any(ev.type == "interruption" and ev.data.get("reason") == "user"
+            qtbot.waitUntil(lambda: any(ev.type == "interruption" and ev.get("reason") == "user"
                                         for _, ev in seen.published), timeout=10_000)
             answer = [e for e in w.transcript.order[n0:] if e.data.role == "assistant"][0]
             qtbot.waitUntil(lambda: answer.data.interrupted, timeout=3000)
@@ -663,7 +670,7 @@ class TestLiteWindow:
             w.act_mute.trigger()
             qtbot.waitUntil(lambda: stack.muted, timeout=2000)
             assert w.act_mute.text() == "Unmute mic"
-            qtbot.waitUntil(lambda: any(getattr(ev, "type", "") == "levels" and ev.data.get("muted")
+            qtbot.waitUntil(lambda: any(getattr(ev, "type", "") == "meter" and ev.get("muted")
                                         for ev in seen.rendered[start:]), timeout=3000)
             # session recording starts in the engine
             w.act_record.trigger()
@@ -674,7 +681,7 @@ class TestLiteWindow:
             # new conversation: the transcript is cleared and the engine starts a fresh conversation
             assert w.transcript.order
             w.act_new.trigger()
-            qtbot.waitUntil(lambda: any(ev.type == "info" and ev.data.get("kind") == "conversation_reset"
+            qtbot.waitUntil(lambda: any(ev.type == "info" and ev.get("kind") == "conversation_reset"
                                         for _, ev in seen.published), timeout=5000)
             assert w.transcript.order == []
             # push-to-talk: Space while the window has focus, even with a toolbar button around
@@ -724,3 +731,35 @@ class TestLiteWindow:
         assert len(probe.lateness_ms) > 100
         print(f"event loop lateness while the model worked: {probe.summary()}")
         assert probe.worst() < 50, probe.summary()
+
+    def test_a_typed_message_is_a_turn_answered_by_voice(self, qtbot, lite_window):
+        """The message box: a typed question becomes a user turn (shown as typed) that the engine answers by voice;
+        a space typed there is text, not push-to-talk."""
+        w, _ = lite_window
+        stack = w.worker.stack
+        qtbot.waitUntil(lambda: w.state == "listening", timeout=60_000)
+        seen = _Seen(w, stack)
+        try:
+            was_ptt = w.act_ptt.isChecked()
+            if not was_ptt:
+                w.act_ptt.trigger()
+            w.message.setFocus()
+            qtbot.keyClicks(w.message, "What is two plus two?")
+            assert w.message.text() == "What is two plus two?" and not stack.ptt_down
+            qtbot.keyClick(w.message, Qt.Key.Key_Return)
+            assert w.message.text() == ""
+            qtbot.waitUntil(lambda: any(ev.type == "user_text" and ev.get("typed") for _, ev in seen.published),
+                            timeout=10_000)
+            typed = next(ev for _, ev in seen.published if ev.type == "user_text" and ev.get("typed"))
+            qtbot.waitUntil(lambda: any(ev.type == "audio_out" and ev.turn == typed.turn
+                                        for _, ev in seen.published), timeout=90_000)
+            user = w.transcript.entry(typed.turn, "user", create=False)
+            assert user is not None and user.data.text == "What is two plus two?"
+            answer = w.transcript.entry(typed.turn, "assistant", create=False)
+            qtbot.waitUntil(lambda: answer is not None and bool(answer.data.committed.strip()), timeout=30_000)
+            w.stop_speaking()
+            qtbot.waitUntil(lambda: w.state == "listening", timeout=30_000)
+            if not was_ptt:
+                w.act_ptt.trigger()
+        finally:
+            seen.close()

@@ -31,20 +31,20 @@ ARGS = ["--greedy"]
 
 
 def _answer_text(events, turn: int) -> str:
-    return "".join(e.data["text"] for e in of_type(events, "assistant_text") if e.turn == turn)
+    return "".join(e.text for e in of_type(events, "assistant_text") if e.turn == turn)
 
 
 def _audio_out_s(events, turn: int) -> float:
-    return sum(e.data["seconds"] for e in of_type(events, "audio_out") if e.turn == turn)
+    return sum(e.seconds for e in of_type(events, "audio_out") if e.turn == turn)
 
 
 def _played(events, turn: int) -> int:
-    played = [e.data["total"] for e in of_type(events, "audio_played") if e.turn == turn]
+    played = [e.total for e in of_type(events, "audio_played") if e.turn == turn]
     return played[-1] if played else 0
 
 
 def _speaking_at(events, turn: int) -> float:
-    return next(e.t for e in of_type(events, "state") if e.turn == turn and e.data["state"] == "speaking")
+    return next(e.t for e in of_type(events, "state") if e.turn == turn and e.state == "speaking")
 
 
 @pytest.fixture(scope="module")
@@ -64,22 +64,22 @@ def test_two_questions_get_two_answers(two_questions):
     _, summary, events, out = two_questions
     assert summary["errors"] == 0 and summary["interruptions"] == 0
     assert summary["turns"] == 2 and summary["answers"] == 2
-    decisions = [(e.turn, e.data["state"]) for e in of_type(events, "turn_decision")]
+    decisions = [(e.turn, e.state) for e in of_type(events, "turn_decision")]
     assert decisions == [(1, "ss"), (2, "ss")]
-    finals = [e.data["full"].lower() for e in of_type(events, "user_text") if e.data.get("final")]
+    finals = [e.full.lower() for e in of_type(events, "user_text") if e.get("final")]
     assert "cat" in finals[0] and "spider" in finals[1]
     assert "8" in _answer_text(events, 2) or "eight" in _answer_text(events, 2).lower()
     for turn in (1, 2):
         assert _answer_text(events, turn).strip()
-        states = [e.data["state"] for e in of_type(events, "state") if e.turn == turn]
+        states = [e.state for e in of_type(events, "state") if e.turn == turn]
         assert states[:4] == ["user_speaking", "thinking", "speaking", "listening"]
         assert _played(events, turn) > 0
         lat = [e for e in of_type(events, "latency") if e.turn == turn]
-        assert len(lat) == 1 and lat[0].data["first_audio_ms"] >= 0
-        assert lat[0].data["first_played_ms"] >= lat[0].data["first_audio_ms"]
+        assert len(lat) == 1 and lat[0].first_audio_ms >= 0
+        assert lat[0].first_played_ms >= lat[0].first_audio_ms
     # Every generated sample was played (nothing cut) and the output WAV holds it on the input's timeline.
     for turn in (1, 2):
-        total = sum(e.data["samples"] for e in of_type(events, "audio_out") if e.turn == turn)
+        total = sum(e.samples for e in of_type(events, "audio_out") if e.turn == turn)
         assert _played(events, turn) == total
     wav, rate = sf.read(str(out), dtype="float32")
     assert rate == 22_050
@@ -99,24 +99,24 @@ def test_interruption_stops_the_answer_and_reports_the_unheard_text(tmp_path, tw
     summary, events, out = parley_chat(tmp_path, audio, "lite", settings=LONG, extra=ARGS)
     assert summary["errors"] == 0
     [cut] = of_type(events, "interruption")
-    assert cut.data["reply_turn"] == 1 and cut.turn == 2
-    decision = next(e for e in of_type(events, "turn_decision") if e.data.get("barge_in"))
-    assert decision.turn == 2 and decision.data["state"] == "ss"
+    assert cut.reply_turn == 1 and cut.turn == 2
+    decision = next(e for e in of_type(events, "turn_decision") if e.get("barge_in"))
+    assert decision.turn == 2 and decision.state == "ss"
     # The flush happened in the listen step that decided: within one chunk of the decision.
     assert 0.0 <= cut.t - decision.t <= 0.16
-    assert cut.data["flush_t"] - cut.data["decision_t"] <= 0.16
+    assert cut.flush_t - cut.decision_t <= 0.16
     # Nothing more of answer 1 was played after the flush.
-    played_after = [e.data["total"] for e in of_type(events, "audio_played") if e.turn == 1 and e.t > cut.t]
+    played_after = [e.total for e in of_type(events, "audio_played") if e.turn == 1 and e.t > cut.t]
     assert not played_after
-    total_1 = sum(e.data["samples"] for e in of_type(events, "audio_out") if e.turn == 1)
+    total_1 = sum(e.samples for e in of_type(events, "audio_out") if e.turn == 1)
     assert _played(events, 1) < total_1
     # Heard + unheard = what was generated; the unheard part is not empty.
     generated = _answer_text(events, 1).strip()
-    heard, unheard = cut.data["heard_text"], cut.data["unheard_text"]
+    heard, unheard = cut.heard_text, cut.unheard_text
     assert unheard and generated.startswith(heard)
     assert " ".join((heard + " " + unheard).split()) == " ".join(generated.split())
     # The answer was played up to the interruption: the heard part covers about the played time.
-    assert 0.5 < cut.data["played_s"] < answer_len
+    assert 0.5 < cut.played_s < answer_len
     # The output is silent from just after the flush until the next answer starts.
     wav, rate = sf.read(str(out), dtype="float32")
     next_start = _speaking_at(events, 2)
@@ -124,7 +124,7 @@ def test_interruption_stops_the_answer_and_reports_the_unheard_text(tmp_path, tw
     assert len(quiet) == 0 or np.abs(quiet).max() < 1e-3
     # The interrupting question is then answered.
     assert "8" in _answer_text(events, 2) or "eight" in _answer_text(events, 2).lower()
-    states = [e.data["state"] for e in of_type(events, "state")]
+    states = [e.state for e in of_type(events, "state")]
     assert "interrupted" in states
 
 
@@ -145,13 +145,13 @@ def test_cough_and_mm_hm_during_an_answer_do_not_interrupt_it(noises_during_answ
     assert summary["errors"] == 0
     assert not of_type(events, "interruption")
     # The whole answer was played.
-    total = sum(e.data["samples"] for e in of_type(events, "audio_out") if e.turn == 1)
+    total = sum(e.samples for e in of_type(events, "audio_out") if e.turn == 1)
     assert _played(events, 1) == total and total > 0
     # Whatever the noises opened was dropped without an answer.
     answered = {e.turn for e in of_type(events, "latency")}
     assert answered == {1}
-    dropped = [e for e in of_type(events, "turn_decision") if e.data.get("candidate")]
-    assert all(e.data["state"] == "el" for e in dropped)
+    dropped = [e for e in of_type(events, "turn_decision") if e.get("candidate")]
+    assert all(e.state == "el" for e in dropped)
 
 
 def test_a_dropped_candidate_leaves_the_running_answer_unchanged(noises_during_answer):
@@ -173,13 +173,13 @@ def test_thirty_turns_keep_the_context_under_the_limit_and_memory_flat(tmp_path)
     summary, events, _ = parley_chat(tmp_path, audio, "lite", settings=settings, extra=ARGS)
     assert summary["errors"] == 0
     assert summary["answers"] >= 28
-    ends = [e for e in of_type(events, "context") if e.data["kind"] == "turn_end"]
-    rebuilds = [e for e in of_type(events, "context") if e.data["kind"] == "rebuild"]
+    ends = [e for e in of_type(events, "context") if e.kind == "turn_end"]
+    rebuilds = [e for e in of_type(events, "context") if e.kind == "rebuild"]
     assert len(ends) >= 28 and rebuilds
-    assert max(e.data["context_tokens"] for e in ends) <= limit
+    assert max(e.context_tokens for e in ends) <= limit
     for e in rebuilds:
-        assert e.data["after_tokens"] < e.data["before_tokens"]
-    rss = [e.data["rss_mb"] for e in ends if e.data.get("rss_mb") is not None]
+        assert e.after_tokens < e.before_tokens
+    rss = [e.rss_mb for e in ends if e.get("rss_mb") is not None]
     assert len(rss) >= 28
     # Flat: no steady growth. (The allocator keeps a little more after each context rebuild; that levels off.)
     second_half = max(rss[14:]) - rss[14]

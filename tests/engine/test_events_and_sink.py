@@ -11,7 +11,7 @@ import pytest
 from core.engine.alignment import ReplyTranscript, finish_transcript
 from core.engine.backend import ReplyPiece
 from core.engine.clock import VirtualClock
-from core.engine.events import EventBus, JsonlWriter, read_jsonl
+from core.engine.events import EventBus, InfoEvent, JsonlWriter, read_jsonl
 from core.engine.sink import VirtualAudioSink
 
 
@@ -28,7 +28,7 @@ def test_bus_many_subscribers_threads_and_a_broken_one(tmp_path):
 
     def emitter(k: int) -> None:
         for i in range(100):
-            bus.emit("info", k, i=i)
+            bus.emit(InfoEvent(turn=k, message=f"message {i}"))
 
     threads = [threading.Thread(target=emitter, args=(k,)) for k in range(4)]
     for th in threads:
@@ -38,7 +38,7 @@ def test_bus_many_subscribers_threads_and_a_broken_one(tmp_path):
     assert len(seen_a) == len(seen_b) == 400
     assert len(queue) == 50 and queue.dropped == 350      # bounded: the oldest are dropped
     sub_b.close()
-    bus.emit("info", 9)
+    bus.emit(InfoEvent(turn=9))
     assert len(seen_b) == 400 and len(seen_a) == 401
     # The JSONL file is flushed line by line: readable while still open.
     lines = (tmp_path / "ev.jsonl").read_text().splitlines()

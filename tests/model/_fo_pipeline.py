@@ -15,7 +15,7 @@ import pytest
 from _paths import TINY_A, TINY_A_CHECKPOINTS, TINY_A_EXPECTED
 
 LLM_DIR = TINY_A / "llm"
-ROLE = "You are a helpful assistant."
+ROLE = "You are a helpful assistant."  # the recording's system role (parity.FIXTURE_ROLE)
 CHUNK = 2560
 
 requires_fixture = pytest.mark.skipif(not (TINY_A_CHECKPOINTS / "audiollm" / "final.pt").is_file(),
@@ -44,29 +44,16 @@ def meta() -> dict:
 
 def fixture_settings():
     """The recording's settings: greedy LLM and decoder, codec windows 8/2, N 2401, threshold 0.01, offline rule."""
-    from core.model.freeze_omni.audiollm import SamplingSettings
-    from core.model.freeze_omni.pipeline import ReplySettings
-    from core.model.freeze_omni.streaming import StreamOptions
+    from core.model.freeze_omni.parity import fixture_settings as settings
 
-    return ReplySettings(sampling=SamplingSettings(temperature=0.7, top_k=1, top_p=0.8, max_tokens=128),
-                         decoder_top_k=1, stream=StreamOptions(chunk_size=8, padding=2, window=2401, threshold=0.01),
-                         segmentation="offline")
+    return settings()
 
 
 def listened_state(name: str = "listen"):
     """Dialogue state after the system role and the fixture's listened chunks (honouring the decisions)."""
-    pipe = pipeline()
-    wav = expected(name)["wav_input"]
-    state, _ = pipe.new_dialogue(ROLE)
-    state = pipe.start_turn(state)
-    steps = []
-    for i in range(wav.size // CHUNK):
-        step = pipe.listen(state, wav[i * CHUNK:(i + 1) * CHUNK])
-        steps.append(step)
-        state = step.state
-        if step.decision != "cl":
-            break
-    return state, steps
+    from core.model.freeze_omni.parity import listen_until_decided
+
+    return listen_until_decided(pipeline(), expected(name)["wav_input"], ROLE)
 
 
 def max_abs(a, b) -> float:

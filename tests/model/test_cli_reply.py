@@ -166,7 +166,7 @@ def test_reply_settings_from_server_json(tmp_path):
     o = reply_settings(_args(codec_chunk=16, codec_padding=4), tmp_path, codec=None)
     assert (o.stream.first_chunk_size, o.stream.chunk_size, o.stream.padding) == (16, 16, 4)
     (tmp_path / "server.json").write_text('{"decoder_chunk_size": "big"}')
-    from core.cli import UserError
+    from core.errors import UserError
 
     with pytest.raises(UserError, match="decoder_chunk_size"):
         reply_settings(_args(), tmp_path, codec=None)
@@ -175,7 +175,7 @@ def test_reply_settings_from_server_json(tmp_path):
 @pytest.mark.slow
 def test_reply_voice_from_reference_wav_and_system_prompt(tmp_path):
     """--voice REF.wav derives the global (voice) tokens with the codec encoder; an answer that starts with
-    <|im_end|> (here after a different persona) is an empty reply, not a crash (spec §12 item 15)."""
+    <|im_end|> (here after a different persona) is an empty reply, not a crash (docs/freeze-omni.md, D11)."""
     trace_path = tmp_path / "trace.json"
     rc = main(["--log-level", "ERROR", "reply", *FIXTURE_ARGS, "--voice", str(TINY_A_EXPECTED / "output.wav"),
                "--system-prompt", "Be brief.", "--input", str(TINY_A / "input.wav"), "--output",

@@ -44,7 +44,7 @@ RELEASE_CODEC_JSON = {
 
 def test_release_config_shapes() -> None:
     """The released codec/model.json: 600 samples per token exactly, global feature after stage 1 (128 ch),
-    GlobalTokenEncoder on encoder stage 1, parameter counts of spec §10.1 (weight norm folded)."""
+    GlobalTokenEncoder on encoder stage 1, parameter counts of docs/freeze-omni.md "Codec keys" (weight norm folded)."""
     config = CodecConfig.from_dict(RELEASE_CODEC_JSON)
     assert config.output_length(40) == 24_000 and config.hop == 600
     assert [config.generator_channels(i) for i in range(4)] == [256, 128, 64, 32]

@@ -1,4 +1,5 @@
-"""Reply generation: 'ss'/'cs' LLM steps against expected/generate.npz, and the text sampling rules of spec §5.4."""
+"""Reply generation: 'ss'/'cs' LLM steps against expected/generate.npz, and the text sampling rules of
+docs/freeze-omni.md "Text sampling"."""
 
 from __future__ import annotations
 

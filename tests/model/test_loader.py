@@ -282,3 +282,40 @@ def test_config_errors_name_the_key(path, value, key):
     with pytest.raises(CheckpointError) as err:
         parse_train_config(data, "train.yaml")
     assert key in str(err.value) and "train.yaml" in str(err.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weight_is_refused_naming_file_and_key(tmp_path, value):
+    root = _checkpoint_copy(tmp_path)
+    key = "encoder.enc.1.encoders.1.feed_forward.w_2.weight"
+
+    def poison(state):
+        state[key] = state[key].clone()
+        state[key][3, 5] = value
+
+    path = _edit_state(root, poison)
+    with pytest.raises(CheckpointError) as err:
+        load_audiollm(root, LLM_DIR)
+    msg = str(err.value)
+    assert str(path) in msg and key in msg and "NaN or infinite" in msg and len(msg.splitlines()) == 1
+
+
+def test_non_finite_decoder_and_codec_weights_are_refused(tmp_path):
+    """The same check guards the speech decoder's and the codec's final.pt (one shared state-dict check)."""
+    from core.model.freeze_omni.codec import TiCodec
+    from core.model.freeze_omni.decoder import SpeechDecoder
+
+    decoder = tmp_path / "decoder"
+    shutil.copytree(TINY_A_CHECKPOINTS / "decoder", decoder)
+    state = torch.load(decoder / "final.pt", weights_only=True)
+    state["model"]["layers.2.mlp.up_proj.weight"][0, 0] = float("-inf")
+    torch.save(state, decoder / "final.pt")
+    with pytest.raises(CheckpointError, match=r"decoder/final.pt, key 'layers.2.mlp.up_proj.weight': 1 of"):
+        SpeechDecoder.from_checkpoint(decoder)
+    codec = tmp_path / "codec"
+    shutil.copytree(TINY_A_CHECKPOINTS / "codec", codec)
+    state = torch.load(codec / "final.pt", weights_only=True)
+    state["quantizer"]["quantizer_modules.0.embedding.weight"][7] = float("nan")
+    torch.save(state, codec / "final.pt")
+    with pytest.raises(CheckpointError, match=r"key 'quantizer.quantizer_modules.0.embedding.weight': 512 of"):
+        TiCodec.from_checkpoint(codec)

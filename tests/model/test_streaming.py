@@ -81,8 +81,9 @@ def test_split_at_quiet_point_branches() -> None:
 
 
 def test_quietest_sample_search_follows_the_original_code() -> None:
-    """The original searches the quietest sample in [s*, s* + N + (s* - start)), longer than the [s*, s* + N) of the
-    spec text whenever s* is not the first candidate. Here s* = 25, start = 18: the 0.0 at 32 is found."""
+    """The original searches the quietest sample in [s*, s* + N + (s* - start)), longer than the plain reading
+    [s*, s* + N) whenever s* is not the first candidate (docs/freeze-omni.md, "Codec windows"). Here s* = 25,
+    start = 18: the 0.0 at 32 is found."""
     audio = np.full(40, 0.5, dtype=np.float32)
     audio[25:30] = 0.001
     audio[32] = 0.0

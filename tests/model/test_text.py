@@ -1,4 +1,5 @@
-"""Sentence segmentation (bin/inference.py and bin/server.py rules) and post_process (spec §8)."""
+"""Sentence segmentation (bin/inference.py and bin/server.py rules) and post_process (docs/freeze-omni.md,
+"Speaking: sentence segments" and "Text post-processing")."""
 
 from __future__ import annotations
 

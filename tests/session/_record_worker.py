@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from core.engine.events import Event  # noqa: E402
+from core.engine.events import event_from_dict  # noqa: E402
 from core.session.recorder import SessionRecorder  # noqa: E402
 
 
@@ -51,10 +51,10 @@ def main() -> int:
         rec.write_playback(np.full(240, 0.05, np.float32), 24_000, t=t)
         if block % 50 == 0:
             turn += 1
-            rec.on_event(Event("turn_decision", t, turn, {"state": "ss"}))
-            rec.on_event(Event("user_text", t, turn, {"text": f"question {turn}", "final": True}))
+            rec.on_event(event_from_dict({"type": "turn_decision", "t": t, "turn": turn, "state": "ss"}))
+            rec.on_event(event_from_dict({"type": "user_text", "t": t, "turn": turn, "text": f"question {turn}", "final": True}))
         rec.write_assistant(np.full(240, 0.05, np.float32), 24_000, turn=turn, t=t)
-        rec.on_event(Event("assistant_text", t, turn, {"text": f"w{block} "}))
+        rec.on_event(event_from_dict({"type": "assistant_text", "t": t, "turn": turn, "text": f"w{block} "}))
         block += 1
         if not ready and block == 30:
             ready = True

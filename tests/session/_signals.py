@@ -1,4 +1,4 @@
-"""Small signal makers and a fake event bus for the session tests (import as ``from _signals import ...``)."""
+"""Small signal makers and a JSONL reader for the session tests (import as ``from _signals import ...``)."""
 
 from __future__ import annotations
 

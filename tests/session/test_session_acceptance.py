@@ -228,9 +228,10 @@ def test_lite_chat_recorded_and_replayed_matches(tmp_path):
         assert rp.returncode == 0, rp.stdout + rp.stderr[-3000:]
         report = json.loads((replayed / "report.json").read_text())
     else:   # until core/cli.py wires the sub-command: the same handler's library call
+        from core.compose.build import build_engine_parts
         from core.session.replay import replay_session
 
-        report = replay_session(session, replayed)
+        report = replay_session(session, build_engine_parts, replayed)
     assert report["verdict"] == "match", report["reasons"]
     assert report["counts"]["original"] >= 2
     assert (replayed / "report.md").read_text().startswith("# Replay report: **MATCH**")

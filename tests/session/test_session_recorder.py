@@ -13,7 +13,7 @@ import soundfile as sf
 
 from _signals import noise, read_jsonl, tone
 from core.engine import events as engine_events
-from core.engine.events import Event
+from _shared import event
 from core.session import SessionRecorder, list_sessions, sessions_root
 
 
@@ -41,14 +41,14 @@ def _conversation(rec: SessionRecorder, seconds: float = 1.0, mic_rate: int = 48
     rec.write_assistant(reply, 24_000, turn=1, t=0.45)
     rec.write_playback(reply[:3600], 24_000, t=0.5)
     rec.write_playback(reply[3600:], 24_000)          # follows the previous block
-    rec.on_event(Event("vad_onset", 0.05, 1, {"sample": 800}))
-    rec.on_event(Event("user_text", 0.3, 1, {"text": "what tim", "partial": True}))
-    rec.on_event(Event("user_text", 0.35, 1, {"text": "what time", "partial": True}))   # a revised hypothesis
-    rec.on_event(Event("user_text", 0.4, 1, {"text": " is it", "final": True}))         # a new piece
-    rec.on_event(Event("turn_decision", 0.4, 1, {"state": "ss", "probs": [0.1, 0.8, 0.1]}))
-    rec.on_event(Event("assistant_text", 0.45, 1, {"text": "It is "}))
+    rec.on_event(event("vad_onset", 0.05, 1, {"sample": 800}))
+    rec.on_event(event("user_text", 0.3, 1, {"text": "what tim", "partial": True}))
+    rec.on_event(event("user_text", 0.35, 1, {"text": "what time", "partial": True}))   # a revised hypothesis
+    rec.on_event(event("user_text", 0.4, 1, {"text": " is it", "final": True}))         # a new piece
+    rec.on_event(event("turn_decision", 0.4, 1, {"state": "ss", "probs": [0.1, 0.8, 0.1]}))
+    rec.on_event(event("assistant_text", 0.45, 1, {"text": "It is "}))
     rec.on_event({"t": 0.46, "turn": 1, "type": "assistant_text", "text": "noon."})
-    rec.on_event(Event("latency", 0.5, 1, {"first_audio_ms": 120.0, "first_played_ms": 180.5}))
+    rec.on_event(event("latency", 0.5, 1, {"first_audio_ms": 120.0, "first_played_ms": 180.5}))
     return mic, clean, reply
 
 
@@ -97,7 +97,7 @@ def test_headers_are_valid_while_recording():
     block = tone(0.1, 16_000)
     for i in range(5):
         rec.write_mic_raw(block, 16_000, t=i * 0.1)
-    rec.on_event(Event("state", 0.0, 0, {"state": "listening"}))
+    rec.on_event(event("state", 0.0, 0, {"state": "listening"}))
     assert _wait_for(lambda: sf.info(rec.path / "mic_raw.wav").frames == 5 * len(block))
     data, rate = sf.read(rec.path / "mic_raw.wav", dtype="float32")
     assert rate == 16_000 and np.array_equal(data, np.tile(block, 5))
@@ -154,7 +154,7 @@ def test_explicit_folder_and_refuses_to_overwrite_a_session(tmp_path):
     problems = []
     again = SessionRecorder(folder, on_problem=problems.append)
     assert again.start() is False and again.failed
-    assert problems and "already holds a session" in problems[0].data["message"]
+    assert problems and "already holds a session" in problems[0].message
     assert json.loads((folder / "meta.json").read_text())["complete"] is True   # the old session is untouched
 
 
@@ -166,10 +166,10 @@ def test_attach_to_the_engine_event_bus():
     rec = SessionRecorder(sync_interval_s=0.05)
     rec.start()
     rec.attach(bus)
-    bus.publish(Event("state", 0.0, 0, {"state": "listening"}))
-    bus.publish(Event("assistant_text", 0.1, 1, {"text": "hello"}))
+    bus.publish(event("state", 0.0, 0, {"state": "listening"}))
+    bus.publish(event("assistant_text", 0.1, 1, {"text": "hello"}))
     rec.close()                                   # detaches
-    bus.publish(Event("assistant_text", 0.2, 1, {"text": "late"}))
+    bus.publish(event("assistant_text", 0.2, 1, {"text": "late"}))
     events = read_jsonl(rec.path / "events.jsonl")
     assert [e.get("text") for e in events] == [None, "hello"]
 
@@ -199,5 +199,5 @@ def test_pushes_never_raise_after_close_or_on_bad_input():
     rec.on_event(object())                      # logged, ignored
     rec.close()
     rec.write_mic_raw(np.zeros(10), 16_000)     # after close: ignored
-    rec.on_event(Event("state", 1.0, 0))
+    rec.on_event(event("state", 1.0, 0))
     assert not rec.failed

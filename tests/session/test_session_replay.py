@@ -2,7 +2,7 @@
 
 The backend is the real Freeze-Omni backend on the tiny parity fixture (random weights, greedy, so every decision,
 token and sample is computed by the shipped model code and the run is deterministic) with the real echo-aware
-silero VAD, built as ``parley chat`` / ``parley replay`` build them (``core.engine.cli.build_engine_parts``). No
+silero VAD, built as ``parley chat`` / ``parley replay`` build them (``core.compose.build.build_engine_parts``). No
 weights are needed; the Lite-profile versions are in test_session_acceptance.py.
 """
 
@@ -21,7 +21,8 @@ import soxr
 
 from _signals import read_jsonl
 from core.constants import MODEL_INPUT_RATE
-from core.engine.cli import build_engine_parts
+from core.compose.build import build_engine_parts, session_settings
+from core.compose.spec import ProfileSpec, SamplingSpec
 from core.engine.config import EngineConfig
 from core.engine.conversation import Placed, mix
 from core.engine.filemode import load_wav_16k, run_conversation
@@ -38,15 +39,14 @@ pytest.importorskip("core.model.freeze_omni.backend")
 pytestmark = pytest.mark.skipif(not (TINY_A / "checkpoints").is_dir(), reason="tiny Freeze-Omni fixture missing")
 
 PROFILE = "freeze-omni"
-# What ``parley chat --profile freeze-omni --greedy --checkpoint ... --llm ...`` records in meta.json (answers capped
-# at 40 LLM tokens via PARLEY_ENGINE_SETTINGS, to keep the run short).
-CLI = {"checkpoint": str(TINY_A / "checkpoints"), "llm": str(TINY_A / "llm"), "device": "cpu", "dtype": "float32",
-       "seed": 0, "greedy": True}
 
 
 def _settings() -> dict:
-    return {"engine": EngineConfig().to_dict(), "backend": {"max_new_tokens": 40}, "cli": dict(CLI),
-            "system_prompt": None}
+    """What ``parley chat --profile freeze-omni --greedy --checkpoint ... --llm ...`` records in meta.json (answers
+    capped at 40 LLM tokens via PARLEY_ENGINE_SETTINGS, to keep the run short)."""
+    spec = ProfileSpec(profile=PROFILE, checkpoint=str(TINY_A / "checkpoints"), llm=str(TINY_A / "llm"),
+                       sampling=SamplingSpec(greedy=True, max_new_tokens=40))
+    return session_settings(spec, EngineConfig())
 
 
 def conversation_audio(rate: int = 48_000) -> np.ndarray:
@@ -70,9 +70,9 @@ def _record_chat(tmp_path, rate=48_000):
     tap = ChatRecording(rec, raw, raw_rate, audio)
     parts = build_engine_parts(PROFILE, settings)
     try:
-        result = run_conversation(parts.backend, parts.vad, audio, tmp_path / "played.wav", config=parts.config,
+        result = run_conversation(parts.backend, audio, tmp_path / "played.wav", config=parts.config,
                                   system_prompt=parts.system_prompt, subscribers=tap.subscribers,
-                                  on_engine=tap.on_engine)
+                                  on_engine=tap.on_engine, on_chunk=tap.on_chunk)
     finally:
         parts.backend.close()
     tap.finish()
@@ -130,7 +130,7 @@ def test_chat_recording_writes_every_stream_on_one_timeline(tmp_path):
 def test_replay_reproduces_decisions_and_texts(tmp_path):
     session, _, _, _ = _record_chat(tmp_path)
     # the default builder: the engine rebuilt from meta.json's settings, as ``parley replay`` does
-    report = replay_session(session, tmp_path / "replayed")
+    report = replay_session(session, build_engine_parts, tmp_path / "replayed")
     assert report["verdict"] == "match", report["reasons"]
     original = read_jsonl(session / "events.jsonl")
     n_turns = len({e["turn"] for e in original if e["type"] == "turn_decision"})
@@ -164,10 +164,10 @@ def test_replay_reports_a_mismatch(tmp_path):
 
     def shorter_answers(profile, settings):
         # a changed backend: the same model with its answers capped at 8 LLM tokens instead of 40
-        changed = dict(settings, backend=dict(settings["backend"], max_new_tokens=8))
-        return build_engine_parts(profile, changed)
+        spec = dict(settings["spec"], sampling=dict(settings["spec"]["sampling"], max_new_tokens=8))
+        return build_engine_parts(profile, dict(settings, spec=spec))
 
-    report = replay_session(session, tmp_path / "replayed", builder=shorter_answers)
+    report = replay_session(session, shorter_answers, tmp_path / "replayed")
     assert report["verdict"] == "mismatch"
     assert "turn #1: assistant_text differs" in report["reasons"], report["reasons"]
     row = report["turns"][0]
@@ -196,7 +196,7 @@ def test_cli_handlers_repair_export_list(tmp_path, capsys):
     args = parser.parse_args(["replay", str(session), "--output", str(tmp_path / "r"), "--source", "raw"])
     assert args.session == str(session) and args.output == str(tmp_path / "r") and args.profile is None
 
-    from core.cli import UserError
+    from core.errors import UserError
 
     args = parser.parse_args(["session", "export", str(tmp_path / "missing"), str(tmp_path / "x.zip")])
     with pytest.raises(UserError):

@@ -17,7 +17,8 @@ import pytest
 import soundfile as sf
 
 from _signals import read_jsonl, tone
-from core.engine.events import Event
+from _shared import event
+from core.engine.events import EventBus
 from core.session import SessionRecorder, apply_retention, export_session, list_sessions, repair_session
 from core.session.wavfile import FORMAT_PCM16, StreamingWavWriter, repair_wav_header
 
@@ -120,8 +121,8 @@ def test_repair_of_a_truncated_session(tmp_path):
     rec.write_mic_raw(tone(1.0, 16_000), 16_000)
     rec.write_assistant(tone(0.5, 24_000), 24_000, turn=1)
     for i, text in enumerate(["Hello ", "there, ", "friend."]):
-        rec.on_event(Event("assistant_text", 0.1 * i, 1, {"text": text}))
-    rec.on_event(Event("user_text", 0.0, 1, {"text": "hi", "final": True}))
+        rec.on_event(event("assistant_text", 0.1 * i, 1, {"text": text}))
+    rec.on_event(event("user_text", 0.0, 1, {"text": "hi", "final": True}))
     rec.close()
     folder = rec.path
     # damage it like a crash: garbage header sizes, a torn half-frame, a torn last event line, no transcript
@@ -165,22 +166,6 @@ def test_repair_rebuilds_missing_meta(tmp_path):
 # ---------------------------------------------------------------------------------------------- disk full
 
 
-class _Bus:
-    """Minimal bus: records what the recorder publishes."""
-
-    def __init__(self) -> None:
-        self.published: list[Event] = []
-        self.callbacks = []
-
-    def subscribe(self, cb):
-        self.callbacks.append(cb)
-
-    def publish(self, event: Event) -> None:
-        self.published.append(event)
-        for cb in self.callbacks:
-            cb(event)
-
-
 def _check_stopped_cleanly(folder: Path) -> None:
     for name in WAVS:
         if (folder / name).exists():
@@ -203,7 +188,9 @@ def tiny_tmpfs(tmp_path):
 
 
 def test_disk_full_on_a_tiny_tmpfs_stops_recording_with_a_warning_event(tiny_tmpfs):
-    bus = _Bus()
+    bus = EventBus()
+    published: list = []
+    bus.subscribe(published.append)
     rec = SessionRecorder(root=tiny_tmpfs, sync_interval_s=0.02)
     assert rec.start()
     rec.attach(bus)
@@ -213,7 +200,7 @@ def test_disk_full_on_a_tiny_tmpfs_stops_recording_with_a_warning_event(tiny_tmp
         t0 = time.monotonic()
         rec.write_mic_raw(block, 48_000, t=i * 0.1)
         rec.write_mic_clean(block[::3], t=i * 0.1)
-        bus.publish(Event("assistant_text", i * 0.1, 1, {"text": "word "}))
+        bus.publish(event("assistant_text", i * 0.1, 1, {"text": "word "}))
         assert time.monotonic() - t0 < 0.05   # the conversation side never waits on the disk
         time.sleep(0.005)
         if rec.failed:
@@ -222,12 +209,12 @@ def test_disk_full_on_a_tiny_tmpfs_stops_recording_with_a_warning_event(tiny_tmp
     while not rec.failed and time.monotonic() < deadline:
         time.sleep(0.02)
     assert rec.failed and "No space left on device" in rec.error
-    warnings = [e for e in bus.published if e.type == "warning"]
-    assert len(warnings) == 1 and warnings[0].data["code"] == "recording_stopped"
-    assert warnings[0].data["source"] == "session" and str(rec.path) in warnings[0].data["message"]
+    warnings = [e for e in published if e.type == "warning"]
+    assert len(warnings) == 1 and warnings[0].code == "recording_stopped"
+    assert warnings[0].source == "session" and str(rec.path) in warnings[0].message
     # the conversation goes on: more input is accepted and ignored
     rec.write_mic_raw(block, 48_000)
-    bus.publish(Event("assistant_text", 99.0, 2, {"text": "still talking"}))
+    bus.publish(event("assistant_text", 99.0, 2, {"text": "still talking"}))
     rec.close()
     assert time.monotonic() - t_start < 20
     _check_stopped_cleanly(rec.path)
@@ -256,7 +243,7 @@ def test_unwritable_folder_is_reported_not_raised(tmp_path):
     assert rec.start() is False
     assert rec.failed and not rec.active and problems[0].type == "warning"
     rec.write_mic_raw(np.zeros(100, np.float32), 16_000)
-    rec.on_event(Event("state", 0.0, 0))
+    rec.on_event(event("state", 0.0, 0))
     rec.close()
 
 
@@ -275,9 +262,9 @@ def test_retention_deletes_only_old_sessions(tmp_path):
     for p in paths[:2]:
         for f in [p, *p.iterdir()]:
             os.utime(f, (old_time, old_time))
-    assert apply_retention(0) == [] and apply_retention(None) == []
-    deleted = apply_retention(30, keep={paths[1]})
-    assert deleted == [paths[0]]
+    assert apply_retention(0).deleted == [] and apply_retention(None).deleted == []
+    result = apply_retention(30, keep={paths[1]})
+    assert result.deleted == [paths[0]] and result.skipped == []
     assert {s.path for s in list_sessions()} == {paths[1], paths[2]}
     # a recorder with a retention setting applies it when it starts
     rec = SessionRecorder(retention_days=30)
@@ -293,7 +280,7 @@ def test_export_zip_holds_every_file(tmp_path):
     rec.write_mic_clean(tone(0.3, 16_000))
     rec.write_playback(tone(0.2, 24_000), 24_000)
     rec.write_assistant(tone(0.2, 24_000), 24_000, turn=1)
-    rec.on_event(Event("assistant_text", 0.1, 1, {"text": "hi"}))
+    rec.on_event(event("assistant_text", 0.1, 1, {"text": "hi"}))
     rec.close()
     out = export_session(rec.path, tmp_path / "out.zip")
     assert out.stat().st_mode & 0o777 == 0o600

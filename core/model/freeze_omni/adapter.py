@@ -1,14 +1,14 @@
 """Freeze-Omni adapters (``adpter``, spelled as in the original): encoder frames -> LLM input embeddings.
 
-Spec: shared/spec/freeze-omni.md §4, §10.2.
+See docs/freeze-omni.md, "Adapter" and "AudioLLM keys".
 
 * ``subsampling`` (release): causal Conv1d with stride 2 (time /2).
   - one-conv branch (``enc_out_dim * 4 >= llm_embed_dim``, the release): ``conv1d2`` Conv1d(enc -> 2 enc, k, s 2),
     ``bn2`` = LayerNorm(2 enc, eps 1e-3) when ``norm: layer`` or BatchNorm1d when ``norm: batch``, activation,
     ``project`` Linear(2 enc -> llm);
   - two-conv branch: ``conv1d1`` Conv1d(enc -> 2 enc, k, s 1) + BatchNorm ``bn1`` + activation, ``conv1d2``
-    Conv1d(2 enc -> 4 enc, k, s 2) + BatchNorm ``bn2`` + activation, ``project`` Linear(4 enc -> llm). The spec names
-    BatchNorms for this branch (§10.2), so it uses BatchNorm whatever ``norm`` says.
+    Conv1d(2 enc -> 4 enc, k, s 2) + BatchNorm ``bn2`` + activation, ``project`` Linear(4 enc -> llm). The official
+    code uses BatchNorms (with running statistics) in this branch, so it does whatever ``norm`` says.
   Streaming: each conv keeps the last ``k - 1`` input frames (zeros at the start of a turn) and prepends them to the
   next chunk, which makes chunked processing equal to one causal conv over the whole turn (the padding ``k - 1 = 4``
   is even, so the stride-2 phase is preserved).

@@ -1,6 +1,7 @@
 """Freeze-Omni AudioLLM: speech encoder + adapter + frozen LLM backbone + prompt embeddings + turn-state head.
 
-Spec: shared/spec/freeze-omni.md §5 (model, chat template, per-state inputs, state head, sampling), §10.2 (keys).
+See docs/freeze-omni.md, "LLM, prompt embeddings and state head" (chat template, dialogue stages, turn decisions,
+sampling) and "AudioLLM keys".
 
 The module holds weights only. The dialogue memory is the LLM's KV cache, held in an :class:`LLMCache` object that
 the caller passes in and gets back; the encoder and adapter states are explicit dataclasses as well. No state is
@@ -8,7 +9,8 @@ deep-copied per step: the KV cache is appended to in place, so a step *consumes*
 (a stale handle is detected and refused), and :meth:`LLMCache.fork` copies it only at a real branch point.
 
 The inputs per dialogue stage (``pre`` system role, ``sl`` first chunk of a user turn, ``cl`` next chunks, ``ss``
-assistant start, ``cs`` next assistant token) are built by :meth:`AudioLLM.stage_embeddings`; the pipeline
+assistant start, ``cs`` next assistant token) are built from :meth:`AudioLLM.embed_ids`,
+:meth:`AudioLLM.turn_start_embeddings` and :meth:`AudioLLM.answer_start_embeddings`; the pipeline
 (``pipeline.py``) drives the stages.
 """
 
@@ -86,7 +88,8 @@ class LLMCache:
 # --------------------------------------------------------------------------------------------- chat template
 @dataclass(frozen=True)
 class ChatTokens:
-    """Token ids of the chat-template pieces (§5.3), tokenised at load time with the backbone's tokenizer."""
+    """Token ids of the chat-template pieces (docs/freeze-omni.md, "Chat template pieces"), tokenised at load time
+    with the backbone's tokenizer."""
 
     im_start: int
     im_end: int
@@ -131,7 +134,8 @@ def build_chat_tokens(tokenizer: Any, template: str) -> ChatTokens:
 # ------------------------------------------------------------------------------------------------ sampling
 @dataclass(frozen=True)
 class SamplingSettings:
-    """Text sampling of the LLM (§5.4). ``top_k <= 0`` or ``top_p <= 0`` disables that filter."""
+    """Text sampling of the LLM (docs/freeze-omni.md, "Text sampling"). ``top_k <= 0`` or ``top_p <= 0`` disables
+    that filter."""
 
     temperature: float = 0.7
     top_k: int = 5
@@ -282,11 +286,6 @@ class AudioLLM(nn.Module):
         return head(hidden.to(head.weight.dtype if hasattr(head, "weight") else hidden.dtype)).reshape(-1)
 
     # -- inputs per dialogue stage ------------------------------------------------------------------------
-    def system_embeddings(self, chat: ChatTokens, role_ids: list[int] | None) -> Tensor:
-        """'pre': ``<|im_start|>system\\n`` + role, without the closing ``<|im_end|>``."""
-        ids = role_ids if role_ids is not None else chat.default_role[:-1]
-        return self.embed_ids(ids)
-
     def turn_start_embeddings(self, chat: ChatTokens, speech: Tensor) -> Tensor:
         """'sl': [<|im_end|>] + user prefix tokens + prompt embeddings + speech embeddings."""
         parts = [self.embed_ids([chat.im_end] + chat.prefix)]

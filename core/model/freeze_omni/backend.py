@@ -13,6 +13,7 @@ after the system prompt and every finished turn) and the listening branch of the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterator
@@ -23,8 +24,9 @@ import numpy as np
 import torch
 
 from core.constants import FREEZE_OMNI_OUTPUT_RATE
-from core.engine.backend import BackendError, Conversation, ListenResult, ReplyPiece
+from core.engine.backend import Backend, BackendError, Conversation, ListenResult, ProgressFn, ReplyPiece
 from core.model.freeze_omni.pipeline import DialogueState, FreezeOmni, ReplySettings
+from core.runtime import collect_garbage, free_cuda_cache
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class FreezeOmniConversationState:
     reply_tokens: list[int] = field(default_factory=list)
 
 
-class FreezeOmniBackend:
+class FreezeOmniBackend(Backend):
     """Backend over a loaded :class:`FreezeOmni` pipeline (weights only; state in the conversations)."""
 
     name = "freeze-omni"
@@ -59,14 +61,25 @@ class FreezeOmniBackend:
     @classmethod
     def load(cls, checkpoint: str | Path, llm: str | Path, device: str = "cpu", dtype: str = "float32",
              settings: ReplySettings | None = None, seed: int = 0,
-             quantize_bits: int | None = None) -> "FreezeOmniBackend":
-        """Load the model (``quantize_bits`` 8 or 4: bitsandbytes backbone, CUDA only)."""
+             quantize_bits: int | None = None, progress: ProgressFn | None = None) -> "FreezeOmniBackend":
+        """Load the model (``quantize_bits`` 8 or 4: bitsandbytes backbone, CUDA only; ``progress`` hears of each
+        loading step)."""
         from core.model.freeze_omni.loader import load_freeze_omni
 
+        out_of_memory = None
         try:
-            pipeline = load_freeze_omni(checkpoint, llm, device=device, dtype=dtype, quantize_bits=quantize_bits)
+            pipeline = load_freeze_omni(checkpoint, llm, device=device, dtype=dtype, quantize_bits=quantize_bits,
+                                        progress=progress)
         except ValueError as exc:  # CheckpointError, CmvnError, LoadError
             raise BackendError(str(exc)) from exc
+        except torch.OutOfMemoryError as exc:
+            out_of_memory = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+        if out_of_memory is not None:
+            # Raised outside the except block: no traceback keeps the half-loaded weights alive.
+            collect_garbage()
+            free_cuda_cache()
+            raise BackendError(f"out of memory while loading Freeze-Omni on {device} in {dtype} ({out_of_memory}): "
+                               "choose 8-bit or 4-bit precision, close other GPU programs, or use the Lite profile")
         return cls(pipeline, settings, seed)
 
     # -- conversation life cycle -------------------------------------------------------------------------
@@ -105,7 +118,9 @@ class FreezeOmniBackend:
         st.turn = self.pipeline.start_turn(base)
         st.last_probs = (1.0, 0.0, 0.0)
 
-    def listen(self, conv: Conversation, chunk_16k: np.ndarray) -> ListenResult:
+    def listen(self, conv: Conversation, chunk_16k: np.ndarray,
+               speech_probs: np.ndarray | None = None) -> ListenResult:
+        """One listen step. The state head decides turns from the audio itself: ``speech_probs`` are not used."""
         st = self._state(conv)
         if st.turn is None:
             self.start_turn(conv)
@@ -198,8 +213,33 @@ class FreezeOmniBackend:
                 break
         log.info("interrupted: kept %d of %d reply tokens (%d KV positions)", keep, len(tokens), target)
 
+    def retract_turn(self, conv: Conversation) -> None:
+        """Forget the latest user turn and its unheard answer: the KV cache goes back to where that turn began."""
+        st = self._state(conv)
+        base = st.turn_base
+        if st.main.system_length <= base < st.main.llm.length:
+            st.main = DialogueState(llm=st.main.llm.truncate(base), listen=st.main.listen,
+                                    system_length=st.main.system_length)
+        while conv.history and conv.history[-1]["role"] == "assistant":
+            conv.history.pop()
+        if conv.history and conv.history[-1]["role"] == "user":
+            conv.history.pop()
+        st.reply_start, st.reply_tokens, st.decided = None, [], None
+        conv.context_tokens = st.main.context_tokens
+
+    def set_voice(self, voice: str | None, tokens: list[int] | None = None) -> str | None:
+        """Speak with the codec global ``tokens`` (None: the release voice) from the next answer on. Returns why it
+        could not (a token count the loaded codec does not take; the release voice stays), or None."""
+        n = self.pipeline.codec.config.global_code_num
+        if tokens is not None and len(tokens) != n:
+            return (f"voice {voice!r} has {len(tokens)} global tokens, this codec needs {n}; "
+                    "using the release voice")
+        self.settings = dataclasses.replace(self.settings, global_tokens=list(tokens) if tokens else None)
+        return None
+
     def close(self) -> None:
         device = self.pipeline.audiollm.device
         self.pipeline = None  # type: ignore[assignment]
         if device.type == "cuda":
-            torch.cuda.empty_cache()
+            collect_garbage()     # cycles first, so dropped weights are really unreferenced
+            free_cuda_cache()

@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from core.cli import UserError
+from core.errors import UserError
 from core.constants import CHUNK_SAMPLES_16K, CODEC_SAMPLES_PER_TOKEN_24K, FREEZE_OMNI_OUTPUT_RATE, MODEL_INPUT_RATE
+from core.model.freeze_omni.parity import default_fixture, listen_until_decided
 
 FIRST_SEGMENT_TOKENS = 8      # LLM tokens of the first sentence in the composed first-audio estimate
 DECODER_BENCH_TOKENS = 60     # AR steps timed for the speech decoder
@@ -76,12 +77,6 @@ RELEASE_CHAT = {"im_start": 151644, "im_end": 151645, "prefix": [198, 151644, 87
                 "suffix": [151645, 198, 151644, 77091, 198]}
 
 
-def default_fixture() -> Path:
-    root = os.environ.get("PARLEY_FIXTURES")
-    base = Path(root) if root else Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures"
-    return (base / "freeze_omni_tiny_a").resolve()
-
-
 def _ms(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64) * 1000.0
     return {"p50": round(float(np.percentile(arr, 50)), 3), "p95": round(float(np.percentile(arr, 95)), 3),
@@ -100,9 +95,31 @@ def _params(module: Any) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ building
-def _synthetic_pipeline(device: Any, dtype: Any, chunks: int, tokens: int) -> Any:
-    """Random release-size modules on ``device`` (refused on a CPU unless the run is tiny and fits in memory)."""
+def check_synthetic_fits(device: Any, dtype: Any, chunks: int, tokens: int) -> None:
+    """Refuse the full release-size synthetic run on a CPU unless it is a tiny smoke run that fits in memory."""
     import psutil
+    import torch
+
+    if device.type != "cpu":
+        return
+    need_gb = synthetic_params() * (torch.finfo(dtype).bits // 8) / 1e9
+    avail_gb = psutil.virtual_memory().available / 1e9
+    if need_gb > 0.8 * avail_gb or chunks > SYNTHETIC_CPU_MAX_STEPS or tokens > SYNTHETIC_CPU_MAX_STEPS:
+        raise UserError(
+            f"--synthetic release on the CPU needs about {need_gb:.1f} GB for the weights in {dtype} "
+            f"({avail_gb:.1f} GB available) and runs a 7.6 B-parameter backbone on {os.cpu_count()} cores. "
+            f"Run it on a GPU (--device cuda --dtype bfloat16), or, if the memory fits, as a tiny smoke run with "
+            f"--dtype bfloat16 --chunks {SYNTHETIC_CPU_MAX_STEPS} --tokens {SYNTHETIC_CPU_MAX_STEPS} or less.")
+
+
+def build_synthetic_release(device: Any, dtype: Any, llm_layers: int | None = None,
+                            with_codec_encoder: bool = False) -> Any:
+    """A :class:`FreezeOmni` pipeline of random modules with the release dimensions, on ``device`` in ``dtype``.
+
+    ``llm_layers`` replaces the backbone's 28 layers by fewer layers of the same (Qwen2-7B) shape: every release
+    dimension (widths, heads, vocabulary, encoder, adapter, decoder, codec) is kept, only the depth of the backbone
+    shrinks (2 layers: about 2.1 billion parameters instead of 8.2). No memory check here (see
+    :func:`check_synthetic_fits`)."""
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
@@ -112,21 +129,13 @@ def _synthetic_pipeline(device: Any, dtype: Any, chunks: int, tokens: int) -> An
     from core.model.freeze_omni.decoder import DecoderConfig, SpeechDecoder
     from core.model.freeze_omni.pipeline import FreezeOmni
 
-    bytes_per = torch.finfo(dtype).bits // 8
-    need_gb = synthetic_params() * bytes_per / 1e9
-    if device.type == "cpu":
-        avail_gb = psutil.virtual_memory().available / 1e9
-        if need_gb > 0.8 * avail_gb or chunks > SYNTHETIC_CPU_MAX_STEPS or tokens > SYNTHETIC_CPU_MAX_STEPS:
-            raise UserError(
-                f"--synthetic release on the CPU needs about {need_gb:.1f} GB for the weights in {dtype} "
-                f"({avail_gb:.1f} GB available) and runs a 7.6 B-parameter backbone on {os.cpu_count()} cores. "
-                f"Run it on a GPU (--device cuda --dtype bfloat16), or, if the memory fits, as a tiny smoke run with "
-                f"--dtype bfloat16 --chunks {SYNTHETIC_CPU_MAX_STEPS} --tokens {SYNTHETIC_CPU_MAX_STEPS} or less.")
     config = parse_train_config(RELEASE_TRAIN_CONFIG, "<release train.yaml>")
+    qwen = dict(RELEASE_QWEN2_7B)
+    if llm_layers is not None:
+        qwen["num_hidden_layers"] = llm_layers
     torch.manual_seed(0)
     with torch.device(device):
-        llm = AutoModelForCausalLM.from_config(Qwen2Config(**RELEASE_QWEN2_7B), dtype=dtype,
-                                               attn_implementation="sdpa")
+        llm = AutoModelForCausalLM.from_config(Qwen2Config(**qwen), dtype=dtype, attn_implementation="sdpa")
         llm.eval().requires_grad_(False)
         model = AudioLLM(config, torch.nn.Identity()).to(dtype=dtype)
         model.encoder.global_cmvn.float()  # CMVN stays float32, as the loader keeps it
@@ -135,7 +144,7 @@ def _synthetic_pipeline(device: Any, dtype: Any, chunks: int, tokens: int) -> An
         model.llm_decoder = llm
         model.eval().requires_grad_(False)
         decoder = SpeechDecoder(DecoderConfig.from_obj(RELEASE_DECODER)).to(dtype=dtype).eval()
-        codec = TiCodec(CodecConfig.from_dict(RELEASE_CODEC), with_encoder=False).to(dtype=dtype).eval()
+        codec = TiCodec(CodecConfig.from_dict(RELEASE_CODEC), with_encoder=with_codec_encoder).to(dtype=dtype).eval()
     decoder.rope_inv_freq = decoder.rope_inv_freq.to(torch.float32)
     chat = ChatTokens(im_start=RELEASE_CHAT["im_start"], im_end=RELEASE_CHAT["im_end"],
                       system_head=[RELEASE_CHAT["im_start"], 8948, 198],
@@ -145,10 +154,12 @@ def _synthetic_pipeline(device: Any, dtype: Any, chunks: int, tokens: int) -> An
     return FreezeOmni(model, None, chat, decoder, codec)
 
 
-def synthetic_params() -> int:
-    """Parameter count of the synthetic release model, from the config dicts above (about 8.2 billion)."""
+def synthetic_params(llm_layers: int | None = None) -> int:
+    """Parameter count of the synthetic release model, from the config dicts above (about 8.2 billion; with
+    ``llm_layers`` backbone layers instead of 28, as :func:`build_synthetic_release` builds it)."""
     q = RELEASE_QWEN2_7B
-    h, inter, layers, vocab = q["hidden_size"], q["intermediate_size"], q["num_hidden_layers"], q["vocab_size"]
+    h, inter, vocab = q["hidden_size"], q["intermediate_size"], q["vocab_size"]
+    layers = q["num_hidden_layers"] if llm_layers is None else llm_layers
     kv = q["num_key_value_heads"] * (h // q["num_attention_heads"])
     per_layer = 2 * h * h + 2 * h * kv + h + 2 * kv + 3 * h * inter + 2 * h
     llm = layers * per_layer + 2 * vocab * h + h
@@ -179,7 +190,10 @@ def _bench_signal(pipe: Any, chunks: int, fixture: Path | None) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ measuring
-def measure(pipe: Any, chunks: int, tokens: int, fixture: Path | None, settings: Any) -> dict[str, Any]:
+def measure(pipe: Any, chunks: int, tokens: int, fixture: Path | None, settings: Any,
+            decoder_tokens: int = DECODER_BENCH_TOKENS, codec_repeats: int = 3) -> dict[str, Any]:
+    """Time ``chunks`` listen steps, ``tokens`` LLM steps, ``decoder_tokens`` speech-decoder steps and
+    ``codec_repeats`` decodes of one streaming codec window (plus the first, smaller window)."""
     import torch
 
     from core.model.freeze_omni.pipeline import SpeechInputs, split_rows
@@ -251,7 +265,7 @@ def measure(pipe: Any, chunks: int, tokens: int, fixture: Path | None, settings:
         current = decoder.config.sos
         step_times = []
         codes: list[int] = []
-        for _ in range(DECODER_BENCH_TOKENS):
+        for _ in range(decoder_tokens):
             _sync(decoder.device)
             t0 = time.perf_counter()
             dlogits, _ = decoder.step(dstate, current)
@@ -271,7 +285,7 @@ def measure(pipe: Any, chunks: int, tokens: int, fixture: Path | None, settings:
     window_codes = (codes * (window // len(codes) + 1))[:window]
     first_window = (stream.first_chunk_size or stream.chunk_size) + stream.padding
     decode_times, first_times = [], []
-    for _ in range(3):
+    for _ in range(codec_repeats):
         _sync(codec.device)
         t0 = time.perf_counter()
         codec.decode(window_codes, settings.global_tokens)
@@ -312,14 +326,7 @@ def measure_real_first_audio(pipe: Any, fixture: Path, settings: Any) -> float |
     from core.frontend.chunker import pad_to_chunks
     from core.model.freeze_omni.cli import read_input_16k
 
-    wave = pad_to_chunks(read_input_16k(fixture / "input.wav"))
-    state, _ = pipe.new_dialogue("You are a helpful assistant.")
-    state = pipe.start_turn(state)
-    for i in range(wave.size // CHUNK_SAMPLES_16K):
-        step = pipe.listen(state, wave[i * CHUNK_SAMPLES_16K:(i + 1) * CHUNK_SAMPLES_16K])
-        state = step.state
-        if step.decision == "ss":
-            break
+    state, _ = listen_until_decided(pipe, pad_to_chunks(read_input_16k(fixture / "input.wav")))
     t0 = time.perf_counter()
     for event in pipe.reply(state, settings, torch.Generator().manual_seed(0)):
         if event.kind == "audio" and event.audio is not None:
@@ -368,7 +375,8 @@ def run_bench(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.synthetic == "release":
         source = "synthetic-release"
-        pipe = _synthetic_pipeline(device, dtype, args.chunks, args.tokens)
+        check_synthetic_fits(device, dtype, args.chunks, args.tokens)
+        pipe = build_synthetic_release(device, dtype)
         checkpoint = None
         stream = ServerConfig().stream_options()  # the release server.json values
     else:

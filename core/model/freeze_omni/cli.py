@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from core.cli import UserError
+from core.errors import UserError
 from core.constants import CHUNK_SAMPLES_16K, FREEZE_OMNI_OUTPUT_RATE, MODEL_INPUT_RATE
 
 log = logging.getLogger(__name__)

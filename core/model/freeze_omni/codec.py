@@ -1,6 +1,6 @@
 """TiCodec VQ-VAE as used by Freeze-Omni: codec tokens + global (voice) tokens -> 24 kHz waveform.
 
-Spec: shared/spec/freeze-omni.md §7.1-7.3 and §10.4. The checkpoint ``codec/final.pt`` is a dict with the state dicts
+See docs/freeze-omni.md, "TiCodec" and "Codec keys". The checkpoint ``codec/final.pt`` is a dict with the state dicts
 ``generator``, ``quantizer`` and ``encoder``, stored with weight norm (``weight_g``/``weight_v``). Weight norm is
 folded once at load time: W = g * V / ||V||, the norm taken over all dims except dim 0 of the STORED weight (for a
 ConvTranspose1d, whose weight is (in, out, k), that is one norm per input channel).
@@ -8,13 +8,17 @@ ConvTranspose1d, whose weight is (in, out, k), that is one norm per input channe
 Decode path (what speech output uses)::
 
     tokens (T,) -> quantizer code embedding (T, 512) -> conv_pre -> per stage: LeakyReLU(0.1), ConvTranspose1d,
-    mean of the stage's ResBlock1 outputs, + global feature after the stage with 128 channels
+    mean of the stage's residual-block outputs, + global feature after the stage with 128 channels
     -> LeakyReLU(0.1) -> conv_post -> tanh -> waveform
+
+``model.json``'s ``resblock`` picks the residual block type, for the generator and the encoder alike: "1"
+(:class:`ResBlock1`, two convs per dilation, the release) or "2" (:class:`ResBlock2`, one conv per dilation, the first
+two dilations of each list; keys ``resblocks.{r}.convs.{0,1}``).
 
 The global feature is the concatenation of the ``global_code_num`` global-token embeddings (128 values in all).
 
-Encoder path (only to derive global tokens from a reference recording, §7.3): the mirror of the generator with
-strided Conv1d stages, ResBlock1 + GroupNorm(ch/16) applied to the running sum after each resblock, the mean; the
+Encoder path (only to derive global tokens from a reference recording): the mirror of the generator with
+strided Conv1d stages, residual blocks + GroupNorm(ch/16) applied to the running sum after each resblock, the mean; the
 output of stage ``num_stages // 2 - 1`` goes through the GlobalTokenEncoder (3 bias-free convs with LeakyReLU(0.1),
 mean over time, Linear + LeakyReLU(0.1) + BatchNorm1d with its stored running statistics), and each 128/G slice is
 quantised to the nearest (Euclidean) entry of its global codebook. The local path finishes with LeakyReLU at the
@@ -47,6 +51,7 @@ WEIGHTS_FILE = "final.pt"
 LOCAL_DIM = 512      # width of the local (per-frame) code embedding: fixed in TiCodec
 GLOBAL_DIM = 128     # width of the global feature: fixed in TiCodec
 GENERATOR_SLOPE = 0.1
+RESBLOCK_TYPES = ("1", "2")
 ENCODER_POST_SLOPE = 0.01  # F.leaky_relu default, used once before the encoder's conv_post
 GROUPNORM_EPS = 1e-6
 BATCHNORM_EPS = 1e-5
@@ -69,6 +74,7 @@ class CodecConfig:
     global_feature_conv: tuple[int, int, int, int, int]   # in, hidden, out, kernel, stride of the GlobalTokenEncoder
     global_tokens: tuple[int, ...]                         # the fixed release voice
     sampling_rate: int = FREEZE_OMNI_OUTPUT_RATE
+    resblock: str = "1"                                    # "1": ResBlock1 (the release), "2": ResBlock2
 
     @property
     def num_stages(self) -> int:
@@ -127,8 +133,10 @@ class CodecConfig:
                 raise CheckpointError(path, key, f"expected a positive integer, got {value!r}")
             return value
 
-        if str(raw.get("resblock", "1")) != "1":
-            raise CheckpointError(path, "resblock", f"only resblock '1' is supported, got {raw.get('resblock')!r}")
+        resblock = str(raw.get("resblock", "1"))
+        if resblock not in RESBLOCK_TYPES:
+            raise CheckpointError(path, "resblock", f"expected \"1\" or \"2\" (the two HiFi-GAN residual block "
+                                                    f"types), got {raw.get('resblock')!r}")
         rates = int_list("upsample_rates")
         kernels = int_list("upsample_kernel_sizes")
         if len(rates) != len(kernels):
@@ -141,11 +149,15 @@ class CodecConfig:
         for entry in dilations_raw:
             if not isinstance(entry, list) or not entry or not all(isinstance(d, int) and d > 0 for d in entry):
                 raise CheckpointError(path, "resblock_dilation_sizes", f"bad entry {entry!r}")
+            if resblock == "2" and len(entry) < 2:
+                raise CheckpointError(path, "resblock_dilation_sizes",
+                                      f"resblock \"2\" uses the first two dilations of each entry, got {entry!r}")
             dilations.append(tuple(entry))
         gfc = int_list("global_feature_conv")
         if len(gfc) != 5:
             raise CheckpointError(path, "global_feature_conv", "expected [in, hidden, out, kernel, stride]")
         config = cls(
+            resblock=resblock,
             upsample_rates=rates,
             upsample_kernel_sizes=kernels,
             upsample_initial_channel=pos_int("upsample_initial_channel"),
@@ -218,6 +230,26 @@ class ResBlock1(nn.Module):
         return x
 
 
+class ResBlock2(nn.Module):
+    """x <- x + c(lrelu(x)) for one conv per dilation, the first two dilations of the list only; 'same' padding."""
+
+    def __init__(self, channels: int, kernel: int, dilations: Sequence[int]) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel, dilation=d, padding=(kernel * d - d) // 2) for d in dilations[:2])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = x + conv(F.leaky_relu(x, GENERATOR_SLOPE))
+        return x
+
+
+def residual_block(config: CodecConfig, channels: int, kernel: int, dilations: Sequence[int]) -> nn.Module:
+    """The residual block type that ``model.json`` names (``resblock``), for the generator and the encoder alike."""
+    block = ResBlock2 if config.resblock == "2" else ResBlock1
+    return block(channels, kernel, dilations)
+
+
 class Generator(nn.Module):
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
@@ -230,7 +262,7 @@ class Generator(nn.Module):
             out_ch = config.generator_channels(i)
             self.ups.append(nn.ConvTranspose1d(channels // (2 ** i), out_ch, k, stride=u, padding=(k - u) // 2))
             for rk, rd in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
-                self.resblocks.append(ResBlock1(out_ch, rk, rd))
+                self.resblocks.append(residual_block(config, out_ch, rk, rd))
         self.conv_post = nn.Conv1d(config.generator_channels(config.num_stages - 1), 1, 7, padding=3)
 
     def forward(self, x: Tensor, global_feature: Tensor) -> Tensor:
@@ -284,7 +316,7 @@ class Encoder(nn.Module):
             ch = config.encoder_channels(i)
             self.ups.append(nn.Conv1d(ch // 2, ch, k, stride=u, padding=(k - u) // 2))
             for rk, rd in kernels:
-                self.resblocks.append(ResBlock1(ch, rk, rd))
+                self.resblocks.append(residual_block(config, ch, rk, rd))
                 self.normalize.append(nn.GroupNorm(ch // 16, ch, eps=GROUPNORM_EPS))
         self.conv_post = nn.Conv1d(LOCAL_DIM, LOCAL_DIM, 3, padding=1)
         self.linear = nn.ModuleDict({"0": nn.Linear(GLOBAL_DIM, GLOBAL_DIM)})  # stored but unused in forward
@@ -475,7 +507,8 @@ class TiCodec(nn.Module):
         """Derive the voice (global) tokens from a mono recording at the codec rate (24 kHz), float in [-1, 1].
 
         Resample beforehand (e.g. with soxr); the original loads the file with librosa at 24 kHz. Whether the speech
-        decoder follows a new voice is unconfirmed (spec §7.3): it was trained on the release voice.
+        decoder follows a new voice is unconfirmed (docs/freeze-omni.md, "Voice (global tokens) and the codec
+        encoder"): it was trained on the release voice.
         """
         wave = self._wave_tensor(wave_24k)
         feature = self.encoder.global_feature(wave)

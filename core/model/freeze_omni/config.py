@@ -1,12 +1,12 @@
 """Typed configuration of the Freeze-Omni AudioLLM, parsed from ``checkpoints/audiollm/train.yaml``.
 
-Spec: shared/spec/freeze-omni.md §3.1 (encoder_conf), §4 (adapter), §5.1 (model_conf).
+See docs/freeze-omni.md, "Speech encoder", "Adapter" and "LLM, prompt embeddings and state head".
 
 The original builds its encoder defaults with ``argparse.parse_known_args()``, which silently reads ``sys.argv``
-(§12 item 13). Here the YAML dict is the only input: every value comes from the file or from a documented default.
-Keys are read with ``-`` and ``_`` treated alike (the original turns ``transformer-chunk_size`` into
-``transformer_chunk_size``). Anything this implementation cannot run is refused with a
-:class:`~core.model.freeze_omni.errors.CheckpointError` naming the file and the key.
+(docs/freeze-omni.md, "Deviations from the official code", D3). Here the YAML dict is the only input: every value
+comes from the file or from a documented default. Keys are read with ``-`` and ``_`` treated alike (the original
+turns ``transformer-chunk_size`` into ``transformer_chunk_size``). Anything this implementation cannot run is refused
+with a :class:`~core.model.freeze_omni.errors.CheckpointError` naming the file and the key.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class AdapterConfig:
 
     @property
     def two_conv(self) -> bool:
-        """The subsampling adapter uses two convs when enc_out_dim * 4 < llm_embed_dim (§4)."""
+        """The subsampling adapter uses two convs when enc_out_dim * 4 < llm_embed_dim."""
         return self.type == "subsampling" and self.enc_out_dim * 4 < self.llm_embed_dim
 
     @property

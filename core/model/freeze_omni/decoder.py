@@ -1,6 +1,6 @@
 """Freeze-Omni speech decoder (``LLM2TTSCodecAR``): LLM hidden states + text embeddings -> codec tokens.
 
-Spec: shared/spec/freeze-omni.md §6 (model), §10.3 (keys), §12 items 4, 5, 9, 10, 11.
+See docs/freeze-omni.md, "Speech decoder", "Speech decoder keys" and "Deviations from the official code" (D6-D8).
 
 Layout (state-dict prefixes in brackets)::
 
@@ -10,17 +10,17 @@ Layout (state-dict prefixes in brackets)::
     sos, t1, t2, ... --[layers, one row, position = cache_len - P]--> norm -> out_fnn -> logits -> top-k sample
 
 The Llama block is written here (pre-RMSNorm, RoPE with explicit positions, eager attention with an fp32 softmax,
-SwiGLU MLP, no biases): no transformers classes, so no SDPA/flash "None mask means causal" trap (§12 item 5).
+SwiGLU MLP, no biases): no transformers classes, so no SDPA/flash "None mask means causal" trap (D6).
 
 All inference state (per-layer K/V, prefix length, text length, step count) lives in :class:`DecoderState`; the
 module holds only weights and the RoPE frequency table.
 
 Deviations from the original (each documented where it happens):
 
-* Sampling masks the special ids ``>= odim`` except ``eos`` before the softmax (§12 item 9): bos/sos/pad cannot be
+* Sampling masks the special ids ``>= odim`` except ``eos`` before the softmax (D7): bos/sos/pad cannot be
   sampled and so can never index the codec codebook. With top-k 1 this changes nothing unless the argmax is one of
   them (the parity fixture never hits that).
-* The optional repetition penalty is CTRL-style and correct (§12 item 10): each distinct token in the window once,
+* The optional repetition penalty is CTRL-style and correct (D8): each distinct token in the window once,
   positive logits divided, negative logits multiplied. The release disables it (window -1).
 """
 
@@ -322,7 +322,7 @@ def sample_token(logits: Tensor, top_k: int, *, odim: int, eos: int, history: li
 
     1. Optional CTRL-style repetition penalty over the distinct tokens among the last ``penalty_window`` entries of
        ``history`` (the original includes the initial sos there): positive logits / penalty, negative * penalty.
-    2. Special ids >= odim other than eos are masked out (deviation, §12 item 9).
+    2. Special ids >= odim other than eos are masked out (deviation D7 of docs/freeze-omni.md).
     3. Softmax over all logits in float32 (no temperature), keep the top-k probabilities, renormalise and draw one
        sample with ``generator``. With ``top_k == 1`` this is the argmax and uses no randomness.
     """
@@ -430,8 +430,9 @@ class SpeechDecoder(nn.Module):
     def prefill(self, hidden: Tensor, prefix: Tensor | None = None) -> DecoderState:
         """NAR part: pre_nn on the text rows, prefix layers into the cache, bidirectional prefill of [bos + text].
 
-        hidden: text-embedding rows (4M, idim) (the 896-wide reshape of §6.4). prefix: LLM hidden-state rows (P, idim)
-        or None. Returns a fresh :class:`DecoderState` ready for :meth:`step` with the sos token.
+        hidden: text-embedding rows (4M, idim) (the 896-wide split, docs/freeze-omni.md "Speech decoder"). prefix: LLM
+        hidden-state rows (P, idim) or None. Returns a fresh :class:`DecoderState` ready for :meth:`step` with the sos
+        token.
         """
         x = self._rows(hidden, "hidden")
         cos, sin = self._rope(0, x.shape[1])

@@ -1,6 +1,6 @@
 """Freeze-Omni speech encoder: global CMVN -> Conv2d subsampling (x4) -> streaming rel-pos transformer.
 
-Spec: shared/spec/freeze-omni.md §2.2 (CMVN), §3 (encoder), §10.2 (state-dict keys ``encoder.*``).
+See docs/freeze-omni.md, "Audio front-end" (CMVN), "Speech encoder" and "AudioLLM keys" (``encoder.*``).
 
 Streaming, per call (one 19-frame feature block -> 4 encoder frames):
 

@@ -75,7 +75,8 @@ def _unpickling_reason(exc: Exception) -> str:
 def check_state_dict(expected: dict[str, Tensor], found: dict[str, Any], path: str | Path,
                      prefix: str = "") -> None:
     """Raise CheckpointError (file + first offending key) unless ``found`` has exactly the keys and shapes of
-    ``expected`` and every value is a floating tensor (integer buffers such as counters may be integer)."""
+    ``expected``, every value is a floating tensor (integer buffers such as counters may be integer) and no floating
+    value is NaN or infinite (a corrupted or badly converted checkpoint would otherwise load and speak noise)."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     if missing:
@@ -93,3 +94,8 @@ def check_state_dict(expected: dict[str, Tensor], found: dict[str, Any], path: s
                                                       f"{tuple(ref.shape)}")
         if ref.is_floating_point() and not value.is_floating_point():
             raise CheckpointError(path, prefix + key, f"expected floating-point values, found {value.dtype}")
+        if value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise CheckpointError(path, prefix + key, f"{bad} of {value.numel()} values are NaN or infinite: the "
+                                                          "checkpoint is corrupted (download or convert it again)")

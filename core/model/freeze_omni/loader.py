@@ -1,6 +1,6 @@
 """Loading the Freeze-Omni checkpoint folder and the LLM backbone, safely and loudly.
 
-Spec: shared/spec/freeze-omni.md §10 (layout, keys), §5.2 (backbone), §12 items 1-3, 13, 14.
+See docs/freeze-omni.md, "Checkpoint layout" and "Deviations from the official code" (D1-D4).
 
 Checkpoint folder (the official layout)::
 
@@ -176,6 +176,8 @@ def load_backbone(llm_dir: str | Path, device: torch.device, dtype: torch.dtype,
         kwargs["device_map"] = {"": device.index if device.index is not None else 0}
     try:
         model = AutoModelForCausalLM.from_pretrained(str(llm_dir), **kwargs)
+    except torch.OutOfMemoryError:
+        raise  # not a checkpoint problem: the caller reports it as out of memory
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise CheckpointError(llm_dir, None, f"cannot load the backbone weights: {exc}") from exc
     if quant is None:
@@ -299,26 +301,31 @@ def read_json(path: Path) -> Any:
 def load_freeze_omni(checkpoint: str | Path, llm_dir: str | Path, device: str | torch.device = "cpu",
                      dtype: str | torch.dtype = torch.float32, quantize_bits: int | None = None,
                      attn_implementation: str = "sdpa", speech: bool = True,
-                     with_codec_encoder: bool = False) -> "FreezeOmni":
+                     with_codec_encoder: bool = False, progress: Any = None) -> "FreezeOmni":
     """The whole model: AudioLLM + backbone, and (``speech=True``) the speech decoder and the codec.
 
-    One device and one compute dtype for every part (the original mixed fp32, fp16 and bf16, §12 item 2).
+    One device and one compute dtype for every part (the original mixed fp32, fp16 and bf16: docs/freeze-omni.md,
+    "Deviations from the official code", D1).
     """
     from core.model.freeze_omni.codec import TiCodec
     from core.model.freeze_omni.decoder import SpeechDecoder
     from core.model.freeze_omni.pipeline import FreezeOmni
 
     device, dtype = parse_device(device), parse_dtype(dtype)
+    report = progress or (lambda step, fraction, message: None)
     paths = checkpoint_paths(checkpoint)
     decoder = codec = None
     if speech:
         # The small parts first: a broken decoder or codec fails before the backbone is read.
+        report("speech decoder", None, "Loading the speech decoder")
         decoder = SpeechDecoder.from_checkpoint(paths["decoder"], device=device, dtype=dtype)
+        report("codec", None, "Loading the voice codec")
         codec = TiCodec.from_checkpoint(paths["codec"], device=device, dtype=dtype, with_encoder=with_codec_encoder)
         if decoder.config.odim != codec.config.n_codes:
             raise CheckpointError(paths["decoder"] / "model.json", "odim",
                                   f"the speech decoder emits {decoder.config.odim} codes but the codec has "
                                   f"{codec.config.n_codes} (codec/model.json n_codes)")
+    report("language model", None, "Loading the speech encoder and the language model (the longest step)")
     bundle = load_audiollm(paths["root"], llm_dir, device, dtype, quantize_bits, attn_implementation)
     if decoder is not None and bundle.config.llm_embed_dim % decoder.config.idim:
         raise CheckpointError(paths["decoder"] / "model.json", "idim",

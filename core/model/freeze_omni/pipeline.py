@@ -1,6 +1,6 @@
 """The Freeze-Omni speech-to-speech pipeline: listen, think (LLM tokens) and speak (decoder + codec).
 
-Spec: shared/spec/freeze-omni.md §1, §2, §5.4-5.5, §6.4, §7.4, §8.
+See docs/freeze-omni.md, "The model at a glance", "Dialogue stages", "Speech decoder" and "Streaming rules".
 
 :class:`FreezeOmni` holds the models (weights only) and the fixed settings; all conversation state is in
 :class:`DialogueState` (LLM KV cache handle + listening state), which every call takes and returns:
@@ -102,7 +102,7 @@ class TokenStep:
 
 @dataclass(frozen=True)
 class SpeechInputs:
-    """Speech-decoder inputs of one text segment (§6.4)."""
+    """Speech-decoder inputs of one text segment (docs/freeze-omni.md, "Speech decoder")."""
 
     text: str                 # post-processed text
     text_ids: list[int]       # its re-tokenisation

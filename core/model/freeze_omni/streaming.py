@@ -1,4 +1,6 @@
-"""Chunked codec decoding with silence-aligned splitting (the original ``llm2TTS.run``, spec §7.4).
+"""Chunked codec decoding with silence-aligned splitting (the original ``llm2TTS.run``).
+
+See docs/freeze-omni.md, "Codec windows".
 
 Codec tokens arrive one at a time from the speech decoder. Every ``left + C + right`` tokens the codec decodes a
 window; only the C "owned" tokens' samples are kept (``left`` tokens of left context, ``right = Pd`` of look-ahead,
@@ -18,7 +20,8 @@ of the first piece of a reply. Both are off by default (``bin/inference.py`` beh
 Deviations from the original, on purpose:
 
 * ``padding = 0`` works: the original slices ``audio[left*600 : -0]`` (empty) and keeps ``tokens[-0:]`` (all of
-  them), so it produces no audio (spec §12 item 11). Here the slice end is ``len - right*600`` and no context is kept.
+  them), so it produces no audio (docs/freeze-omni.md, D9). Here the slice end is ``len - right*600`` and no context
+  is kept.
 * A window shorter than N samples (the original's conv1d would raise) is buffered; a search start before 0 (only
   when the window is shorter than about N samples; the original then wraps around with a negative slice) is clamped
   to 0. Neither happens with the release or fixture settings (C*600 >= 4800 > N).
@@ -72,7 +75,8 @@ class StreamOptions:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """``checkpoints/server.json``; the defaults are the released file's values (spec §7.4)."""
+    """``checkpoints/server.json``; the defaults are the released file's values (docs/freeze-omni.md, "Codec
+    windows")."""
 
     decoder_top_k: int = 2
     decoder_first_chunk_size: int = 20
@@ -139,7 +143,8 @@ def split_at_quiet_point(buffer: np.ndarray, audio: np.ndarray, window: int,
 
     The quietest sample is searched in [s*, min(len, s* + window + (s* - start))): the original computes the end
     from the offset of s* inside the searched range, so the stretch is longer than ``window`` when s* is not the
-    first candidate. The spec text says [s*, s* + window); the parity fixture follows the code, and so does this.
+    first candidate, where [s*, s* + window) would be the plain reading; the parity fixture follows the code, and so
+    does this.
     """
     length = audio.shape[0]
     if length < window:

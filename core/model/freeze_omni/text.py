@@ -1,4 +1,6 @@
-"""Sentence segmentation of the LLM's reply for the speech decoder, and the text post-processing (spec §8).
+"""Sentence segmentation of the LLM's reply for the speech decoder, and the text post-processing.
+
+See docs/freeze-omni.md, "Speaking: sentence segments" and "Text post-processing".
 
 The LLM produces one token (and one hidden state) per step. The segmenter collects the hidden states and decides
 when the text so far forms a segment worth synthesising; the segment's hidden states become the decoder prefix and
@@ -12,7 +14,7 @@ Two rules, as in the original drivers:
   incomplete multi-byte character) is not consumed, so the next delta contains the whole character.
 
 Both: no cut on "." right after a digit ("1." list numbers, decimals). The original reads ``last_text[-1]``, which
-raises IndexError when nothing was decoded before (spec §12 item 19); here an empty previous text has no digit.
+raises IndexError when nothing was decoded before (docs/freeze-omni.md, D11); here an empty previous text has no digit.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ _FINAL_REPLACE = (",", "，", ";", "；", ":", "：", "、")
 
 
 def post_process(text: str) -> str:
-    """Normalise a segment's text before it is re-tokenised for the speech decoder (spec §8.2, in this order).
+    """Normalise a segment's text before it is re-tokenised for the speech decoder (in this order).
 
     1. 、 -> ，   ( ) -> ,   （ ） -> ，
     2. delete \\n \\r \\t        3. delete * _ ` ~

@@ -24,12 +24,21 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from core.constants import MODEL_INPUT_RATE
-from core.engine.backend import BackendError, Conversation, ListenResult, ReplyPiece
+from core.engine.backend import (
+    Backend,
+    BackendError,
+    Conversation,
+    ListenResult,
+    ProgressFn,
+    ReplyPiece,
+    no_progress,
+)
+from core.log import speech
 from core.model.lite import cache as cachemod
 from core.model.lite.asr import WhisperAsr
 from core.model.lite.errors import LiteError
@@ -63,6 +72,7 @@ class LiteSettings:
     llm_precision: str | None = None    # int8 (default), int4 or fp32: how the chat model is converted
     llm_threads: int = 1                # onnxruntime threads of the chat model
     voice: str | None = None            # Piper .onnx (with .onnx.json beside it); None: joe-medium from its wheel
+    voice_speed: float = 1.0            # speaking rate (Piper's length_scale is divided by it); settable live
     asr: str | None = None              # a Whisper folder (e.g. a downloaded base.en); None: tiny.en from its wheel
     use_upgrades: bool = True           # llm/asr None: the best installed upgrade (core.model.lite.catalog), if any
     models_dir: str | None = None       # where upgrades are installed: <models_dir>/lite (default: the app's)
@@ -82,8 +92,6 @@ class LiteSettings:
     asr_beam_min_speech_s: float = 1.0  # ...beam search only for at least this much speech
     seed: int = 0
     torch_threads: int | None = None    # None: core.runtime default (1, or PARLEY_TORCH_THREADS)
-    # progress(step, fraction, message) of a first-start conversion or a cache repair (see core.model.lite.convert)
-    progress: Callable[[str, "float | None", str], None] | None = None
 
 
 @dataclass
@@ -146,12 +154,13 @@ class LiteState:
     asr_calls: deque[dict[str, float]] = field(default_factory=lambda: deque(maxlen=512))  # recent, for timings
 
 
-class LiteBackend:
+class LiteBackend(Backend):
     """The Lite profile (name ``"lite"``). Models are loaded in the constructor; see :class:`LiteSettings`."""
 
     name = "lite"
 
-    def __init__(self, settings: LiteSettings | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: LiteSettings | None = None, progress: ProgressFn | None = None,
+                 **overrides: Any) -> None:
         from core.runtime import configure_torch_threads
 
         self.settings = settings or LiteSettings()
@@ -162,26 +171,30 @@ class LiteBackend:
         s = self.settings
         rebuild = s.rebuild_cache or cachemod.rebuild_requested()
         self.load_times: dict[str, float] = {}
-        t0 = time.perf_counter()
-        self.vad = SileroVad()
+        self._vad: SileroVad | None = None     # only for callers that give listen() no speech probabilities
         self.threads = configure_torch_threads(s.torch_threads)
-        self.load_times["vad_s"] = time.perf_counter() - t0
         cachemod.clean_stale_tmp(cachemod.lite_cache_dir(s.cache_dir))
+        report = progress or no_progress
         llm, asr, precision = self._choose_models()
         with backend_errors():
             t0 = time.perf_counter()
-            self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir)
+            report("voice", None, "Loading the voice")
+            self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir, speed=s.voice_speed)
             self.load_times["tts_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
+            report("speech recognition", None, "Loading speech recognition (converted once on the first start)")
             self.asr = WhisperAsr.load(s.cache_dir, s.packages_dir, rebuild=rebuild,
-                                       audio_ctx_margin_s=s.asr_margin_s, model=asr, progress=s.progress)
+                                       audio_ctx_margin_s=s.asr_margin_s, model=asr, progress=report)
             self.load_times["asr_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
+            # the first start converts the model (steps dequantise / export / save / check, with fractions)
+            report("language model", None, "Loading the language model (converted once on the first start)")
             self.llm = ChatLlm.load(llm, s.cache_dir, s.packages_dir, rebuild=rebuild, precision=precision,
-                                    threads=s.llm_threads, max_context=s.max_context_tokens, progress=s.progress)
+                                    threads=s.llm_threads, max_context=s.max_context_tokens, progress=report)
             self.load_times["llm_s"] = time.perf_counter() - t0
             self.output_rate = self.voice.sample_rate
             t0 = time.perf_counter()
+            report("warm-up", None, "Warming up")
             self._warm_up()
             self.load_times["warmup_s"] = time.perf_counter() - t0
         log.info("Lite profile ready (LLM %s %s, voice %s, torch threads %d): %s", self.llm.name,
@@ -220,7 +233,7 @@ class LiteBackend:
 
     def new_conversation(self, system_prompt: str | None = None) -> Conversation:
         prompt = self.settings.system_prompt if system_prompt is None else system_prompt
-        state = LiteState(vad=self.vad.new_state(), turn=TurnTracker(self.settings.turn), llm=LlmState(),
+        state = LiteState(vad=VadState(), turn=TurnTracker(self.settings.turn), llm=LlmState(),
                           rng=np.random.default_rng(self.settings.seed))
         conv = Conversation(system_prompt=prompt, state=state)
         if prompt:
@@ -239,20 +252,74 @@ class LiteBackend:
         st: LiteState = conv.state
         st.turn.reset()
 
-    def submit_text(self, conv: Conversation, text: str) -> None:
+    def submit_text(self, conv: Conversation, text: str) -> bool:
         """Text mode: the next :meth:`reply` answers ``text`` instead of a spoken turn."""
         st: LiteState = conv.state
         st.user_text = text.strip()
         st.turn.consumed = True
         st.speech_end_abs = st.decided_at_abs = None
+        st.spec, st.spec_text = None, None
+        return True
+
+    def retract_turn(self, conv: Conversation) -> None:
+        """Forget the latest user message and its unheard answer (the user went on speaking; the whole utterance
+        comes again as one turn)."""
+        st: LiteState = conv.state
+        while conv.history and conv.history[-1]["role"] == "assistant":
+            conv.history.pop()
+        if conv.history and conv.history[-1]["role"] == "user":
+            conv.history.pop()
+        st.spec, st.spec_text = None, None
+        st.user_text = None
+        if st.last_reply is not None:
+            st.last_reply.cancelled = True
+
+    def set_system_prompt(self, conv: Conversation, prompt: str) -> bool:
+        """A new persona for the running conversation: the history stays; the next answer's prompt starts with it
+        (only the changed part of the KV cache is computed again)."""
+        conv.system_prompt = prompt
+        self.settings.system_prompt = prompt
+        st: LiteState = conv.state
+        st.spec, st.spec_text = None, None
+        return True
+
+    def set_voice(self, voice: str | None, tokens: list[int] | None = None) -> str | None:
+        """Another Piper voice (``.onnx`` with its ``.onnx.json``; None: the bundled one) from the next answer on."""
+        try:
+            new = PiperVoice(voice, espeak=self.settings.espeak, packages_dir=self.settings.packages_dir,
+                             speed=self.voice.speed)
+        except Exception as exc:  # noqa: BLE001 - a bad voice file keeps the current voice
+            return f"cannot use the voice {voice or 'bundled'}: {exc}"
+        self.voice = new
+        self.settings.voice = voice
+        self.output_rate = new.sample_rate
+        return None
+
+    def set_voice_speed(self, speed: float) -> str | None:
+        """The speaking rate from the next synthesised clause on (1.0 as trained, 2.0 twice as fast); a problem
+        as text, the current speed kept."""
+        try:
+            self.voice.speed = speed
+        except ValueError as exc:
+            return str(exc)
+        self.settings.voice_speed = float(speed)
+        return None
 
     # -------------------------------------------------------------------------------------------- listening
 
-    def listen(self, conv: Conversation, chunk_16k: np.ndarray) -> ListenResult:
+    def listen(self, conv: Conversation, chunk_16k: np.ndarray,
+               speech_probs: np.ndarray | None = None) -> ListenResult:
+        """One listen step. ``speech_probs``: the capture chain's VAD probabilities for the chunk's windows (the
+        engine always gives them); without them (a standalone caller) Lite runs silero itself."""
         t_step = time.perf_counter()
         st: LiteState = conv.state
         chunk = np.asarray(chunk_16k, dtype=np.float32).reshape(-1)
-        probs = self.vad.probabilities(st.vad, chunk)
+        if speech_probs is not None:
+            probs = np.asarray(speech_probs, dtype=np.float32).reshape(-1)
+        else:
+            if self._vad is None:
+                self._vad = SileroVad()
+            probs = self._vad.probabilities(st.vad, chunk)
         turn = st.turn
         was_decided = turn.phase == "decided"
         turn.feed(chunk, probs)
@@ -314,9 +381,8 @@ class LiteBackend:
         else:
             turn.partial = t
             turn.last_partial_at = turn.n_samples
-        log.debug("%s transcript (%.2f s audio, %.0f ms): %r", "candidate" if candidate else "partial",
-                  len(audio) / MODEL_INPUT_RATE, result.seconds * 1000, result.text)
-
+        log.debug("%s transcript (%.2f s audio, %.0f ms): %s", "candidate" if candidate else "partial",
+                  len(audio) / MODEL_INPUT_RATE, result.seconds * 1000, speech(result.text))
 
     def _speculate(self, conv: Conversation, text: str, t_step: float) -> None:
         """Start answering the candidate transcript while the end-of-turn silence runs, within the step's budget.
@@ -582,7 +648,8 @@ class LiteBackend:
         return conv
 
     def close(self) -> None:
-        for attr in ("asr", "llm", "voice", "vad"):
+        self._vad = None
+        for attr in ("asr", "llm", "voice"):
             if hasattr(self, attr):
                 delattr(self, attr)
         collect_garbage()

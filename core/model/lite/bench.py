@@ -59,7 +59,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from core.cli import UserError
+    from core.errors import UserError
     from core.model.lite.backend import BackendError, LiteBackend, LiteSettings
     from core.model.lite.cli import listen_file, virtual_first_audio_ms
     from core.model.lite.llm import SamplingConfig

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.constants import CHUNK_SAMPLES_16K, CHUNK_SECONDS, MODEL_INPUT_RATE
+from core.log import speech
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def read_audio_16k(path: str | Path) -> np.ndarray:
     import soundfile as sf
     import soxr
 
-    from core.cli import UserError
+    from core.errors import UserError
 
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
@@ -102,7 +103,7 @@ def answer_audio(backend, audio_16k: np.ndarray, turn_end: str = "model", conv=N
                 pieces_audio.append(piece.audio)
         record = st.last_reply
     else:
-        log.warning("no answer: the input was %s", "silent" if not user_text else f"ignored ({user_text!r})")
+        log.warning("no answer: the input was %s", "silent" if not user_text else f"ignored ({speech(user_text)})")
     reply_s = time.perf_counter() - t_reply
 
     timings: dict[str, Any] = {"listen_s": round(listen_s, 3), "reply_s": round(reply_s, 3),
@@ -144,7 +145,7 @@ def answer_audio(backend, audio_16k: np.ndarray, turn_end: str = "model", conv=N
 def run_reply(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from core.cli import UserError
+    from core.errors import UserError
     from core.model.lite.backend import BackendError, LiteBackend, LiteSettings
     from core.model.lite.llm import SamplingConfig
 

@@ -4,8 +4,8 @@ A voice is a ``.onnx`` file with its ``.onnx.json`` config beside it. Text -> es
 ``espeak-ng`` program, ``--ipa``, one call per punctuation-delimited piece so the piece's punctuation can be put
 back: Piper voices were trained with it) -> ids through the config's ``phoneme_id_map`` following Piper's
 conventions (``^`` first, ``$`` last, ``_`` padding after every phoneme, one id list per Unicode code point,
-unknown symbols dropped) -> the ONNX model with the config's ``noise_scale``, ``length_scale`` and ``noise_w``
--> float32 audio at the config's ``sample_rate``.
+unknown symbols dropped) -> the ONNX model with the config's ``noise_scale``, ``length_scale`` (divided by the
+voice's ``speed``: 2.0 speaks twice as fast) and ``noise_w`` -> float32 audio at the config's ``sample_rate``.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ class VoiceConfig:
     length_scale: float
     noise_w: float
     num_speakers: int
+    num_symbols: int = 0   # size of the model's phoneme table when the config says (0: unknown)
 
     @classmethod
     def load(cls, path: Path) -> "VoiceConfig":
@@ -129,15 +130,54 @@ class VoiceConfig:
                 length_scale=float(inference.get("length_scale", 1.0)),
                 noise_w=float(inference.get("noise_w", 0.8)),
                 num_speakers=int(data.get("num_speakers", 1)),
+                num_symbols=int(data.get("num_symbols", 0)),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise LiteError(f"voice config {path} is not a usable Piper config: {exc}") from None
 
 
+# What a Piper voice may ask for. Piper's own voices use length_scale ~1, noise_scale ~0.667, noise_w ~0.8 and
+# 16-22.05 kHz; length_scale 200 made one answer 8 GB of audio and took minutes.
+VOICE_LIMITS = {"length_scale": (0.1, 5.0), "noise_scale": (0.0, 2.0), "noise_w": (0.0, 2.0)}
+VOICE_RATES = (8_000, 48_000)
+PIPER_INPUTS = {"input": "tensor(int64)", "input_lengths": "tensor(int64)", "scales": "tensor(float)"}
+PIPER_OPTIONAL_INPUTS = {"sid": "tensor(int64)"}
+
+
+def check_piper_voice(config: VoiceConfig, config_path: Path, session, onnx_path: Path) -> None:
+    """Refuse a voice that cannot speak sensibly, in one line naming the file: inference values out of range, a
+    phoneme map with nothing to say, or an ONNX model whose inputs and outputs are not Piper's."""
+    problem = None
+    for key, (lo, hi) in VOICE_LIMITS.items():
+        value = getattr(config, key)
+        if not lo <= value <= hi and problem is None:  # NaN fails too
+            problem = f"inference.{key} is {value:g}; a Piper voice needs {lo:g} to {hi:g}"
+    if problem is None and not VOICE_RATES[0] <= config.sample_rate <= VOICE_RATES[1]:
+        problem = f"audio.sample_rate is {config.sample_rate}; expected {VOICE_RATES[0]} to {VOICE_RATES[1]} Hz"
+    idmap = config.phoneme_id_map
+    if problem is None and not any(ids for symbol, ids in idmap.items() if symbol not in (BOS, EOS, PAD, " ")):
+        problem = "phoneme_id_map has no phonemes (the voice would only ever say nothing)"
+    limit = config.num_symbols
+    for symbol, ids in idmap.items():
+        bad = [i for i in ids if i < 0 or (limit and i >= limit)]
+        if bad and problem is None:
+            problem = (f"phoneme_id_map[{symbol!r}] holds the id {bad[0]}; ids must be "
+                       + (f"0 to {limit - 1} (num_symbols {limit})" if limit else "0 or more"))
+    if problem:
+        raise LiteError(f"voice config {config_path}: {problem}")
+    inputs = {i.name: i.type for i in session.get_inputs()}
+    expected = {**PIPER_INPUTS, **{k: v for k, v in PIPER_OPTIONAL_INPUTS.items() if k in inputs}}
+    outputs = session.get_outputs()
+    if inputs != expected or not outputs or outputs[0].type != "tensor(float)":
+        got = ", ".join(f"{k} {v}" for k, v in inputs.items()) or "none"
+        raise LiteError(f"voice model {onnx_path} is not a Piper voice (inputs: {got}; a Piper voice takes "
+                           "input, input_lengths and scales and returns float audio)")
+
+
 class PiperVoice:
     def __init__(self, onnx_path: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None,
                  espeak: str | os.PathLike | None = None, packages_dir: str | os.PathLike | None = None,
-                 speaker_id: int = 0, sentence_pause_s: float = 0.12) -> None:
+                 speaker_id: int = 0, sentence_pause_s: float = 0.12, speed: float = 1.0) -> None:
         import onnxruntime as ort
 
         if onnx_path is None:
@@ -153,6 +193,7 @@ class PiperVoice:
         self.sample_rate = self.config.sample_rate
         self.speaker_id = speaker_id
         self.sentence_pause_s = sentence_pause_s
+        self.speed = speed          # speaking rate; may be changed between two synthesize() calls
         self.phonemizer = EspeakPhonemizer(self.config.espeak_voice, espeak)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
@@ -163,11 +204,28 @@ class PiperVoice:
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise LiteError(f"cannot load the voice {self.onnx_path}: {exc}") from None
+        check_piper_voice(self.config, self.config_path, self.session, self.onnx_path)
         self._inputs = {i.name for i in self.session.get_inputs()}
         self._lock = threading.Lock()
 
     def phoneme_ids(self, phonemes: str) -> list[int]:
         return phoneme_ids(phonemes, self.config.phoneme_id_map)
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    @speed.setter
+    def speed(self, value: float) -> None:
+        value = float(value)
+        if not 0.1 <= value <= 10.0:
+            raise ValueError(f"voice speed must be between 0.1 and 10 (got {value:g})")
+        self._speed = value
+
+    @property
+    def length_scale(self) -> float:
+        """Piper's duration factor: the voice's own, divided by the speed (2.0 speaks twice as fast)."""
+        return self.config.length_scale / self._speed
 
     def synthesize(self, text: str) -> np.ndarray:
         """float32 mono audio at ``sample_rate`` (empty for text with nothing to say)."""
@@ -178,7 +236,7 @@ class PiperVoice:
         feeds = {
             "input": np.array([ids], dtype=np.int64),
             "input_lengths": np.array([len(ids)], dtype=np.int64),
-            "scales": np.array([self.config.noise_scale, self.config.length_scale, self.config.noise_w],
+            "scales": np.array([self.config.noise_scale, self.length_scale, self.config.noise_w],
                                dtype=np.float32),
         }
         if "sid" in self._inputs:

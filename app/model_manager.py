@@ -551,7 +551,7 @@ class ModelManagerDialog(QDialog):
         self._up_started = time.monotonic()
 
         def work(task: BackgroundTask):
-            folder = catalog.download(upgrade, root, on_progress=lambda p: task.report(("download", p)),
+            folder = dl.download_upgrade(upgrade, root, on_progress=lambda p: task.report(("download", p)),
                                       cancel=task.cancel_event, endpoint=endpoint)
             if task.cancelled:
                 raise dl.DownloadCancelled(upgrade.key)

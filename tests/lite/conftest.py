@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lite_helpers import espeak_available
-
-LLM_ENTRY = "smollm2-135m-instruct-q4_1-0.1.2-ogenai-int8"
+from lite_helpers import LLM_ENTRY, espeak_available
 
 
 @dataclass

@@ -7,6 +7,8 @@ import shutil
 
 import numpy as np
 
+LLM_ENTRY = "smollm2-135m-instruct-q4_1-0.1.2-ogenai-int8"   # the built-in chat model's conversion-cache entry
+
 # (espeak voice, words per minute, question, keyword regex of a correct answer). Each question was checked in text
 # mode with SmolLM2-135M-Instruct, greedy, default system prompt; voices/speeds vary across the set.
 QUESTIONS = [

@@ -62,7 +62,7 @@ def text_runs(backend):
 
 
 def test_half_written_llm_cache_is_rebuilt_with_a_notice(lite_cache):
-    from conftest import LLM_ENTRY
+    from lite_helpers import LLM_ENTRY
 
     events = lite_cache.outcome["events"]
     repairs = [e for e in events if e[0] == "repair"]

@@ -397,3 +397,17 @@ def test_backend_translates_lite_errors():
         with backend_errors():
             raise LiteError("espeak-ng is missing")
     assert isinstance(err.value.__cause__, LiteError)
+
+
+def test_upgrades_live_in_the_apps_models_folder(monkeypatch, tmp_path):
+    """catalog.upgrades_dir() repeats core.settings.store's rule (the model layer does not import settings)."""
+    from core.model.lite import catalog
+    from core.settings.store import default_models_dir
+
+    monkeypatch.delenv(catalog.MODELS_DIR_ENV, raising=False)
+    monkeypatch.delenv("PARLEY_DATA_DIR", raising=False)
+    assert catalog.upgrades_dir() == default_models_dir() / "lite"
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path))
+    assert catalog.upgrades_dir() == default_models_dir() / "lite" == tmp_path / "models" / "lite"
+    monkeypatch.setenv(catalog.MODELS_DIR_ENV, str(tmp_path / "elsewhere"))
+    assert catalog.upgrades_dir() == tmp_path / "elsewhere" / "lite"

@@ -180,7 +180,7 @@ def test_upgrade_end_to_end_download_convert_and_use(tiny, tmp_path, monkeypatch
         hub.add(asr.repo, whisper_src)
         progress = []
         for upgrade in (small, chat, asr):
-            folder = catalog.download(upgrade, root, on_progress=progress.append, endpoint=hub.endpoint)
+            folder = dl.download_upgrade(upgrade, root, on_progress=progress.append, endpoint=hub.endpoint)
             assert catalog.is_installed(upgrade, root) and (folder / "model.safetensors").is_file()
         assert progress[-1].done_bytes == progress[-1].total_bytes > 0
         assert any(p.phase == "verify" for p in progress)                   # the weights' sha256 was checked
@@ -192,7 +192,7 @@ def test_upgrade_end_to_end_download_convert_and_use(tiny, tmp_path, monkeypatch
     # a second run finds everything complete (no request needed for the files)
     with LocalHub() as hub:
         hub.add(chat.repo, tiny["qwen2"])
-        catalog.download(chat, root, endpoint=hub.endpoint)
+        dl.download_upgrade(chat, root, endpoint=hub.endpoint)
         assert not [r for r in hub.state.requests if "/resolve/" in r and r.startswith("GET")]
 
     # converted once, then used by default
@@ -237,7 +237,7 @@ def test_download_resumes_after_a_cut_connection(tmp_path):
     with LocalHub() as hub:
         hub.add(asr.repo, whisper_src)
         hub.state.cut_after[f"{asr.repo}/model.safetensors"] = size - (1 << 20)   # the connection drops
-        folder = catalog.download(asr, root, endpoint=hub.endpoint)
+        folder = dl.download_upgrade(asr, root, endpoint=hub.endpoint)
         assert any(r.startswith("model.safetensors bytes=") for r in hub.state.ranges), hub.state.ranges
     assert (folder / "model.safetensors").read_bytes() == (whisper_src / "model.safetensors").read_bytes()
     assert catalog.is_installed(asr, root)
@@ -250,7 +250,7 @@ def test_download_with_a_wrong_checksum_is_refused(tiny, tmp_path):
         hub.add(chat.repo, tiny["qwen2"])
         hub.state.wrong_sha256.add(f"{chat.repo}/model.safetensors")
         with pytest.raises(dl.DownloadError, match="checksum mismatch"):
-            catalog.download(chat, root, endpoint=hub.endpoint)
+            dl.download_upgrade(chat, root, endpoint=hub.endpoint)
     assert not catalog.is_installed(chat, root)
     assert (catalog.install_dir(chat, root) / "model.safetensors.bad").is_file()
     assert catalog.best_installed("chat", root) is None
@@ -261,7 +261,7 @@ def test_download_to_a_full_disk_is_refused_in_one_line(tiny, tmp_path):
     with small_tmpfs(tmp_path / "small", 128) as disk, LocalHub() as hub:
         hub.add(chat.repo, tiny["qwen2"])
         with pytest.raises(dl.DownloadError) as err:
-            catalog.download(chat, catalog.upgrades_dir(disk), endpoint=hub.endpoint)
+            dl.download_upgrade(chat, catalog.upgrades_dir(disk), endpoint=hub.endpoint)
         assert "not enough disk space" in str(err.value) and "\n" not in str(err.value)
         assert not catalog.is_installed(chat, catalog.upgrades_dir(disk))
 
@@ -274,7 +274,7 @@ def test_unreachable_hub_is_one_clear_line(tmp_path):
     port = s.getsockname()[1]
     s.close()
     with pytest.raises(dl.DownloadError, match="cannot reach"):
-        catalog.download(catalog.by_key("whisper-base.en"), catalog.upgrades_dir(tmp_path),
+        dl.download_upgrade(catalog.by_key("whisper-base.en"), catalog.upgrades_dir(tmp_path),
                          endpoint=f"http://127.0.0.1:{port}")
 
 

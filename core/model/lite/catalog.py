@@ -1,7 +1,8 @@
 """Curated upgrades for the Lite profile: bigger chat models and Whisper models, one click each.
 
 Each entry names a Hugging Face repository and the files Parley needs from it. A download goes through
-:mod:`core.settings.download` (progress, resume, sha256 of every weight file against the Hub's LFS record), into
+:func:`core.settings.download.download_upgrade` (progress, resume, sha256 of every weight file against the Hub's
+LFS record), into
 ``<models dir>/lite/<key>/``; a marker file (``.parley-download.json``, written last) says the folder is complete.
 Chat models are then converted once for the Lite runtime (:mod:`core.model.lite.convert`); Whisper models are
 loaded as they are. The Lite profile uses the best installed model of each kind unless Settings name one.
@@ -101,15 +102,22 @@ def by_key(key: str) -> Upgrade:
 
 
 def upgrades_dir(models_dir: str | os.PathLike | None = None) -> Path:
-    """``<models dir>/lite``: ``models_dir``, else ``$PARLEY_MODELS_DIR``, else the app's default models folder."""
+    """``<models dir>/lite``: ``models_dir``, else ``$PARLEY_MODELS_DIR``, else the app's default models folder
+    (``core.settings.store.default_models_dir()``: ``$PARLEY_DATA_DIR/models`` or the platform's user data folder;
+    the same rule, written here because the model layer does not import the settings layer)."""
     if models_dir is not None:
         return Path(models_dir).expanduser() / "lite"
     override = os.environ.get(MODELS_DIR_ENV)
     if override:
         return Path(override).expanduser() / "lite"
-    from core.settings.store import default_models_dir
+    data = os.environ.get("PARLEY_DATA_DIR")
+    if not data:
+        from platformdirs import user_data_dir
 
-    return default_models_dir() / "lite"
+        from core.constants import APP_AUTHOR, APP_NAME
+
+        data = user_data_dir(APP_NAME, APP_AUTHOR)
+    return Path(data) / "models" / "lite"
 
 
 def install_dir(upgrade: Upgrade, root: Path) -> Path:
@@ -167,23 +175,3 @@ def available_ram() -> int | None:
     except ImportError:
         return None
     return int(psutil.virtual_memory().total)
-
-
-def hub_source(upgrade: Upgrade, endpoint: str | None = None):
-    """Where an upgrade comes from: its Hugging Face repository (files, sizes and sha256 from the Hub's API)."""
-    from core.settings.download import HubSource
-
-    return HubSource(upgrade.repo, patterns=upgrade.files, endpoint=endpoint)
-
-
-def download(upgrade: Upgrade, root: Path, on_progress=None, cancel=None, endpoint: str | None = None) -> Path:
-    """Fetch ``upgrade`` into ``root/<key>`` (resumes, verifies) and mark it installed; returns the folder."""
-    from core.settings.download import DownloadError, download as fetch
-
-    folder = install_dir(upgrade, root)
-    paths = fetch(hub_source(upgrade, endpoint), folder, on_progress=on_progress, cancel=cancel)
-    names = {p.name for p in paths}
-    if "model.safetensors" not in names or "config.json" not in names:
-        raise DownloadError(f"{upgrade.repo} has no model.safetensors/config.json: not the expected model layout")
-    mark_installed(upgrade, folder, paths)
-    return folder

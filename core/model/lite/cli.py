@@ -136,7 +136,7 @@ def answer_audio(backend, audio_16k: np.ndarray, turn_end: str = "model", conv=N
         "sample_rate": backend.output_rate,
         "timings": timings,
         "models": {"asr": "whisper-tiny.en", "llm": backend.llm.name, "voice": backend.voice.onnx_path.name,
-                   "device": "cpu", "dtype": str(next(backend.llm.model.parameters()).dtype).replace("torch.", "")},
+                   "device": "cpu", "llm_runtime": "onnxruntime-genai", "llm_precision": backend.llm.precision},
     }
     out = np.concatenate(pieces_audio) if pieces_audio else np.zeros(0, dtype=np.float32)
     return trace, out
@@ -146,8 +146,7 @@ def run_reply(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from core.errors import UserError
-    from core.engine.backend import BackendError
-    from core.model.lite.backend import LiteBackend, LiteSettings
+    from core.model.lite.backend import BackendError, LiteBackend, LiteSettings
     from core.model.lite.llm import SamplingConfig
 
     if not Path(args.input).is_file():
@@ -160,11 +159,9 @@ def run_reply(args: argparse.Namespace) -> int:
                             rebuild_cache=bool(getattr(args, "rebuild_cache", False)))
     if args.system_prompt is not None:
         settings.system_prompt = args.system_prompt
-    dtype = getattr(args, "dtype", "float32") or "float32"
-    if dtype == "float16":
-        log.warning("float16 is slow on CPUs; the Lite language model uses float32 (or --dtype bfloat16)")
-        dtype = "float32"
-    settings.llm_dtype = dtype
+    dtype = getattr(args, "dtype", None)
+    if dtype not in (None, "float32"):
+        log.warning("the Lite language model runs converted to int8 by onnxruntime-genai; --dtype %s ignored", dtype)
     t0 = time.perf_counter()
     try:
         backend = LiteBackend(settings)

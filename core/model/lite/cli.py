@@ -155,7 +155,7 @@ def run_reply(args: argparse.Namespace) -> int:
         log.warning("the Lite profile runs on the CPU; ignoring --device %s", args.device)
     audio = read_audio_16k(args.input)
     settings = LiteSettings(sampling=SamplingConfig(greedy=bool(args.greedy)), seed=int(args.seed or 0),
-                            llm=args.llm, voice=args.voice,
+                            llm=args.llm, voice=args.voice, asr=getattr(args, "asr", None),
                             rebuild_cache=bool(getattr(args, "rebuild_cache", False)))
     if args.system_prompt is not None:
         settings.system_prompt = args.system_prompt

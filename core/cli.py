@@ -98,6 +98,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     tt.add_argument("--seed", type=int, default=0, help="room seed")
     tt.add_argument("--echo-minutes", type=float, default=0.0,
                     help="also the echo alone: the assistant talks this long in the speakerphone room")
+    tt.add_argument("--keep", help="a folder to keep each run's events (JSONL), report (JSON) and audio in")
     tt.add_argument("--checkpoint")
     tt.add_argument("--llm")
     tt.set_defaults(func=_handler_lazy("core.compose.bench:run_turns_bench"))

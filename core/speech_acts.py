@@ -42,7 +42,7 @@ BACKCHANNEL_PHRASES = (
 )
 COMMAND_WORDS = frozenset({
     "stop", "wait", "pause", "hold", "quiet", "enough", "no", "nope", "cancel", "shut", "hush", "halt", "sorry",
-    "excuse", "hey", "actually", "listen",
+    "excuse", "actually", "listen",
 })
 FUNCTION_WORDS = frozenset({
     "a", "an", "the", "and", "or", "but", "so", "then", "than", "that", "this", "these", "those", "it", "its",
@@ -50,7 +50,9 @@ FUNCTION_WORDS = frozenset({
     "was", "were", "be", "been", "am", "do", "did", "does", "to", "of", "in", "on", "at", "for", "with", "as", "by",
     "from", "up", "just", "well", "like", "also", "too", "very", "there", "here", "now", "oh", "can", "could",
     "will", "would", "should", "shall", "may", "might", "must", "have", "has", "had", "get", "got", "go", "more",
-    "some", "any", "all", "not", "if", "come", "came", "let", "let's",
+    "some", "any", "all", "not", "if", "come", "came", "let", "let's", "i'll", "i've", "i'd", "you're", "you'll",
+    "you've", "we're", "we'll", "they're", "he's", "she's", "that's", "there's", "gonna", "wanna", "gotta", "um",
+    "uh", "hey",
 })
 
 _ANNOTATION = re.compile(r"[\[(*♪][^\])*♪]*[\])*♪]")

@@ -185,7 +185,8 @@ class CaptureChain:
             while e < n_frames and speaking[e] == speaking[k]:
                 e += 1
             a, b = k * FRAME, e * FRAME
-            events += vad.process(clean[a:b], bool(speaking[k]), ref[a:b], raw_16k=mic[a:b])
+            events += vad.process(clean[a:b], bool(speaking[k]), ref[a:b], raw_16k=mic[a:b],
+                                  near_16k=near[a:b] if linear is not None else None)
             k = e
         self._window_probs += vad.take_window_probs()
         self._meter(mic, clean, ref)
@@ -207,6 +208,7 @@ class CaptureChain:
                 self.linear = None
             elif self.linear is None:
                 self.linear = LinearEchoCanceller()
+            self.vad.reset_near_end()
         if hold:
             self.vad.hold_echo(hold)
         if self._restart_vad:

@@ -57,7 +57,8 @@ class LinearEchoCanceller:
         self._x = np.roll(self._x, 1, axis=0)
         self._x[0] = spectrum
         echo = np.fft.irfft((self._w * self._x).sum(axis=0))[b:]
-        err = np.asarray(mic, dtype=np.float64) - echo
+        m = np.asarray(mic, dtype=np.float64)
+        err = m - echo
         self._power = 0.9 * self._power + 0.1 * (spectrum.real ** 2 + spectrum.imag ** 2)
         self.frames += 1
         if adapt and float(np.max(np.abs(x))) > 1e-4:
@@ -68,7 +69,10 @@ class LinearEchoCanceller:
             g[:, b:] = 0.0                      # the gradient constraint: a causal filter of ``block`` taps per part
             self._w += np.fft.rfft(g, axis=1)
             self.adapted_frames += 1
+        # never louder than the microphone: a filter thrown off by an echo path that moved (a device's latency
+        # jumped) would add its wrong estimate to the user's voice; the microphone as it is is better then
+        result = m if float(np.dot(err, err)) > float(np.dot(m, m)) else err
         if out is None:
-            return err.astype(np.float32)
-        out[:] = err
+            return result.astype(np.float32)
+        out[:] = result
         return out

@@ -22,6 +22,21 @@ Echo awareness:
 
   A window that looks like echo cannot start or continue an onset candidate.
 
+* **Double talk through the linear canceller** (``near_16k`` given, ``near_end_check``). AEC3's suppressor also
+  removes much of the user's voice while the assistant talks: in the simulated laptop room a user speaking over the
+  assistant was detected on AEC3's output only after about 0.9 s, and "Wait.", "okay" or "No, stop." not at all.
+  The linear canceller (:mod:`core.audio.linear_aec`) suppresses nothing: its output holds the user's voice whole
+  plus a residual echo that sits a steady ``ERLE`` under the microphone once the filter has converged (20-30 dB
+  after a few seconds of the assistant speaking). A second silero instance listens to that output, and a window
+  counts as the user's when silero hears speech there *and* the output's energy relative to the raw microphone
+  (over ~96 ms) rises ``near_end_margin_db`` above its tracked echo-only floor (a minimum that creeps up
+  0.05 dB per window) and above ``near_end_min_ratio_db``, and the same residual-echo check as above finds that
+  what stands out does not follow the reference, and AEC3's own output is not far under the microphone
+  (``near_end_aec_ratio_db``: a linear filter thrown off by an echo path that moved must not open a turn). Residual echo never rises above that floor; a user over the echo brings it to a few dB
+  under the microphone. This path is used only once the floor shows a converged filter (``near_end_min_erle_db``),
+  so a fresh filter falls back to AEC3's path alone. Measured (``scripts/bench`` ``parley bench rooms`` and the
+  conversation suite, docs/engine.md): detection within 0-130 ms of the user's speech in both rooms once converged.
+
 The model is loaded from the wheel's data folder without importing the ``silero_vad`` package (that import pulls
 in torch and sets its thread count); onnxruntime runs with one thread.
 """
@@ -113,6 +128,12 @@ class VadConfig:
     echo_ratio_min_db: float = -25.0     # cleaned/raw energy below this while speaking: residual echo
     history_seconds: float = 3.0         # cleaned audio kept for pre_roll()/history()
     gate_dbfs: float | None = -70.0      # windows quieter than this (RMS) skip the model: probability 0
+    near_end_check: bool = True          # while the assistant speaks, also listen to the linear canceller's output
+    near_end_margin_db: float = 8.0      # ... its output/microphone ratio must rise this far above the echo floor
+    near_end_min_erle_db: float = 12.0   # ... and only once the floor shows this much cancellation
+    near_end_min_ratio_db: float = -20.0  # ... and never below this (a user over the echo: -10 to -2 dB)
+    near_end_aec_ratio_db: float = -28.0  # ... while AEC3 lets something through too (its output/microphone ratio:
+                                          # echo alone -33 to -60 dB, a user over the echo -8 to -15 dB)
 
 
 class EchoAwareVad:
@@ -121,12 +142,15 @@ class EchoAwareVad:
     def __init__(self, config: VadConfig | None = None, model: SileroOnnx | None = None) -> None:
         self.config = config or VadConfig()
         self._model = model or SileroOnnx()
+        self._near_model: SileroOnnx | None = None     # the second silero, for the linear canceller's output
         w = VAD_WINDOW_SAMPLES_16K
         self._win = np.zeros(w, dtype=np.float32)
         self._win_ref = np.zeros(w, dtype=np.float32)
         self._win_raw = np.zeros(w, dtype=np.float32)
+        self._win_near = np.zeros(w, dtype=np.float32)
         c = self.config
         self.echo = ResidualEchoCheck(c)
+        self.near_echo = ResidualEchoCheck(c)       # the same check on the linear canceller's output
         self._hist_len = int((c.history_seconds + c.pre_roll_ms / 1000) * MODEL_INPUT_RATE) // 512 * 512 + 512
         self._hist = np.zeros(self._hist_len, dtype=np.float32)
         self.reset()
@@ -134,9 +158,16 @@ class EchoAwareVad:
     # -- life cycle -------------------------------------------------------------------------------------------
     def reset(self) -> None:
         self._model.reset()
+        if self._near_model is not None:
+            self._near_model.reset()
         self._fill = 0
         self._fill_has_ref = False
         self._fill_has_raw = False
+        self._fill_has_near = False
+        self._near_ratio = collections.deque(maxlen=3)   # (near energy, raw energy) of the latest windows
+        self._near_floor_db = 0.0      # echo-only level of the linear canceller's output under the microphone
+        self.near_prob = 0.0           # silero on the linear output, when it counted (else 0)
+        self.near_windows = 0          # windows in which the near-end path found the user
         self._pos = 0                  # samples received
         self._win_pos = 0              # samples consumed into windows
         self._prob = 0.0
@@ -148,6 +179,7 @@ class EchoAwareVad:
         self._silence_windows = 0
         self._last_onset: int | None = None
         self.echo.reset()
+        self.near_echo.reset()
         self._hist[:] = 0.0
         self.echo_similarity = 0.0
         self.echo_ratio_db: float | None = None
@@ -170,10 +202,12 @@ class EchoAwareVad:
         """The echo path changed (a new device, a re-alignment): treat the assistant's audio as echo for this many
         windows while the canceller re-converges."""
         self.echo.hold(windows)
+        self.near_echo.hold(windows)
 
     def set_echo_lag_hint(self, lag_ms: float | None) -> None:
         """The caller measured the echo's lag behind the reference it passes (None: estimate it here)."""
         self.echo.lag_hint_ms = lag_ms
+        self.near_echo.lag_hint_ms = lag_ms
 
     def take_window_probs(self) -> list[tuple[int, float]]:
         """``(end position, speech probability)`` of every window completed since the last call."""
@@ -196,9 +230,11 @@ class EchoAwareVad:
         return self._pos
 
     def process(self, samples_16k: np.ndarray, assistant_speaking: bool,
-                reference_16k: np.ndarray | None = None, *, raw_16k: np.ndarray | None = None) -> list[VadEvent]:
-        """Feed cleaned samples (and optionally the aligned far-end reference and the raw microphone, same
-        length). Returns the onsets/offsets decided in the windows completed by these samples."""
+                reference_16k: np.ndarray | None = None, *, raw_16k: np.ndarray | None = None,
+                near_16k: np.ndarray | None = None) -> list[VadEvent]:
+        """Feed cleaned samples (and optionally the aligned far-end reference, the raw microphone and the linear
+        canceller's output, same length). Returns the onsets/offsets decided in the windows completed by these
+        samples."""
         x = np.asarray(samples_16k, dtype=np.float32).reshape(-1)
         events: list[VadEvent] = []
         w = VAD_WINDOW_SAMPLES_16K
@@ -209,6 +245,7 @@ class EchoAwareVad:
             self._win[self._fill:self._fill + k] = x[i:i + k]
             self._copy_side(self._win_ref, reference_16k, i, k, "_fill_has_ref")
             self._copy_side(self._win_raw, raw_16k, i, k, "_fill_has_raw")
+            self._copy_side(self._win_near, near_16k, i, k, "_fill_has_near")
             self._fill += k
             i += k
             if self._fill == w:
@@ -218,6 +255,7 @@ class EchoAwareVad:
                 self._fill = 0
                 self._fill_has_ref = False
                 self._fill_has_raw = False
+                self._fill_has_near = False
         return events
 
     def _copy_side(self, dst: np.ndarray, src: np.ndarray | None, i: int, k: int, flag: str) -> None:
@@ -267,6 +305,52 @@ class EchoAwareVad:
         self.echo_ratio_db = self.echo.ratio_db
         return echo
 
+    def _near_end(self, speaking: bool) -> float:
+        """Silero's probability on the linear canceller's output for this window when that output stands
+        ``near_end_margin_db`` above its echo-only floor under the microphone (the user talks over the echo); 0
+        otherwise, when the assistant is silent, or before the filter has converged."""
+        c = self.config
+        self.near_prob = 0.0
+        if not (speaking and c.near_end_check and self._fill_has_near and self._fill_has_raw):
+            self._near_ratio.clear()
+            return 0.0
+        near_e = float(np.dot(self._win_near, self._win_near))
+        raw_e = float(np.dot(self._win_raw, self._win_raw))
+        if raw_e < 1e-7 * len(self._win_raw):          # nothing at the microphone (-70 dBFS): nothing to judge
+            return 0.0
+        self._near_ratio.append((near_e, raw_e))
+        ratio_db = 10.0 * math.log10((sum(a for a, _ in self._near_ratio) + 1e-12)
+                                     / (sum(b for _, b in self._near_ratio) + 1e-12))
+        self._near_floor_db = min(ratio_db, self._near_floor_db + 0.05)
+        self.near_echo.push(self._win_near, self._win_ref if self._fill_has_ref else None, self._win_raw)
+        if self._near_floor_db > -c.near_end_min_erle_db:
+            return 0.0
+        if self._near_model is None:
+            self._near_model = SileroOnnx()
+        p = self._near_model(self._win_near)   # every window once converged: the model's state stays continuous
+        if (ratio_db < max(self._near_floor_db + c.near_end_margin_db, c.near_end_min_ratio_db)
+                or p < c.offset_threshold):
+            return 0.0
+        if c.echo_check and self.near_echo.is_echo():   # what stands out still follows the reference: echo
+            return 0.0
+        aec = self.echo.current_ratio_db()
+        if aec is not None and aec < c.near_end_aec_ratio_db:   # AEC3 found nothing but echo here
+            return 0.0
+        self.near_prob = p
+        if p >= c.speaking_threshold:
+            self.near_windows += 1
+            log.debug("near-end speech at %d: p %.2f, ratio %.1f dB (floor %.1f), similarity %.2f", self._pos, p,
+                      ratio_db, self._near_floor_db, self.near_echo.similarity)
+        return p
+
+    def reset_near_end(self) -> None:
+        """The linear canceller starts over (a new echo path): its echo floor must be learned again."""
+        self._near_floor_db = 0.0
+        self._near_ratio.clear()
+        self.near_echo.reset()
+        if self._near_model is not None:
+            self._near_model.reset()
+
     def _window(self, speaking: bool, end_pos: int, events: list[VadEvent]) -> None:
         c = self.config
         w = VAD_WINDOW_SAMPLES_16K
@@ -281,9 +365,10 @@ class EchoAwareVad:
             self.gated_windows += 1
         else:
             p = self._model(self._win)
-        self._prob = p
+        p_near = self._near_end(speaking)
+        self._prob = max(p, p_near)
         self.windows += 1
-        self._window_probs.append((end_pos, p))
+        self._window_probs.append((end_pos, self._prob))
         if not self._in_speech:
             thr = c.speaking_threshold if speaking else c.threshold
             min_ms = c.speaking_min_speech_ms if speaking else c.min_speech_ms
@@ -294,6 +379,8 @@ class EchoAwareVad:
                 candidate = False
                 echo_hit = True
                 self.echo_rejected_windows += 1
+            if p_near >= thr:        # the user's voice stands out of the linear canceller's residual echo
+                candidate, echo_hit = True, False
             if echo_hit and self._run_start is not None and self._run_echo < need:
                 # inside a run, an echo-like speech window neither counts nor breaks it (the check is noisy in
                 # double talk); more than ``need`` of them do
@@ -317,7 +404,7 @@ class EchoAwareVad:
                 self._run_echo = 0
         else:
             need = max(1, int(math.ceil(c.min_silence_ms / 1000 * MODEL_INPUT_RATE / w)))
-            if p < c.offset_threshold:
+            if max(p, p_near) < c.offset_threshold:
                 if self._silence_start is None:
                     self._silence_start = start
                     self._silence_windows = 0
@@ -395,6 +482,16 @@ class ResidualEchoCheck:
         self.pushes += 1
         if ref is not None and ref.any():
             self.ref_active_at = self.pushes
+
+    def current_ratio_db(self) -> float | None:
+        """The cleaned signal's energy relative to the raw microphone's over the last three windows (None: no raw
+        microphone, or silence there)."""
+        if self.raw_valid < 12:
+            return None
+        clean_e, raw_e = self._energy.sum(axis=0)
+        if raw_e <= 1e-10 * VAD_WINDOW_SAMPLES_16K:
+            return None
+        return 10.0 * math.log10(max(clean_e, 1e-12) / raw_e)
 
     def last_clean_energy(self) -> float:
         """Mean square of the latest cleaned window (for the silence gate)."""

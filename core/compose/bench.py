@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from core.compose.build import build_backend
-from core.compose.spec import ProfileSpec, apply_options
+from core.compose.build import build_backend, engine_config, vad_config
+from core.compose.commands import SETTINGS_ENV
+from core.compose.spec import ProfileSpec, apply_options, spec_from_settings
+from core.settings import Settings
 from core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -288,11 +290,20 @@ def run_turns_bench(args: argparse.Namespace) -> int:
 
     threads = configure_torch_threads()
     config, backend_opts = settings_from_env()
-    spec = ProfileSpec(profile=args.profile)
-    apply_options(spec, {"max_new_tokens": 64, **backend_opts})
-    for key in ("checkpoint", "llm"):
-        if getattr(args, key, None):
-            setattr(spec, key, getattr(args, key))
+    vad = None
+    if args.profile == "lite" and not os.environ.get(SETTINGS_ENV, "").strip():
+        # the app's defaults: its persona, sampling, turn and VAD settings (the conversation is the unit of
+        # acceptance, with the settings a new user has)
+        app = Settings()
+        spec, config, vad = spec_from_settings(app), engine_config(app), vad_config(app)
+        if args.llm:
+            spec.llm = args.llm
+    else:
+        spec = ProfileSpec(profile=args.profile)
+        apply_options(spec, {"max_new_tokens": 64, **backend_opts})
+        for key in ("checkpoint", "llm"):
+            if getattr(args, key, None):
+                setattr(spec, key, getattr(args, key))
     spec.validate()
     folder = Path(args.scripts) if args.scripts else Path(__file__).resolve().parents[2] / "tests" / "conversations" \
         / "scripts"
@@ -308,14 +319,23 @@ def run_turns_bench(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="parley-turns-") as tmp:
+            keep = Path(args.keep) if getattr(args, "keep", None) else None
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
             for room_name in rooms:
                 for path in scripts:
                     user = ScriptedUser(load_script(path))
-                    events = Path(tmp) / f"{room_name}_{path.stem}.jsonl"
+                    where = keep or Path(tmp)
+                    events = where / f"{room_name}_{path.stem}.jsonl"
+                    audio = where / (f"{room_name}_{path.stem}.wav" if keep else "out.wav")
                     room = None if room_name == "none" else EchoRoom(room_name, seed=args.seed)
-                    run_conversation(backend, ScriptedInput(user), Path(tmp) / "out.wav", events_path=events,
-                                     config=copy.deepcopy(config), system_prompt=spec.system_prompt, room=room)
+                    run_conversation(backend, ScriptedInput(user), audio, events_path=events,
+                                     config=copy.deepcopy(config), system_prompt=spec.system_prompt, room=room,
+                                     vad=vad)
                     report = score(user.script, user.timeline(), read_events(events))
+                    if keep is not None:
+                        (keep / f"{room_name}_{path.stem}.report.json").write_text(
+                            json.dumps({"timeline": user.timeline(), **report}, indent=1, ensure_ascii=False))
                     reports.append(report)
                     runs.append({"script": path.stem, "room": room_name, "passed": report["aggregate"]["passed"],
                                  "utterances": report["aggregate"]["utterances"],
@@ -323,7 +343,7 @@ def run_turns_bench(args: argparse.Namespace) -> int:
                                              "turns": u["turns"], "interrupted": u["interrupted"],
                                              "interrupt_ms": u["interrupt_ms"], "answer": u["answer_text"][:80]}
                                             for u in report["utterances"] if not u["ok"]]})
-            echo = _echo_alone(backend, spec, config, args.echo_minutes, args.seed, Path(tmp)) \
+            echo = _echo_alone(backend, spec, config, args.echo_minutes, args.seed, Path(tmp), vad) \
                 if args.echo_minutes else None
     finally:
         backend.close()
@@ -344,7 +364,8 @@ ECHO_REQUESTS = ["Tell me a long story about a dragon who loved the sea.",
                  "Tell me a long story about a fox and a crow."]
 
 
-def _echo_alone(backend: Any, spec: ProfileSpec, config: Any, minutes: float, seed: int, tmp: Path) -> dict:
+def _echo_alone(backend: Any, spec: ProfileSpec, config: Any, minutes: float, seed: int, tmp: Path,
+                vad: Any = None) -> dict:
     """The assistant talks for ``minutes`` in the speakerphone room; the user only asks for the next story when
     an answer has ended. Every interruption and every turn that is not one of those requests is false."""
     from core.audio.room import EchoRoom
@@ -359,7 +380,7 @@ def _echo_alone(backend: Any, spec: ProfileSpec, config: Any, minutes: float, se
     events_path = tmp / "echo_alone.jsonl"
     run_conversation(backend, ScriptedInput(user), tmp / "echo.wav", events_path=events_path,
                      config=copy.deepcopy(config), system_prompt=spec.system_prompt,
-                     room=EchoRoom("speakerphone", seed=seed))
+                     room=EchoRoom("speakerphone", seed=seed), vad=vad)
     events = read_events(events_path)
     spoken = sum(e.get("samples", 0) / max(e.get("rate", 1), 1) for e in events if e["type"] == "audio_played")
     requests = len([u for u in user.timeline() if u.get("start_s") is not None])

@@ -83,6 +83,7 @@ class Backend:
 
     name: str = "?"       # "freeze-omni" | "lite"
     output_rate: int = 0  # Hz of ReplyPiece.audio
+    transcribes: bool = False  # listen() gives the user's words (ListenResult.user_text): no words, no barge-in
 
     def new_conversation(self, system_prompt: str | None = None) -> Conversation:
         """Fresh conversation (system prompt prefilled)."""

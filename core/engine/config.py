@@ -49,11 +49,15 @@ class EngineConfig:
     # content words (core.speech_acts: "mm-hm", "yeah", "okay", "I see" have none; a command such as "stop" or
     # "wait" alone is enough). 0: any non-backchannel.
     barge_in_min_words: int = 2
-    # Before the user has finished, a transcript interrupts with a command, or with this many distinct content
-    # words of the user's own once it holds ``barge_in_early_voiced_s`` of voiced audio (a backchannel is short, and
-    # Whisper makes words of a snippet with residual echo).
-    barge_in_early_words: int = 2
-    barge_in_early_voiced_s: float = 0.6
+    # Without a command, a barge-in needs this much voiced audio: backchannels last up to about a second ("mm-hm",
+    # laughter), and Whisper makes a few words of one with the residual echo around it ("in the next year.").
+    barge_in_content_voiced_s: float = 1.0
+    # The answer is cut before the user has finished only for a long utterance: this many distinct content words of
+    # the user's own and ``barge_in_early_voiced_s`` of voiced audio. Otherwise the answer stays held (silent) and
+    # the decision waits for the end of the user's speech, when the transcript is whole: a command heard in a
+    # partial transcript of a hum ("mm-hm" -> "No, no") must not cut the answer.
+    barge_in_early_words: int = 3
+    barge_in_early_voiced_s: float = 1.5
     # The answer's playback is held as soon as a candidate has this much voiced audio (0: at its onset, which the
     # echo-aware VAD already checked), and plays on when the candidate is not a barge-in (the user hears the
     # assistant stop at once; a backchannel or a cough costs a short gap).
@@ -61,6 +65,11 @@ class EngineConfig:
     # A command ("stop", "wait") interrupts with this much voiced audio (short words, and the echo canceller
     # takes part of the user's voice during double talk).
     barge_in_command_voiced_s: float = 0.2
+    # A transcript with more words than this many per second of voiced audio (plus one) did not come from the
+    # user's voice alone: Whisper made sentences of a short sound and the residual echo around it ("mm-hm" heard
+    # as "You're gonna be here."). Its content words do not interrupt (a command still does). Speech runs at 2-4
+    # words per second.
+    barge_in_max_words_per_s: float = 5.0
     # Speech that resumes within this long after the end of the user's speech, while at most ``join_max_played_s``
     # of the answer has been heard, continues the same turn (the user only paused): the answer is dropped and
     # restarts afterwards with the whole utterance.

@@ -700,8 +700,10 @@ class Engine:
         in this answer do not count (residual echo in the transcript)."""
         cfg = self.config
         text = inp.user_text
-        if text is None:
+        if text is None and not self.backend.transcribes:
             return "too_short" if inp.voiced_s < cfg.barge_in_min_voiced_s else None
+        if not (text or "").strip():
+            return "no_words"
         commands, content = self._user_words(text)
         if commands and inp.voiced_s >= cfg.barge_in_command_voiced_s:
             return None
@@ -709,8 +711,12 @@ class Engine:
             return "too_short"
         if is_backchannel(text) or not content:
             return "backchannel"
-        if len(content) < cfg.barge_in_min_words:
+        if len(speech_words(text)) > cfg.barge_in_max_words_per_s * inp.voiced_s + 1:
+            return "implausible"
+        if len(set(content)) < cfg.barge_in_min_words:
             return "too_few_words"
+        if inp.voiced_s < cfg.barge_in_content_voiced_s:
+            return "too_short"
         return None
 
     def _candidate_step(self, inp: _Input, now: float) -> None:
@@ -741,16 +747,18 @@ class Engine:
                 [w for w in content_words(text) if w not in said])
 
     def _interrupting(self, inp: _Input) -> bool:
-        """The candidate already shows it takes the turn, before the user has finished: the profile's live
-        transcript holds a command, or ``barge_in_early_words`` distinct content words of the user's own (a short
-        backchannel misheard through residual echo rarely gives two). Profiles without a transcript (Freeze-Omni)
-        interrupt on their state head's 'ss' only."""
+        """The candidate already shows it takes the turn, before the user has finished: a long utterance with
+        ``barge_in_early_words`` distinct content words of the user's own. Anything shorter (commands included)
+        is decided at the end of the user's speech, on the whole transcript, while the answer stays held.
+        Profiles without a transcript (Freeze-Omni) interrupt on their state head's 'ss' only."""
         text = inp.user_text
-        if text is None or not text.strip() or self._barge_in_veto(inp) is not None:
+        cfg = self.config
+        if text is None or not text.strip() or inp.voiced_s < cfg.barge_in_early_voiced_s:
             return False
-        commands, content = self._user_words(text)
-        return bool(commands) or (len(set(content)) >= self.config.barge_in_early_words
-                                  and inp.voiced_s >= self.config.barge_in_early_voiced_s)
+        if self._barge_in_veto(inp) is not None:
+            return False
+        _, content = self._user_words(text)
+        return len(set(content)) >= cfg.barge_in_early_words
 
     def _not_a_turn(self, inp: _Input) -> str | None:
         """Why a backend 'ss' for an ordinary input must not be answered (None: answer it). A backchannel is not

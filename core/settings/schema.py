@@ -31,7 +31,9 @@ GLOBAL_TOKEN_COUNT = 8
 GLOBAL_TOKEN_VOCAB = 1024
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You are Parley, a helpful voice assistant. Answer briefly and conversationally, in one or two sentences."
+    # the Lite profile's measured prompt (docs/lite.md, "Sampling"): a persona with a name and "conversationally"
+    # made SmolLM2-135M answer questions about Italy or Germany in Italian or German
+    "You are a helpful AI assistant. Keep your answers short: one or two sentences, no lists."
 )
 
 

@@ -284,7 +284,7 @@ def test_score_backchannel_ignored_and_barge_in_answered():
     assert stop["keywords_ok"] and stop["answer_text"] == "Two plus two is four."
     agg = rep["aggregate"]
     assert agg["ok"] and agg["backchannels"]["count"] == 1 and agg["backchannels"]["interruptions"] == 0
-    assert agg["barge_ins"] == {"count": 1, "interrupted": 1, "within_600ms": 1, "within_600ms_rate": 1.0,
+    assert agg["barge_ins"] == {"count": 1, "not_overlapped": 0, "interrupted": 1, "within_600ms": 1, "within_600ms_rate": 1.0,
                                 "latency_ms_p50": 500.0, "latency_ms_max": 500.0, "wer": 0.0, "questions": 1,
                                 "questions_answered": 1}
     assert agg["false_interruptions"] == 0 and agg["stray_turns"] == 0

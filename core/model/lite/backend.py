@@ -158,6 +158,7 @@ class LiteBackend(Backend):
     """The Lite profile (name ``"lite"``). Models are loaded in the constructor; see :class:`LiteSettings`."""
 
     name = "lite"
+    transcribes = True
 
     def __init__(self, settings: LiteSettings | None = None, progress: ProgressFn | None = None,
                  **overrides: Any) -> None:

@@ -87,10 +87,7 @@ def run_chat(args: argparse.Namespace) -> int:
     room_name = getattr(args, "echo", None) or "none"
     room_seed = int(getattr(args, "echo_seed", 0) or 0)
     room = make_room(room_name, room_seed)
-    try:
-        audio = load_wav_16k(src)
-    except Exception as exc:  # soundfile raises its own error types
-        raise UserError(f"cannot read {src}: {exc}") from exc
+    audio = load_wav_16k(src)   # a file that cannot be used is refused in one line (core.audio.wavin)
     backend = build_backend(spec, config)
     configure_torch_threads()
     recorder = tap = None

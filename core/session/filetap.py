@@ -93,10 +93,10 @@ class ChatRecording:
 
 
 def read_input(path: str) -> tuple[np.ndarray, int]:
-    """The input WAV exactly as ``load_wav_16k`` reads it (float32, channels kept), and its rate."""
-    import soundfile as sf
+    """The input file as ``load_wav_16k`` reads it (validated, float32, channels kept), and its rate."""
+    from core.audio.wavin import read_audio
 
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    data, rate = read_audio(path, what="input")
     if data.shape[1] == 1:
         data = data[:, 0]
     return data, int(rate)

@@ -31,23 +31,10 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 def read_input_16k(path: str | Path) -> np.ndarray:
-    """Any WAV -> mono float32 at 16 kHz (channels averaged, soxr resampling)."""
-    import soundfile as sf
-    import soxr
+    """Any audio file -> mono float32 at 16 kHz, validated (``core.audio.wavin``; soxr resampling)."""
+    from core.audio.wavin import load_mono
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"input file not found: {path}")
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:  # type: ignore[attr-defined]
-        raise UserError(f"cannot read audio file {path}: {exc}") from exc
-    if data.size == 0:
-        raise UserError(f"input file {path} holds no audio")
-    mono = data.mean(axis=1, dtype=np.float64).astype(np.float32)
-    if rate != MODEL_INPUT_RATE:
-        mono = soxr.resample(mono, rate, MODEL_INPUT_RATE).astype(np.float32)
-    return mono
+    return load_mono(path, MODEL_INPUT_RATE, what="input")
 
 
 def write_output(path: str | Path, wave_24k: np.ndarray) -> None:
@@ -115,13 +102,9 @@ def voice_tokens(voice: str | None, codec: Any) -> list[int] | None:
     if not path.is_file():
         raise UserError(f"--voice must be {codec.config.global_code_num} comma-separated global token ids or a "
                         f"reference WAV file; {voice!r} is neither")
-    import soundfile as sf
-    import soxr
+    from core.audio.wavin import load_mono
 
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = data.mean(axis=1).astype(np.float32)
-    if rate != codec.sample_rate:
-        mono = soxr.resample(mono, rate, codec.sample_rate).astype(np.float32)
+    mono = load_mono(path, codec.sample_rate, what="--voice reference recording")
     if codec.encoder is None:
         raise UserError("a reference-WAV voice needs the codec encoder")
     tokens = codec.global_tokens_from_wave(mono)
@@ -146,10 +129,14 @@ def run_reply(args: argparse.Namespace) -> int:
             raise UserError(f"{what} folder not found: {folder}")
     threads = configure_torch_threads()
     wave = read_input_16k(args.input)
+    voice_is_wav = bool(args.voice) and not all(p.strip().isdigit() for p in args.voice.split(","))
+    if voice_is_wav:   # a reference recording that cannot be used is refused before the model loads
+        from core.audio.wavin import read_audio
+
+        read_audio(args.voice, what="--voice reference recording")
     _quiet_transformers()
 
     t0 = time.perf_counter()
-    voice_is_wav = bool(args.voice) and not all(p.strip().isdigit() for p in args.voice.split(","))
     try:
         pipe = load_freeze_omni(checkpoint, llm, device=args.device, dtype=args.dtype,
                                 with_codec_encoder=voice_is_wav)

@@ -24,20 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def read_audio_16k(path: str | Path) -> np.ndarray:
-    """Any WAV/FLAC/OGG soundfile can read -> float32 mono 16 kHz. Raises UserError when unreadable."""
-    import soundfile as sf
-    import soxr
+    """Any audio file soundfile reads -> float32 mono 16 kHz, validated (``core.audio.wavin``: a UserError in one
+    line when it cannot be used)."""
+    from core.audio.wavin import load_mono
 
-    from core.errors import UserError
-
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (OSError, RuntimeError, sf.LibsndfileError) as exc:
-        raise UserError(f"cannot read the input audio {path}: {exc}") from None
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if rate != MODEL_INPUT_RATE and len(mono):
-        mono = soxr.resample(mono, rate, MODEL_INPUT_RATE, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return load_mono(path, MODEL_INPUT_RATE, what="input")
 
 
 def virtual_first_audio_ms(chunk_costs_s: list[float], speech_end_s: float, reply_first_audio_s: float) -> float:

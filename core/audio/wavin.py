@@ -58,7 +58,7 @@ def read_audio(path: str | Path, what: str = "audio file",
     path = Path(path)
     name = _describe(path, what)
     if not path.is_file():
-        raise AudioFileError(f"{name} not found" if not path.exists() else f"{name} is not a file")
+        raise AudioFileError(f"{what} not found: {path}" if not path.exists() else f"{name} is not a file")
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:  # type: ignore[attr-defined]

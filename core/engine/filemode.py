@@ -48,7 +48,7 @@ REFERENCE_LOOKAHEAD_S = 0.02   # a chunk is handed over this long after its end:
 def load_wav_16k(path: str | Path) -> np.ndarray:
     """Any audio file (any rate, any channel count) as 16 kHz mono float32, validated (``core.audio.wavin``: one
     line for a damaged or hand-made file; channels averaged unless they cancel out; soxr resampling)."""
-    return load_mono(path, MODEL_INPUT_RATE, what="input")
+    return load_mono(path, MODEL_INPUT_RATE, what="input file")
 
 
 class WavWriter:

@@ -96,7 +96,7 @@ def read_input(path: str) -> tuple[np.ndarray, int]:
     """The input file as ``load_wav_16k`` reads it (validated, float32, channels kept), and its rate."""
     from core.audio.wavin import read_audio
 
-    data, rate = read_audio(path, what="input")
+    data, rate = read_audio(path, what="input file")
     if data.shape[1] == 1:
         data = data[:, 0]
     return data, int(rate)

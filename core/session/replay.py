@@ -78,8 +78,8 @@ def load_source(session: Path, source: str) -> tuple[np.ndarray, int, np.ndarray
     path = session / STREAM_FILES["mic_raw" if source == "raw" else "mic_clean"]
     if not path.exists():
         raise ReplayError(f"{path.name} is missing in {session}")
-    data, rate = wavin.read_audio(path, what="the recording")
-    mono = wavin.resample(wavin.to_mono(data, f"the recording {path}"), rate, MODEL_INPUT_RATE)
+    data, rate = wavin.read_audio(path, what="recording")
+    mono = wavin.resample(wavin.to_mono(data, f"recording {path}"), rate, MODEL_INPUT_RATE)
     recorded = data[:, 0] if data.shape[1] == 1 else data
     return recorded, int(rate), mono
 

@@ -34,7 +34,7 @@ def read_input_16k(path: str | Path) -> np.ndarray:
     """Any audio file -> mono float32 at 16 kHz, validated (``core.audio.wavin``; soxr resampling)."""
     from core.audio.wavin import load_mono
 
-    return load_mono(path, MODEL_INPUT_RATE, what="input")
+    return load_mono(path, MODEL_INPUT_RATE, what="input file")
 
 
 def write_output(path: str | Path, wave_24k: np.ndarray) -> None:

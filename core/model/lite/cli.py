@@ -28,7 +28,7 @@ def read_audio_16k(path: str | Path) -> np.ndarray:
     line when it cannot be used)."""
     from core.audio.wavin import load_mono
 
-    return load_mono(path, MODEL_INPUT_RATE, what="input")
+    return load_mono(path, MODEL_INPUT_RATE, what="input file")
 
 
 def virtual_first_audio_ms(chunk_costs_s: list[float], speech_end_s: float, reply_first_audio_s: float) -> float:

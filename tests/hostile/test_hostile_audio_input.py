@@ -228,3 +228,17 @@ def test_the_capture_chain_never_passes_non_finite_samples_on():
         assert np.isfinite(c.speech_prob)
     levels = chain.levels()
     assert all(np.isfinite(v) for v in (levels.mic_rms_db, levels.clean_rms_db, levels.speech_prob))
+
+
+def test_the_app_voice_from_a_recording_refuses_a_damaged_file(tmp_path):
+    """Settings -> derive a Freeze-Omni voice from a recording: the same checks, as the ValueError the dialog shows."""
+    from _shared import default_fixture
+    from core.settings.voices import derive_freeze_omni_voice
+
+    path = tmp_path / "reference.wav"
+    x = speechlike(3.0)
+    x[5000:5100] = np.nan
+    sf.write(str(path), x, RATE, subtype="FLOAT")
+    with pytest.raises(ValueError) as exc:
+        derive_freeze_omni_voice(path, default_fixture() / "checkpoints")
+    one_line(str(exc.value), path, ["NaN"])

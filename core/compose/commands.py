@@ -25,7 +25,9 @@ from typing import Any
 from core.compose.build import build_backend, build_engine_parts, session_settings
 from core.compose.spec import ProfileSpec, apply_options
 from core.engine.config import EngineConfig
+from core.engine.events import Event, WarningEvent
 from core.errors import ConfigError, UserError
+from core.fsutil import check_output_file, check_output_place
 
 log = logging.getLogger(__name__)
 
@@ -77,35 +79,32 @@ def run_chat(args: argparse.Namespace) -> int:
         spec.validate()
     except ConfigError as exc:
         raise UserError(str(exc)) from exc
-    if getattr(args, "record", None):
-        from core.session.recorder import check_record_folder
-
-        try:        # before the model loads: a folder that cannot take the session is refused at once
-            check_record_folder(Path(args.record))
-        except OSError as exc:
-            raise UserError(str(exc)) from exc
+    check_chat_outputs(args)
     room_name = getattr(args, "echo", None) or "none"
     room_seed = int(getattr(args, "echo_seed", 0) or 0)
     room = make_room(room_name, room_seed)
     audio = load_wav_16k(src)   # a file that cannot be used is refused in one line (core.audio.wavin)
     backend = build_backend(spec, config)
     configure_torch_threads()
-    recorder = tap = None
-    subscribers: list = []
+    recorder = tap = record_error = None
+    problems: list[Event] = []          # the recorder's warning (also on the bus while the engine runs)
+    on_bus: list[Event] = []
+    subscribers: list = [lambda ev: on_bus.append(ev) if _is_recording_stopped(ev) else None]
     on_engine = on_chunk = None
     if getattr(args, "record", None):
         from core.session import SessionRecorder
         from core.session.filetap import ChatRecording, read_input
 
-        recorder = SessionRecorder(args.record, profile=spec.profile, mode="file",
+        recorder = SessionRecorder(args.record, profile=spec.profile, mode="file", on_problem=problems.append,
                                    settings=session_settings(spec, config, room_name, room_seed))
         if recorder.start():
             raw, raw_rate = read_input(str(src))
             tap = ChatRecording(recorder, raw, raw_rate, audio)
-            subscribers, on_engine, on_chunk = tap.subscribers, tap.on_engine, tap.on_chunk
+            subscribers += tap.subscribers
+            on_engine, on_chunk = tap.on_engine, tap.on_chunk
         else:
             log.warning("recording disabled: %s", recorder.error)
-            recorder = None
+            record_error, recorder = recorder.error, None
     try:
         result = run_conversation(backend, audio, args.output, events_path=args.events,
                                   realtime=bool(args.realtime), config=config, system_prompt=spec.system_prompt,
@@ -124,8 +123,42 @@ def run_chat(args: argparse.Namespace) -> int:
                    echo=room_name, echo_seed=room_seed)
     if recorder is not None:
         summary["session"] = str(recorder.path)
+        record_error = recorder.error
+    if record_error:
+        summary["recording_error"] = record_error
+        # a failure before the engine ran or while the files were finished is not in the events file yet
+        _append_events(Path(args.events), [ev for ev in problems if not on_bus])
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _is_recording_stopped(event: Event) -> bool:
+    return isinstance(event, WarningEvent) and event.source == "session" and event.code == "recording_stopped"
+
+
+def _append_events(path: Path, events: list[Event]) -> None:
+    if not events:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.writelines(ev.to_json() + "\n" for ev in events)
+    except OSError as exc:
+        log.warning("could not add the recorder's warning to %s: %s", path, exc.strerror or exc)
+
+
+def check_chat_outputs(args: argparse.Namespace) -> None:
+    """Every file ``parley chat`` will write, checked before the model loads (one line naming the option)."""
+    check_output_file(args.output, "--output", suffix=".wav")
+    check_output_file(args.events, "--events")
+    if getattr(args, "record", None):
+        from core.session.recorder import check_record_folder
+
+        record = Path(args.record).expanduser()
+        try:        # a folder that cannot take the session is refused at once
+            check_record_folder(record)
+        except OSError as exc:
+            raise UserError(str(exc)) from exc
+        check_output_place(record, "--record")
 
 
 def make_room(name: str | None, seed: int = 0) -> Any:

@@ -51,8 +51,10 @@ class ChatRecording:
         return [self.recorder.on_event]
 
     def on_engine(self, engine: Any) -> None:
-        """Hook for ``run_conversation(on_engine=...)``: tee the sink and its timeline writer."""
+        """Hook for ``run_conversation(on_engine=...)``: tee the sink and its timeline writer; the recorder's own
+        problems (a full disk) become warning events on the engine's bus."""
         self.engine = engine
+        self.recorder.report_to(engine.bus)
         inner = engine.sink
         if isinstance(inner, VirtualAudioSink):
             self._play_rate = inner.rate

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import UserError
+from core.fsutil import check_output_file
 from core.constants import CHUNK_SAMPLES_16K, FREEZE_OMNI_OUTPUT_RATE, MODEL_INPUT_RATE
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,11 @@ def write_output(path: str | Path, wave_24k: np.ndarray) -> None:
     import soundfile as sf
 
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise UserError(f"output folder does not exist: {path.parent}")
-    sf.write(str(path), np.clip(wave_24k, -1.0, 1.0), FREEZE_OMNI_OUTPUT_RATE, subtype="PCM_16")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), np.clip(wave_24k, -1.0, 1.0), FREEZE_OMNI_OUTPUT_RATE, subtype="PCM_16")
+    except (OSError, RuntimeError) as exc:   # soundfile's LibsndfileError is a RuntimeError (a full disk...)
+        raise UserError(f"cannot write --output {path}: {str(exc).strip().splitlines()[-1]}") from None
 
 
 def reply_settings(args: argparse.Namespace, checkpoint: Path, codec: Any) -> Any:
@@ -127,6 +130,9 @@ def run_reply(args: argparse.Namespace) -> int:
     for what, folder in (("checkpoint", checkpoint), ("LLM", llm)):
         if not folder.is_dir():
             raise UserError(f"{what} folder not found: {folder}")
+    check_output_file(args.output, "--output", suffix=".wav")   # every output checked before the model loads
+    if args.trace:
+        check_output_file(args.trace, "--trace")
     threads = configure_torch_threads()
     wave = read_input_16k(args.input)
     voice_is_wav = bool(args.voice) and not all(p.strip().isdigit() for p in args.voice.split(","))

@@ -138,11 +138,15 @@ def run_reply(args: argparse.Namespace) -> int:
 
     from core.errors import UserError
     from core.engine.backend import BackendError
+    from core.fsutil import check_output_file
     from core.model.lite.backend import LiteBackend, LiteSettings
     from core.model.lite.llm import SamplingConfig
 
     if not Path(args.input).is_file():
         raise UserError(f"input file {args.input} not found")
+    check_output_file(args.output, "--output", suffix=".wav")   # every output checked before the model loads
+    if args.trace:
+        check_output_file(args.trace, "--trace")
     if getattr(args, "device", "cpu") not in (None, "cpu"):
         log.warning("the Lite profile runs on the CPU; ignoring --device %s", args.device)
     audio = read_audio_16k(args.input)

@@ -15,11 +15,48 @@ import sys
 from typing import Callable
 
 from core import __version__
-from core.errors import UserError
+from core.errors import BackendError, UserError, first_line
 
 log = logging.getLogger(__name__)
 
 APP_HINT = "Run `parley` with no command to open the desktop app."
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_SEED = 2 ** 63 - 1   # torch and numpy generators take seeds up to this
+
+
+def _seed(text: str) -> int:
+    """A seed option: a whole number from 0 to 2**63 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED} (2**63 - 1), not {text}")
+    return value
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"unknown level {text!r} (choose {', '.join(LOG_LEVELS)})")
+    return text.upper()
+
+
+def _undecodable_argument(argv: list[str]) -> str | None:
+    """A one-line complaint about the first argument holding bytes that are not UTF-8 (Python keeps them as lone
+    surrogates, which file names, tokenizers and JSON files cannot take), else None."""
+    for i, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            option, _, value = arg.partition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+            if not option:
+                option = argv[i - 1] if i and argv[i - 1].startswith("-") else "an argument"
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            return (f"{option} holds bytes that are not UTF-8 text ('{shown}'); Parley needs file names and text in "
+                    "UTF-8: rename the file or type the text again")
+    return None
 
 
 def _handler(spec: str) -> Callable[[argparse.Namespace], int]:
@@ -43,7 +80,7 @@ def _add_reply(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec-padding", type=int, help="codec look-ahead/left context in tokens")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--voice", help="voice (Lite: Piper .onnx file; Freeze-Omni: named global tokens)")
     p.add_argument("--rebuild-cache", action="store_true",
                    help="Lite: rebuild the converted-weights cache (repairs a damaged cache)")
@@ -105,12 +142,12 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--greedy", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--record", help="also record the conversation as a session folder")
     p.add_argument("--echo", choices=["none", "headset", "laptop", "speakerphone"], default="none",
                    help="simulated room: the assistant's playback comes back into the input through it (default: "
                         "none, as with a headset)")
-    p.add_argument("--echo-seed", type=int, default=0, help="seed of the simulated room (same seed, same room)")
+    p.add_argument("--echo-seed", type=_seed, default=0, help="seed of the simulated room (same seed, same room)")
     p.set_defaults(func=_handler_lazy("core.compose.commands:run_chat"))
 
 
@@ -126,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"parley {__version__}")
     parser.add_argument("--self-test", action="store_true",
                         help="import every module, open the main window offscreen, load Lite if present, exit")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", type=_log_level, metavar="LEVEL",
+                        help=f"console log level: {', '.join(LOG_LEVELS)} (the log file keeps DEBUG)")
     sub = parser.add_subparsers(dest="command")
     _add_reply(sub)
     _add_bench(sub)
@@ -145,25 +183,35 @@ def main(argv: list[str] | None = None) -> int:
     from core.runtime import force_offline
 
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     log_path = setup_logging(args.log_level)
     force_offline()
     try:
+        undecodable = _undecodable_argument(argv)
+        if undecodable:
+            raise UserError(undecodable)
         if args.self_test:
             return _handler("app.selftest:run_self_test")(args)
         if args.command is None:
             return _handler("app.main:run_app")(args)
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"parley: {exc}", file=sys.stderr)
+        print(f"parley: {first_line(exc, limit=2000)}", file=sys.stderr)
         return exc.exit_code
+    except BackendError as exc:  # a model failed; the profile already said why in one line
+        log.debug("backend error", exc_info=True)
+        print(f"parley: {first_line(exc, limit=2000)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # an unexpected failure: one line on the console, the traceback in the log file
         log.debug("unhandled error", exc_info=True)
         where = f" (details in {log_path})" if log_path else ""
-        print(f"parley: internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        print(f"parley: internal error: {type(exc).__name__}: {first_line(exc, limit=2000)}{where}",
+              file=sys.stderr)
         return 1
+
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,7 @@ from core.compose.build import build_backend, build_engine_parts, session_settin
 from core.compose.spec import ProfileSpec, apply_options
 from core.engine.config import EngineConfig
 from core.engine.events import Event, WarningEvent
-from core.errors import ConfigError, UserError
+from core.errors import BackendError, ConfigError, UserError
 from core.fsutil import check_output_file, check_output_place
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,9 @@ def run_replay(args: argparse.Namespace) -> int:
                                 source=args.source, realtime=args.realtime)
     except (ReplayError, ConfigError) as exc:
         raise UserError(str(exc)) from exc
+    except BackendError as exc:   # e.g. the model folders named in the session's meta.json are gone
+        raise UserError(f"cannot replay {session}: its model does not load ({exc}); replay uses the model the "
+                        f"session names in {session / 'meta.json'}") from None
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     else:

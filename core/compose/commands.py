@@ -68,7 +68,7 @@ def spec_from_args(args: argparse.Namespace, backend_opts: dict[str, Any]) -> Pr
 
 def run_chat(args: argparse.Namespace) -> int:
     from core.engine.filemode import load_wav_16k, run_conversation
-    from core.runtime import configure_torch_threads
+    from core.runtime import configure_torch_threads, quiet_progress_bars
 
     src = Path(args.input)
     if not src.is_file():
@@ -84,7 +84,11 @@ def run_chat(args: argparse.Namespace) -> int:
     room_seed = int(getattr(args, "echo_seed", 0) or 0)
     room = make_room(room_name, room_seed)
     audio = load_wav_16k(src)   # a file that cannot be used is refused in one line (core.audio.wavin)
-    backend = build_backend(spec, config)
+    quiet_progress_bars()
+    try:
+        backend = build_backend(spec, config)
+    except BackendError as exc:
+        raise UserError(str(exc)) from None
     configure_torch_threads()
     recorder = tap = record_error = None
     problems: list[Event] = []          # the recorder's warning (also on the bus while the engine runs)
@@ -111,6 +115,8 @@ def run_chat(args: argparse.Namespace) -> int:
                                   room=room, subscribers=subscribers, on_engine=on_engine, on_chunk=on_chunk)
         if tap is not None:
             tap.finish()
+    except BackendError as exc:   # the conversation could not start (a system prompt too long for the model...)
+        raise UserError(str(exc)) from None
     finally:
         if recorder is not None:
             recorder.close()

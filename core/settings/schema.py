@@ -32,6 +32,9 @@ GLOBAL_TOKEN_VOCAB = 1024
 DEFAULT_SYSTEM_PROMPT = (
     "You are Parley, a helpful voice assistant. Answer briefly and conversationally, in one or two sentences."
 )
+# The longest system prompt Parley takes anywhere (settings, --system-prompt): about 4000 tokens of English, a long
+# persona. Each model also bounds it by its context (at most half of it: core.engine.backend.check_prompt_tokens).
+SYSTEM_PROMPT_MAX_CHARS = 16_000
 
 
 def _is_device(value: str) -> bool:
@@ -72,6 +75,17 @@ def _check_range(lo: float, hi: float, integer: bool = False) -> Callable[[Any],
 
 def _check_str(value: Any) -> str | None:
     return None if isinstance(value, str) else f"must be text (got {type(value).__name__})"
+
+
+def _check_text(max_chars: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return f"must be text (got {type(value).__name__})"
+        if len(value) > max_chars:
+            return f"is {len(value)} characters long; at most {max_chars} are allowed"
+        return None
+
+    return check
 
 
 def _check_bool(value: Any) -> str | None:
@@ -170,7 +184,8 @@ class ModelSettings:
 @dataclass
 class PersonaSettings:
     name: str = field(default="Parley", metadata=_meta(_check_str, "persona name"))
-    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata=_meta(_check_str, "system prompt"))
+    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT,
+                               metadata=_meta(_check_text(SYSTEM_PROMPT_MAX_CHARS), "system prompt"))
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import UserError
+from core.errors import BackendError, UserError
 from core.fsutil import check_output_file
 from core.constants import CHUNK_SAMPLES_16K, FREEZE_OMNI_OUTPUT_RATE, MODEL_INPUT_RATE
 
@@ -122,7 +122,7 @@ def run_reply(args: argparse.Namespace) -> int:
     from core.frontend.cmvn import CmvnError
     from core.model.freeze_omni.errors import CheckpointError
     from core.model.freeze_omni.loader import LoadError, load_freeze_omni
-    from core.runtime import configure_torch_threads
+    from core.runtime import configure_torch_threads, quiet_progress_bars
 
     if not args.checkpoint or not args.llm:
         raise UserError("the freeze-omni profile needs --checkpoint DIR and --llm DIR")
@@ -140,7 +140,7 @@ def run_reply(args: argparse.Namespace) -> int:
         from core.audio.wavin import read_audio
 
         read_audio(args.voice, what="--voice reference recording")
-    _quiet_transformers()
+    quiet_progress_bars()
 
     t0 = time.perf_counter()
     try:
@@ -155,7 +155,10 @@ def run_reply(args: argparse.Namespace) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     decoder_generator = torch.Generator(device=pipe.decoder.device).manual_seed(args.seed)
 
-    state, _ = pipe.new_dialogue(args.system_prompt or DEFAULT_SYSTEM_PROMPT)
+    try:
+        state, _ = pipe.new_dialogue(args.system_prompt or DEFAULT_SYSTEM_PROMPT)
+    except BackendError as exc:   # a system prompt too long for the model's context
+        raise UserError(str(exc)) from None
     state = pipe.start_turn(state)
     padded = pad_to_chunks(wave)
     chunks_trace: list[dict[str, Any]] = []
@@ -243,13 +246,3 @@ def run_reply(args: argparse.Namespace) -> int:
               f"-> {args.output}")
         print(f"text: {text}")
     return 0
-
-
-def _quiet_transformers() -> None:
-    """No progress bars on the console from weight loading."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 
 from core.constants import MODEL_INPUT_RATE
-from core.engine.backend import Backend, BackendError, Conversation, ListenResult, ReplyPiece
+from core.engine.backend import (
+    Backend, BackendError, Conversation, ListenResult, ReplyPiece, check_prompt_tokens,
+)
 from core.log import speech
 from core.model.lite import cache as cachemod
 from core.model.lite.asr import WhisperAsr
@@ -144,6 +146,7 @@ class LiteBackend(Backend):
 
     def new_conversation(self, system_prompt: str | None = None) -> Conversation:
         prompt = self.settings.system_prompt if system_prompt is None else system_prompt
+        self._check_system_prompt(prompt)
         gen = torch.Generator().manual_seed(self.settings.seed)
         state = LiteState(vad=VadState(), turn=TurnTracker(self.settings.turn), llm=LlmState(),
                           generator=gen)
@@ -158,6 +161,12 @@ class LiteBackend(Backend):
                 self.llm.prefill(state.llm, ids)
         conv.context_tokens = len(state.llm)
         return conv
+
+    def _check_system_prompt(self, prompt: str) -> None:
+        """BackendError naming the limit in tokens when ``prompt`` would fill more than half the context."""
+        if prompt:
+            context = min(self.settings.max_context_tokens, self.llm.max_context)
+            check_prompt_tokens(self.llm.count_tokens(prompt), context)
 
     def start_turn(self, conv: Conversation) -> None:
         st: LiteState = conv.state
@@ -175,6 +184,7 @@ class LiteBackend(Backend):
     def set_system_prompt(self, conv: Conversation, prompt: str) -> bool:
         """A new persona for the running conversation: the history stays; the next answer's prompt starts with it
         (only the changed part of the KV cache is computed again)."""
+        self._check_system_prompt(prompt)   # a prompt too long for the context keeps the old one
         conv.system_prompt = prompt
         self.settings.system_prompt = prompt
         st: LiteState = conv.state

@@ -1,0 +1,134 @@
+"""The system prompt is bounded: an absolute cap in the settings and on the command line, and by the model's context
+in both backends, each with a message naming the limit (issue 15, item 9). The tiny Freeze-Omni backbone has 4096
+positions and a byte-level tokenizer (about one token per character), so a few thousand characters exceed it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from _hostile import backbone_copy, fixture, freeze_omni_args, one_line, run_parley
+from core.errors import BackendError
+
+QUIET = ["--log-level", "ERROR"]
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def prompt(chars: int) -> str:
+    words = "You are a patient assistant who answers in plain words and never in lists. "
+    return (words * (chars // len(words) + 1))[:chars]
+
+
+# ------------------------------------------------------------------------------------------- settings and CLI
+
+
+def test_settings_refuse_a_huge_system_prompt_and_keep_the_default():
+    from core.settings.schema import DEFAULT_SYSTEM_PROMPT, SYSTEM_PROMPT_MAX_CHARS, Settings
+
+    settings, warnings = Settings.from_dict({"persona": {"system_prompt": "x" * 20_000_000}})
+    assert settings.persona.system_prompt == DEFAULT_SYSTEM_PROMPT
+    assert any("system_prompt" in w and f"{SYSTEM_PROMPT_MAX_CHARS}" in w for w in warnings), warnings
+    fits, warnings = Settings.from_dict({"persona": {"system_prompt": prompt(SYSTEM_PROMPT_MAX_CHARS)}})
+    assert len(fits.persona.system_prompt) == SYSTEM_PROMPT_MAX_CHARS and not warnings
+
+
+def test_settings_validation_names_the_cap():
+    from core.settings.schema import SYSTEM_PROMPT_MAX_CHARS, Settings
+
+    settings = Settings()
+    settings.persona.system_prompt = prompt(SYSTEM_PROMPT_MAX_CHARS + 1)
+    problems = settings.validate(check_paths=False)
+    assert len(problems) == 1 and "System prompt" in problems[0] and f"{SYSTEM_PROMPT_MAX_CHARS}" in problems[0]
+
+
+@pytest.mark.parametrize("command", ["chat", "reply"])
+def test_the_command_line_refuses_a_huge_system_prompt(tmp_path, command):
+    from core.settings.schema import SYSTEM_PROMPT_MAX_CHARS
+
+    extra = ["--events", str(tmp_path / "e.jsonl")] if command == "chat" else []
+    proc = run_parley(*QUIET, command, "--input", str(fixture() / "input.wav"), "--output", str(tmp_path / "a.wav"),
+                      *extra, "--system-prompt", prompt(SYSTEM_PROMPT_MAX_CHARS + 100))
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "--system-prompt" in last and f"{SYSTEM_PROMPT_MAX_CHARS}" in last and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------- Freeze-Omni
+
+
+@pytest.fixture(scope="module")
+def freeze_omni():
+    from core.model.freeze_omni.backend import FreezeOmniBackend
+
+    fx = fixture()
+    backend = FreezeOmniBackend.load(fx / "checkpoints", fx / "llm")
+    yield backend
+    backend.close()
+
+
+def test_freeze_omni_refuses_a_prompt_longer_than_half_its_context(freeze_omni):
+    with pytest.raises(BackendError) as exc:
+        freeze_omni.new_conversation(prompt(6000))
+    text = str(exc.value)
+    assert len(text.splitlines()) == 1 and "2048 tokens" in text and "4096" in text, text
+    conv = freeze_omni.new_conversation(prompt(1000))       # a long but fitting prompt still works
+    assert 300 < conv.context_tokens < 2048
+
+
+def test_parley_reply_freeze_omni_names_the_token_limit(tmp_path):
+    proc = run_parley(*QUIET, "reply", *freeze_omni_args(), "--input", str(fixture() / "input.wav"),
+                      "--output", str(tmp_path / "a.wav"), "--system-prompt", prompt(6000))
+    assert proc.returncode == 2, proc.stderr
+    one_line(proc.stderr, "system prompt", "2048 tokens")
+    assert not (tmp_path / "a.wav").exists()
+
+
+def test_parley_chat_names_the_token_limit(tmp_path):
+    proc = run_parley(*QUIET, "chat", *freeze_omni_args(), "--input", str(fixture() / "input.wav"),
+                      "--output", str(tmp_path / "a.wav"), "--events", str(tmp_path / "e.jsonl"),
+                      "--system-prompt", prompt(6000))
+    assert proc.returncode == 2, proc.stderr
+    one_line(proc.stderr, "system prompt", "2048 tokens")
+
+
+# ------------------------------------------------------------------------------------------- Lite
+
+
+@pytest.fixture(scope="module")
+def lite(tmp_path_factory):
+    """Lite with the tiny backbone as its chat model (a 4096-position Qwen2; Lite's own context is 2048)."""
+    import shutil
+
+    from core.model.lite import weights
+
+    if weights.missing_packages() or not shutil.which("espeak-ng"):
+        pytest.skip("the Lite weight packages or espeak-ng are not installed")
+    from core.model.lite.backend import LiteBackend, LiteSettings
+
+    def template(folder: Path) -> None:
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        config["chat_template"] = CHATML
+        (folder / "tokenizer_config.json").write_text(json.dumps(config))
+
+    llm = backbone_copy(tmp_path_factory.mktemp("lite") / "chat", template)
+    backend = LiteBackend(LiteSettings(llm=str(llm), speculate=False))
+    yield backend
+    backend.close()
+
+
+def test_lite_refuses_a_prompt_longer_than_half_its_context(lite):
+    with pytest.raises(BackendError) as exc:
+        lite.new_conversation(prompt(3000))
+    text = str(exc.value)
+    assert len(text.splitlines()) == 1 and "1024 tokens" in text and "2048" in text, text
+
+
+def test_lite_keeps_the_old_persona_when_a_new_one_is_too_long(lite):
+    conv = lite.new_conversation("Be brief.")
+    with pytest.raises(BackendError):
+        lite.set_system_prompt(conv, prompt(3000))
+    assert conv.system_prompt == "Be brief." and lite.settings.system_prompt != prompt(3000)
+    assert lite.set_system_prompt(conv, "Be kind.") and conv.system_prompt == "Be kind."

@@ -27,6 +27,7 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
+    from core.log import set_speech_logging
     from core.settings import load_settings
 
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -34,6 +35,7 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     qt_app.setOrganizationName("Parley")
     qt_app.setStyle("Fusion")
     loaded = load_settings()
+    set_speech_logging(loaded.settings.ui.log_speech or None)   # off: PARLEY_LOG_SPEECH still decides
     window = MainWindow(loaded)
     window.show()
     first_run = not loaded.existed or not loaded.settings.ui.first_run_done

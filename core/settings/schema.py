@@ -203,6 +203,8 @@ class UiSettings:
     last_profile: str = field(default="", metadata=_meta(_check_str, "last profile"))  # last one that loaded
     first_run_done: bool = field(default=False, metadata=_meta(_check_bool, "first run done"))
     chart_seconds: float = field(default=10.0, metadata=_meta(_check_range(2.0, 60.0), "chart seconds"))
+    # Debug: the log file may hold what the user and the assistant said (core.log.speech); off, it holds lengths only.
+    log_speech: bool = field(default=False, metadata=_meta(_check_bool, "log what was said"))
 
 
 _SECTIONS: dict[str, type] = {

@@ -34,8 +34,12 @@ class PrivatePulse:
         return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10)
 
     def start(self) -> "PrivatePulse":
-        subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1", "-n", "--load=module-native-protocol-unix",
-                        "--daemonize=yes", f"--log-target=file:{self.dir}/pulse.log"],
+        """Start the daemon with its null sink. Like a real server, it has its sink before it takes clients: the
+        sink module is loaded before the protocol module."""
+        subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1", "-n",
+                        f"--load=module-null-sink sink_name={self.sink} rate=48000",
+                        "--load=module-native-protocol-unix", "--daemonize=yes",
+                        f"--log-target=file:{self.dir}/pulse.log"],
                        env=self.env, capture_output=True, text=True, timeout=20, check=True)
         for _ in range(100):
             if self.pactl("info").returncode == 0:
@@ -43,10 +47,10 @@ class PrivatePulse:
             time.sleep(0.1)
         else:
             raise RuntimeError("private PulseAudio did not start")
-        r = self.pactl("load-module", "module-null-sink", f"sink_name={self.sink}", "rate=48000")
-        if r.returncode != 0:
-            raise RuntimeError(f"cannot load the null sink: {r.stderr}")
-        self.module = r.stdout.strip()
+        modules = self.pactl("list", "short", "modules").stdout.splitlines()
+        self.module = next((line.split()[0] for line in modules if "module-null-sink" in line), None)
+        if self.module is None:
+            raise RuntimeError("the private PulseAudio has no null sink")
         return self
 
     def route_here(self) -> None:
@@ -81,22 +85,8 @@ class PrivatePulse:
         self.module = None
 
     def restart(self) -> "PrivatePulse":
-        """Start the daemon again on the same socket (a sound server that comes back). Like a real server, it has
-        its sink before it takes clients: the null sink is loaded before the protocol module."""
-        subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1", "-n",
-                        f"--load=module-null-sink sink_name={self.sink} rate=48000",
-                        "--load=module-native-protocol-unix", "--daemonize=yes",
-                        f"--log-target=file:{self.dir}/pulse.log"],
-                       env=self.env, capture_output=True, text=True, timeout=20, check=True)
-        for _ in range(100):
-            if self.pactl("info").returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("private PulseAudio did not start again")
-        modules = self.pactl("list", "short", "modules").stdout.splitlines()
-        self.module = next((line.split()[0] for line in modules if "module-null-sink" in line), None)
-        return self
+        """Start the daemon again on the same socket (a sound server that comes back)."""
+        return self.start()
 
     def stop(self) -> None:
         self.route_back()

@@ -89,6 +89,22 @@ def backbone_copy(folder: Path, edit=None) -> Path:
     return folder
 
 
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def chat_template_backbone(folder: Path, template: str = CHATML) -> Path:
+    """The fixture backbone (a tiny Qwen2 with 4096 positions) as a chat model for Lite, with ``template``."""
+    import json
+
+    def edit(f: Path) -> None:
+        config = json.loads((f / "tokenizer_config.json").read_text())
+        config["chat_template"] = template
+        (f / "tokenizer_config.json").write_text(json.dumps(config))
+
+    return backbone_copy(folder, edit)
+
+
 def damaged_backbone(folder: Path) -> Path:
     """A backbone whose model.safetensors is cut short: any attempt to load it fails (so an error about something
     else proves that the model was never loaded)."""

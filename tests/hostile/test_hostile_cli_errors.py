@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from _hostile import backbone_copy, damaged_backbone, fixture, freeze_omni_args, one_line, run_parley
+from _hostile import (
+    backbone_copy, chat_template_backbone, damaged_backbone, fixture, freeze_omni_args, one_line, run_parley,
+)
 
 QUIET = ["--log-level", "ERROR"]
 ADVICE = ("weights_only set to False", "Re-running", "trust_remote_code", "hf.co", "add_safe_globals")
@@ -76,16 +78,6 @@ def remote_code_backbone(folder: Path, marker: Path) -> Path:
     return backbone_copy(folder, edit)
 
 
-def chat_template_backbone(folder: Path, template: str) -> Path:
-    """The fixture backbone as a Lite chat model (a tiny Qwen2) with the given chat template."""
-    def edit(f: Path) -> None:
-        config = json.loads((f / "tokenizer_config.json").read_text())
-        config["chat_template"] = template
-        (f / "tokenizer_config.json").write_text(json.dumps(config))
-
-    return backbone_copy(folder, edit)
-
-
 # ------------------------------------------------------------------------------------------- model folders
 
 
@@ -98,23 +90,15 @@ def test_a_damaged_backbone_is_one_line(tmp_path, profile):
 
 
 @pytest.mark.parametrize("profile", ["freeze-omni", "lite"])
-def test_a_pickle_backbone_is_refused_in_one_line_and_never_run(tmp_path, profile):
+@pytest.mark.parametrize("kind,needles", [("pickle", ("pickle", ".system")), ("remote-code", ("own Python code",))])
+def test_a_backbone_that_would_run_code_is_refused_in_one_line_and_never_run(tmp_path, profile, kind, needles):
     if profile == "lite":
         lite_or_skip()
     marker = tmp_path / "PWNED"
-    llm = pickle_backbone(tmp_path / "backbone", marker)
-    line = refused(run_parley(*reply(tmp_path, profile, llm)), str(llm), "refused", "pickle", ".system")
+    make = pickle_backbone if kind == "pickle" else remote_code_backbone
+    llm = make(tmp_path / "backbone", marker)
+    line = refused(run_parley(*reply(tmp_path, profile, llm)), str(llm), "refused", *needles)
     assert "torch" not in line.split("refused", 1)[0]
-    assert not marker.exists()
-
-
-@pytest.mark.parametrize("profile", ["freeze-omni", "lite"])
-def test_a_backbone_that_needs_its_own_code_is_refused_and_never_run(tmp_path, profile):
-    if profile == "lite":
-        lite_or_skip()
-    marker = tmp_path / "PWNED"
-    llm = remote_code_backbone(tmp_path / "backbone", marker)
-    refused(run_parley(*reply(tmp_path, profile, llm)), str(llm), "refused", "own Python code")
     assert not marker.exists()
 
 

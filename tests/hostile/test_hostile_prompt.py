@@ -4,17 +4,13 @@ positions and a byte-level tokenizer (about one token per character), so a few t
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 
-from _hostile import backbone_copy, fixture, freeze_omni_args, one_line, run_parley
+from _hostile import chat_template_backbone, fixture, freeze_omni_args, one_line, run_parley
 from core.errors import BackendError
 
 QUIET = ["--log-level", "ERROR"]
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 def prompt(chars: int) -> str:
@@ -69,15 +65,6 @@ def freeze_omni():
     backend.close()
 
 
-def test_freeze_omni_refuses_a_prompt_longer_than_half_its_context(freeze_omni):
-    with pytest.raises(BackendError) as exc:
-        freeze_omni.new_conversation(prompt(6000))
-    text = str(exc.value)
-    assert len(text.splitlines()) == 1 and "2048 tokens" in text and "4096" in text, text
-    conv = freeze_omni.new_conversation(prompt(1000))       # a long but fitting prompt still works
-    assert 300 < conv.context_tokens < 2048
-
-
 def test_parley_reply_freeze_omni_names_the_token_limit(tmp_path):
     proc = run_parley(*QUIET, "reply", *freeze_omni_args(), "--input", str(fixture() / "input.wav"),
                       "--output", str(tmp_path / "a.wav"), "--system-prompt", prompt(6000))
@@ -108,22 +95,22 @@ def lite(tmp_path_factory):
         pytest.skip("the Lite weight packages or espeak-ng are not installed")
     from core.model.lite.backend import LiteBackend, LiteSettings
 
-    def template(folder: Path) -> None:
-        config = json.loads((folder / "tokenizer_config.json").read_text())
-        config["chat_template"] = CHATML
-        (folder / "tokenizer_config.json").write_text(json.dumps(config))
-
-    llm = backbone_copy(tmp_path_factory.mktemp("lite") / "chat", template)
+    llm = chat_template_backbone(tmp_path_factory.mktemp("lite") / "chat")
     backend = LiteBackend(LiteSettings(llm=str(llm), speculate=False))
     yield backend
     backend.close()
 
 
-def test_lite_refuses_a_prompt_longer_than_half_its_context(lite):
+@pytest.mark.parametrize("profile,chars,limit,context", [("freeze_omni", 6000, 2048, 4096),
+                                                          ("lite", 3000, 1024, 2048)])
+def test_a_backend_refuses_a_prompt_longer_than_half_its_context(request, profile, chars, limit, context):
+    backend = request.getfixturevalue(profile)
     with pytest.raises(BackendError) as exc:
-        lite.new_conversation(prompt(3000))
+        backend.new_conversation(prompt(chars))
     text = str(exc.value)
-    assert len(text.splitlines()) == 1 and "1024 tokens" in text and "2048" in text, text
+    assert len(text.splitlines()) == 1 and f"{limit} tokens" in text and f"{context}-token" in text, text
+    conv = backend.new_conversation(prompt(chars // 4))       # a long but fitting prompt still works
+    assert 200 < conv.context_tokens < limit
 
 
 def test_lite_keeps_the_old_persona_when_a_new_one_is_too_long(lite):

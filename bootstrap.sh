@@ -124,6 +124,8 @@ case "$mode" in
   run)
     install_system run
     setup_venv
+    # Parley in the desktop's application menu (Linux; replaces only an entry Parley wrote itself)
+    if [ "$(uname -s)" = Linux ]; then .venv/bin/parley --install-desktop-entry >/dev/null 2>&1 || true; fi
     exec .venv/bin/parley "$@"
     ;;
   test)

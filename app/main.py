@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -26,17 +27,20 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
+    from app.desktop import apply_identity
     from app.main_window import MainWindow
     from core.log import set_speech_logging
     from core.settings import load_settings
 
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])
-    qt_app.setApplicationName("Parley")
-    qt_app.setOrganizationName("Parley")
+    apply_identity(qt_app)       # name, icon, desktop file name (window class)
     qt_app.setStyle("Fusion")
     loaded = load_settings()
     set_speech_logging(loaded.settings.ui.log_speech or None)   # off: PARLEY_LOG_SPEECH still decides
     window = MainWindow(loaded)
+    # Closing hides the window at once; the app ends when the engine has shut down behind it.
+    qt_app.setQuitOnLastWindowClosed(False)
+    window.shut_down.connect(qt_app.quit)
     window.show()
     first_run = not loaded.existed or not loaded.settings.ui.first_run_done
     QTimer.singleShot(0, lambda: window.run_startup_checks(first_run))
@@ -49,5 +53,9 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     wake.timeout.connect(lambda: None)
     wake.start(250)
     code = qt_app.exec()
+    if not window.shutdown_worker(10_000):   # quit by other means (a session logout) while the engine ran
+        log.warning("the engine did not shut down in time; leaving without it")
+        logging.shutdown()
+        os._exit(int(code))                  # a still running QThread must not be destroyed: abort-free exit
     log.info("the app exited with code %s", code)
     return int(code)

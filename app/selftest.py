@@ -1,7 +1,8 @@
 """``parley --self-test``: prove an installation (or the PyInstaller bundle) works, headless.
 
-It imports every module of ``core`` and ``app``, opens the main window offscreen, loads the Lite profile when its
-weight packages are installed, and prints one summary line. Exit 0 when everything that is present works.
+It imports every module of ``core`` and ``app``, opens the main window offscreen, checks that the application icon
+loads from ``assets/``, loads the Lite profile when its weight packages are installed, and prints one summary line.
+Exit 0 when everything that is present works.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def open_main_window() -> str:
     image = window.grab()
     size = f"{image.width()}x{image.height()}"
     window.close()
-    qt_app.processEvents()
+    if not window.wait_shut_down(30_000):
+        raise RuntimeError("the main window's worker did not shut down")
     if image.isNull():
         raise RuntimeError("the main window rendered nothing")
     return size
@@ -89,6 +91,12 @@ def run_self_test(args: argparse.Namespace) -> int:
     except Exception as exc:
         log.debug("main window failed", exc_info=True)
         problems.append(f"main window: {type(exc).__name__}: {exc}")
+    try:
+        from app.desktop import check_icon
+
+        parts.append(check_icon())
+    except Exception as exc:
+        problems.append(f"icon: {type(exc).__name__}: {exc}")
     try:
         parts.append(load_lite())
     except Exception as exc:

@@ -57,12 +57,18 @@ class Player(Protocol):
 
 
 class SoundDevicePlayer:
-    """Non-blocking playback on the default output device (sounddevice imported on first use)."""
+    """Non-blocking playback (sounddevice imported on first use) on the output device called ``device`` (by name,
+    as the settings store it), or the default one."""
+
+    def __init__(self, device: str = "") -> None:
+        self.device = device
 
     def play(self, data: np.ndarray, rate: int) -> None:
         import sounddevice as sd
 
-        sd.play(data, rate, blocking=False)
+        from core.settings.device_test import resolve_device
+
+        sd.play(data, rate, blocking=False, device=resolve_device(self.device, "output"))
 
     def stop(self) -> None:
         try:

@@ -1,5 +1,10 @@
 """The settings dialog: devices (with a test), profile and model folders, precision/device, voices, persona,
-sampling, VAD thresholds and end-of-turn silence, echo cancellation/noise suppression, recording.
+sampling, VAD thresholds and end-of-turn silence, echo cancellation/noise suppression, recording, history.
+
+The Lite voice is picked from the voices installed on this machine (:func:`core.settings.voices.lite_voices`), with
+a speed and a *Play sample* button (the sentence is synthesised in the background and played on the output device
+of the Audio tab). Compute devices this machine cannot run (CUDA without an NVIDIA GPU) are listed, disabled, with
+the reason.
 
 Nothing is accepted unchecked: *Apply*/*OK* build a :class:`~core.settings.Settings`, run its validation (values,
 folders, files) and show every problem in the dialog; only valid settings are emitted (``applied``), and the main
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import QEvent, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -26,6 +31,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QSlider,
     QSpinBox,
     QTabWidget,
     QVBoxLayout,
@@ -34,18 +40,76 @@ from PySide6.QtWidgets import (
 
 from app.tasks import BackgroundTask
 from app.widgets.duplex import LevelMeter
+from app.widgets.theme import PALETTE_EVENTS, css, theme_for
 from core.settings import PRECISIONS, Settings
-from core.settings.schema import check_global_tokens
+from core.settings.schema import VOICE_SPEED_RANGE, check_global_tokens, machine_has_cuda
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEVICE = "(system default)"
+NO_GPU_REASON = "no NVIDIA GPU with a working CUDA driver was found on this machine"
 
 
-def _folder_row(edit: QLineEdit, parent: QWidget, title: str, file_filter: str | None = None) -> QWidget:
+def _short(path: str | Path) -> str:
+    """A path as people write it: ~ for the home folder."""
+    p, home = Path(path), Path.home()
+    return f"~/{p.relative_to(home)}" if p.is_relative_to(home) else str(p)
+
+
+def compute_devices() -> list[tuple[str, str]]:
+    """(device, reason it cannot run here or "") for the device choices, CPU first."""
+    cuda = machine_has_cuda()
+    count = 1
+    if cuda:
+        import sys
+
+        torch = sys.modules.get("torch")
+        try:
+            count = max(1, int(torch.cuda.device_count())) if torch is not None else 1
+        except Exception:  # noqa: BLE001
+            count = 1
+    reason = "" if cuda else NO_GPU_REASON
+    out = [("cpu", ""), ("cuda", reason)]
+    out += [(f"cuda:{i}", reason) for i in range(count)]
+    return out
+
+
+def fill_device_combo(combo: QComboBox, current: str) -> None:
+    """The device choices, the ones this machine cannot run disabled with the reason (in the item and its tool
+    tip); a saved value that is not among them is still shown, and selected."""
+    combo.blockSignals(True)
+    combo.clear()
+    for device, reason in compute_devices():
+        combo.addItem(device if not reason else f"{device} (not available here)", device)
+        i = combo.count() - 1
+        if reason:
+            combo.model().item(i).setEnabled(False)
+            combo.setItemData(i, f"{device} is not available: {reason}", Qt.ItemDataRole.ToolTipRole)
+    i = combo.findData(current)
+    if i < 0:
+        combo.addItem(current, current)
+        i = combo.count() - 1
+    combo.setCurrentIndex(i)
+    combo.blockSignals(False)
+
+
+def device_problem(combo: QComboBox, what: str) -> str | None:
+    i = combo.currentIndex()
+    if i >= 0 and not combo.model().item(i).isEnabled():
+        return f"{what} {combo.currentData()} cannot run here ({NO_GPU_REASON}): choose cpu."
+    return None
+
+
+def _hbox(parent: QWidget) -> tuple[QWidget, QHBoxLayout]:
+    """A row of widgets for a form: a plain widget with a margin-less horizontal layout."""
     row = QWidget(parent)
     lay = QHBoxLayout(row)
     lay.setContentsMargins(0, 0, 0, 0)
+    return row, lay
+
+
+def _folder_row(edit: QLineEdit, parent: QWidget, title: str, file_filter: str | None = None) -> QWidget:
+    row, lay = _hbox(parent)
     lay.addWidget(edit, 1)
     btn = QPushButton("Browse…", row)
 
@@ -65,6 +129,7 @@ def _folder_row(edit: QLineEdit, parent: QWidget, title: str, file_filter: str |
 
 class SettingsDialog(QDialog):
     applied = Signal(object)   # a validated Settings
+    sample_played = Signal(str, float, int)     # voice label, speed, samples played
 
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -85,8 +150,6 @@ class SettingsDialog(QDialog):
         self.errors = QLabel("", self)
         self.errors.setObjectName("errors")
         self.errors.setWordWrap(True)
-        self.errors.setStyleSheet("QLabel#errors { color: #b3261e; background: #fdecea; padding: 6px; "
-                                  "border-radius: 4px; }")
         self.errors.hide()
         lay.addWidget(self.errors)
         self.buttons = QDialogButtonBox(
@@ -96,8 +159,11 @@ class SettingsDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         self.buttons.button(QDialogButtonBox.StandardButton.Apply).clicked.connect(self.on_apply)
         lay.addWidget(self.buttons)
+        self._player = None          # plays voice samples (app.session_browser.SoundDevicePlayer by default)
+        self._sampling = False
         self.load(settings)
         self._refresh_devices()
+        self.restyle()
 
     # ------------------------------------------------------------------------------------------ tabs ----
 
@@ -110,9 +176,7 @@ class SettingsDialog(QDialog):
         self.out_device.setEditable(True)
         form.addRow("Microphone (input)", self.in_device)
         form.addRow("Speakers (output)", self.out_device)
-        test_row = QWidget(w)
-        tl = QHBoxLayout(test_row)
-        tl.setContentsMargins(0, 0, 0, 0)
+        test_row, tl = _hbox(w)
         self.test_button = QPushButton("Test devices", test_row)
         self.test_button.setToolTip("Plays a tone on the output and shows the input level")
         self.test_button.clicked.connect(self.test_devices)
@@ -148,29 +212,23 @@ class SettingsDialog(QDialog):
             self.precision.addItem(p, p)
         form.addRow("Precision", self.precision)
         self.device = QComboBox(w)
-        self.device.setEditable(True)
-        self.device.addItems(["cuda", "cpu", "cuda:0", "cuda:1"])
         form.addRow("Device", self.device)
         self.lite_backbone = QLineEdit(w)
         self.lite_backbone.setPlaceholderText("empty: bundled SmolLM2-135M-Instruct")
         form.addRow("Lite chat model", _folder_row(self.lite_backbone, self, "Lite chat model folder"))
         self.lite_device = QComboBox(w)
-        self.lite_device.setEditable(True)
-        self.lite_device.addItems(["cpu", "cuda"])
         form.addRow("Lite device", self.lite_device)
         note = QLabel("Changing the profile, folders, precision or device reloads the model: the old one is "
                       "unloaded first; if the new one fails, the previous profile is loaded again.", w)
         note.setWordWrap(True)
-        note.setStyleSheet("color: #666;")
+        note.setObjectName("note")
         form.addRow(note)
         return w
 
     def _voice_tab(self) -> QWidget:
         w = QWidget(self)
         form = QFormLayout(w)
-        row = QWidget(w)
-        rl = QHBoxLayout(row)
-        rl.setContentsMargins(0, 0, 0, 0)
+        row, rl = _hbox(w)
         self.voice = QComboBox(row)
         rl.addWidget(self.voice, 1)
         self.voice_from_wav = QPushButton("From recording…", row)
@@ -184,16 +242,50 @@ class SettingsDialog(QDialog):
             rl.addWidget(b)
         form.addRow("Freeze-Omni voice", row)
         self.voice_tokens = QLabel("", w)
-        self.voice_tokens.setStyleSheet("color: #666;")
+        self.voice_tokens.setObjectName("note")
         self.voice.currentIndexChanged.connect(self._show_tokens)
         form.addRow("", self.voice_tokens)
         self.voice_status = QLabel("", w)
         self.voice_status.setWordWrap(True)
         form.addRow("", self.voice_status)
-        self.lite_voice = QLineEdit(w)
-        self.lite_voice.setPlaceholderText("empty: bundled Piper en_US-joe-medium")
-        form.addRow("Lite voice (Piper .onnx)",
-                    _folder_row(self.lite_voice, self, "Piper voice", "Piper voices (*.onnx)"))
+        form.addRow(QLabel("<b>Lite voice</b>", w))
+        lite_row, ll = _hbox(w)
+        self.lite_voice = QComboBox(lite_row)
+        self.lite_voice.setMinimumWidth(320)
+        ll.addWidget(self.lite_voice, 1)
+        self.lite_voice_add = QPushButton("Add voice file…", lite_row)
+        self.lite_voice_add.setToolTip("A Piper voice: a .onnx file with its .onnx.json beside it")
+        self.lite_voice_add.clicked.connect(self.add_lite_voice)
+        ll.addWidget(self.lite_voice_add)
+        form.addRow("Voice", lite_row)
+        speed_row, sl = _hbox(w)
+        self.voice_speed = QSlider(Qt.Orientation.Horizontal, speed_row)
+        lo, hi = VOICE_SPEED_RANGE
+        self.voice_speed.setRange(int(lo * 100), int(hi * 100))
+        self.voice_speed.setSingleStep(5)
+        self.voice_speed.setPageStep(25)
+        self.voice_speed.setTickInterval(25)
+        self.voice_speed.setTickPosition(QSlider.TickPosition.TicksBelow)
+        self.voice_speed_label = QLabel(speed_row)
+        self.voice_speed_label.setMinimumWidth(110)
+        self.voice_speed.valueChanged.connect(self._speed_changed)
+        sl.addWidget(self.voice_speed, 1)
+        sl.addWidget(self.voice_speed_label)
+        form.addRow("Speed", speed_row)
+        sample_row, pl = _hbox(w)
+        self.play_sample_button = QPushButton("Play sample", sample_row)
+        self.play_sample_button.setToolTip("Hear the chosen voice at this speed, on the speakers of the Audio tab")
+        self.play_sample_button.clicked.connect(self.play_sample)
+        pl.addWidget(self.play_sample_button)
+        self.sample_status = QLabel("", sample_row)
+        self.sample_status.setWordWrap(True)
+        pl.addWidget(self.sample_status, 1)
+        form.addRow("", sample_row)
+        self.lite_voice_note = QLabel("", w)
+        self.lite_voice_note.setObjectName("note")
+        self.lite_voice_note.setWordWrap(True)
+        form.addRow("", self.lite_voice_note)
+        self.lite_voice.currentIndexChanged.connect(self._lite_voice_changed)
         return w
 
     def _persona_tab(self) -> QWidget:
@@ -267,6 +359,20 @@ class SettingsDialog(QDialog):
         self.retention = self._ispin(0, 3650, 1, " days")
         self.retention.setSpecialValueText("keep forever")
         form.addRow("Delete recordings older than", self.retention)
+        form.addRow(QLabel("<b>Conversation history</b>", w))
+        self.history_keep = QCheckBox("Keep finished conversations (text only, readable by you only)", w)
+        form.addRow("", self.history_keep)
+        self.history_count = self._ispin(1, 100_000, 10, " conversations")
+        form.addRow("Keep at most", self.history_count)
+        self.history_days = self._ispin(0, 3650, 1, " days")
+        self.history_days.setSpecialValueText("no age limit")
+        form.addRow("Delete conversations older than", self.history_days)
+        self.history_keep.toggled.connect(self.history_count.setEnabled)
+        self.history_keep.toggled.connect(self.history_days.setEnabled)
+        note = QLabel("Turning history off keeps what is already there; delete it in History…", w)
+        note.setWordWrap(True)
+        note.setObjectName("note")
+        form.addRow("", note)
         return w
 
     # ------------------------------------------------------------------------------------------ load/collect ----
@@ -280,11 +386,13 @@ class SettingsDialog(QDialog):
         self.checkpoint_dir.setText(s.model.checkpoint_dir)
         self.backbone_dir.setText(s.model.backbone_dir)
         self.precision.setCurrentIndex(max(0, self.precision.findData(s.model.precision)))
-        self.device.setCurrentText(s.model.device)
+        fill_device_combo(self.device, s.model.device)
         self.lite_backbone.setText(s.model.lite_backbone)
-        self.lite_device.setCurrentText(s.model.lite_device)
+        fill_device_combo(self.lite_device, s.model.lite_device)
         self._fill_voices(s.model.voice)
-        self.lite_voice.setText(s.model.lite_voice)
+        self._fill_lite_voices(s.model.lite_voice)
+        self.voice_speed.setValue(int(round(s.model.voice_speed * 100)))
+        self._speed_changed(self.voice_speed.value())
         self.persona_name.setText(s.persona.name)
         self.system_prompt.setPlainText(s.persona.system_prompt)
         self.onset.setValue(s.vad.onset_threshold)
@@ -302,6 +410,11 @@ class SettingsDialog(QDialog):
         self.rec_enabled.setChecked(s.recording.enabled)
         self.rec_folder.setText(s.recording.folder)
         self.retention.setValue(s.recording.retention_days)
+        self.history_keep.setChecked(s.history.keep)
+        self.history_count.setValue(s.history.max_conversations)
+        self.history_days.setValue(s.history.max_days)
+        self.history_count.setEnabled(s.history.keep)
+        self.history_days.setEnabled(s.history.keep)
         self._profile_changed()
 
     def collect(self) -> Settings:
@@ -314,12 +427,13 @@ class SettingsDialog(QDialog):
         s.model.checkpoint_dir = self.checkpoint_dir.text().strip()
         s.model.backbone_dir = self.backbone_dir.text().strip()
         s.model.precision = self.precision.currentData()
-        s.model.device = self.device.currentText().strip()
+        s.model.device = self.device.currentData() or "cpu"
         s.model.lite_backbone = self.lite_backbone.text().strip()
-        s.model.lite_device = self.lite_device.currentText().strip()
+        s.model.lite_device = self.lite_device.currentData() or "cpu"
         s.model.voices = {k: list(v) for k, v in self.voices.items()}
         s.model.voice = self.voice.currentData() or ""
-        s.model.lite_voice = self.lite_voice.text().strip()
+        s.model.lite_voice = self.lite_voice.currentData() or ""
+        s.model.voice_speed = self.speed()
         s.persona.name = self.persona_name.text().strip()
         s.persona.system_prompt = self.system_prompt.toPlainText().strip()
         s.vad.onset_threshold = round(self.onset.value(), 4)
@@ -337,6 +451,9 @@ class SettingsDialog(QDialog):
         s.recording.enabled = self.rec_enabled.isChecked()
         s.recording.folder = self.rec_folder.text().strip()
         s.recording.retention_days = self.retention.value()
+        s.history.keep = self.history_keep.isChecked()
+        s.history.max_conversations = self.history_count.value()
+        s.history.max_days = self.history_days.value()
         return s
 
     def problems(self) -> list[str]:
@@ -344,6 +461,11 @@ class SettingsDialog(QDialog):
         out = s.validate(check_paths=True)
         if not s.persona.name:
             out.append("The persona needs a name.")
+        combo, what = (self.device, "The Freeze-Omni device") if s.model.profile == "freeze-omni" else \
+            (self.lite_device, "The Lite device")
+        problem = device_problem(combo, what)
+        if problem:
+            out.append(problem)
         return out
 
     # ------------------------------------------------------------------------------------------ buttons ----
@@ -367,9 +489,140 @@ class SettingsDialog(QDialog):
     def done(self, r: int) -> None:  # noqa: D401 - Qt override
         for t in self._tasks:
             t.cancel()
+        if self._player is not None:
+            self._player.stop()
         super().done(r)
 
+    # ------------------------------------------------------------------------------------------ theme ----
+
+    def restyle(self) -> None:
+        th = theme_for(self.palette())
+        bg, fg, border = th.banners["error"]
+        self.errors.setStyleSheet(f"QLabel#errors {{ color: {css(fg)}; background: {css(bg)}; padding: 6px; "
+                                  f"border: 1px solid {css(border)}; border-radius: 4px; }}")
+        for label in self.findChildren(QLabel, "note"):
+            label.setStyleSheet(f"color: {css(th.muted)};")
+
+    def changeEvent(self, ev: QEvent) -> None:  # noqa: N802
+        super().changeEvent(ev)
+        if ev.type() in PALETTE_EVENTS and hasattr(self, "errors"):
+            self.restyle()
+
+    # ------------------------------------------------------------------------------------------ Lite voice ----
+
+    def speed(self) -> float:
+        return round(self.voice_speed.value() / 100.0, 2)
+
+    def _speed_changed(self, value: int) -> None:
+        speed = value / 100.0
+        word = "normal" if abs(speed - 1.0) < 0.001 else ("faster" if speed > 1 else "slower")
+        self.voice_speed_label.setText(f"{speed:.2f}× ({word})")
+
+    def _fill_lite_voices(self, current: str) -> None:
+        from core.settings.voices import lite_voices
+
+        self.lite_voice.blockSignals(True)
+        self.lite_voice.clear()
+        self._lite_voices = lite_voices(current)
+        for v in self._lite_voices:
+            text = f"{v.label} — {v.source}" + (" (cannot be used)" if v.problem else "")
+            self.lite_voice.addItem(text, v.path)
+            i = self.lite_voice.count() - 1
+            self.lite_voice.setItemData(i, v.problem or v.path or v.name, Qt.ItemDataRole.ToolTipRole)
+        i = self.lite_voice.findData(current.strip())
+        self.lite_voice.setCurrentIndex(max(0, i))
+        self.lite_voice.blockSignals(False)
+        self._lite_voice_changed()
+
+    def _lite_voice_changed(self, *_args) -> None:
+        v = self.current_lite_voice()
+        if v is None:
+            return
+        from core.settings.voices import voices_dir
+
+        if v.problem:
+            text = f"This voice cannot be used: {v.problem}."
+        elif not v.path:
+            text = "The voice that comes with Parley."
+        else:
+            text = "In your voices folder." if v.source == "voices folder" else f"File: {_short(v.path)}"
+        self.lite_voice_note.setText(f"{text}\nMore voices: put Piper voices (a .onnx file with its .onnx.json) "
+                                     f"in {_short(voices_dir())}")
+        self.play_sample_button.setEnabled(not v.problem and not self._sampling)
+
+    def current_lite_voice(self):
+        i = self.lite_voice.currentIndex()
+        voices = getattr(self, "_lite_voices", [])
+        return voices[i] if 0 <= i < len(voices) else None
+
+    def add_lite_voice(self, path: str | None = None) -> bool:
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "A Piper voice (.onnx, with its .onnx.json beside it)",
+                                                  str(Path.home()), "Piper voices (*.onnx)")
+        if not path:
+            return False
+        self._fill_lite_voices(path)
+        v = self.current_lite_voice()
+        return v is not None and not v.problem
+
+    def set_sample_player(self, player) -> None:
+        """Where samples play (an object with ``play(data, rate)`` and ``stop()``)."""
+        self._player = player
+
+    def play_sample(self) -> None:
+        """Synthesise the sample sentence with the chosen voice and speed (in the background), then play it on the
+        output device of the Audio tab."""
+        from core.settings.voices import synthesize_sample
+
+        v = self.current_lite_voice()
+        if v is None or v.problem or self._sampling:
+            return
+        if self._player is None:
+            from app.session_browser import SoundDevicePlayer
+
+            self._player = SoundDevicePlayer()
+        self._player.device = self._combo_value(self.out_device) if hasattr(self._player, "device") else ""
+        path, speed, name = v.path, self.speed(), v.label.split(" · ")[0]
+        self._sampling = True
+        self.play_sample_button.setEnabled(False)
+        self.sample_status.setText(f"Preparing a sample of {name}…")
+        self._sample_what = (name, speed)
+        self._run(lambda _t: synthesize_sample(path, speed), "voice-sample", self._sample_ready, self._sample_failed)
+
+    @Slot(object)
+    def _sample_ready(self, result) -> None:
+        audio, rate = result
+        name, speed = self._sample_what
+        self._sampling = False
+        self._lite_voice_changed()
+        try:
+            self._player.play(audio, rate)
+        except Exception as exc:  # noqa: BLE001 - no device, device gone: say so in the dialog
+            self.sample_status.setText(f"The sample could not be played: {exc}")
+            return
+        self.sample_status.setText(f"Playing {name} at {speed:.2f}× ({len(audio) / rate:.1f} s).")
+        self.sample_played.emit(name, speed, len(audio))
+
+    @Slot(str)
+    def _sample_failed(self, message: str) -> None:
+        self._sampling = False
+        self._lite_voice_changed()
+        self.sample_status.setText(f"No sample: {message}")
+
     # ------------------------------------------------------------------------------------------ helpers ----
+
+    def _run(self, work, name: str, done, failed=None, progress=None) -> BackgroundTask:
+        """Run ``work(task)`` off the GUI thread; the slots get its result, error or progress in the GUI thread.
+        Cancelled when the dialog closes."""
+        task = BackgroundTask(work, name, self)
+        task.done.connect(done)
+        if failed is not None:
+            task.failed.connect(failed)
+        if progress is not None:
+            task.progress.connect(progress)
+        self._tasks.append(task)
+        task.start()
+        return task
 
     @staticmethod
     def _set_combo(combo: QComboBox, name: str) -> None:
@@ -395,10 +648,7 @@ class SettingsDialog(QDialog):
         def work(_task: BackgroundTask):
             return device_names("input"), device_names("output")
 
-        task = BackgroundTask(work, "list-devices", self)
-        task.done.connect(self._fill_devices)
-        self._tasks.append(task)
-        task.start()
+        self._run(work, "list-devices", self._fill_devices)
 
     @Slot(object)
     def _fill_devices(self, result) -> None:
@@ -427,12 +677,7 @@ class SettingsDialog(QDialog):
         def work(task: BackgroundTask):
             return run_device_test(ins, outs, task.report, task.cancel_event)
 
-        task = BackgroundTask(work, "device-test", self)
-        task.progress.connect(self._test_level)
-        task.done.connect(self._test_done)
-        task.failed.connect(self._test_failed)
-        self._tasks.append(task)
-        task.start()
+        self._run(work, "device-test", self._test_done, self._test_failed, self._test_level)
 
     @Slot(object)
     def _test_level(self, db: float) -> None:
@@ -542,8 +787,5 @@ class SettingsDialog(QDialog):
         self.voice_from_wav.setEnabled(False)
         self.voice_status.setText(f"Deriving a voice from {Path(wav_path).name}…")
         self._voice_name = Path(wav_path).stem
-        task = BackgroundTask(lambda _t: derive_freeze_omni_voice(wav_path, ckpt), "derive-voice", self)
-        task.done.connect(self._voice_derived)
-        task.failed.connect(self._voice_failed)
-        self._tasks.append(task)
-        task.start()
+        self._run(lambda _t: derive_freeze_omni_voice(wav_path, ckpt), "derive-voice", self._voice_derived,
+                  self._voice_failed)

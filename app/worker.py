@@ -20,12 +20,13 @@ says why.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from typing import Any, Callable, Protocol
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from core.engine.events import Event
+from core.engine.events import Event, Progress
 from core.queues import DropOldestQueue
 from core.runtime import collect_garbage, free_cuda_cache
 from core.settings import Settings
@@ -49,16 +50,21 @@ class EngineStack(Protocol):
     def set_push_to_talk(self, enabled: bool) -> None: ...
     def push_to_talk(self, pressed: bool) -> None: ...
     def new_conversation(self) -> None: ...
+    def submit_text(self, text: str) -> None: ...
+    def history(self) -> list[dict[str, str]]: ...
+    def restore_history(self, history: list[dict[str, str]]) -> None: ...
     def set_recording(self, enabled: bool) -> None: ...
     def apply_settings(self, settings: Settings) -> list[str]: ...
     def close(self) -> None: ...
 
 
-StackFactory = Callable[[Settings], EngineStack]
+# factory(settings, progress) -> stack; ``progress(step, fraction, message)`` hears of each loading step
+StackFactory = Callable[[Settings, Callable[[str, "float | None", str], None]], EngineStack]
 
 
 def needs_reload(old: Settings | None, new: Settings) -> bool:
-    """True when ``new`` changes what is loaded (profile, weights, precision, device, voice, audio devices)."""
+    """True when ``new`` changes what is loaded (profile, weights, precision, device). A voice, its speed, the
+    persona, sampling and audio devices change on the running stack (``LiveStack.apply_settings``)."""
     if old is None:
         return True
     a, b = old.model, new.model
@@ -68,9 +74,18 @@ def needs_reload(old: Settings | None, new: Settings) -> bool:
         if (a.checkpoint_dir, a.backbone_dir) != (b.checkpoint_dir, b.backbone_dir):
             return True
     else:
-        if (a.lite_backbone, a.lite_voice, a.lite_device) != (b.lite_backbone, b.lite_voice, b.lite_device):
+        if (a.lite_backbone, a.lite_device) != (b.lite_backbone, b.lite_device):
             return True
     return False
+
+
+def keeps_memory(old: Settings | None, new: Settings) -> bool:
+    """A reload from ``old`` to ``new`` can carry the conversation over (as text): the language model is the same."""
+    if old is None or old.model.profile != new.model.profile:
+        return False
+    if new.model.profile == "lite":
+        return old.model.lite_backbone == new.model.lite_backbone
+    return old.model.backbone_dir == new.model.backbone_dir
 
 
 def preflight(settings: Settings) -> list[str]:
@@ -160,7 +175,17 @@ class EngineWorker(QObject):
             self.listening.emit(False)
 
     def _build(self, settings: Settings) -> EngineStack:
-        stack = self._factory_or_default()(settings)
+        profile = settings.model.profile
+        started = time.monotonic()
+
+        def progress(step: str, fraction: float | None, message: str) -> None:
+            self._on_event(Progress(t=0.0, step=f"{profile}: {step}", fraction=fraction, message=message))
+
+        self._on_event(Progress(t=0.0, step=f"{profile}: start", fraction=0.0,
+                                message=f"Loading the {profile} voice model"))
+        stack = self._factory_or_default()(settings, progress)
+        self._on_event(Progress(t=0.0, step=f"{profile}: ready", fraction=1.0, done=True,
+                                message=f"Loaded in {time.monotonic() - started:.0f} s"))
         self._subscription = stack.subscribe(self._on_event)
         return stack
 
@@ -184,6 +209,7 @@ class EngineWorker(QObject):
             return
         previous = self.active_settings
         was_listening = self._listening
+        memory = self.stack.history() if self.stack is not None and keeps_memory(previous, settings) else []
         self.loading.emit(True, f"Loading the {settings.model.profile} profile…")
         try:
             self._close_stack()          # free the old model's memory before loading the new one
@@ -208,6 +234,8 @@ class EngineWorker(QObject):
                 self.profile_failed.emit(reason)
                 return
             self.active_settings = settings
+            if memory:
+                self.stack.restore_history(memory)     # the same language model: the conversation goes on
             self.profile_ready.emit(self._info(settings))
             if was_listening:
                 self.start_listening()
@@ -270,6 +298,13 @@ class EngineWorker(QObject):
     def push_to_talk(self, pressed: bool) -> None:
         if self.stack is not None:
             self._guard("push-to-talk", lambda: self.stack.push_to_talk(pressed))
+
+    @Slot(str)
+    def submit_text(self, text: str) -> None:
+        if self.stack is None:
+            self.notice.emit("warning", "No voice model is loaded yet: your message could not be sent.")
+            return
+        self._guard("sending your message", lambda: self.stack.submit_text(text))
 
     @Slot()
     def new_conversation(self) -> None:

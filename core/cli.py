@@ -127,6 +127,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     eng.add_argument("--llm", help="backbone folder")
     eng.add_argument("--device", help="cpu | cuda")
     eng.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    tt = bsub.add_parser("turns", help="turn-taking: the conversation suite in simulated rooms, scored (JSON)")
+    tt.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
+    tt.add_argument("--rooms", default="laptop,speakerphone", help="comma-separated: none, headset, laptop, "
+                                                                    "speakerphone")
+    tt.add_argument("--scripts", help="folder of conversation scripts (default: the repository's suite)")
+    tt.add_argument("--only", help="comma-separated parts of script names to run")
+    tt.add_argument("--seed", type=_seed, default=0, help="room seed")
+    tt.add_argument("--echo-minutes", type=float, default=0.0,
+                    help="also the echo alone: the assistant talks this long in the speakerphone room")
+    tt.add_argument("--checkpoint")
+    tt.add_argument("--llm")
+    tt.set_defaults(func=_handler_lazy("core.compose.bench:run_turns_bench"))
     eng.add_argument("--question-wav", help="a spoken question (WAV) to repeat instead of espeak-ng's questions")
     eng.set_defaults(func=_handler_lazy("core.compose.bench:run_bench"))
 
@@ -139,11 +151,15 @@ def _handler_lazy(spec: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chat", help="run a whole multi-turn conversation from a WAV file through the engine")
+    p = sub.add_parser("chat", help="a conversation from a WAV file or a script through the engine (headless); "
+                                    "without --input/--script: a text chat in the terminal")
     p.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
-    p.add_argument("--input", required=True, help="conversation WAV (speech, pauses, interruptions)")
-    p.add_argument("--output", required=True, help="what the assistant played, on the input's timeline")
-    p.add_argument("--events", required=True, help="events JSONL")
+    p.add_argument("--input", help="conversation WAV (speech, pauses, interruptions)")
+    p.add_argument("--script", help="or a conversation script (JSON, docs/conversations.md): a scripted user speaks "
+                                    "it with espeak-ng, reacting to the assistant; the run is scored")
+    p.add_argument("--report", help="with --script: write the scoring report (JSON) here")
+    p.add_argument("--output", help="what the assistant played, on the input's timeline (with --input/--script)")
+    p.add_argument("--events", help="events JSONL (with --input/--script)")
     p.add_argument("--realtime", action="store_true", help="run at the speed of the input instead of a virtual clock")
     p.add_argument("--checkpoint")
     p.add_argument("--llm")
@@ -174,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="import every module, open the main window offscreen, load Lite if present, exit")
     parser.add_argument("--log-level", default="INFO", type=_log_level, metavar="LEVEL",
                         help=f"console log level: {', '.join(LOG_LEVELS)} (the log file keeps DEBUG)")
+    parser.add_argument("--install-desktop-entry", action="store_true",
+                        help="add Parley to the desktop's application menu (a .desktop entry and its icon), then exit")
     sub = parser.add_subparsers(dest="command")
     _add_reply(sub)
     _add_bench(sub)
@@ -202,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(undecodable)
         if args.self_test:
             return _handler("app.selftest:run_self_test")(args)
+        if args.install_desktop_entry:
+            return _handler("app.commands:run_install")(args)
         if args.command is None:
             return _handler("app.main:run_app")(args)
         return int(args.func(args) or 0)

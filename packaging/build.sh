@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
-stamp=$( (git ls-files -s core app packaging pyproject.toml requirements-lite-weights.txt 2>/dev/null; \
+stamp=$( (git ls-files -s core app assets packaging pyproject.toml requirements-lite-weights.txt 2>/dev/null; \
           git diff 2>/dev/null; $py -m pip freeze 2>/dev/null) | sha256sum | cut -c1-16)
 if [ -x dist/parley/parley ] && [ "$(cat dist/.parley-bundle 2>/dev/null)" = "$stamp" ]; then
   echo "bundle: up to date (dist/parley)" >&2

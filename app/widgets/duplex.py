@@ -2,7 +2,8 @@
 probability), a state timeline under it, level meters (raw mic, cleaned mic, output) and latency statistics.
 
 Everything is painted with QPainter from small in-memory histories; repaints are driven by one timer at about
-20 Hz, so a burst of events never costs more than one paint.
+20 Hz, so a burst of events never costs more than one paint. Colours come from the palette (:mod:`app.widgets.theme`),
+light or dark.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from app.widgets.theme import STATE_HUES, Theme, css, widget_theme
+
 STATES = ("idle", "listening", "user_speaking", "thinking", "speaking", "interrupted")
 STATE_LABELS = {
     "idle": "Idle",
@@ -29,31 +32,21 @@ STATE_LABELS = {
     "muted": "Mic muted",
     "push_to_talk": "Push-to-talk: hold Space",
 }
-STATE_COLORS = {
-    "idle": "#8a8f98",
-    "listening": "#2f6fd0",
-    "user_speaking": "#2e9d57",
-    "thinking": "#d08a1c",
-    "speaking": "#7d4cc2",
-    "interrupted": "#c63b32",
-    "loading": "#5b6470",
-    "muted": "#8a8f98",
-    "push_to_talk": "#2f6fd0",
-}
+STATE_COLORS = STATE_HUES   # the hues; the theme darkens them where white text must stay readable
 
 
 @dataclass
 class Series:
     key: str
     label: str
-    color: str
+    index: int       # into Theme.series (the colour)
 
 
 SERIES = (
-    Series("p_cl", "keep listening", "#2f6fd0"),
-    Series("p_ss", "answer now", "#2e9d57"),
-    Series("p_el", "ignore", "#9aa0a8"),
-    Series("vad", "voice (VAD)", "#d08a1c"),
+    Series("p_cl", "keep listening", 0),
+    Series("p_ss", "answer now", 1),
+    Series("p_el", "ignore", 2),
+    Series("vad", "voice (VAD)", 3),
 )
 
 
@@ -96,13 +89,25 @@ class StateBadge(QLabel):
         f.setBold(True)
         self.setFont(f)
         self.state = ""
+        self._styled: tuple[str, Theme] | None = None
         self.set_state("idle")
+
+    def colors(self) -> tuple[QColor, QColor]:
+        """(background, text) of the pill for the current state."""
+        return widget_theme(self).state(self.state)
 
     def set_state(self, state: str) -> None:
         self.state = state
-        color = STATE_COLORS.get(state, "#555")
         self.setText(STATE_LABELS.get(state, state.replace("_", " ").capitalize()))
-        self.setStyleSheet(f"QLabel {{ color: white; background: {color}; border-radius: 6px; padding: 6px; }}")
+        self.restyle()
+
+    def restyle(self) -> None:
+        key = (self.state, widget_theme(self))
+        if key == self._styled:
+            return
+        self._styled = key
+        bg, fg = self.colors()
+        self.setStyleSheet(f"QLabel {{ color: {css(fg)}; background: {css(bg)}; border-radius: 6px; padding: 6px; }}")
 
 
 class StripChart(QWidget):
@@ -166,8 +171,9 @@ class StripChart(QWidget):
         left, right, top = 30, 6, 4 + legend_h
         bottom = h - band_h - 18
         plot = QRectF(left, top, max(10, w - left - right), max(10, bottom - top))
-        p.fillRect(self.rect(), QColor("#fbfbfc"))
-        p.fillRect(plot, QColor("white"))
+        th = widget_theme(self)
+        p.fillRect(self.rect(), th.chart_bg)
+        p.fillRect(plot, th.plot_bg)
         now = self.frozen_now if self.frozen_now is not None else self.now_fn()
         t0 = now - self.seconds
 
@@ -178,17 +184,17 @@ class StripChart(QWidget):
             return plot.bottom() - v * plot.height()
 
         # grid
-        p.setPen(QPen(QColor("#e3e5e8"), 1))
+        p.setPen(QPen(th.grid, 1))
         for v in (0.25, 0.5, 0.75):
             p.drawLine(QPointF(plot.left(), y_of(v)), QPointF(plot.right(), y_of(v)))
         for s in range(1, int(self.seconds)):
             x = x_of(now - s)
             p.drawLine(QPointF(x, plot.top()), QPointF(x, plot.bottom()))
         if self.threshold is not None:
-            pen = QPen(QColor("#c0c4ca"), 1, Qt.PenStyle.DashLine)
+            pen = QPen(th.meter_peak if th.dark else th.axis_text, 1, Qt.PenStyle.DashLine)
             p.setPen(pen)
             p.drawLine(QPointF(plot.left(), y_of(self.threshold)), QPointF(plot.right(), y_of(self.threshold)))
-        p.setPen(QColor("#666"))
+        p.setPen(th.axis_text)
         small = QFont(self.font())
         small.setPointSizeF(max(6.5, small.pointSizeF() * 0.8))
         p.setFont(small)
@@ -217,14 +223,14 @@ class StripChart(QWidget):
                 line.append(QPointF(x, y))
                 prev_y = y
             line.append(QPointF(min(x_of(now), plot.right()), prev_y))
-            p.setPen(QPen(QColor(s.color), 2 if s.key != "p_el" else 1))
+            p.setPen(QPen(th.series[s.index], 2 if s.key != "p_el" else 1))
             p.drawPolyline(line)
         p.restore()
 
         # state band
         band = QRectF(plot.left(), bottom + 1, plot.width(), band_h)
-        p.fillRect(band, QColor("#eceef1"))
-        p.setPen(QColor("#666"))
+        p.fillRect(band, th.band_bg)
+        p.setPen(th.axis_text)
         p.drawText(QRectF(0, band.top() - 1, left - 3, band.height() + 2),
                    Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, "state")
         states = list(self.states)  # snapshot
@@ -234,15 +240,15 @@ class StripChart(QWidget):
                 continue
             x1, x2 = max(band.left(), x_of(t)), min(band.right(), x_of(t_end))
             if x2 > x1:
-                p.fillRect(QRectF(x1, band.top(), x2 - x1, band.height()), QColor(STATE_COLORS.get(st, "#999")))
+                p.fillRect(QRectF(x1, band.top(), x2 - x1, band.height()), th.state(st)[0])
 
         # legend
         x = plot.left()
         for s in SERIES:
             if s.key not in self.visible_series or not self.samples[s.key]:
                 continue
-            p.fillRect(QRectF(x, 5, 10, 8), QColor(s.color))
-            p.setPen(QColor("#444"))
+            p.fillRect(QRectF(x, 5, 10, 8), th.series[s.index])
+            p.setPen(th.axis_text)
             tw = p.fontMetrics().horizontalAdvance(s.label)
             p.drawText(QRectF(x + 13, 1, tw + 4, 16), Qt.AlignmentFlag.AlignVCenter, s.label)
             x += tw + 26
@@ -274,20 +280,26 @@ class LevelMeter(QWidget):
         if db >= self.peak_db or now - self._peak_t > 1.5:
             self.peak_db, self._peak_t = db, now
 
+    TEXT_W = 52      # the figure sits beside the bar, on the panel's own background
+
+    def text(self) -> str:
+        return f"{self.db:.0f} dB" if self.db > self.FLOOR_DB + 0.5 else "silent"
+
     def paintEvent(self, _ev) -> None:  # noqa: N802
+        th = widget_theme(self)
         p = QPainter(self)
-        r = QRectF(0, 2, self.width(), self.height() - 4)
-        p.fillRect(r, QColor("#e9ebee"))
+        r = QRectF(0, 2, max(10, self.width() - self.TEXT_W - 6), self.height() - 4)
+        p.fillRect(r, th.meter_bg)
         frac = (self.db - self.FLOOR_DB) / -self.FLOOR_DB
         if frac > 0:
             color = "#2e9d57" if self.db < -12 else ("#d0a21c" if self.db < -3 else "#c63b32")
             p.fillRect(QRectF(r.left(), r.top(), r.width() * frac, r.height()), QColor(color))
         pk = (self.peak_db - self.FLOOR_DB) / -self.FLOOR_DB
         if pk > 0:
-            p.fillRect(QRectF(r.left() + r.width() * pk - 2, r.top(), 2, r.height()), QColor("#333"))
-        p.setPen(QColor("#222"))
-        txt = f"{self.db:.0f} dB" if self.db > self.FLOOR_DB + 0.5 else "silent"
-        p.drawText(r.adjusted(4, 0, -4, 0), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, txt)
+            p.fillRect(QRectF(r.left() + r.width() * pk - 2, r.top(), 2, r.height()), th.meter_peak)
+        p.setPen(th.meter_text)
+        p.drawText(QRectF(r.right() + 6, 0, self.TEXT_W, self.height()),
+                   Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, self.text())
         p.end()
 
 
@@ -333,11 +345,10 @@ class DuplexPanel(QFrame):
         self.badge = StateBadge(self)
         lay.addWidget(self.badge)
         self.detail = QLabel("", self)
-        self.detail.setStyleSheet("color: #555;")
         self.detail.setWordWrap(True)
         lay.addWidget(self.detail)
-        title = QLabel("<b>Turn-taking</b> <span style='color:#777'>(model state head / VAD)</span>")
-        lay.addWidget(title)
+        self.title = QLabel(self)
+        lay.addWidget(self.title)
         self.chart = StripChart(parent=self)
         lay.addWidget(self.chart, 1)
         meters = QGridLayout()
@@ -352,8 +363,9 @@ class DuplexPanel(QFrame):
         lay.addLayout(meters)
         self.latency = LatencyStats()
         self.latency_label = QLabel(self.latency.summary(), self)
-        self.latency_label.setStyleSheet("color: #2c5a3a; font-weight: bold;")
         lay.addWidget(self.latency_label)
+        self._styled: Theme | None = None
+        self.restyle()
         self._dirty = True
         self._wanted = "idle"
         self._badge_since = 0.0
@@ -366,6 +378,16 @@ class DuplexPanel(QFrame):
         self._timer.start()
 
     STICKY_S = {"interrupted": 0.9}   # shown at least this long: the engine leaves it at once
+
+    def restyle(self) -> None:
+        th = widget_theme(self)
+        if th is self._styled:
+            return
+        self._styled = th
+        self.detail.setStyleSheet(f"color: {css(th.muted)};")
+        self.title.setText(f"<b>Turn-taking</b> <span style='color:{css(th.muted)}'>(model state head / VAD)</span>")
+        self.latency_label.setStyleSheet(f"color: {css(th.latency)}; font-weight: bold;")
+        self._dirty = True
 
     def set_state(self, state: str, detail: str = "", t: float | None = None) -> None:
         if state in STATES or state in ("muted", "push_to_talk"):

@@ -9,6 +9,11 @@ single VAD: a conversation tested in a file is the conversation a user has.
 The assistant counts as speaking while the reference is not silent, plus ``echo_tail_ms``; the VAD then applies its
 barge-in thresholds and its residual-echo check. Input gating (mute, push-to-talk released) silences the cleaned
 signal before the VAD, so gated speech neither opens a turn nor reaches the model, and the timeline stays continuous.
+
+Two cleaned signals leave the chain. AEC3's output (``samples_16k``) is what the VAD decides on: it never takes the
+assistant's echo for the user. While echo cancellation is on, a linear echo canceller (``core.audio.linear_aec``)
+also gives ``near_16k``: the microphone minus a linear echo estimate, nothing suppressed, so a user who talks over
+the assistant is heard whole by the speech model (AEC3's suppressor tears the near-end voice apart in double talk).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 
 from core.audio.aec import AecConfig, EchoCanceller
 from core.audio.interfaces import AudioChunk, VadEvent
+from core.audio.linear_aec import LinearEchoCanceller
 from core.audio.vad import EchoAwareVad, VadConfig, VadDecision
 from core.audio.wavin import finite
 from core.constants import AEC_FRAME_SAMPLES_16K, CHUNK_SAMPLES_16K, MODEL_INPUT_RATE, VAD_WINDOW_SAMPLES_16K
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 
 RATE = MODEL_INPUT_RATE
 FRAME = AEC_FRAME_SAMPLES_16K
+_NEAR_END_RATIO = 0.1     # AEC3 output above -10 dB of the microphone: the user speaks (the linear filter holds)
 
 
 @dataclass
@@ -76,6 +83,7 @@ class CaptureChain:
         self.on_chunk = on_chunk
         self.time_of = time_of            # capture time of a stream position (AudioIO: time.monotonic())
         self.aec = EchoCanceller(self.config.aec or AecConfig())
+        self.linear = LinearEchoCanceller() if (self.config.aec or AecConfig()).echo_cancellation else None
         self.vad = vad or EchoAwareVad(self.config.vad)
         self._lock = threading.Lock()
         self._pending_aec: AecConfig | None = None
@@ -89,11 +97,13 @@ class CaptureChain:
         self._chunk_clean = np.zeros(size, dtype=np.float32)
         self._chunk_raw = np.zeros(size, dtype=np.float32)
         self._chunk_ref = np.zeros(size, dtype=np.float32)
+        self._chunk_near = np.zeros(size, dtype=np.float32)
         self._chunk_fill = 0
         self._chunk_events: list[VadEvent] = []
         self._chunk_speaking = False
         self._window_probs: list[tuple[int, float]] = []
         self._clean = np.zeros(0, dtype=np.float32)
+        self._near = np.zeros(0, dtype=np.float32)
         self.position = 0                 # stream position of the next sample to process
         self.chunks_delivered = 0
 
@@ -143,11 +153,23 @@ class CaptureChain:
             raise ValueError(f"the capture chain takes whole 10 ms frames, got {n} samples")
         if len(self._clean) < n:
             self._clean = np.zeros(n, dtype=np.float32)
+            self._near = np.zeros(n, dtype=np.float32)
         clean = self._clean[:n]
+        near = self._near[:n]
+        linear = self.linear
         for f in range(0, n, FRAME):
-            self.aec.process(mic[f:f + FRAME], ref[f:f + FRAME], clean[f:f + FRAME])
+            m, r, c = mic[f:f + FRAME], ref[f:f + FRAME], clean[f:f + FRAME]
+            self.aec.process(m, r, c)
+            if linear is not None:
+                # learn the echo path only from echo: AEC3 cut this frame well under the microphone's level
+                mic_e = float(np.einsum("i,i->", m, m))
+                adapt = float(np.einsum("i,i->", c, c)) < _NEAR_END_RATIO * mic_e
+                linear.process(m, r, adapt, near[f:f + FRAME])
+        if linear is None:
+            near[:] = clean
         if self._gate_closed:
             clean[:] = 0.0
+            near[:] = 0.0
         n_frames = n // FRAME
         peaks = np.abs(ref).reshape(n_frames, FRAME).max(axis=1)
         speaking = np.zeros(n_frames, dtype=bool)
@@ -175,7 +197,7 @@ class CaptureChain:
             if self._echo_est.delay_ms is not None:
                 # the VAD sees the reference ``lead`` ahead of the echo, so its lag is lead + the measured delay
                 vad.set_echo_lag_hint(self.config.reference_lead_ms + self._echo_est.delay_ms)
-        self._add_to_chunk(i0, clean, mic, ref, events, bool(speaking.any()))
+        self._add_to_chunk(i0, clean, mic, ref, near, events, bool(speaking.any()))
         self.position += n
 
     def _apply_controls(self) -> None:
@@ -184,6 +206,10 @@ class CaptureChain:
             hold, self._hold_windows = self._hold_windows, 0
         if pending is not None:
             self.aec = EchoCanceller(pending)
+            if not pending.echo_cancellation:
+                self.linear = None
+            elif self.linear is None:
+                self.linear = LinearEchoCanceller()
         if hold:
             self.vad.hold_echo(hold)
         if self._restart_vad:
@@ -197,7 +223,7 @@ class CaptureChain:
             vals.append(_db(float(np.max(np.abs(x))) ** 2))
         self._levels = Levels(*vals, speech_prob=float(self.vad.probability), t=time.monotonic())
 
-    def _add_to_chunk(self, i0: int, clean: np.ndarray, mic: np.ndarray, ref: np.ndarray,
+    def _add_to_chunk(self, i0: int, clean: np.ndarray, mic: np.ndarray, ref: np.ndarray, near: np.ndarray,
                       events: list[VadEvent], speaking: bool) -> None:
         self._chunk_events.extend(events)
         self._chunk_speaking = self._chunk_speaking or speaking
@@ -210,6 +236,7 @@ class CaptureChain:
             self._chunk_clean[f:f + k] = clean[pos:pos + k]
             self._chunk_raw[f:f + k] = mic[pos:pos + k]
             self._chunk_ref[f:f + k] = ref[pos:pos + k]
+            self._chunk_near[f:f + k] = near[pos:pos + k]
             self._chunk_fill += k
             pos += k
             if self._chunk_fill == size:
@@ -232,7 +259,8 @@ class CaptureChain:
             t_start=self.time_of(start) if self.time_of is not None else None,
             vad_events=in_chunk, vad_probs=probs, assistant_speaking=self._chunk_speaking,
             speech_prob=float(probs.max()) if len(probs) else 0.0,
-            raw_16k=self._chunk_raw.copy(), reference_16k=self._chunk_ref.copy())
+            raw_16k=self._chunk_raw.copy(), reference_16k=self._chunk_ref.copy(),
+            near_16k=self._chunk_near.copy() if self.linear is not None else None)
         self._chunk_fill = 0
         self._chunk_speaking = False
         self.chunks_delivered += 1

@@ -81,3 +81,5 @@ class AudioChunk:
     speech_prob: float = 0.0                # highest VAD probability in the chunk
     raw_16k: np.ndarray | None = None       # microphone before echo cancellation
     reference_16k: np.ndarray | None = None  # far-end reference fed to the canceller for these samples
+    near_16k: np.ndarray | None = None      # microphone minus a linear echo estimate (nothing suppressed): what the
+                                            # speech model hears; None without echo cancellation (= samples_16k)

@@ -271,3 +271,100 @@ def run_audio_bench(args: argparse.Namespace) -> int:
     finally:
         if backend is not None:
             backend.close()
+
+
+def run_turns_bench(args: argparse.Namespace) -> int:
+    """``parley bench turns``: the conversation acceptance suite (scripted users, docs/conversations.md) in
+    simulated rooms through the real engine, one loaded model for all of it, scored per conversation and in
+    aggregate; with ``--echo-minutes`` also the echo alone: the assistant speaks that long in the room with no user
+    speech but its requests, and every interruption or user turn it opens is a false one."""
+    import time
+
+    from core.audio.room import EchoRoom
+    from core.compose.commands import settings_from_env
+    from core.engine.filemode import run_conversation
+    from core.harness import ScriptedInput, ScriptedUser, combine, load_script, read_events, score, unmet
+    from core.runtime import configure_torch_threads
+
+    threads = configure_torch_threads()
+    config, backend_opts = settings_from_env()
+    spec = ProfileSpec(profile=args.profile)
+    apply_options(spec, {"max_new_tokens": 64, **backend_opts})
+    for key in ("checkpoint", "llm"):
+        if getattr(args, key, None):
+            setattr(spec, key, getattr(args, key))
+    spec.validate()
+    folder = Path(args.scripts) if args.scripts else Path(__file__).resolve().parents[2] / "tests" / "conversations" \
+        / "scripts"
+    scripts = sorted(folder.glob("*.json"))
+    if args.only:
+        scripts = [p for p in scripts if any(name in p.stem for name in args.only.split(","))]
+    if not scripts and not args.echo_minutes:
+        raise UserError(f"no conversation scripts in {folder}")
+    rooms = [r.strip() for r in args.rooms.split(",") if r.strip()]
+    backend = build_backend(spec, config)
+    reports: list[dict[str, Any]] = []
+    runs = []
+    t0 = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="parley-turns-") as tmp:
+            for room_name in rooms:
+                for path in scripts:
+                    user = ScriptedUser(load_script(path))
+                    events = Path(tmp) / f"{room_name}_{path.stem}.jsonl"
+                    room = None if room_name == "none" else EchoRoom(room_name, seed=args.seed)
+                    run_conversation(backend, ScriptedInput(user), Path(tmp) / "out.wav", events_path=events,
+                                     config=copy.deepcopy(config), system_prompt=spec.system_prompt, room=room)
+                    report = score(user.script, user.timeline(), read_events(events))
+                    reports.append(report)
+                    runs.append({"script": path.stem, "room": room_name, "passed": report["aggregate"]["passed"],
+                                 "utterances": report["aggregate"]["utterances"],
+                                 "failed": [{"id": u["id"], "expect": u["expect"], "transcript": u["transcript"],
+                                             "turns": u["turns"], "interrupted": u["interrupted"],
+                                             "interrupt_ms": u["interrupt_ms"], "answer": u["answer_text"][:80]}
+                                            for u in report["utterances"] if not u["ok"]]})
+            echo = _echo_alone(backend, spec, config, args.echo_minutes, args.seed, Path(tmp)) \
+                if args.echo_minutes else None
+    finally:
+        backend.close()
+    aggregate = combine(reports) if reports else {}
+    out = {
+        "bench": "turns", "profile": spec.profile, "rooms": rooms, "seed": args.seed, "threads": threads,
+        "scripts": [p.stem for p in scripts], "aggregate": aggregate,
+        "unmet": unmet(aggregate) if reports else [], "echo_alone": echo, "runs": runs,
+        "wall_s": round(time.perf_counter() - t0, 1), "profile_spec": spec.to_dict(),
+    }
+    print(json.dumps(out, indent=1, ensure_ascii=False))
+    return 0
+
+
+ECHO_REQUESTS = ["Tell me a long story about a dragon who loved the sea.",
+                 "Tell me a long story about a girl who built a robot.",
+                 "Tell me a long story about a lighthouse keeper.",
+                 "Tell me a long story about a fox and a crow."]
+
+
+def _echo_alone(backend: Any, spec: ProfileSpec, config: Any, minutes: float, seed: int, tmp: Path) -> dict:
+    """The assistant talks for ``minutes`` in the speakerphone room; the user only asks for the next story when
+    an answer has ended. Every interruption and every turn that is not one of those requests is false."""
+    from core.audio.room import EchoRoom
+    from core.engine.filemode import run_conversation
+    from core.harness import ScriptedInput, ScriptedUser, parse_script, read_events
+
+    utterances = [{"id": "r0", "text": ECHO_REQUESTS[0], "timing": {"at_s": 0.5}, "expect": "answered"}]
+    for i in range(1, max(2, int(minutes * 60 / 20))):
+        utterances.append({"id": f"r{i}", "text": ECHO_REQUESTS[i % len(ECHO_REQUESTS)], "expect": "answered",
+                           "timing": {"after": "answer_end", "delay_s": 1.5, "timeout_s": 90}})
+    user = ScriptedUser(parse_script({"name": "echo_alone", "utterances": utterances}))
+    events_path = tmp / "echo_alone.jsonl"
+    run_conversation(backend, ScriptedInput(user), tmp / "echo.wav", events_path=events_path,
+                     config=copy.deepcopy(config), system_prompt=spec.system_prompt,
+                     room=EchoRoom("speakerphone", seed=seed))
+    events = read_events(events_path)
+    spoken = sum(e.get("samples", 0) / max(e.get("rate", 1), 1) for e in events if e["type"] == "audio_played")
+    requests = len([u for u in user.timeline() if u.get("start_s") is not None])
+    turns = {e["turn"] for e in events if e["type"] == "vad_onset"}
+    return {"room": "speakerphone", "assistant_speech_s": round(spoken, 1), "requests": requests,
+            "false_interruptions": sum(1 for e in events if e["type"] == "interruption"),
+            "user_turns": len(turns), "extra_turns": max(0, len(turns) - requests),
+            "answers": sum(1 for e in events if e["type"] == "latency")}

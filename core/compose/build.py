@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from core.audio.vad import VadConfig
 from core.compose.spec import ProfileSpec, spec_from_session
-from core.engine.backend import Backend
+from core.engine.backend import Backend, ProgressFn
 from core.engine.config import EngineConfig
 from core.settings import Settings
 
@@ -34,17 +34,19 @@ def vad_config(settings: Settings) -> VadConfig:
                      offset_threshold=v.offset_threshold, min_speech_ms=float(min(v.min_speech_ms, 300)))
 
 
-def build_backend(spec: ProfileSpec, config: EngineConfig | None = None) -> Backend:
+def build_backend(spec: ProfileSpec, config: EngineConfig | None = None,
+                  progress: ProgressFn | None = None) -> Backend:
     """Load the backend of ``spec`` (slow). ``config.early`` maps the engine's early-speech settings onto the
-    profile's knobs. Raises :class:`~core.errors.ConfigError` for a spec that cannot work, before loading."""
+    profile's knobs; ``progress`` hears of each loading step. Raises :class:`~core.errors.ConfigError` for a spec
+    that cannot work, before loading."""
     spec.validate()
     config = config or EngineConfig()
     if spec.profile == "freeze-omni":
-        return _build_freeze_omni(spec, config)
-    return _build_lite(spec)
+        return _build_freeze_omni(spec, config, progress)
+    return _build_lite(spec, progress)
 
 
-def _build_freeze_omni(spec: ProfileSpec, config: EngineConfig) -> Backend:
+def _build_freeze_omni(spec: ProfileSpec, config: EngineConfig, progress: ProgressFn | None = None) -> Backend:
     """Freeze-Omni with early speech = the official server's behaviour: the first segment cut at the first clause
     (segmentation rule "server"), a small first codec window (``decoder_first_chunk_size``) with the first-pack
     split threshold and the leading-silence cut. Off = the offline inference script's behaviour. There is no
@@ -82,7 +84,8 @@ def _build_freeze_omni(spec: ProfileSpec, config: EngineConfig) -> Backend:
     log.info("building freeze-omni backend: checkpoint %s, llm %s, early speech %s", checkpoint, spec.llm,
              early.enabled)
     backend = FreezeOmniBackend.load(checkpoint, Path(spec.llm or ""), device=spec.device, dtype=spec.dtype,
-                                     settings=settings, seed=spec.seed, quantize_bits=spec.quantize_bits)
+                                     settings=settings, seed=spec.seed, quantize_bits=spec.quantize_bits,
+                                     progress=progress)
     problem = apply_voice(backend, spec)
     if problem:
         log.warning("voice: %s", problem)
@@ -96,7 +99,7 @@ def apply_voice(backend: Backend, spec: ProfileSpec) -> str | None:
     return backend.set_voice(spec.voice)
 
 
-def _build_lite(spec: ProfileSpec) -> Backend:
+def _build_lite(spec: ProfileSpec, progress: ProgressFn | None = None) -> Backend:
     """Lite: the chat model (``llm``), voice, persona, sampling, turn rule, and any other
     :class:`~core.model.lite.backend.LiteSettings` field through ``spec.options``.
 
@@ -111,6 +114,7 @@ def _build_lite(spec: ProfileSpec) -> Backend:
         settings.voice = str(spec.voice)
     if spec.system_prompt is not None:
         settings.system_prompt = spec.system_prompt
+    settings.voice_speed = spec.voice_speed
     apply_lite_generation(settings, spec)
     options = dict(spec.options)
     for key in list(options):
@@ -120,7 +124,7 @@ def _build_lite(spec: ProfileSpec) -> Backend:
         log.info("lite backend has no option(s) %s; ignored", ", ".join(sorted(options)))
     if spec.device != "cpu":
         log.info("the lite profile runs on the CPU; device %s ignored", spec.device)
-    return LiteBackend(settings)
+    return LiteBackend(settings, progress=progress)
 
 
 def apply_lite_generation(settings: Any, spec: ProfileSpec) -> None:

@@ -70,20 +70,43 @@ def run_chat(args: argparse.Namespace) -> int:
     from core.engine.filemode import load_wav_16k, run_conversation
     from core.runtime import configure_torch_threads, quiet_progress_bars
 
-    src = Path(args.input)
-    if not src.is_file():
-        raise UserError(f"input file not found: {src}")
+    script_path = getattr(args, "script", None)
+    if script_path and getattr(args, "input", None):
+        raise UserError("give the conversation as --input WAV or as --script JSON (a scripted user), not both")
+    if not script_path and not getattr(args, "input", None):
+        return run_text_chat(args)
+    if not args.output or not args.events:
+        raise UserError("a conversation from --input or --script needs --output WAV and --events JSONL")
+    user = None
+    if script_path:
+        from core.harness import ScriptedInput, ScriptedUser, ScriptError, load_script
+
+        try:
+            script = load_script(script_path)
+        except (OSError, ScriptError) as exc:
+            raise UserError(f"cannot use the script {script_path}: {exc}") from exc
+        user = ScriptedUser(script)
+        src = Path(script_path)
+    else:
+        src = Path(args.input)
+        if not src.is_file():
+            raise UserError(f"input file not found: {src}")
     config, backend_opts = settings_from_env()
     spec = spec_from_args(args, backend_opts)
     try:
         spec.validate()
     except ConfigError as exc:
         raise UserError(str(exc)) from exc
+    if user is not None and getattr(args, "record", None):
+        raise UserError("--record needs a recorded --input WAV (a scripted user reacts to each run anew)")
     check_chat_outputs(args)
     room_name = getattr(args, "echo", None) or "none"
     room_seed = int(getattr(args, "echo_seed", 0) or 0)
     room = make_room(room_name, room_seed)
-    audio = load_wav_16k(src)   # a file that cannot be used is refused in one line (core.audio.wavin)
+    if user is None:
+        audio = load_wav_16k(src)   # a file that cannot be used is refused in one line (core.audio.wavin)
+    else:
+        audio = None
     quiet_progress_bars()
     try:
         backend = build_backend(spec, config)
@@ -109,8 +132,10 @@ def run_chat(args: argparse.Namespace) -> int:
         else:
             log.warning("recording disabled: %s", recorder.error)
             record_error, recorder = recorder.error, None
+    events_path = args.events
     try:
-        result = run_conversation(backend, audio, args.output, events_path=args.events,
+        result = run_conversation(backend, audio if user is None else ScriptedInput(user), args.output,
+                                  events_path=events_path,
                                   realtime=bool(args.realtime), config=config, system_prompt=spec.system_prompt,
                                   room=room, subscribers=subscribers, on_engine=on_engine, on_chunk=on_chunk)
         if tap is not None:
@@ -127,6 +152,14 @@ def run_chat(args: argparse.Namespace) -> int:
     summary = result.to_dict()
     summary.update(profile=spec.profile, input=str(src), events=str(args.events), realtime=bool(args.realtime),
                    echo=room_name, echo_seed=room_seed)
+    if user is not None:
+        from core.harness import read_events, score
+
+        report = score(user.script, user.timeline(), read_events(events_path))
+        summary["score"] = report["aggregate"]
+        if getattr(args, "report", None):
+            Path(args.report).write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+            summary["report"] = str(args.report)
     if recorder is not None:
         summary["session"] = str(recorder.path)
         record_error = recorder.error
@@ -156,6 +189,8 @@ def check_chat_outputs(args: argparse.Namespace) -> None:
     """Every file ``parley chat`` will write, checked before the model loads (one line naming the option)."""
     check_output_file(args.output, "--output", suffix=".wav")
     check_output_file(args.events, "--events")
+    if getattr(args, "report", None):
+        check_output_file(args.report, "--report")
     if getattr(args, "record", None):
         from core.session.recorder import check_record_folder
 
@@ -178,7 +213,7 @@ def make_room(name: str | None, seed: int = 0) -> Any:
     try:
         return EchoRoom(name, seed=seed)
     except (KeyError, ValueError) as exc:
-        raise UserError(f"unknown room {name!r}: {exc}") from exc
+        raise UserError(str(exc)) from exc
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -212,3 +247,111 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"report: {Path(report['replay']['path']) / 'report.md'}")
     return 0 if report["verdict"] == "match" else 1
 
+
+
+def run_text_chat(args: argparse.Namespace) -> int:
+    """``parley chat`` without ``--input``: an interactive text chat in the terminal. Typed lines go in as user
+    turns, the conversation is printed as it comes, and the answers are spoken when an output device exists (else
+    they are only printed). An empty line or end of input (Ctrl-D) ends it."""
+    import sys
+    import threading
+
+    from core.engine.events import AssistantText, ErrorEvent, GenerationDone, InfoEvent, Interruption
+    from core.runtime import configure_torch_threads
+
+    config, backend_opts = settings_from_env()
+    spec = spec_from_args(args, backend_opts)
+    try:
+        spec.validate()
+    except ConfigError as exc:
+        raise UserError(str(exc)) from exc
+    print(f"parley: loading the {spec.profile} profile…", file=sys.stderr)
+    backend = build_backend(spec, config)
+    configure_torch_threads()
+    done = threading.Event()
+    out = sys.stdout
+
+    def show(ev) -> None:
+        if isinstance(ev, AssistantText):
+            out.write(ev.text)
+            out.flush()
+        elif isinstance(ev, Interruption):
+            out.write(" [stopped]\n")
+        elif isinstance(ev, GenerationDone):
+            out.write("\n")
+            out.flush()
+            done.set()
+        elif isinstance(ev, (InfoEvent, ErrorEvent)) and (ev.get("notify") or isinstance(ev, ErrorEvent)):
+            out.write(f"({ev.message})\n")
+            done.set()
+
+    session = _TextSession(backend, spec, config)
+    session.bus.subscribe(show)
+    print(f"Parley ({spec.profile}{', speaking' if session.speaking else ', text only: no output device'}). Type a "
+          "message and press Enter; an empty line or Ctrl-D ends.", file=sys.stderr)
+    try:
+        for line in sys.stdin:
+            text = line.strip()
+            if not text:
+                break
+            done.clear()
+            out.write("Parley: ")
+            out.flush()
+            session.engine.call_soon(lambda t=text: session.engine.submit_text(t))
+            done.wait(300)
+            session.wait_quiet(120)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
+        backend.close()
+    return 0
+
+
+class _TextSession:
+    """An engine on its loop for typed turns: the microphone stays closed; answers play on the default output
+    device when one opens, else on a silent sink at real speed."""
+
+    def __init__(self, backend, spec: ProfileSpec, config: EngineConfig) -> None:
+        import threading
+
+        from core.engine.clock import WallClock
+        from core.engine.engine import Engine
+        from core.engine.events import EventBus
+        from core.engine.filemode import SilentSource
+        from core.engine.sink import VirtualAudioSink
+
+        self.clock = WallClock()
+        self.bus = EventBus(self.clock)
+        self.audio = None
+        sink = None
+        try:
+            from core.audio.audio_io import AudioIO
+
+            audio = AudioIO()
+            audio.set_input_gate(True)          # typed turns only: the microphone is not listened to
+            audio.start()
+            self.audio, sink = audio, audio.player
+        except Exception as exc:  # noqa: BLE001 - no sound device: text only
+            log.info("no audio output (%s): text only", exc)
+        self.speaking = sink is not None
+        self.engine = Engine(backend, sink or VirtualAudioSink(self.clock, backend.output_rate), bus=self.bus,
+                             config=config, system_prompt=spec.system_prompt)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.engine.run, args=(SilentSource(self.clock), self._stop),
+                                        name="parley-engine", daemon=True)
+        self._thread.start()
+
+    def wait_quiet(self, timeout: float) -> None:
+        """Until the answer has been played out (or ``timeout``)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.engine.busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        if self.audio is not None:
+            self.audio.stop()

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from core.audio.interfaces import AudioChunk
 from core.compose.build import apply_lite_generation, apply_voice, build_backend, engine_config, vad_config
 from core.compose.spec import ProfileSpec, spec_from_settings
+from core.engine.backend import ProgressFn
 from core.engine.clock import WallClock
 from core.engine.engine import Engine, QueueChunkSource
 from core.engine.sink import NullSink
@@ -41,7 +42,8 @@ LEVELS_EVERY_S = 0.05
 class LiveStack:
     """Backend + AudioIO + Engine for one profile. Construction loads the model (slow)."""
 
-    def __init__(self, settings: Settings, spec: ProfileSpec | None = None) -> None:
+    def __init__(self, settings: Settings, spec: ProfileSpec | None = None,
+                 progress: ProgressFn | None = None) -> None:
         self.settings = settings.copy()
         self.spec = spec or spec_from_settings(settings)
         self.profile = self.spec.profile
@@ -49,7 +51,7 @@ class LiveStack:
         self.bus = EventBus(self.clock)
         self.config = engine_config(settings)
         t0 = time.perf_counter()
-        self.backend = build_backend(self.spec, self.config)
+        self.backend = build_backend(self.spec, self.config, progress)
         self.load_s = time.perf_counter() - t0
         where = self.spec.device if self.profile == "freeze-omni" else "cpu"
         self.description = f"{self.backend.name} on {where}" + (
@@ -202,14 +204,29 @@ class LiveStack:
         self._apply_gate()
 
     def push_to_talk(self, pressed: bool) -> None:
+        """The key went down (the answer stops, the microphone opens, the turn stays open however long the user
+        pauses) or up (the microphone closes, the turn gets its final decision). Repeated states are ignored."""
         if pressed and not self.ptt_down:
             self.ptt_down = True
             self._apply_gate()
-            self._command(lambda: self.engine.stop_reply("push_to_talk") if self.engine.replying else None)
+            self._command(lambda: self.engine.set_push_to_talk(True))
         elif not pressed and self.ptt_down:
             self.ptt_down = False
             self._apply_gate()
-            self._command(self.engine.end_of_input)
+            self._command(lambda: self.engine.set_push_to_talk(False))
+
+    def submit_text(self, text: str) -> None:
+        """A typed message: a user turn answered by voice. Before listening starts it waits for the engine's loop
+        (the answer needs the loop to be spoken)."""
+        self.engine.call_soon(lambda: self.engine.submit_text(text))
+
+    def history(self) -> list[dict[str, str]]:
+        """The conversation so far as text (user and assistant turns, the assistant's as heard)."""
+        return [dict(m) for m in self.engine.history]
+
+    def restore_history(self, history: list[dict[str, str]]) -> None:
+        """Carry a conversation over from an earlier stack of the same language model (after a reload)."""
+        self._command(lambda: self.engine.restore_history(history))
 
     def new_conversation(self) -> None:
         self._command(self.engine.reset_conversation)
@@ -290,6 +307,9 @@ class LiveStack:
             if self.is_listening():
                 self.stop_listening()
                 self.start_listening()
+        if self.profile == "lite" and self.spec.voice_speed != new_spec.voice_speed:
+            speed = new_spec.voice_speed
+            self._command(lambda: self.backend.set_voice_speed(speed))
         if (self.spec.voice, self.spec.voice_tokens) != (new_spec.voice, new_spec.voice_tokens):
             def voice() -> None:
                 problem = apply_voice(self.backend, new_spec)
@@ -330,5 +350,5 @@ class _UiSubscription:
             self._stack._ui_subscribers.remove(self._callback)
 
 
-def build_stack(settings: Settings) -> LiveStack:
-    return LiveStack(settings)
+def build_stack(settings: Settings, progress: ProgressFn | None = None) -> LiveStack:
+    return LiveStack(settings, progress=progress)

@@ -58,6 +58,7 @@ class ProfileSpec:
     quantize_bits: int | None = None      # 8 or 4: a bitsandbytes backbone (CUDA only)
     seed: int = 0
     system_prompt: str | None = None      # None: the profile's default persona
+    voice_speed: float = 1.0              # Lite: speaking rate (Piper's length_scale is divided by it)
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
     turn: TurnSpec = field(default_factory=TurnSpec)
     options: dict[str, Any] = field(default_factory=dict)   # more backend options (tests, benchmarks)
@@ -100,7 +101,7 @@ def spec_from_settings(settings: Settings) -> ProfileSpec:
                             decoder_top_k=s.decoder_top_k)
     if m.profile == "lite":
         return ProfileSpec(profile="lite", llm=m.lite_backbone or None, voice=m.lite_voice or None,
-                           device="cpu", system_prompt=settings.persona.system_prompt,
+                           voice_speed=m.voice_speed, device="cpu", system_prompt=settings.persona.system_prompt,
                            sampling=dataclasses.replace(sampling, max_new_tokens=min(s.max_new_tokens, 256)),
                            turn=TurnSpec(vad_on=v.onset_threshold, vad_off=v.offset_threshold,
                                          silence_ms=v.end_of_turn_silence_ms, min_speech_ms=v.min_speech_ms))

@@ -32,13 +32,19 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
 from core.errors import BackendError
 
 TurnState = Literal["cl", "ss", "el"]
+# How a loading backend reports progress: (step, fraction of that step done or None, a sentence for the user).
+ProgressFn = Callable[[str, "float | None", str], None]
+
+
+def no_progress(step: str, fraction: float | None, message: str) -> None:
+    """A :data:`ProgressFn` that reports nowhere."""
 TURN_STATES: tuple[TurnState, ...] = ("cl", "ss", "el")
 
 
@@ -119,6 +125,11 @@ class Backend:
         """
         return default_rebuild_context(self, conv, history)
 
+    def retract_turn(self, conv: Conversation) -> None:
+        """Forget the latest user turn and its answer, which nobody heard (the user went on speaking: the turn is
+        listened to again, whole). The default tells the backend that nothing of the answer was heard."""
+        self.interrupted(conv, "")
+
     def submit_text(self, conv: Conversation, text: str) -> bool:
         """A typed user message: the next :meth:`reply` answers ``text`` as if the user had said it. Returns False
         when the profile cannot take text (it listens to audio only)."""
@@ -177,5 +188,6 @@ def rebuild_context(backend: Backend, conv: Conversation, history: list[dict[str
     return default_rebuild_context(backend, conv, history, persona)
 
 
-__all__ = ["Backend", "BackendError", "Conversation", "ListenResult", "ReplyPiece", "TURN_STATES", "TurnState",
-           "check_prompt_tokens", "default_rebuild_context", "history_as_text", "rebuild_context"]
+__all__ = ["Backend", "BackendError", "Conversation", "ListenResult", "ProgressFn", "ReplyPiece", "TURN_STATES",
+           "TurnState", "no_progress", "check_prompt_tokens",
+           "default_rebuild_context", "history_as_text", "rebuild_context"]

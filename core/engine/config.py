@@ -44,10 +44,17 @@ class EngineConfig:
     max_turn_s: float = 30.0
     # A barge-in ('ss' while an answer is playing or being prepared) needs at least this much voiced audio in the
     # candidate turn; shorter ones (a cough, "mm-hm") are treated as 'el' and the answer goes on.
-    barge_in_min_voiced_s: float = 0.4
-    # ... and, when the profile gives a transcript (Lite), at least this many real words (backchannels such as
-    # "mm-hm", "yeah", "okay" do not count; a stop word such as "stop" or "wait" alone is enough). 0: off.
-    barge_in_min_words: int = 2
+    barge_in_min_voiced_s: float = 0.3
+    # ... and, when the profile gives a transcript (Lite), it must not be a backchannel and needs at least this many
+    # content words (core.speech_acts: "mm-hm", "yeah", "okay", "I see" have none; a command such as "stop" or
+    # "wait" alone is enough). 0: any non-backchannel.
+    barge_in_min_words: int = 1
+    # A command ("stop", "wait") interrupts with this much voiced audio (short words, and the echo canceller
+    # takes part of the user's voice during double talk).
+    barge_in_command_voiced_s: float = 0.2
+    # Speech that resumes within this long after the end of the user's speech, while none of the answer has been
+    # heard yet, continues the same turn (the user only paused): the answer is dropped and restarts afterwards.
+    join_window_s: float = 2.5
     # After the assistant stops playing it still counts as audible this long (its echo dies away).
     echo_tail_s: float = 0.25
     # A new turn's audio starts this long before the VAD's onset (the first syllable is never lost).

@@ -61,6 +61,7 @@ from core.engine.events import (
     ErrorEvent,
     EventBus,
     GenerationDone,
+    InfoEvent,
     Interruption,
     Latency,
     SessionStart,
@@ -75,6 +76,8 @@ from core.engine.events import (
 )
 from core.queues import DropOldestQueue
 from core.runtime import free_cuda_cache, is_out_of_memory
+from core.speech_acts import command_words, content_words, is_backchannel
+from core.speech_acts import words as speech_words
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,8 @@ class _Input:
     opened_t: float                      # clock time
     onset_sample: int                    # position in the 16 kHz input stream
     during_reply: bool                   # a barge-in candidate (an answer was alive at the onset)
+    began_during_reply: bool = False     # it started while the assistant spoke (stays True when it ends meanwhile)
+    joined: bool = False                 # resumed speech joined the previous turn (its answer was dropped)
     # every chunk fed to listen(), pre-roll included, with its VAD window probabilities
     audio: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     voiced_windows: int = 0
@@ -159,6 +164,7 @@ class _Input:
     user_text: str = ""
     emitted_text: str = ""
     final_text: bool = False
+    end_pos: int = 0                     # stream position where the audio listened to so far ends
 
     @property
     def voiced_s(self) -> float:
@@ -174,6 +180,8 @@ class _Reply:
     decided_t: float
     speech_end_t: float
     user_text: str
+    input_audio: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)   # what the turn listened to
+    input_end: int = 0                   # stream position where that audio ended
     compute_s: float = 0.0               # wall seconds in backend.reply steps until the first audio
     steps: int = 0
     first_audio_t: float | None = None
@@ -258,6 +266,8 @@ class Engine:
         self._persona: str | None = system_prompt
         self._stop = threading.Event()
         self._commands: queue.SimpleQueue[Callable[[], Any]] = queue.SimpleQueue()
+        self._ptt_held = False               # push-to-talk held: the turn stays open until it is released
+        self._ptt_heard = False              # ... and speech was heard while it was held
         self._source: ChunkSource | None = None
         self._chunk_overhead_s = 0.0
         self._backend_s = 0.0
@@ -445,7 +455,10 @@ class Engine:
         self.tick()
         t0 = time.perf_counter()
         backend_before = self._backend_s
-        samples = np.asarray(chunk.samples_16k, dtype=np.float32).reshape(-1)
+        # the model hears the near-end path (the user's voice whole in double talk) when the chain has one; the
+        # chain's VAD results, decided on AEC3's output, say when
+        heard = chunk.near_16k if chunk.near_16k is not None else chunk.samples_16k
+        samples = np.asarray(heard, dtype=np.float32).reshape(-1)
         if len(samples) != CHUNK_SAMPLES_16K:
             raise ValueError(f"a chunk is {CHUNK_SAMPLES_16K} samples, got {len(samples)}")
         if chunk.vad_probs is None or len(chunk.vad_probs) != WINDOWS_PER_CHUNK:
@@ -496,9 +509,13 @@ class Engine:
         # --- the backend's listen step and its decision ------------------------------------------------------------
         if self._input is not None and not opened_now:
             self._input.audio.append((samples, probs))
+            self._input.end_pos = self._stream_pos
             result = self._listen(self._input, samples, probs)
             if result is not None:
                 self._decide(self._input, result)
+        inp = self._input
+        if inp is not None and inp.during_reply and self._reply is not None and self._interrupting(inp):
+            self._barge_in(inp, early=True)
         if self._input is not None:
             self._check_timeouts(self._input, now)
 
@@ -514,9 +531,16 @@ class Engine:
         self._chunk_overhead_s = 0.0
 
     def _open_input(self, onset_sample: int, prob: float, now: float) -> None:
+        if self._ptt_held:
+            self._ptt_heard = True
+        reply = self._reply
+        if reply is not None and self._joins_previous_turn(reply, now):
+            self._join_previous_turn(reply, onset_sample, prob, now)
+            return
         self.turn += 1
-        during = self._reply is not None
-        inp = _Input(turn=self.turn, opened_t=now, onset_sample=onset_sample, during_reply=during)
+        during = reply is not None
+        inp = _Input(turn=self.turn, opened_t=now, onset_sample=onset_sample, during_reply=during,
+                     began_during_reply=during)
         inp.voiced_windows = sum(1 for end, _ in self._recent_voiced if end > onset_sample)
         ends = [t for end, t in self._recent_voiced if end > onset_sample]
         inp.speech_end_t = ends[-1] if ends else now
@@ -526,6 +550,44 @@ class Engine:
         if not during:
             self._set_state(DuplexState.USER_SPEAKING)
         self._begin_listening(inp, self._turn_audio_from_onset(onset_sample))
+
+    def _joins_previous_turn(self, reply: _Reply, now: float) -> bool:
+        """Speech that resumes soon after a turn was decided, before any of its answer was heard, continues that
+        turn (the user had only paused): ``join_window_s`` after the end of their speech, nothing played yet."""
+        if reply.user_text is None and not reply.input_audio:
+            return False
+        if now - reply.speech_end_t > self.config.join_window_s:
+            return False
+        return reply.first_played_t is None and self.sink.played_samples(reply.turn) == 0
+
+    def _join_previous_turn(self, reply: _Reply, onset_sample: int, prob: float, now: float) -> None:
+        """Drop the answer nobody heard, take the turn back from the backend's memory, and listen to the whole
+        utterance (the earlier part and the resumed speech) again as that same turn."""
+        turn = reply.turn
+        reply.cancel.set()
+        self._close_iterator(reply)
+        try:
+            self.sink.flush()
+        except Exception as exc:
+            self._fault(exc, "sink", turn)
+        self._reply = None
+        try:
+            self._timed(self.backend.retract_turn, self.conv)
+        except Exception as exc:
+            self._fault(exc, "retract_turn", turn)
+        self.bus.emit(Interruption(turn=turn, reply_turn=turn, heard_text="",
+                                   unheard_text=reply.transcript.text.strip(), reason="joined",
+                                   decision_t=round(now, 6), flush_t=round(self.clock.now(), 6)))
+        inp = _Input(turn=turn, opened_t=now, onset_sample=onset_sample, during_reply=False, joined=True)
+        inp.voiced_windows = sum(1 for end, _ in self._recent_voiced if end > onset_sample)
+        ends = [t for end, t in self._recent_voiced if end > onset_sample]
+        inp.speech_end_t = ends[-1] if ends else now
+        self._input = inp
+        self.bus.emit(VadOnset(turn=turn, at=round(onset_sample / MODEL_INPUT_RATE, 4), prob=round(prob, 4),
+                               reopened=True))
+        self._set_state(DuplexState.USER_SPEAKING)
+        later = [(a, p) for start, a, p in self._recent if start >= reply.input_end]
+        self._begin_listening(inp, list(reply.input_audio) + later)
 
     def _turn_audio_from_onset(self, onset_sample: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """The recent chunks from the one holding the pre-roll's start (``pre_roll_s`` before the onset) up to now:
@@ -543,6 +605,7 @@ class Engine:
             self._close_input(inp, reason="error")
             return
         result = None
+        inp.end_pos = self._stream_pos
         for i, (samples, probs) in enumerate(audio):
             inp.audio.append((samples, probs))
             result = self._listen(inp, samples, probs, preroll=i < len(audio) - 1)
@@ -586,6 +649,15 @@ class Engine:
         state = result.state
         if state == "cl":
             return
+        if self._ptt_held and forced is None:
+            return      # push-to-talk: the turn ends when the key is released, not at a pause
+        if state == "ss" and not (inp.during_reply and self._reply is not None):
+            reason = self._not_a_turn(inp)
+            if reason is not None:
+                self.bus.emit(TurnDecision(turn=inp.turn, state="el", backend_state="ss", reason=reason,
+                                           voiced_s=round(inp.voiced_s, 3), candidate=False))
+                self._close_input(inp, reason=reason)
+                return
         if state == "ss":
             if inp.during_reply and self._reply is not None:
                 reason = self._barge_in_veto(inp)
@@ -611,17 +683,49 @@ class Engine:
     def _barge_in_veto(self, inp: _Input) -> str | None:
         """Why a backend 'ss' for a candidate must not interrupt the answer (None: it may).
 
-        Too little voiced audio (a cough, a click), or, when the profile gives a transcript, fewer than
-        ``barge_in_min_words`` real words: backchannels ("mm-hm", "yeah", "okay") and Whisper's letter strings on a
-        hum ("M-M-A-K-M") do not count; a stop word ("stop", "wait", ...) alone is enough."""
+        Too little voiced audio (a cough, a click), or, when the profile gives a transcript, a backchannel ("mm-hm",
+        "yeah", "okay", "I see", laughter; see :mod:`core.speech_acts`) or fewer than ``barge_in_min_words``
+        content words; a command ("stop", "wait", "no", ...) alone is enough. Words the assistant itself is saying
+        in this answer do not count (residual echo in the transcript)."""
         cfg = self.config
+        text = inp.user_text
+        if text is None:
+            return "too_short" if inp.voiced_s < cfg.barge_in_min_voiced_s else None
+        commands, content = self._user_words(text)
+        if commands and inp.voiced_s >= cfg.barge_in_command_voiced_s:
+            return None
         if inp.voiced_s < cfg.barge_in_min_voiced_s:
             return "too_short"
-        if inp.user_text is not None and cfg.barge_in_min_words > 0:
-            words = _real_words(inp.user_text)
-            if len(words) < cfg.barge_in_min_words and not (set(words) & STOP_WORDS):
-                return "too_few_words"
+        if is_backchannel(text) or not content:
+            return "backchannel"
+        if len(content) < cfg.barge_in_min_words:
+            return "too_few_words"
         return None
+
+    def _user_words(self, text: str) -> tuple[list[str], list[str]]:
+        """(command words, content words) of a candidate's transcript, without the words of the running answer:
+        a word the assistant says may be its own echo, recognised in the user's input."""
+        said = set(speech_words(self._reply.transcript.text)) if self._reply is not None else set()
+        return ([w for w in command_words(text) if w not in said],
+                [w for w in content_words(text) if w not in said])
+
+    def _interrupting(self, inp: _Input) -> bool:
+        """The candidate already shows it takes the turn (the profile's live transcript holds a command or content
+        of the user's own): stop the answer now, long before the user has finished, and listen on. Profiles
+        without a transcript (Freeze-Omni) interrupt on their state head's 'ss' only."""
+        return inp.user_text is not None and bool(inp.user_text.strip()) and self._barge_in_veto(inp) is None
+
+    def _not_a_turn(self, inp: _Input) -> str | None:
+        """Why a backend 'ss' for an ordinary input must not be answered (None: answer it). A backchannel is not
+        a turn when it began while the assistant spoke, nor after an answer that asked nothing (it acknowledges);
+        after a question of the assistant's ("Shall I go on?" "Yeah.") it is the user's answer."""
+        text = inp.user_text
+        if text is None or inp.joined or not is_backchannel(text) or not text.strip():
+            return None
+        if inp.began_during_reply:
+            return "backchannel"
+        last = next((m.get("content") or "" for m in reversed(self.history) if m.get("role") == "assistant"), "")
+        return None if last.rstrip().endswith("?") else "backchannel"
 
     def _close_input(self, inp: _Input, reason: str) -> None:
         if self._input is inp:
@@ -631,6 +735,8 @@ class Engine:
 
     def _check_timeouts(self, inp: _Input, now: float) -> None:
         cfg = self.config
+        if self._ptt_held:
+            return
         reason = None
         if inp.offset_t is not None and now - inp.offset_t >= cfg.silence_timeout_s:
             reason = "silence_timeout"
@@ -685,9 +791,12 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------------
     # barge-in
 
-    def _barge_in(self, inp: _Input) -> None:
-        self.bus.emit(TurnDecision(turn=inp.turn, state="ss", reason="backend", voiced_s=round(inp.voiced_s, 3),
-                                   candidate=True, barge_in=True))
+    def _barge_in(self, inp: _Input, early: bool = False) -> None:
+        """The candidate takes the turn: the answer stops and the candidate is listened to again from its pre-roll
+        as the new user turn. ``early``: the user is still speaking (the transcript showed a barge-in before any
+        decision); the turn's own decision comes when they have finished."""
+        self.bus.emit(TurnDecision(turn=inp.turn, state="ss", reason="interrupting" if early else "backend",
+                                   voiced_s=round(inp.voiced_s, 3), candidate=True, barge_in=True))
         self._cut_reply(inp.turn, reason="barge_in")
         # The candidate becomes the new user turn: listened to again, from its pre-roll, on the corrected memory.
         inp.during_reply = False
@@ -734,6 +843,69 @@ class Engine:
         self._set_state(DuplexState.USER_SPEAKING if self._input is not None else DuplexState.LISTENING)
         return True
 
+    def submit_text(self, text: str) -> bool:
+        """A typed message (the app's message box): a user turn like a spoken one, answered by voice. It takes the
+        turn as a barge-in does: a running answer stops (``interruption`` with reason ``typed``) and an open spoken
+        input is dropped. Returns False (with a notice) when the profile cannot take text."""
+        text = " ".join(text.split())
+        if not text:
+            return False
+        if self.conv is None:
+            self.start()
+        if self._input is not None:
+            dropped, self._input = self._input, None
+            self.bus.emit(TurnDecision(turn=dropped.turn, state="el", reason="typed",
+                                       voiced_s=round(dropped.voiced_s, 3), candidate=dropped.during_reply))
+        turn = self.turn + 1
+        if self._reply is not None:
+            self._cut_reply(turn, reason="typed")
+        try:
+            accepted = self._timed(self.backend.submit_text, self.conv, text)
+        except Exception as exc:
+            self._fault(exc, "submit_text", turn)
+            return False
+        if not accepted:
+            self.bus.emit(InfoEvent(turn=self.turn, kind="typed_unsupported", notify=True,
+                                    message="This voice model answers speech only: say it, or use the Lite profile "
+                                            "to type."))
+            self._set_state(DuplexState.LISTENING)
+            return False
+        self.turn = turn
+        now = self.clock.now()
+        inp = _Input(turn=turn, opened_t=now, onset_sample=self._stream_pos, during_reply=False, user_text=text)
+        inp.speech_end_t = now
+        self.bus.emit(UserText(turn=turn, text=text, final=True, full=text, typed=True))
+        self.bus.emit(TurnDecision(turn=turn, state="ss", reason="typed", voiced_s=0.0, candidate=False))
+        self._start_reply(inp)
+        return True
+
+    def set_push_to_talk(self, held: bool) -> None:
+        """Push-to-talk pressed (``held``): an answer that is playing stops, and the user's turn stays open however
+        long they pause; released: the turn gets its final decision at once. A release after which nothing was
+        heard tells the user so (an info event, nothing else happens)."""
+        if held:
+            self._ptt_held = True
+            self._ptt_heard = self._input is not None
+            if self._reply is not None:
+                self.stop_reply("push_to_talk")
+            return
+        if not self._ptt_held:
+            return
+        self._ptt_held = False
+        if self._input is not None:
+            self._force_end(self._input, "push_to_talk")
+        elif not self._ptt_heard:
+            self.bus.emit(InfoEvent(turn=self.turn, kind="ptt_nothing_heard", notify=True,
+                                    message="Nothing was heard while you held the key. Hold it while you speak."))
+
+    def restore_history(self, history: list[dict[str, str]]) -> None:
+        """Continue a conversation held as text (an earlier engine's :attr:`history`, e.g. before a model reload):
+        the backend's context is rebuilt from it before the next turn."""
+        if self.conv is None:
+            self.start()
+        self.history.extend(dict(m) for m in history)
+        self._conv_dirty = bool(history)
+
     def reset_conversation(self) -> None:
         """Forget the dialogue: stop any answer (flushed), drop the open input, start a fresh conversation."""
         if self._reply is not None:
@@ -755,7 +927,7 @@ class Engine:
         reply = _Reply(turn=inp.turn, cancel=cancel, iterator=None,
                        transcript=ReplyTranscript(self.backend.output_rate), decided_t=now,
                        speech_end_t=inp.speech_end_t if inp.speech_end_t is not None else now,
-                       user_text=inp.user_text)
+                       user_text=inp.user_text, input_audio=list(inp.audio), input_end=inp.end_pos)
         try:
             t0 = time.perf_counter()
             reply.iterator = iter(self._timed(self.backend.reply, self.conv, cancel))
@@ -985,28 +1157,6 @@ class Engine:
             # context from the text history between turns rather than trust it.
             self._conv_dirty = True
         self.bus.emit(ErrorEvent(turn=turn, where=where, kind=kind, message=f"{type(exc).__name__}: {exc}"))
-
-
-BACKCHANNEL_WORDS = frozenset({
-    "mm", "mmm", "hm", "hmm", "mhm", "mhmm", "mm-hm", "mm-hmm", "uh-huh", "uh", "um", "uhm", "er", "erm", "ah", "oh",
-    "aha", "huh", "yeah", "yep", "yup", "okay", "ok", "right", "sure", "wow", "cool", "nice", "alright",
-})
-STOP_WORDS = frozenset({"stop", "wait", "pause", "hold", "quiet", "enough", "no", "cancel", "sorry", "excuse",
-                        "hey", "shut"})
-_WORD = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
-
-
-def _real_words(text: str) -> list[str]:
-    """Words of a transcript that can carry a barge-in: no backchannels, no spelled letters ("m-m-a-k-m")."""
-    out = []
-    for word in _WORD.findall(re.sub(r"[\[(][^\])]*[\])]", " ", text.lower())):
-        parts = word.split("-")
-        if len(word.replace("-", "").replace("'", "")) < 2 or all(len(p) <= 1 for p in parts):
-            continue
-        if word in BACKCHANNEL_WORDS:
-            continue
-        out.append(word)
-    return out
 
 
 def _informative(history) -> list[dict[str, str]]:

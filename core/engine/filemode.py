@@ -217,6 +217,31 @@ class FileSource(ChunkSource):
         return chunk
 
 
+class SilentSource(ChunkSource):
+    """Silence on the wall clock, chunk by chunk: keeps an engine's loop (and its sink) running when nobody speaks
+    into a microphone (typed turns in a terminal)."""
+
+    def __init__(self, clock: WallClock) -> None:
+        self.clock = clock
+        self.k = 0
+        self._probs = np.zeros(CHUNK_SAMPLES_16K // 512, dtype=np.float32)
+        self._zeros = np.zeros(CHUNK_SAMPLES_16K, dtype=np.float32)
+
+    def read(self, timeout: float) -> AudioChunk | None:
+        due = (self.k + 1) * CHUNK_SECONDS
+        now = self.clock.now()
+        if now < due:
+            if timeout <= 0:
+                return None
+            self.clock.sleep_until(min(due, now + timeout))
+            if self.clock.now() < due:
+                return None
+        chunk = AudioChunk(self._zeros, start=self.k * CHUNK_SAMPLES_16K, t_start=self.k * CHUNK_SECONDS,
+                           vad_probs=self._probs)
+        self.k += 1
+        return chunk
+
+
 def file_chain(room: Room | None, vad: VadConfig | None = None, aec: AecConfig | None = None) -> CaptureChain:
     """The capture chain of a file-driven run: the live chain's, with the echo canceller on only where there is an
     echo to cancel (a room); ``aec`` overrides."""

@@ -57,9 +57,12 @@ def render_transcript(turns: list[TurnSummary], meta: dict[str, Any] | None = No
     for s in turns:
         if not (s.user_text or s.assistant_text):
             continue
+        if s.ignored:
+            continue                  # a backchannel or noise, not a turn of the conversation
         if s.user_text.strip():
-            note = "" if s.decision in (None, "ss") else f" _(decision: {s.decision})_"
-            lines.append(f"**User** [{_clock(s.first_user_t or s.t_start)}, turn {s.turn}]: {s.user_text.strip()}{note}")
+            typed = " (typed)" if s.typed else ""
+            lines.append(f"**User** [{_clock(s.first_user_t or s.t_start)}, turn {s.turn}]{typed}: "
+                         f"{s.user_text.strip()}")
             lines.append("")
         if s.assistant_text:
             head = f"**Assistant** [{_clock(s.first_assistant_t)}, turn {s.turn}]: "

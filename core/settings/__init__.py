@@ -7,6 +7,7 @@ from core.settings.schema import (
     PRECISIONS,
     PROFILES,
     AudioSettings,
+    HistorySettings,
     ModelSettings,
     PersonaSettings,
     RecordingSettings,
@@ -18,7 +19,7 @@ from core.settings.schema import (
 from core.settings.store import LoadResult, config_dir, load_settings, save_settings, settings_path
 
 __all__ = [
-    "PRECISIONS", "PROFILES", "AudioSettings", "ModelSettings", "PersonaSettings", "RecordingSettings",
+    "PRECISIONS", "PROFILES", "AudioSettings", "HistorySettings", "ModelSettings", "PersonaSettings", "RecordingSettings",
     "SamplingSettings", "Settings", "UiSettings", "VadSettings", "LoadResult", "config_dir", "load_settings",
     "save_settings", "settings_path",
 ]

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +36,30 @@ DEFAULT_SYSTEM_PROMPT = (
 # The longest system prompt Parley takes anywhere (settings, --system-prompt): about 4000 tokens of English, a long
 # persona. Each model also bounds it by its context (at most half of it: core.engine.backend.check_prompt_tokens).
 SYSTEM_PROMPT_MAX_CHARS = 16_000
+
+
+VOICE_SPEED_RANGE = (0.5, 2.0)
+
+
+def machine_has_cuda() -> bool:
+    """Whether this machine can run CUDA, without importing torch for it: torch's own answer when torch is already
+    loaded, else whether an NVIDIA driver exposes a GPU (Linux)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            return bool(torch.cuda.is_available())
+        except Exception:  # noqa: BLE001 - a broken CUDA install is no GPU
+            return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    try:
+        return Path("/dev/nvidia0").exists() or (gpus.is_dir() and any(gpus.iterdir()))
+    except OSError:
+        return False
+
+
+def default_device() -> str:
+    """The Freeze-Omni device a new settings file gets: the GPU when the machine has one, else the CPU."""
+    return "cuda" if machine_has_cuda() else "cpu"
 
 
 def _is_device(value: str) -> bool:
@@ -110,6 +135,17 @@ def _check_voices(value: Any) -> str | None:
     return None
 
 
+def _check_load_seconds(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a mapping of profile name to seconds"
+    for name, seconds in value.items():
+        if name not in PROFILES:
+            return f"unknown profile {name!r}"
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < 86_400:
+            return f"{name}: seconds must be a positive number (got {seconds!r})"
+    return None
+
+
 def check_global_tokens(tokens: Any) -> str | None:
     """A Freeze-Omni voice is the codec's global tokens: 8 integers in [0, 1024) for the release codec (other codec
     configurations have another count; the backend checks the count against the loaded codec)."""
@@ -171,7 +207,7 @@ class ModelSettings:
     # Lite chat model: a Hugging Face folder or a .gguf file; "" = the bundled SmolLM2-135M-Instruct.
     lite_backbone: str = field(default="", metadata=_meta(_check_str, "Lite chat model"))
     precision: str = field(default="bf16", metadata=_meta(_check_choice(PRECISIONS), "precision"))
-    device: str = field(default="cuda", metadata=_meta(_check_device, "device"))
+    device: str = field(default_factory=default_device, metadata=_meta(_check_device, "device"))
     lite_device: str = field(default="cpu", metadata=_meta(_check_device, "Lite device"))
     # Freeze-Omni voices: name -> 8 codec global tokens. "release" is the official voice.
     voices: dict[str, list[int]] = field(
@@ -179,6 +215,9 @@ class ModelSettings:
         metadata=_meta(_check_voices, "Freeze-Omni voices"))
     voice: str = field(default=DEFAULT_FREEZE_OMNI_VOICE, metadata=_meta(_check_str, "Freeze-Omni voice"))
     lite_voice: str = field(default="", metadata=_meta(_check_str, "Lite voice"))  # Piper .onnx; "" = bundled
+    # Speaking rate of the Lite voice: 1.0 as the voice was trained, 2.0 twice as fast (Piper's length_scale is
+    # divided by it).
+    voice_speed: float = field(default=1.0, metadata=_meta(_check_range(*VOICE_SPEED_RANGE), "voice speed"))
 
 
 @dataclass
@@ -196,6 +235,16 @@ class RecordingSettings:
 
 
 @dataclass
+class HistorySettings:
+    """Finished conversations kept on disk (core/history.py): text only, owner-only files."""
+
+    keep: bool = field(default=True, metadata=_meta(_check_bool, "keep conversation history"))
+    max_conversations: int = field(default=100, metadata=_meta(_check_range(1, 100_000, True),
+                                                                "conversations kept"))
+    max_days: int = field(default=90, metadata=_meta(_check_range(0, 3650, True), "history days"))  # 0 = no limit
+
+
+@dataclass
 class UiSettings:
     geometry: str = field(default="", metadata=_meta(_check_str, "window geometry"))  # base64 of saveGeometry()
     splitter: str = field(default="", metadata=_meta(_check_str, "panel sizes"))
@@ -203,6 +252,10 @@ class UiSettings:
     last_profile: str = field(default="", metadata=_meta(_check_str, "last profile"))  # last one that loaded
     first_run_done: bool = field(default=False, metadata=_meta(_check_bool, "first run done"))
     chart_seconds: float = field(default=10.0, metadata=_meta(_check_range(2.0, 60.0), "chart seconds"))
+    engineering_panel: bool = field(default=False, metadata=_meta(_check_bool, "engineering details panel"))
+    # how long each profile took to load last time (seconds): the loading progress bar's estimate
+    load_seconds: dict[str, float] = field(default_factory=dict,
+                                           metadata=_meta(_check_load_seconds, "load times"))
     # Debug: the log file may hold what the user and the assistant said (core.log.speech); off, it holds lengths only.
     log_speech: bool = field(default=False, metadata=_meta(_check_bool, "log what was said"))
 
@@ -214,6 +267,7 @@ _SECTIONS: dict[str, type] = {
     "model": ModelSettings,
     "persona": PersonaSettings,
     "recording": RecordingSettings,
+    "history": HistorySettings,
     "ui": UiSettings,
 }
 
@@ -226,6 +280,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     persona: PersonaSettings = field(default_factory=PersonaSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
     ui: UiSettings = field(default_factory=UiSettings)
 
     # -- conversion -------------------------------------------------------------------------------------------

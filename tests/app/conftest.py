@@ -1,12 +1,16 @@
-"""Set-up for the app tests: Qt offscreen unless PARLEY_TEST_XVFB=1 (then the testenv's DISPLAY is used), the
-PySide6 reference-count fix applied before the QApplication exists, and a private config dir per test."""
+"""Set-up for the app tests: Qt offscreen (a 1920x1080 screen) unless PARLEY_TEST_XVFB=1 (then the testenv's DISPLAY
+is used), the PySide6 reference-count fix applied before the QApplication exists, and a private config dir per
+test."""
 
 from __future__ import annotations
 
 import os
 
+OFFSCREEN_SCREEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "offscreen.json")   # 1920x1080
+
 if os.environ.get("PARLEY_TEST_XVFB") != "1" or not os.environ.get("DISPLAY"):
-    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    # a desktop-sized screen (Qt's offscreen default is 800x800, and windows are fitted to their screen)
+    os.environ["QT_QPA_PLATFORM"] = f"offscreen:configfile={OFFSCREEN_SCREEN}"
 
 import app  # noqa: E402,F401  (pins None/True/False before Qt runs; see app/_pyside_fix.py)
 import pytest  # noqa: E402

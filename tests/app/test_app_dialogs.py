@@ -149,6 +149,7 @@ def test_model_manager_checksums_ok_and_mismatch(qtbot, dialog, tmp_path, monkey
     monkeypatch.setattr("app.model_manager.gpu_info", lambda: None)
     s = Settings()
     s.model.checkpoint_dir = str(tmp_path)
+    s.model.device = "cuda"                       # chosen although the machine (as patched) has no GPU
     d = dialog(ModelManagerDialog, s)
     qtbot.waitUntil(lambda: d.gpu_known, timeout=3000)
     assert "no GPU" in d.gpu_label.text()
@@ -249,12 +250,13 @@ def test_model_manager_points_at_existing_folders(dialog, tmp_path):
 def test_main_window_refuses_bad_folders_from_the_model_manager(qtbot, config_dir, tmp_path):
     from app.main_window import MainWindow
 
-    w = MainWindow(Settings(), stack_factory=lambda s: (_ for _ in ()).throw(RuntimeError("unused")))
+    w = MainWindow(Settings(), stack_factory=lambda s, p: (_ for _ in ()).throw(RuntimeError("unused")))
     qtbot.addWidget(w)
     w._use_model_folders({"backbone_dir": str(tmp_path / "nope")})
     assert any("Cannot use these folders" in t and "does not exist" in t for t in w.notices.texts())
     assert w.settings.model.backbone_dir == ""
     w.close()
+    assert w.wait_shut_down()
 
 
 # ------------------------------------------------------------------------------------------------ doctor ----
@@ -281,6 +283,7 @@ def test_startup_check_banners_audio_problems(qtbot, config_dir, monkeypatch):
     qtbot.waitUntil(lambda: any("PulseAudio" in t for t in w.notices.texts()), timeout=3000)
     assert w.isVisibleTo(w) or True
     w.close()
+    assert w.wait_shut_down()
 
 
 # ------------------------------------------------------------------------------------------------ no display ----

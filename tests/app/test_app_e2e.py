@@ -113,6 +113,7 @@ def live_window(qapp, tmp_path_factory):
     _wait(qapp, 3.0)
     yield w
     w.close()
+    assert w.wait_shut_down(60_000)
     if old is None:
         os.environ.pop("PARLEY_CONFIG_DIR", None)
     else:

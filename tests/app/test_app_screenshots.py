@@ -1,5 +1,5 @@
-"""Screenshots for docs/screenshots: the main window idle, listening, speaking and after an interruption, the
-settings dialog (and its refusal of invalid values) and the model manager.
+"""Screenshots for docs/screenshots: the main window idle, listening, speaking (also in a dark palette) and after an
+interruption, the settings dialog (and its refusal of invalid values) and the model manager.
 
 The window is driven with real :class:`core.engine.events.Event` objects (the same ones the engine emits), so the
 pictures are reproducible. Offscreen by default; under Xvfb with ``PARLEY_TEST_XVFB=1`` and the testenv's DISPLAY.
@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QApplication
 from app.main_window import MainWindow
 from app.model_manager import ModelManagerDialog
 from app.settings_dialog import SettingsDialog
+from app.widgets.theme import dark_palette
 from _shared import event
 from core.settings import Settings
 from core.settings import download as dl
@@ -81,7 +82,7 @@ class Script:
 
 @pytest.fixture
 def window(qtbot, config_dir):
-    w = MainWindow(Settings(), stack_factory=lambda s: None, persist=False)
+    w = MainWindow(Settings(), stack_factory=lambda s, p: None, persist=False)
     qtbot.addWidget(w)
     w.resize(1180, 720)
     w.show()
@@ -96,6 +97,7 @@ def window(qtbot, config_dir):
     w.status_context.setText("context 212 tokens")
     yield w
     w.close()
+    assert w.wait_shut_down()
 
 
 def test_screenshots_main_window(window):
@@ -158,6 +160,15 @@ def test_screenshots_main_window(window):
         s.ev("assistant_text", 2, text=piece)
     s.freeze()
     shots.append(_save(w, "main_speaking"))
+    # the same moment with a dark system palette: everything follows it
+    app = QApplication.instance()
+    light = app.palette()
+    app.setPalette(dark_palette())
+    try:
+        s.freeze()
+        shots.append(_save(w, "main_dark"))
+    finally:
+        app.setPalette(light)
 
     # the user talks over the answer: barge-in, the rest of the answer is never heard
     s.ev("vad_onset", 3, prob=0.97, during_reply=True)

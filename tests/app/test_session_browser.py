@@ -12,61 +12,18 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import subprocess  # noqa: E402
 import time  # noqa: E402
 import zipfile  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from _loop import private_loop  # noqa: E402
+from _monitor import Monitor, sound  # noqa: E402
 from _shared import event  # noqa: E402
 from core.session.recorder import SessionRecorder  # noqa: E402
 
 pytestmark = pytest.mark.ui
-
-
-class _Monitor:
-    """Records a sink's monitor (what its speakers would play) with parec, 16 kHz mono; ``mark()`` is the number of
-    samples recorded so far, so a later segment can be cut from the moment something was played."""
-
-    RATE = 16_000
-
-    def __init__(self, source: str, path: Path) -> None:
-        self.path = path
-        self._out = open(path, "wb")
-        self.proc = subprocess.Popen(["parec", f"--device={source}", "--format=s16le", f"--rate={self.RATE}",
-                                      "--channels=1", "--raw", "--latency-msec=20"],
-                                     stdout=self._out, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while self.mark() == 0:      # parec is up and the monitor flows
-            assert self.proc.poll() is None and time.monotonic() < deadline, "parec did not start recording"
-            time.sleep(0.01)
-
-    def mark(self) -> int:
-        return self.path.stat().st_size // 2
-
-    def audio(self, start: int = 0, end: int | None = None) -> np.ndarray:
-        data = np.frombuffer(self.path.read_bytes(), dtype=np.int16)[start:end]
-        return data.astype(np.float32) / 32768.0
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
-        self._out.close()
-
-
-def _sound(segment: np.ndarray, floor: float = 0.02) -> tuple[float, float, float, float, float] | None:
-    """(onset s, duration s, level at the onset, level at the end, peak) of what is above ``floor``; None: silent."""
-    loud = np.flatnonzero(np.abs(segment) > floor)
-    if len(loud) == 0:
-        return None
-    a, b = int(loud[0]), int(loud[-1])
-    n = _Monitor.RATE // 100      # 10 ms
-    return (a / _Monitor.RATE, (b - a) / _Monitor.RATE, float(np.median(segment[a:a + n])),
-            float(np.median(segment[max(a, b - n):b + 1])), float(np.abs(segment).max()))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +35,7 @@ def private_sink():
 
 @pytest.fixture
 def monitor(private_sink, tmp_path):
-    m = _Monitor(private_sink.monitor, tmp_path / "monitor.raw")
+    m = Monitor(private_sink.monitor, tmp_path / "monitor.raw")
     yield m
     m.close()
 
@@ -133,7 +90,7 @@ def test_lists_sessions_and_shows_timeline_beside_transcript(qtbot, sessions):
     assert dlg.available_streams() == ["mic_raw", "mic_clean", "playback", "assistant"]
 
 
-def _listen(qtbot, monitor: _Monitor, since: int, seconds: float) -> np.ndarray:
+def _listen(qtbot, monitor: Monitor, since: int, seconds: float) -> np.ndarray:
     """Keep the event loop running for ``seconds``; what the sink played from ``since`` on."""
     qtbot.wait(int(seconds * 1000))
     return monitor.audio(since)
@@ -149,7 +106,7 @@ def test_plays_streams_non_blocking_from_a_timeline_event(qtbot, sessions, monit
     dlg = SessionBrowser(root=root)                 # its own player: sounddevice on the default output
     qtbot.addWidget(dlg)
     dlg.select_session(paths[0])
-    assert _sound(monitor.audio()) is None          # nothing plays before Play
+    assert sound(monitor.audio()) is None          # nothing plays before Play
     # "playback" (24 kHz): 0.5 s of silence, then 0.1 s at 0.25, played from the start of the file
     dlg.stream_combo.setCurrentIndex(dlg.available_streams().index("playback"))
     mark = monitor.mark()
@@ -158,7 +115,7 @@ def test_plays_streams_non_blocking_from_a_timeline_event(qtbot, sessions, monit
         qtbot.mouseClick(dlg.play_button, Qt.MouseButton.LeftButton)
     assert time.monotonic() - t0 < 0.5                  # non-blocking: the click returns long before the 0.6 s end
     assert sig.args == ["playback", 0.0] and "(0.6 s)" in dlg.status_label.text()
-    heard = _sound(_listen(qtbot, monitor, mark, 1.2))
+    heard = sound(_listen(qtbot, monitor, mark, 1.2))
     assert heard is not None, "nothing reached the sink"
     onset, duration, level, _, _ = heard
     assert 0.4 <= onset <= 1.0 and 0.03 <= duration <= 0.2 and level == pytest.approx(0.25, abs=0.04)
@@ -169,7 +126,7 @@ def test_plays_streams_non_blocking_from_a_timeline_event(qtbot, sessions, monit
     with qtbot.waitSignal(dlg.playbackStarted) as sig:
         dlg._timeline_double_clicked(row, 0)
     assert sig.args == ["mic_raw", pytest.approx(0.2)] and "(0.8 s)" in dlg.status_label.text()
-    heard = _sound(_listen(qtbot, monitor, mark, 1.5))
+    heard = sound(_listen(qtbot, monitor, mark, 1.5))
     assert heard is not None, "nothing reached the sink"
     onset, duration, first, last, peak = heard
     assert 0.6 <= duration <= 0.9                       # the 0.8 s after t=0.2, not the whole second
@@ -192,21 +149,21 @@ def test_stop_silences_the_sink(qtbot, sessions, monitor):
     assert dlg.status_label.text() == "Stopped."
     stopped = monitor.mark()
     after = _listen(qtbot, monitor, stopped, 0.8)
-    heard = _sound(monitor.audio(mark))
+    heard = sound(monitor.audio(mark))
     assert heard is not None and heard[4] > 0.05, "nothing reached the sink before stop"
     assert heard[4] < 0.35                              # cut well before the ramp's end (0.5 at 2 s)
-    assert np.abs(after[_Monitor.RATE // 10:]).max() < 0.005    # silent from 0.1 s after stop on
+    assert np.abs(after[Monitor.RATE // 10:]).max() < 0.005    # silent from 0.1 s after stop on
     # after a stop it plays again, and a new play replaces the one running (no mix of both, no rest of the first)
     assert dlg.play_stream("mic_raw")
     qtbot.wait(400)
     mark = monitor.mark()
     assert dlg.play_stream("mic_raw", start_s=1.6)     # the ramp's last 0.4 s: 0.4 -> 0.5
     second = _listen(qtbot, monitor, mark, 1.3)
-    heard = _sound(second)
+    heard = sound(second)
     assert heard is not None and heard[4] < 0.56       # never the two ramps summed
     loud = np.flatnonzero(np.abs(second) > 0.3)
-    assert len(loud) and 0.25 <= (loud[-1] - loud[0]) / _Monitor.RATE <= 0.5   # the last 0.4 s, once
-    assert np.abs(second[int(0.95 * _Monitor.RATE):]).max() < 0.005   # the first ramp (2 s) did not go on
+    assert len(loud) and 0.25 <= (loud[-1] - loud[0]) / Monitor.RATE <= 0.5   # the last 0.4 s, once
+    assert np.abs(second[int(0.95 * Monitor.RATE):]).max() < 0.005   # the first ramp (2 s) did not go on
 
 
 def test_export_repair_delete(qtbot, sessions, tmp_path):

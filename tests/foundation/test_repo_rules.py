@@ -233,12 +233,13 @@ def test_model_imports_only_the_engines_contract():
 
 # Layers, bottom first: a package imports only its own layer and the layers below it.
 LAYERS = [
-    {"core", "core.constants", "core.errors", "core.queues", "core.fsutil", "core.runtime", "core.log"},
+    {"core", "core.constants", "core.errors", "core.queues", "core.fsutil", "core.runtime", "core.log",
+     "core.speech_acts"},
     {"core.frontend", "core.audio"},
     {"core.engine"},
     {"core.model"},
     {"core.settings"},
-    {"core.session"},
+    {"core.session", "core.history"},
     {"core.compose", "core.doctor"},
     {"core.cli"},
     {"app"},

@@ -35,16 +35,12 @@ def normalise(text: str) -> list[str]:
 
 def wer(reference: str, hypothesis: str) -> float:
     """Word error rate: word-level Levenshtein distance / reference length (after normalising case/digits)."""
+    from core.harness.text import edit_distance
+
     ref, hyp = normalise(reference), normalise(hypothesis)
     if not ref:
         return 0.0 if not hyp else 1.0
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / len(ref)
+    return edit_distance(ref, hyp) / len(ref)
 
 
 def corpus_wer(pairs: list[tuple[str, str]]) -> float:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from core.constants import FREEZE_OMNI_OUTPUT_RATE
-from core.engine.backend import Backend, BackendError, Conversation, ListenResult, ReplyPiece
+from core.engine.backend import Backend, BackendError, Conversation, ListenResult, ProgressFn, ReplyPiece
 from core.model.freeze_omni.pipeline import DialogueState, FreezeOmni, ReplySettings
 from core.runtime import collect_garbage, free_cuda_cache
 
@@ -61,13 +61,15 @@ class FreezeOmniBackend(Backend):
     @classmethod
     def load(cls, checkpoint: str | Path, llm: str | Path, device: str = "cpu", dtype: str = "float32",
              settings: ReplySettings | None = None, seed: int = 0,
-             quantize_bits: int | None = None) -> "FreezeOmniBackend":
-        """Load the model (``quantize_bits`` 8 or 4: bitsandbytes backbone, CUDA only)."""
+             quantize_bits: int | None = None, progress: ProgressFn | None = None) -> "FreezeOmniBackend":
+        """Load the model (``quantize_bits`` 8 or 4: bitsandbytes backbone, CUDA only; ``progress`` hears of each
+        loading step)."""
         from core.model.freeze_omni.loader import load_freeze_omni
 
         out_of_memory = None
         try:
-            pipeline = load_freeze_omni(checkpoint, llm, device=device, dtype=dtype, quantize_bits=quantize_bits)
+            pipeline = load_freeze_omni(checkpoint, llm, device=device, dtype=dtype, quantize_bits=quantize_bits,
+                                        progress=progress)
         except ValueError as exc:  # CheckpointError, CmvnError, LoadError
             raise BackendError(str(exc)) from exc
         except torch.OutOfMemoryError as exc:
@@ -210,6 +212,20 @@ class FreezeOmniBackend(Backend):
                 msg["content"] = heard
                 break
         log.info("interrupted: kept %d of %d reply tokens (%d KV positions)", keep, len(tokens), target)
+
+    def retract_turn(self, conv: Conversation) -> None:
+        """Forget the latest user turn and its unheard answer: the KV cache goes back to where that turn began."""
+        st = self._state(conv)
+        base = st.turn_base
+        if st.main.system_length <= base < st.main.llm.length:
+            st.main = DialogueState(llm=st.main.llm.truncate(base), listen=st.main.listen,
+                                    system_length=st.main.system_length)
+        while conv.history and conv.history[-1]["role"] == "assistant":
+            conv.history.pop()
+        if conv.history and conv.history[-1]["role"] == "user":
+            conv.history.pop()
+        st.reply_start, st.reply_tokens, st.decided = None, [], None
+        conv.context_tokens = st.main.context_tokens
 
     def set_voice(self, voice: str | None, tokens: list[int] | None = None) -> str | None:
         """Speak with the codec global ``tokens`` (None: the release voice) from the next answer on. Returns why it

@@ -306,7 +306,7 @@ def read_json(path: Path) -> Any:
 def load_freeze_omni(checkpoint: str | Path, llm_dir: str | Path, device: str | torch.device = "cpu",
                      dtype: str | torch.dtype = torch.float32, quantize_bits: int | None = None,
                      attn_implementation: str = "sdpa", speech: bool = True,
-                     with_codec_encoder: bool = False) -> "FreezeOmni":
+                     with_codec_encoder: bool = False, progress: Any = None) -> "FreezeOmni":
     """The whole model: AudioLLM + backbone, and (``speech=True``) the speech decoder and the codec.
 
     One device and one compute dtype for every part (the original mixed fp32, fp16 and bf16: docs/freeze-omni.md,
@@ -317,16 +317,20 @@ def load_freeze_omni(checkpoint: str | Path, llm_dir: str | Path, device: str | 
     from core.model.freeze_omni.pipeline import FreezeOmni
 
     device, dtype = parse_device(device), parse_dtype(dtype)
+    report = progress or (lambda step, fraction, message: None)
     paths = checkpoint_paths(checkpoint)
     decoder = codec = None
     if speech:
         # The small parts first: a broken decoder or codec fails before the backbone is read.
+        report("speech decoder", None, "Loading the speech decoder")
         decoder = SpeechDecoder.from_checkpoint(paths["decoder"], device=device, dtype=dtype)
+        report("codec", None, "Loading the voice codec")
         codec = TiCodec.from_checkpoint(paths["codec"], device=device, dtype=dtype, with_encoder=with_codec_encoder)
         if decoder.config.odim != codec.config.n_codes:
             raise CheckpointError(paths["decoder"] / "model.json", "odim",
                                   f"the speech decoder emits {decoder.config.odim} codes but the codec has "
                                   f"{codec.config.n_codes} (codec/model.json n_codes)")
+    report("language model", None, "Loading the speech encoder and the language model (the longest step)")
     bundle = load_audiollm(paths["root"], llm_dir, device, dtype, quantize_bits, attn_implementation)
     if decoder is not None and bundle.config.llm_embed_dim % decoder.config.idim:
         raise CheckpointError(paths["decoder"] / "model.json", "idim",

@@ -25,7 +25,14 @@ import torch
 
 from core.constants import MODEL_INPUT_RATE
 from core.engine.backend import (
-    Backend, BackendError, Conversation, ListenResult, ReplyPiece, check_prompt_tokens,
+    Backend,
+    BackendError,
+    Conversation,
+    ListenResult,
+    ProgressFn,
+    ReplyPiece,
+    check_prompt_tokens,
+    no_progress,
 )
 from core.log import speech
 from core.model.lite import cache as cachemod
@@ -49,6 +56,7 @@ class LiteSettings:
     llm: str | None = None              # local HF chat-model folder or .gguf; None: SmolLM2 from its wheel
     llm_dtype: str = "float32"          # or "bfloat16" (half the memory; speed: see ChatLlm.load)
     voice: str | None = None            # Piper .onnx (with .onnx.json beside it); None: joe-medium from its wheel
+    voice_speed: float = 1.0            # speaking rate (Piper's length_scale is divided by it); settable live
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
     cache_dir: str | None = None        # default: $PARLEY_CACHE_DIR or the platform cache dir
@@ -102,7 +110,8 @@ class LiteBackend(Backend):
 
     name = "lite"
 
-    def __init__(self, settings: LiteSettings | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: LiteSettings | None = None, progress: ProgressFn | None = None,
+                 **overrides: Any) -> None:
         from core.runtime import configure_torch_threads
 
         self.settings = settings or LiteSettings()
@@ -116,17 +125,22 @@ class LiteBackend(Backend):
         self._vad: SileroVad | None = None     # only for callers that give listen() no speech probabilities
         self.threads = configure_torch_threads(s.torch_threads)
         cachemod.clean_stale_tmp(cachemod.lite_cache_dir(s.cache_dir))
+        report = progress or no_progress
         t0 = time.perf_counter()
-        self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir)
+        report("voice", None, "Loading the voice")
+        self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir, speed=s.voice_speed)
         self.load_times["tts_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        report("speech recognition", None, "Loading speech recognition (converted once on the first start)")
         self.asr = WhisperAsr.load(s.cache_dir, s.packages_dir, rebuild=rebuild, audio_ctx_margin_s=s.asr_margin_s)
         self.load_times["asr_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        report("language model", None, "Loading the language model (converted once on the first start)")
         self.llm = ChatLlm.load(s.llm, s.cache_dir, s.packages_dir, rebuild=rebuild, dtype=s.llm_dtype)
         self.load_times["llm_s"] = time.perf_counter() - t0
         self.output_rate = self.voice.sample_rate
         t0 = time.perf_counter()
+        report("warm-up", None, "Warming up")
         self._warm_up()
         self.load_times["warmup_s"] = time.perf_counter() - t0
         log.info("Lite profile ready (LLM %s, voice %s, torch threads %d): %s", self.llm.name,
@@ -181,6 +195,19 @@ class LiteBackend(Backend):
         st.spec, st.spec_text = None, None
         return True
 
+    def retract_turn(self, conv: Conversation) -> None:
+        """Forget the latest user message and its unheard answer (the user went on speaking; the whole utterance
+        comes again as one turn)."""
+        st: LiteState = conv.state
+        while conv.history and conv.history[-1]["role"] == "assistant":
+            conv.history.pop()
+        if conv.history and conv.history[-1]["role"] == "user":
+            conv.history.pop()
+        st.spec, st.spec_text = None, None
+        st.user_text = None
+        if st.last_reply is not None:
+            st.last_reply.cancelled = True
+
     def set_system_prompt(self, conv: Conversation, prompt: str) -> bool:
         """A new persona for the running conversation: the history stays; the next answer's prompt starts with it
         (only the changed part of the KV cache is computed again)."""
@@ -194,12 +221,23 @@ class LiteBackend(Backend):
     def set_voice(self, voice: str | None, tokens: list[int] | None = None) -> str | None:
         """Another Piper voice (``.onnx`` with its ``.onnx.json``; None: the bundled one) from the next answer on."""
         try:
-            new = PiperVoice(voice, espeak=self.settings.espeak, packages_dir=self.settings.packages_dir)
+            new = PiperVoice(voice, espeak=self.settings.espeak, packages_dir=self.settings.packages_dir,
+                             speed=self.voice.speed)
         except Exception as exc:  # noqa: BLE001 - a bad voice file keeps the current voice
             return f"cannot use the voice {voice or 'bundled'}: {exc}"
         self.voice = new
         self.settings.voice = voice
         self.output_rate = new.sample_rate
+        return None
+
+    def set_voice_speed(self, speed: float) -> str | None:
+        """The speaking rate from the next synthesised clause on (1.0 as trained, 2.0 twice as fast); a problem
+        as text, the current speed kept."""
+        try:
+            self.voice.speed = speed
+        except ValueError as exc:
+            return str(exc)
+        self.settings.voice_speed = float(speed)
         return None
 
     # -------------------------------------------------------------------------------------------- listening

@@ -4,8 +4,8 @@ A voice is a ``.onnx`` file with its ``.onnx.json`` config beside it. Text -> es
 ``espeak-ng`` program, ``--ipa``, one call per punctuation-delimited piece so the piece's punctuation can be put
 back: Piper voices were trained with it) -> ids through the config's ``phoneme_id_map`` following Piper's
 conventions (``^`` first, ``$`` last, ``_`` padding after every phoneme, one id list per Unicode code point,
-unknown symbols dropped) -> the ONNX model with the config's ``noise_scale``, ``length_scale`` and ``noise_w``
--> float32 audio at the config's ``sample_rate``.
+unknown symbols dropped) -> the ONNX model with the config's ``noise_scale``, ``length_scale`` (divided by the
+voice's ``speed``: 2.0 speaks twice as fast) and ``noise_w`` -> float32 audio at the config's ``sample_rate``.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def check_piper_voice(config: VoiceConfig, config_path: Path, session, onnx_path
 class PiperVoice:
     def __init__(self, onnx_path: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None,
                  espeak: str | os.PathLike | None = None, packages_dir: str | os.PathLike | None = None,
-                 speaker_id: int = 0, sentence_pause_s: float = 0.12) -> None:
+                 speaker_id: int = 0, sentence_pause_s: float = 0.12, speed: float = 1.0) -> None:
         import onnxruntime as ort
 
         if onnx_path is None:
@@ -193,6 +193,7 @@ class PiperVoice:
         self.sample_rate = self.config.sample_rate
         self.speaker_id = speaker_id
         self.sentence_pause_s = sentence_pause_s
+        self.speed = speed          # speaking rate; may be changed between two synthesize() calls
         self.phonemizer = EspeakPhonemizer(self.config.espeak_voice, espeak)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
@@ -210,6 +211,22 @@ class PiperVoice:
     def phoneme_ids(self, phonemes: str) -> list[int]:
         return phoneme_ids(phonemes, self.config.phoneme_id_map)
 
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    @speed.setter
+    def speed(self, value: float) -> None:
+        value = float(value)
+        if not 0.1 <= value <= 10.0:
+            raise ValueError(f"voice speed must be between 0.1 and 10 (got {value:g})")
+        self._speed = value
+
+    @property
+    def length_scale(self) -> float:
+        """Piper's duration factor: the voice's own, divided by the speed (2.0 speaks twice as fast)."""
+        return self.config.length_scale / self._speed
+
     def synthesize(self, text: str) -> np.ndarray:
         """float32 mono audio at ``sample_rate`` (empty for text with nothing to say)."""
         phonemes = self.phonemizer.phonemize(text)
@@ -219,7 +236,7 @@ class PiperVoice:
         feeds = {
             "input": np.array([ids], dtype=np.int64),
             "input_lengths": np.array([len(ids)], dtype=np.int64),
-            "scales": np.array([self.config.noise_scale, self.config.length_scale, self.config.noise_w],
+            "scales": np.array([self.config.noise_scale, self.length_scale, self.config.noise_w],
                                dtype=np.float32),
         }
         if "sid" in self._inputs:

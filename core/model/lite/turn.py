@@ -23,17 +23,14 @@ import numpy as np
 
 from core.constants import MODEL_INPUT_RATE, VAD_WINDOW_SAMPLES_16K
 from core.engine.backend import TurnState
+from core.speech_acts import is_nonlexical
 
 CONTINUATION_WORDS = frozenset({
     "and", "but", "so", "or", "um", "uh", "uhm", "umm", "er", "erm", "hmm", "because", "like", "then", "the", "a",
     "an", "to", "of", "with", "if", "that", "my", "your", "is", "are", "for", "in", "on", "at", "well",
 })
-BACKCHANNELS = frozenset({
-    "mm", "mmm", "mm-hm", "mm-hmm", "mhm", "mhmm", "uh-huh", "uh huh", "hm", "hmm", "um", "uh", "uhm", "ah", "oh",
-    "er", "erm", "huh", "ahem",
-})
-_ANNOTATION = re.compile(r"[\[(*♪][^\])*♪]*[\])*♪]")
 _SENTENCE_END = re.compile(r"[.?!]['\")\]]*$")
+_ANNOTATION = re.compile(r"[\[(*♪][^\])*♪]*[\])*♪]")
 
 
 @dataclass
@@ -44,7 +41,7 @@ class TurnConfig:
     sentence_end_ms: int = 350          # the transcript ends a sentence
     continuation_ms: int = 1400         # the transcript trails off ("and", "um"...)
     candidate_after_ms: int = 100       # transcribe the utterance once a pause is this long
-    partial_every_ms: int = 800         # live transcript: re-decode after this much new audio
+    partial_every_ms: int = 500         # live transcript: re-decode after this much new audio (barge-ins need it)
     min_speech_ms: int = 200            # shorter speech is ignored
     pre_roll_ms: int = 400              # audio kept before the onset
     tail_ms: int = 200                  # silence kept after the speech end for the final decode
@@ -67,16 +64,14 @@ def words(text: str) -> list[str]:
 
 
 def is_ignorable(t: Transcript | None, cfg: TurnConfig) -> bool:
-    """No words, only backchannels / noise annotations, or Whisper's typical output on non-speech."""
-    if t is None:
-        return True
-    ws = words(t.text)
-    if not ws:
+    """No words, only sounds (hums, hesitations, laughter, coughs, noise annotations: ``core.speech_acts``), or
+    Whisper's typical output on non-speech. Lexical backchannels ("yeah", "okay") are the engine's call: they can
+    be the answer to a question."""
+    if t is None or not words(t.text):
         return True
     if t.no_speech_prob > cfg.no_speech_prob and t.avg_logprob < cfg.no_speech_logprob:
         return True
-    joined = " ".join(ws)
-    return joined in BACKCHANNELS or all(w in BACKCHANNELS for w in ws)
+    return is_nonlexical(t.text)
 
 
 def silence_needed_ms(text: str, cfg: TurnConfig) -> int:

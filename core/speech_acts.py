@@ -1,0 +1,104 @@
+"""What a short utterance is, from its transcript: a backchannel, a command to stop, or something with content.
+
+One vocabulary for the whole program (the engine's barge-in rules and Lite's end-of-turn rule use it), so the two
+never disagree about "mm-hm". Pure functions of text; English only (the Lite profile's recogniser is English).
+
+* A **backchannel** is listening feedback ("mm-hm", "uh-huh", "yeah", "okay", "right", "I see", "got it"),
+  laughter ("haha", "(laughs)"), a cough or a hesitation ("ahem", "um"), or a recogniser's annotation of a noise
+  ("[coughs]", "(music)"). It never takes the turn from a speaking assistant and is not answered.
+* A **command** holds a word that asks the assistant to stop or wait ("stop", "wait", "hold on", "no"): it takes
+  the turn even when it is short.
+* Anything else with at least one **content word** (a word that is neither a backchannel nor a function word) is
+  an utterance with content.
+
+Whisper hears a lone "mm-hm" in many ways ("Mm-hmm.", "Hmm.", "and then Hm", "M-M-A-K-M"): letters spelled one by
+one and function words around a backchannel do not make content.
+"""
+
+from __future__ import annotations
+
+import re
+
+BACKCHANNEL_WORDS = frozenset({
+    "mm", "mmm", "mmmm", "hm", "hmm", "hmmm", "mhm", "mhmm", "mm-hm", "mm-hmm", "mmhm", "mmhmm", "uh-huh", "uh-uh",
+    "uhhuh", "huh", "uh", "um", "umm", "uhm", "er", "erm", "ah", "oh", "ooh", "aha", "ahh", "ahem", "hmph",
+    "yeah", "yea", "yes", "yep", "yup", "ya", "okay", "ok", "k", "right", "sure", "alright", "fine", "cool", "nice",
+    "wow", "great", "good", "interesting", "really", "indeed", "exactly", "totally", "absolutely", "gotcha",
+    "ha", "haha", "hahaha", "hehe", "heh", "lol", "cough", "coughs", "coughing", "laughs", "laughing", "laughter",
+    "sigh", "sighs", "sniff", "sneeze", "throat", "clears",
+})
+# Sounds rather than words: hesitations, hums, laughter, coughs. Alone they are never a turn, whatever came before.
+NONLEXICAL = frozenset({
+    "mm", "mmm", "mmmm", "hm", "hmm", "hmmm", "mhm", "mhmm", "mm-hm", "mm-hmm", "mmhm", "mmhmm", "uh-huh", "uhhuh",
+    "uh-uh", "huh", "uh", "um", "umm", "uhm", "er", "erm", "ah", "ahh", "oh", "ooh", "ahem", "hmph", "ha", "haha",
+    "hahaha", "hehe", "heh", "cough", "coughs", "coughing", "laughs", "laughing", "laughter", "sigh", "sighs",
+    "sniff", "sneeze", "throat", "clears", "music", "silence", "noise", "inaudible", "blank_audio",
+})
+# Phrases whose words would otherwise count as content ("see", "know", "makes", "sense").
+BACKCHANNEL_PHRASES = (
+    "i see", "i know", "got it", "makes sense", "that makes sense", "that's right", "that is right", "oh really",
+    "no way", "of course", "all right", "go on", "i understand", "fair enough", "sounds good", "that's true",
+    "thank you", "thanks", "i got it", "oh okay", "oh i see", "uh huh", "mm hmm", "mm hm", "oh wow", "you know",
+)
+COMMAND_WORDS = frozenset({
+    "stop", "wait", "pause", "hold", "quiet", "enough", "no", "nope", "cancel", "shut", "hush", "halt", "sorry",
+    "excuse", "hey", "actually", "listen",
+})
+FUNCTION_WORDS = frozenset({
+    "a", "an", "the", "and", "or", "but", "so", "then", "than", "that", "this", "these", "those", "it", "its",
+    "it's", "i", "i'm", "me", "my", "you", "your", "we", "they", "he", "she", "him", "her", "them", "is", "are",
+    "was", "were", "be", "been", "am", "do", "did", "does", "to", "of", "in", "on", "at", "for", "with", "as", "by",
+    "from", "up", "just", "well", "like", "also", "too", "very", "there", "here", "now", "oh",
+})
+
+_ANNOTATION = re.compile(r"[\[(*♪][^\])*♪]*[\])*♪]")
+_WORD = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words of a transcript; annotations such as ``[coughs]`` or ``(laughs)`` become one word each."""
+    lowered = text.lower()
+    notes = [w for note in _ANNOTATION.findall(lowered) for w in _WORD.findall(note)[:1]]
+    return notes + _WORD.findall(_ANNOTATION.sub(" ", lowered))
+
+
+def _spelled(word: str) -> bool:
+    """Letters spelled one by one ("m-m-a-k-m"), Whisper's rendering of a hum."""
+    parts = word.split("-")
+    return len(word.replace("-", "").replace("'", "")) < 2 or all(len(p) <= 1 for p in parts)
+
+
+def _without_phrases(text: str) -> str:
+    lowered = " " + re.sub(r"[^a-z0-9' -]+", " ", _ANNOTATION.sub(" ", text.lower())) + " "
+    for phrase in sorted(BACKCHANNEL_PHRASES, key=len, reverse=True):
+        lowered = lowered.replace(f" {phrase} ", " ")
+    return lowered
+
+
+def content_words(text: str) -> list[str]:
+    """Words that carry content: not backchannels, not function words, not spelled letters, not in a
+    backchannel phrase."""
+    return [w for w in _WORD.findall(_without_phrases(text))
+            if not _spelled(w) and w not in BACKCHANNEL_WORDS and w not in FUNCTION_WORDS
+            and w not in COMMAND_WORDS]
+
+
+def command_words(text: str) -> list[str]:
+    """The words of ``text`` that ask the assistant to stop or wait."""
+    return [w for w in _WORD.findall(_without_phrases(text)) if w in COMMAND_WORDS]
+
+
+def is_command(text: str) -> bool:
+    """The utterance asks the assistant to stop or wait."""
+    return bool(command_words(text))
+
+
+def is_nonlexical(text: str) -> bool:
+    """Only sounds: hums, hesitations, laughter, coughs, noise annotations (an empty transcript too)."""
+    ws = [w for w in words(text) if not _spelled(w)]
+    return all(w in NONLEXICAL for w in ws)
+
+
+def is_backchannel(text: str) -> bool:
+    """Listening feedback, laughter, a cough or noise: no content word and no command (an empty transcript too)."""
+    return not content_words(text) and not is_command(text)

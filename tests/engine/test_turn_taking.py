@@ -1,0 +1,116 @@
+"""Turn-taking rules with the Lite profile's REAL weights, driven chunk by chunk through the capture chain on a
+virtual clock: push-to-talk holds one turn open across pauses, speech that resumes before the answer is heard joins
+the turn, and backchannels are not answered. Tests never assert wall-clock speed."""
+
+from __future__ import annotations
+
+import pytest
+
+from _shared import chunks
+from core.engine.conversation import Placed, espeak, mix
+
+pytest.importorskip("core.model.lite.backend")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lite():
+    from core.compose.build import build_backend
+    from core.compose.spec import ProfileSpec, SamplingSpec
+
+    backend = build_backend(ProfileSpec(profile="lite", sampling=SamplingSpec(greedy=True, max_new_tokens=24)))
+    yield backend
+    backend.close()
+
+
+class Drive:
+    """An engine on a virtual clock fed the capture chain's chunks; ``model_delay_s`` holds speak steps back after
+    each decision, as a real model's compute would (the fast mode has none)."""
+
+    def __init__(self, backend, model_delay_s: float = 0.0) -> None:
+        from core.engine.clock import VirtualClock
+        from core.engine.engine import Engine
+        from core.engine.events import EventBus, TurnDecision
+        from core.engine.sink import VirtualAudioSink
+
+        self.clock = VirtualClock()
+        bus = EventBus(self.clock)
+        self.events = bus.subscribe_queue(100_000)
+        self.engine = Engine(backend, VirtualAudioSink(self.clock, backend.output_rate), bus=bus)
+        self.engine.start()
+        self.model_delay_s = model_delay_s
+        self._decided_at = -1e9
+        bus.subscribe(lambda ev: setattr(self, "_decided_at", self.clock.now())
+                      if isinstance(ev, TurnDecision) and ev.state == "ss" else None)
+        self.seen: list = []
+
+    def feed(self, audio, actions: dict[int, object] | None = None) -> list:
+        actions = actions or {}
+        for k, chunk in enumerate(chunks(audio)):
+            if k in actions:
+                actions[k]()
+            self.clock.set(chunk.t_start + 0.16)
+            self.engine.process_chunk(chunk)
+            if self.clock.now() - self._decided_at >= self.model_delay_s:
+                while self.engine.wants_speak_step():
+                    self.engine.speak_step()
+        self.seen += self.events.drain()
+        return self.seen
+
+
+def _of(events, type_):
+    return [e for e in events if e.type == type_]
+
+
+def test_push_to_talk_holds_one_turn_across_a_long_pause_and_answers_on_release(lite):
+    first, second = espeak("How many legs"), espeak("does a spider have?")
+    audio = mix([Placed(0.4, first), Placed(0.4 + len(first) / 16_000 + 2.0, second)], tail_s=4.0)
+    release_at = 0.4 + (len(first) + len(second)) / 16_000 + 2.0 + 0.4
+    d = Drive(lite)
+    k_release = int(release_at / 0.16)
+    events = d.feed(audio, {1: lambda: d.engine.set_push_to_talk(True),
+                            k_release: lambda: d.engine.set_push_to_talk(False)})
+    decisions = [e for e in _of(events, "turn_decision") if e.state == "ss"]
+    assert len(decisions) == 1 and decisions[0].reason == "push_to_talk"
+    assert decisions[0].t >= k_release * 0.16          # not before the key came up
+    final = [e.full or "" for e in _of(events, "user_text") if e.final][-1].lower()
+    assert "legs" in final and "spider" in final                 # both parts, one turn
+    assert "".join(e.text for e in _of(events, "assistant_text")).strip()
+
+
+def test_a_release_after_silence_only_gives_a_hint(lite):
+    d = Drive(lite)
+    events = d.feed(mix([], tail_s=2.0), {1: lambda: d.engine.set_push_to_talk(True),
+                                          8: lambda: d.engine.set_push_to_talk(False)})
+    hints = [e for e in _of(events, "info") if e.get("kind") == "ptt_nothing_heard"]
+    assert len(hints) == 1 and hints[0].notify
+    assert not _of(events, "turn_decision") and not _of(events, "assistant_text")
+
+
+def test_speech_resumed_before_the_answer_is_heard_joins_the_turn(lite):
+    first, second = espeak("Tell me the capital of France."), espeak("And of Germany, please.")
+    gap = 0.9            # the turn is decided in this pause; the "model" needs 1.5 s before it can speak
+    audio = mix([Placed(0.4, first), Placed(0.4 + len(first) / 16_000 + gap, second)], tail_s=8.0)
+    d = Drive(lite, model_delay_s=1.5)
+    events = d.feed(audio)
+    joined = [e for e in _of(events, "interruption") if e.reason == "joined"]
+    assert len(joined) == 1 and joined[0].heard_text == ""
+    turn = joined[0].reply_turn
+    # one user turn holds the whole utterance, and it is answered once, after the resumed speech
+    finals = [e for e in _of(events, "user_text") if e.final and e.turn == turn]
+    whole = (finals[-1].full or "").lower()
+    assert "france" in whole and "germany" in whole
+    answered = [e for e in _of(events, "latency")]
+    assert [e.turn for e in answered] == [turn]
+    assert {e.turn for e in _of(events, "vad_onset")} == {turn}
+
+
+@pytest.mark.parametrize("backchannel", ["Okay.", "Yeah, right.", "I see."])
+def test_a_backchannel_after_an_answer_that_asked_nothing_is_not_answered(lite, backchannel):
+    q, ack = espeak("What is the capital of France?"), espeak(backchannel)
+    audio = mix([Placed(0.4, q), Placed(9.0, ack)], tail_s=3.0)
+    events = Drive(lite).feed(audio)
+    answered = {e.turn for e in _of(events, "latency")}
+    assert answered == {1}, [e.to_dict() for e in _of(events, "turn_decision")]
+    dropped = [e for e in _of(events, "turn_decision") if e.turn > 1]
+    assert dropped and all(e.state == "el" and e.reason in ("backchannel", "backend") for e in dropped)

@@ -114,16 +114,16 @@ def run_chat(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     configure_torch_threads()
     recorder = tap = record_error = None
-    problems: list[Event] = []          # the recorder's warning (also on the bus while the engine runs)
-    on_bus: list[Event] = []
-    subscribers: list = [lambda ev: on_bus.append(ev) if _is_recording_stopped(ev) else None]
+    stopped = _RecordingStopped()
+    subscribers: list = [stopped]
     on_engine = on_chunk = None
     if getattr(args, "record", None):
         from core.session import SessionRecorder
         from core.session.filetap import ChatRecording, read_input
 
-        recorder = SessionRecorder(args.record, profile=spec.profile, mode="file", on_problem=problems.append,
-                                   settings=session_settings(spec, config, room_name, room_seed))
+        recorder = SessionRecorder(args.record, profile=spec.profile, mode="file",
+                                   settings=session_settings(spec, config, room_name, room_seed),
+                                   on_problem=stopped.problems.append)
         if recorder.start():
             raw, raw_rate = read_input(str(src))
             tap = ChatRecording(recorder, raw, raw_rate, audio)
@@ -165,24 +165,32 @@ def run_chat(args: argparse.Namespace) -> int:
         record_error = recorder.error
     if record_error:
         summary["recording_error"] = record_error
-        # a failure before the engine ran or while the files were finished is not in the events file yet
-        _append_events(Path(args.events), [ev for ev in problems if not on_bus])
+        stopped.complete(Path(events_path))
     print(json.dumps(summary, indent=1))
     return 0
 
 
-def _is_recording_stopped(event: Event) -> bool:
-    return isinstance(event, WarningEvent) and event.source == "session" and event.code == "recording_stopped"
+class _RecordingStopped:
+    """The recorder's ``recording_stopped`` warning (a full disk) belongs in the events file. While the engine runs
+    it arrives on the bus (this object subscribes to it); one from before the run or from finishing the files after
+    it (``problems``, the recorder's ``on_problem``) is added to the file afterwards by :meth:`complete`."""
 
+    def __init__(self) -> None:
+        self.problems: list[Event] = []
+        self.on_bus: list[Event] = []
 
-def _append_events(path: Path, events: list[Event]) -> None:
-    if not events:
-        return
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.writelines(ev.to_json() + "\n" for ev in events)
-    except OSError as exc:
-        log.warning("could not add the recorder's warning to %s: %s", path, exc.strerror or exc)
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, WarningEvent) and event.source == "session" and event.code == "recording_stopped":
+            self.on_bus.append(event)
+
+    def complete(self, events_path: Path) -> None:
+        if self.on_bus or not self.problems:
+            return
+        try:
+            with open(events_path, "a", encoding="utf-8") as f:
+                f.writelines(ev.to_json() + "\n" for ev in self.problems)
+        except OSError as exc:
+            log.warning("could not add the recorder's warning to %s: %s", events_path, exc.strerror or exc)
 
 
 def check_chat_outputs(args: argparse.Namespace) -> None:

@@ -33,6 +33,7 @@ from core.audio.vad import VadConfig
 from core.audio.wavin import load_mono
 from core.constants import CHUNK_SAMPLES_16K, CHUNK_SECONDS, MODEL_INPUT_RATE
 from core.engine.backend import Backend
+from core.errors import UserError, first_line
 from core.engine.clock import VirtualClock, WallClock
 from core.engine.config import EngineConfig
 from core.engine.engine import ChunkSource, Engine
@@ -64,12 +65,18 @@ class WavWriter:
         self._file = sf.SoundFile(str(path), "w", samplerate=rate, channels=1, subtype="PCM_16")
 
     def write(self, block: np.ndarray) -> None:
-        self._file.write(np.clip(block, -1.0, 1.0))
+        try:
+            self._file.write(np.clip(block, -1.0, 1.0))
+        except (OSError, RuntimeError) as exc:   # soundfile's LibsndfileError ("System error."): a full disk...
+            raise UserError(f"writing {self.path} failed ({first_line(exc)}): is the disk full?") from None
         self.samples += len(block)
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except (OSError, RuntimeError) as exc:
+                raise UserError(f"finishing {self.path} failed ({first_line(exc)}): is the disk full?") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -119,3 +119,13 @@ def test_a_recording_that_stops_on_a_full_disk_shows_in_the_summary_and_as_a_war
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     warnings = [e for e in events if e["type"] == "warning" and e.get("code") == "recording_stopped"]
     assert len(warnings) == 1 and "No space left" in warnings[0]["message"], warnings
+
+
+def test_an_output_whose_disk_fills_during_the_run_is_one_line(tmp_path):
+    """--output passes the check (the disk has room) but fills before the answer is written: one line naming the
+    file, not an internal error."""
+    disk = tmp_path / "disk"
+    prefix = tmpfs_prefix(disk, size_kb=100)
+    proc = run_parley(*chat(tmp_path, output=str(disk / "answer.wav")), timeout=300, prefix=prefix)
+    assert proc.returncode == 2, proc.stderr
+    one_line(proc.stderr, str(disk / "answer.wav"), "disk full")

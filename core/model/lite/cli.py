@@ -136,7 +136,7 @@ def answer_audio(backend, audio_16k: np.ndarray, turn_end: str = "model", conv=N
 def run_reply(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from core.errors import UserError
+    from core.errors import UserError, first_line
     from core.engine.backend import BackendError
     from core.fsutil import check_output_file
     from core.model.lite.backend import LiteBackend, LiteSettings
@@ -168,11 +168,14 @@ def run_reply(args: argparse.Namespace) -> int:
     except BackendError as exc:
         raise UserError(str(exc)) from None
     trace["timings"]["load_s"] = round(load_s, 3)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    sf.write(args.output, out, backend.output_rate, subtype="PCM_16")
-    if args.trace:
-        Path(args.trace).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.trace).write_text(json.dumps(trace, indent=1, ensure_ascii=False), encoding="utf-8")
+    try:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(args.output, out, backend.output_rate, subtype="PCM_16")
+        if args.trace:
+            Path(args.trace).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.trace).write_text(json.dumps(trace, indent=1, ensure_ascii=False), encoding="utf-8")
+    except (OSError, RuntimeError) as exc:   # soundfile's LibsndfileError too: a disk that filled up meanwhile
+        raise UserError(f"writing {args.output} or its trace failed ({first_line(exc)}): is the disk full?") from None
     print(f"user: {trace['user_text']}")
     print(f"assistant: {trace['assistant_text']}")
     backend.close()

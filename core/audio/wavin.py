@@ -39,6 +39,7 @@ MAX_INPUT_SECONDS = 3600.0  # one hour: the longest input a headless run or a re
 # unrelated signals (a phase-inverted pair averages to nearly nothing; unrelated channels give 1, identical ones N).
 CANCEL_RATIO = 0.1
 SILENT_ENERGY = 1e-8        # mean square below -80 dBFS: nothing to choose between
+_BLOCK = 1 << 18            # frames per block when scanning a whole file
 
 
 class AudioFileError(UserError, ValueError):
@@ -83,8 +84,8 @@ def read_audio(path: str | Path, what: str = "audio file",
         data, _ = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:  # type: ignore[attr-defined]
         raise AudioFileError(f"cannot read {name} ({_reason(exc)})") from None
-    if not np.isfinite(data).all():
-        bad = int(np.count_nonzero(~np.isfinite(data)))
+    if not all(np.isfinite(data[i:i + _BLOCK]).all() for i in range(0, len(data), _BLOCK)):
+        bad = sum(int(np.count_nonzero(~np.isfinite(data[i:i + _BLOCK]))) for i in range(0, len(data), _BLOCK))
         raise AudioFileError(f"{name} holds {bad} samples that are not numbers (NaN or infinite): it is damaged")
     if len(data) == 0:
         raise AudioFileError(f"{name} holds no audio")
@@ -99,17 +100,24 @@ def to_mono(data: np.ndarray, name: str = "the audio") -> np.ndarray:
         return np.ascontiguousarray(data)
     if data.shape[1] == 1:
         return np.ascontiguousarray(data[:, 0])
-    n_ch = data.shape[1]
-    mono = data.mean(axis=1, dtype=np.float64)
-    energy = np.einsum("ij,ij->j", data, data, dtype=np.float64) / max(1, len(data))
-    mixed = float(np.dot(mono, mono)) / max(1, len(data))
+    n, n_ch = data.shape
+    mono = np.empty(n, dtype=np.float32)
+    energy = np.zeros(n_ch, dtype=np.float64)
+    mixed = 0.0
+    for i in range(0, n, _BLOCK):   # in blocks: no float64 copy of an hour of audio
+        block = data[i:i + _BLOCK]
+        m = block.mean(axis=1, dtype=np.float64)
+        mono[i:i + len(block)] = m
+        energy += np.einsum("ij,ij->j", block, block, dtype=np.float64)
+        mixed += float(np.dot(m, m))
+    energy, mixed = energy / max(1, n), mixed / max(1, n)
     if energy.max() > SILENT_ENERGY and mixed < CANCEL_RATIO * energy.sum() / n_ch ** 2:
         best = int(np.argmax(energy))
         drop_db = 10 * np.log10(max(mixed, 1e-20) / energy[best])
         log.warning("%s: its %d channels cancel out when mixed (%.0f dB below channel %d: a phase-inverted "
                     "microphone?); using channel %d alone", name, n_ch, drop_db, best + 1, best + 1)
         return np.ascontiguousarray(data[:, best])
-    return mono.astype(np.float32)
+    return mono
 
 
 def resample(mono: np.ndarray, rate: int, target: int) -> np.ndarray:

@@ -1,5 +1,7 @@
-"""The model manager: each profile's files with size and checksum status, whether the profile fits the GPU, and
-downloads of the official Freeze-Omni checkpoints and Qwen2-7B-Instruct (progress, resume, cancel, sha256).
+"""The model manager: each profile's files with size and checksum status, whether the profile fits the GPU,
+downloads of the official Freeze-Omni checkpoints and Qwen2-7B-Instruct (progress, resume, cancel, sha256), and the
+curated Lite upgrades (bigger chat models, Whisper base.en/small.en): one click downloads, converts once for this
+CPU and uses them.
 
 Everything slow (hashing gigabytes, querying the GPU, downloading) runs in background tasks; the dialog stays
 responsive and can be closed at any time (running jobs are cancelled).
@@ -43,10 +45,12 @@ from core.settings.models import (
     QWEN2_7B_REPO,
     ModelFile,
     ProfileInventory,
+    UpgradeRow,
     fit_message,
     freeze_omni_inventory,
     gpu_info,
     lite_inventory,
+    lite_upgrade_rows,
     sha256_file,
 )
 from core.settings.store import default_models_dir
@@ -128,6 +132,95 @@ class ProfileBox(QGroupBox):
         return None if item is None else item.data(2, Qt.ItemDataRole.UserRole)
 
 
+class UpgradesBox(QGroupBox):
+    """The curated Lite upgrades: what each costs (download, RAM), how fast it runs here, whether it is in use."""
+
+    COLUMNS = ["Model", "For", "Download", "RAM to run", "Speed here", "Status"]
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Lite upgrades (download once, converted for this CPU, then used by the Lite profile)",
+                         parent)
+        lay = QVBoxLayout(self)
+        self.tree = QTreeWidget(self)
+        self.tree.setColumnCount(len(self.COLUMNS))
+        self.tree.setHeaderLabels(self.COLUMNS)
+        self.tree.setRootIsDecorated(False)
+        self.tree.setAlternatingRowColors(True)
+        hdr = self.tree.header()
+        for col in range(len(self.COLUMNS) - 1):
+            hdr.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        hdr.setStretchLastSection(True)
+        self.tree.setMinimumHeight(170)
+        lay.addWidget(self.tree, 1)
+        self.buttons = QHBoxLayout()
+        self.get_button = QPushButton("Download and use", self)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setEnabled(False)
+        self.buttons.addWidget(self.get_button)
+        self.buttons.addWidget(self.cancel_button)
+        self.buttons.addStretch(1)
+        lay.addLayout(self.buttons)
+        self.progress = QProgressBar(self)
+        self.progress.setRange(0, 1000)
+        self.progress.setVisible(False)
+        lay.addWidget(self.progress)
+        self.status = QLabel("Speeds were measured on a 2-core x86-64 CPU (one thread); RAM is what the converted "
+                             "model needs while it runs.", self)
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        self.rows: list[UpgradeRow] = []
+        self.tree.itemSelectionChanged.connect(self._selection_changed)
+
+    def show_rows(self, rows: list[UpgradeRow]) -> None:
+        selected = self.selected_key()
+        self.rows = rows
+        self.tree.clear()
+        for row in rows:
+            u = row.upgrade
+            kind = "chat" if u.kind == "chat" else "speech recognition"
+            ram = f"{u.ram_mb / 1000:.1f} GB"
+            item = QTreeWidgetItem([u.title, kind, _human(u.download_mb * 1_000_000), ram, u.speed, row.status])
+            item.setData(0, Qt.ItemDataRole.UserRole, u.key)
+            tip = f"{u.repo} ({u.license})" + (f": {u.note}" if u.note else "")
+            if u.kind == "chat" and u.precision == "auto":
+                tip += (f"\nConverted once to int4 if it measures as good (else int8: "
+                        f"{u.ram_int8_mb / 1000:.1f} GB, about {u.tokens_per_s_int8:.0f} tokens/s); converting "
+                        f"needs about {u.convert_ram_mb / 1000:.1f} GB of RAM.")
+            elif u.kind == "chat":
+                tip += (f"\nConverted once to {u.precision}; converting needs about "
+                        f"{u.convert_ram_mb / 1000:.1f} GB of RAM.")
+            for col in range(len(self.COLUMNS)):
+                item.setToolTip(col, tip)
+            color = "#2e7d32" if row.installed else ("#b3261e" if u.gated else STATUS_COLORS["pending"])
+            item.setForeground(5, QColor(color))
+            self.tree.addTopLevelItem(item)
+            if u.key == selected:
+                item.setSelected(True)
+        self._selection_changed()
+
+    def selected_key(self) -> str | None:
+        items = self.tree.selectedItems()
+        return items[0].data(0, Qt.ItemDataRole.UserRole) if items else None
+
+    def select(self, key: str) -> None:
+        for i in range(self.tree.topLevelItemCount()):
+            item = self.tree.topLevelItem(i)
+            item.setSelected(item.data(0, Qt.ItemDataRole.UserRole) == key)
+
+    def row(self, key: str) -> UpgradeRow | None:
+        return next((r for r in self.rows if r.upgrade.key == key), None)
+
+    def status_of(self, key: str) -> str | None:
+        row = self.row(key)
+        return None if row is None else row.status
+
+    def _selection_changed(self) -> None:
+        row = self.row(self.selected_key() or "")
+        busy = self.cancel_button.isEnabled()
+        self.get_button.setEnabled(row is not None and not row.in_use and not busy)
+        self.get_button.setText("Use" if row is not None and row.installed else "Download and use")
+
+
 class ModelManagerDialog(QDialog):
     use_folders = Signal(dict)   # e.g. {"checkpoint_dir": "...", "backbone_dir": "..."}
 
@@ -135,7 +228,7 @@ class ModelManagerDialog(QDialog):
                  source_factories: dict[str, SourceFactory] | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Parley models")
-        self.setMinimumSize(860, 700)
+        self.setMinimumSize(900, 860)
         self.settings = settings.copy()
         self.source_factories: dict[str, SourceFactory] = {
             "freeze-omni": dl.freeze_omni_source, "qwen2": dl.qwen2_source}
@@ -163,7 +256,7 @@ class ModelManagerDialog(QDialog):
         self.verify_progress = QProgressBar(self.fo_box)
         self.verify_progress.setVisible(False)
         self.fo_box.layout().addWidget(self.verify_progress)
-        self.fo_box.tree.setMinimumHeight(180)
+        self.fo_box.tree.setMinimumHeight(150)
         lay.addWidget(self.fo_box, 3)
 
         self.lite_box = ProfileBox("Lite (Whisper tiny.en + SmolLM2-135M + Piper voice; runs on the CPU)", self)
@@ -171,11 +264,18 @@ class ModelManagerDialog(QDialog):
         self.lite_box.tree.setMaximumHeight(130)
         lay.addWidget(self.lite_box, 0)
 
+        self.upgrades_box = UpgradesBox(self)
+        self.upgrades_box.get_button.clicked.connect(lambda: self.start_upgrade(self.upgrades_box.selected_key()))
+        self.upgrades_box.cancel_button.clicked.connect(self.cancel_upgrade)
+        self.upgrade_endpoint: str | None = None     # None: the Hugging Face Hub (HF_ENDPOINT)
+        lay.addWidget(self.upgrades_box, 2)
+
         dl_box = QGroupBox("Download (needs internet; files are checked against their sha256)", self)
         dl_lay = QVBoxLayout(dl_box)
         dest_row = QHBoxLayout()
         dest_row.addWidget(QLabel("Save to", dl_box))
         self.dest = QLineEdit(str(default_models_dir()), dl_box)
+        self.dest.editingFinished.connect(self.refresh_upgrades)
         dest_row.addWidget(self.dest, 1)
         browse = QPushButton("Browse…", dl_box)
         browse.clicked.connect(self._choose_dest)
@@ -229,16 +329,31 @@ class ModelManagerDialog(QDialog):
             item.setForeground(2, QColor(STATUS_COLORS["pending"]))
             self.fo_box.tree.addTopLevelItem(item)
         self.lite_box.show_inventory(lite_inventory(self.settings.model))
+        self.refresh_upgrades()
         self._update_fit()
         has_hash = any(f.expected_sha256 and f.exists for f in self.fo_box.inventory.files)
         self.verify_button.setEnabled(has_hash and "verify" not in self.tasks)
 
+    def refresh_upgrades(self) -> None:
+        if not hasattr(self, "dest"):
+            return   # still building the dialog
+        self.upgrades_box.show_rows(lite_upgrade_rows(self.settings.model, self.models_dir()))
+
+    def models_dir(self) -> Path:
+        return Path(self.dest.text().strip() or default_models_dir()).expanduser()
+
     def _query_gpu(self) -> None:
-        task = BackgroundTask(lambda _t: gpu_info(), "gpu-info", self)
-        task.done.connect(self._gpu_known)
-        task.failed.connect(self._gpu_failed)
-        self.tasks["gpu"] = task
-        task.start()
+        self._run_task("gpu", lambda _t: gpu_info(), None, self._gpu_known, self._gpu_failed)
+
+    def _run_task(self, key: str, work, progress, done, failed) -> BackgroundTask:
+        """Start ``work`` in the background as ``self.tasks[key]``, its signals wired to these slots."""
+        task = BackgroundTask(work, key, self)
+        if progress is not None:
+            task.progress.connect(progress)
+        task.done.connect(done)
+        task.failed.connect(failed)
+        self.tasks[key] = task
+        return task.start()
 
     @Slot(str)
     def _gpu_failed(self, _message: str) -> None:
@@ -300,12 +415,7 @@ class ModelManagerDialog(QDialog):
                 task.report(("result", (f, digest)))
             return results
 
-        task = BackgroundTask(work, "verify", self)
-        task.progress.connect(self._verify_progress)
-        task.done.connect(self._verify_done)
-        task.failed.connect(self._verify_finished)
-        self.tasks["verify"] = task
-        task.start()
+        self._run_task("verify", work, self._verify_progress, self._verify_done, self._verify_finished)
 
     @Slot(object)
     def _verify_done(self, _results) -> None:
@@ -352,6 +462,7 @@ class ModelManagerDialog(QDialog):
         path = QFileDialog.getExistingDirectory(self, "Download to", self.dest.text())
         if path:
             self.dest.setText(path)
+            self.refresh_upgrades()
 
     # ------------------------------------------------------------------------------------------ downloads ----
 
@@ -374,12 +485,7 @@ class ModelManagerDialog(QDialog):
         def work(task: BackgroundTask):
             return dl.download(source, dest, on_progress=task.report, cancel=task.cancel_event)
 
-        task = BackgroundTask(work, "download", self)
-        task.progress.connect(self._download_progress)
-        task.done.connect(self._download_done)
-        task.failed.connect(self._download_failed)
-        self.tasks["download"] = task
-        task.start()
+        self._run_task("download", work, self._download_progress, self._download_done, self._download_failed)
 
     def _set_downloading(self, on: bool) -> None:
         self.dl_fo_button.setEnabled(not on)
@@ -420,6 +526,97 @@ class ModelManagerDialog(QDialog):
         if task is not None:
             task.cancel()
             self.dl_status.setText("Cancelling…")
+
+    # ------------------------------------------------------------------------------------------ upgrades ----
+
+    def start_upgrade(self, key: str | None) -> None:
+        """One click: download (resumable, sha256-checked), convert once (chat models), then use it."""
+        from core.model.lite import catalog
+
+        if not key or "upgrade" in self.tasks:
+            return
+        upgrade = catalog.by_key(key)
+        box = self.upgrades_box
+        root = catalog.upgrades_dir(self.models_dir())
+        setting = "lite_backbone" if upgrade.kind == "chat" else "lite_asr"
+        if catalog.is_installed(upgrade, root) and upgrade.kind == "asr":
+            self.point_at(setting, str(catalog.install_dir(upgrade, root)))
+            return
+        endpoint = self.upgrade_endpoint
+        box.get_button.setEnabled(False)
+        box.cancel_button.setEnabled(True)
+        box.progress.setValue(0)
+        box.progress.setVisible(True)
+        box.status.setText(f"{upgrade.title}: connecting…")
+        self._up_started = time.monotonic()
+
+        def work(task: BackgroundTask):
+            folder = dl.download_upgrade(upgrade, root, on_progress=lambda p: task.report(("download", p)),
+                                      cancel=task.cancel_event, endpoint=endpoint)
+            if task.cancelled:
+                raise dl.DownloadCancelled(upgrade.key)
+            if upgrade.kind == "chat":
+                from core.model.lite.llm import ChatLlm
+
+                llm = ChatLlm.load(folder, precision=upgrade.precision,
+                                   progress=lambda step, fraction, message: task.report(
+                                       ("convert", (step, fraction, message))))
+                llm.close()
+            else:
+                from core.model.lite.asr import WhisperAsr
+
+                task.report(("convert", ("check", None, "checking the speech recognition model")))
+                WhisperAsr.load(model=folder)
+            return upgrade, folder
+
+        self._run_task("upgrade", work, self._upgrade_progress, self._upgrade_done, self._upgrade_failed)
+
+    @Slot(object)
+    def _upgrade_progress(self, value) -> None:
+        kind, payload = value
+        box = self.upgrades_box
+        if kind == "download":
+            p = payload
+            frac = p.done_bytes / p.total_bytes if p.total_bytes else 0.0
+            box.progress.setValue(int(frac * 700))        # the download is the first 70 % of the bar
+            rate = p.done_bytes / max(1e-3, time.monotonic() - self._up_started)
+            verb = {"verify": "checking sha256 of", "skip": "already complete:", "download": "downloading"}[p.phase]
+            box.status.setText(f"{verb} {p.file} (file {p.file_index + 1} of {p.file_count}) — "
+                               f"{_human(p.done_bytes)} of {_human(p.total_bytes)}"
+                               + (f", {_human(int(rate))}/s" if p.phase == "download" else ""))
+        else:
+            step, fraction, message = payload
+            if fraction is not None:
+                box.progress.setValue(700 + int(fraction * 300))
+            box.status.setText(f"converting for this CPU (once): {message}")
+
+    @Slot(object)
+    def _upgrade_done(self, result) -> None:
+        upgrade, folder = result
+        self.tasks.pop("upgrade", None)
+        box = self.upgrades_box
+        box.cancel_button.setEnabled(False)
+        box.progress.setValue(1000)
+        box.status.setText(f"{upgrade.title} is installed in {folder} and is now used by the Lite profile.")
+        self.point_at("lite_backbone" if upgrade.kind == "chat" else "lite_asr", str(folder))
+
+    @Slot(str)
+    def _upgrade_failed(self, message: str) -> None:
+        task = self.tasks.pop("upgrade", None)
+        box = self.upgrades_box
+        box.cancel_button.setEnabled(False)
+        box.progress.setVisible(False)
+        if task is not None and task.cancelled:
+            box.status.setText("Download cancelled. Start it again to resume where it stopped.")
+        else:
+            box.status.setText(f"Upgrade failed: {message}")
+        self.refresh_upgrades()
+
+    def cancel_upgrade(self) -> None:
+        task = self.tasks.get("upgrade")
+        if task is not None:
+            task.cancel()
+            self.upgrades_box.status.setText("Cancelling…")
 
     def busy(self) -> bool:
         return any(t.running for t in self.tasks.values())

@@ -74,7 +74,7 @@ def needs_reload(old: Settings | None, new: Settings) -> bool:
         if (a.checkpoint_dir, a.backbone_dir) != (b.checkpoint_dir, b.backbone_dir):
             return True
     else:
-        if (a.lite_backbone, a.lite_device) != (b.lite_backbone, b.lite_device):
+        if (a.lite_backbone, a.lite_asr, a.lite_device) != (b.lite_backbone, b.lite_asr, b.lite_device):
             return True
     return False
 

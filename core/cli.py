@@ -91,6 +91,7 @@ def _add_reply(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--voice", help="voice (Lite: Piper .onnx file; Freeze-Omni: named global tokens)")
+    p.add_argument("--asr", help="Lite: a Whisper folder (CTranslate2) for speech recognition")
     p.add_argument("--rebuild-cache", action="store_true",
                    help="Lite: rebuild the converted-weights cache (repairs a damaged cache)")
     p.set_defaults(func=_dispatch_reply)
@@ -127,6 +128,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     eng.add_argument("--llm", help="backbone folder")
     eng.add_argument("--device", help="cpu | cuda")
     eng.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    rooms = bsub.add_parser("rooms", help="the simulated rooms' figures and AEC3's echo cancellation in each (JSON)")
+    rooms.add_argument("--seconds", type=float, default=20.0, help="far-end speech to use (default 20 s)")
+    rooms.add_argument("--seed", type=int, default=0)
+    rooms.add_argument("--far", help="a WAV file as the far end (default: the Lite voice, or espeak-ng speech)")
+    rooms.add_argument("--latency-ms", type=float, action="append", default=[],
+                       help="also measure each echo preset with this output latency (repeatable)")
+    rooms.set_defaults(func=_handler_lazy("core.compose.bench:run_rooms_bench"))
     tt = bsub.add_parser("turns", help="turn-taking: the conversation suite in simulated rooms, scored (JSON)")
     tt.add_argument("--profile", choices=["freeze-omni", "lite"], default="lite")
     tt.add_argument("--rooms", default="laptop,speakerphone", help="comma-separated: none, headset, laptop, "

@@ -48,7 +48,9 @@ FUNCTION_WORDS = frozenset({
     "a", "an", "the", "and", "or", "but", "so", "then", "than", "that", "this", "these", "those", "it", "its",
     "it's", "i", "i'm", "me", "my", "you", "your", "we", "they", "he", "she", "him", "her", "them", "is", "are",
     "was", "were", "be", "been", "am", "do", "did", "does", "to", "of", "in", "on", "at", "for", "with", "as", "by",
-    "from", "up", "just", "well", "like", "also", "too", "very", "there", "here", "now", "oh",
+    "from", "up", "just", "well", "like", "also", "too", "very", "there", "here", "now", "oh", "can", "could",
+    "will", "would", "should", "shall", "may", "might", "must", "have", "has", "had", "get", "got", "go", "more",
+    "some", "any", "all", "not", "if", "come", "came", "let", "let's",
 })
 
 _ANNOTATION = re.compile(r"[\[(*♪][^\])*♪]*[\])*♪]")
@@ -71,7 +73,8 @@ def _spelled(word: str) -> bool:
 def _without_phrases(text: str) -> str:
     lowered = " " + re.sub(r"[^a-z0-9' -]+", " ", _ANNOTATION.sub(" ", text.lower())) + " "
     for phrase in sorted(BACKCHANNEL_PHRASES, key=len, reverse=True):
-        lowered = lowered.replace(f" {phrase} ", " ")
+        while f" {phrase} " in lowered:           # "thank you, thank you": each one
+            lowered = lowered.replace(f" {phrase} ", "  ")
     return lowered
 
 

@@ -56,6 +56,12 @@ class AudioSink:
         """Session time at which the first sample of ``tag`` was played, when the sink knows it exactly."""
         return None
 
+    def pause(self) -> None:
+        """Hold playback (a short fade, then silence) without dropping anything: the user may be barging in."""
+
+    def resume(self) -> None:
+        """Play on from where :meth:`pause` held (the user only said "mm-hm")."""
+
 
 @dataclass
 class VadEvent:

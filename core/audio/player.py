@@ -83,6 +83,9 @@ class Player(AudioSink):
         self._count_lock = threading.Lock()    # played counters shared with the callback
         self._flush_requested = False
         self._flush_done = threading.Event()
+        self._paused = False
+        self._pause_faded = True         # the fade-out into a pause has been played
+        self._fade_in = 0                # samples of fade-in still to apply after a resume
         self._last_fill = 0.0
         self.fills = 0
         self.consumed = 0                # device samples handed out (audio and silence)
@@ -189,6 +192,22 @@ class Player(AudioSink):
                 self._tags.clear()
             self._current = None
 
+    def pause(self) -> None:
+        """Hold playback: a short fade-out, then silence; nothing queued is dropped."""
+        if not self._paused:
+            self._pause_faded = False
+            self._paused = True
+
+    def resume(self) -> None:
+        """Play on from where the pause held, with a short fade-in."""
+        if self._paused:
+            self._paused = False
+            self._fade_in = self.fade_samples
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     # -- output callback side ---------------------------------------------------------------------------------------
     def fill(self, out: np.ndarray) -> None:
         """Write the next ``len(out)`` device samples into ``out`` (1-D float32). Called from the audio callback."""
@@ -211,8 +230,20 @@ class Player(AudioSink):
             self._ring.discard()
             self._flush_requested = False
             self._flush_done.set()
+            self._paused = False
+        elif self._paused:
+            k = 0
+            if not self._pause_faded:    # fade out into the pause (what fades is played)
+                k = self._ring.read_into(out, tags, max_samples=min(n, self.fade_samples))
+                out[:k] *= self._fade[:k]
+                self._pause_faded = True
         else:
             k = self._ring.read_into(out, tags)
+            if self._fade_in and k:
+                m = min(k, self._fade_in)
+                start = self.fade_samples - self._fade_in
+                out[:m] *= self._fade[::-1][start:start + m]
+                self._fade_in -= m
             if k < n and self._current is not None:
                 self.starved_blocks += 1
         if k < n:

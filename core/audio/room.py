@@ -25,7 +25,7 @@ Levels. All figures assume the user's voice and the played audio at equal RMS at
 The microphone signal is clipped to [-1, 1] (a converter clips too). Everything carries across calls (latency line,
 convolution tails, noise filter and generator), so any block sizes give the same signal as one call.
 
-``python -m core.audio.room [--seconds S] [--seed N] [--far FILE.wav]`` prints every preset's figures, the echo
+``parley bench rooms [--seconds S] [--seed N] [--far FILE.wav]`` (:mod:`core.compose.bench`) prints every preset's figures, the echo
 return loss enhancement (ERLE) of the real AEC3 wrapper (:mod:`core.audio.aec`) on it and how much of the user's
 voice AEC3 removes while both talk (``near_attenuation_db``), as JSON.
 """
@@ -402,67 +402,3 @@ def double_talk_db(preset: str | RoomPreset, far: np.ndarray, near: np.ndarray, 
     p_out = np.mean(frames(out) ** 2, axis=1)
     return {"near_attenuation_db": round(float(10 * np.log10(p_alone[both].sum() / (p_out[both].sum() + 1e-20))), 1),
             "double_talk_s": round(float(both.sum() * f / MODEL_INPUT_RATE), 2)}
-
-
-def _main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(prog="python -m core.audio.room",
-                                 description="Room presets' figures and AEC3's ERLE on each, as JSON.")
-    ap.add_argument("--seconds", type=float, default=20.0, help="far-end speech to use (default 20 s)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--far", help="a WAV file as the far end (default: the Lite voice, or espeak-ng speech)")
-    ap.add_argument("--latency-ms", type=float, action="append", default=[],
-                    help="also measure each echo preset with this output latency (repeatable)")
-    args = ap.parse_args(argv)
-    far, source = _far_speech(args.far, args.seconds)
-    from core.harness.voices import render
-
-    near = render("Stop. What is two plus two? Wait, I have another question for you.", voice="en-us", speed=160,
-                  level_dbfs=NOMINAL_SPEECH_DBFS)
-    report: dict = {"far_end": source, "far_seconds": round(len(far) / MODEL_INPUT_RATE, 2), "presets": {}}
-    for name, p in PRESETS.items():
-        room = EchoRoom(p, seed=args.seed)
-        entry = {"figures": room.describe()}
-        if room.has_echo:
-            entry["aec3"] = erle_db(room, far)
-            entry["aec3"].update(double_talk_db(p, far, near, seed=args.seed))
-            for lat in args.latency_ms:
-                entry[f"aec3_latency_{lat:g}ms"] = erle_db(EchoRoom(with_changes(p, latency_ms=lat), args.seed), far)
-        report["presets"][name] = entry
-    print(json.dumps(report, indent=1))
-    return 0
-
-
-def _far_speech(path: str | None, seconds: float) -> tuple[np.ndarray, str]:
-    """Far-end speech for the ERLE check: a WAV, else Parley's Lite voice (Piper), else espeak-ng."""
-    text = ("Once upon a time, in a small village by the sea, there lived an old fisherman and his clever cat. "
-            "Every morning they rowed out beyond the rocks, and every evening they came home with a story. "
-            "One day the sea was calm and grey, and the fisherman saw something shining under the water. ")
-    if path:
-        from core.audio.wavin import load_mono
-
-        mono = load_mono(path, MODEL_INPUT_RATE, what="--far recording")   # validated (one line when unusable)
-        src = path
-    else:
-        try:
-            import soxr
-
-            from core.model.lite.tts import PiperVoice
-
-            voice = PiperVoice()
-            mono = soxr.resample(voice.synthesize(text), voice.sample_rate, MODEL_INPUT_RATE)
-            src = "lite piper voice"
-        except Exception:  # noqa: BLE001 - no Lite weights: espeak-ng speech is a fair far end too
-            from core.harness.voices import render
-
-            mono = render(text, voice="en-gb", speed=165)
-            src = "espeak-ng en-gb"
-    mono = np.asarray(mono, dtype=np.float32)
-    reps = max(1, math.ceil(seconds * MODEL_INPUT_RATE / max(1, len(mono))))
-    return np.tile(mono, reps)[:int(seconds * MODEL_INPUT_RATE)], src
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -368,3 +368,60 @@ def _echo_alone(backend: Any, spec: ProfileSpec, config: Any, minutes: float, se
             "false_interruptions": sum(1 for e in events if e["type"] == "interruption"),
             "user_turns": len(turns), "extra_turns": max(0, len(turns) - requests),
             "answers": sum(1 for e in events if e["type"] == "latency")}
+
+
+def run_rooms_bench(args: argparse.Namespace) -> int:
+    """``parley bench rooms``: each simulated room's figures and AEC3's echo cancellation in it, as JSON."""
+    from core.audio.room import NOMINAL_SPEECH_DBFS, PRESETS, EchoRoom, double_talk_db, erle_db, with_changes
+    from core.constants import MODEL_INPUT_RATE
+    from core.harness.voices import render
+
+    far, source = _far_speech(args.far, args.seconds)
+
+    near = render("Stop. What is two plus two? Wait, I have another question for you.", voice="en-us", speed=160,
+                  level_dbfs=NOMINAL_SPEECH_DBFS)
+    report: dict = {"far_end": source, "far_seconds": round(len(far) / MODEL_INPUT_RATE, 2), "presets": {}}
+    for name, p in PRESETS.items():
+        room = EchoRoom(p, seed=args.seed)
+        entry = {"figures": room.describe()}
+        if room.has_echo:
+            entry["aec3"] = erle_db(room, far)
+            entry["aec3"].update(double_talk_db(p, far, near, seed=args.seed))
+            for lat in args.latency_ms or []:
+                entry[f"aec3_latency_{lat:g}ms"] = erle_db(EchoRoom(with_changes(p, latency_ms=lat), args.seed), far)
+        report["presets"][name] = entry
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def _far_speech(path: str | None, seconds: float) -> tuple[np.ndarray, str]:
+    import math
+
+    from core.constants import MODEL_INPUT_RATE
+
+    """Far-end speech for the ERLE check: a WAV, else Parley's Lite voice (Piper), else espeak-ng."""
+    text = ("Once upon a time, in a small village by the sea, there lived an old fisherman and his clever cat. "
+            "Every morning they rowed out beyond the rocks, and every evening they came home with a story. "
+            "One day the sea was calm and grey, and the fisherman saw something shining under the water. ")
+    if path:
+        from core.audio.wavin import load_mono
+
+        mono = load_mono(path, MODEL_INPUT_RATE, what="--far recording")   # validated (one line when unusable)
+        src = path
+    else:
+        try:
+            import soxr
+
+            from core.model.lite.tts import PiperVoice
+
+            voice = PiperVoice()
+            mono = soxr.resample(voice.synthesize(text), voice.sample_rate, MODEL_INPUT_RATE)
+            src = "lite piper voice"
+        except Exception:  # noqa: BLE001 - no Lite weights: espeak-ng speech is a fair far end too
+            from core.harness.voices import render
+
+            mono = render(text, voice="en-gb", speed=165)
+            src = "espeak-ng en-gb"
+    mono = np.asarray(mono, dtype=np.float32)
+    reps = max(1, math.ceil(seconds * MODEL_INPUT_RATE / max(1, len(mono))))
+    return np.tile(mono, reps)[:int(seconds * MODEL_INPUT_RATE)], src

@@ -112,6 +112,8 @@ def _build_lite(spec: ProfileSpec, progress: ProgressFn | None = None) -> Backen
         settings.llm = str(spec.llm)
     if spec.voice:
         settings.voice = str(spec.voice)
+    if spec.asr:
+        settings.asr = str(spec.asr)
     if spec.system_prompt is not None:
         settings.system_prompt = spec.system_prompt
     settings.voice_speed = spec.voice_speed

@@ -52,6 +52,7 @@ class ProfileSpec:
     checkpoint: str | None = None         # Freeze-Omni: checkpoint folder (audiollm/, decoder/, codec/)
     llm: str | None = None                # Freeze-Omni: backbone folder; Lite: chat-model folder or .gguf
     voice: str | None = None              # Lite: Piper .onnx; Freeze-Omni: the voice's name
+    asr: str | None = None                # Lite: a Whisper folder (None: the best installed upgrade, else tiny.en)
     voice_tokens: list[int] | None = None  # Freeze-Omni: the voice's codec global tokens (None: the release voice)
     device: str = "cpu"
     dtype: str = "float32"
@@ -101,6 +102,7 @@ def spec_from_settings(settings: Settings) -> ProfileSpec:
                             decoder_top_k=s.decoder_top_k)
     if m.profile == "lite":
         return ProfileSpec(profile="lite", llm=m.lite_backbone or None, voice=m.lite_voice or None,
+                           asr=(m.lite_asr or "").strip() or None,
                            voice_speed=m.voice_speed, device="cpu", system_prompt=settings.persona.system_prompt,
                            sampling=dataclasses.replace(sampling, max_new_tokens=min(s.max_new_tokens, 256)),
                            turn=TurnSpec(vad_on=v.onset_threshold, vad_off=v.offset_threshold,
@@ -152,7 +154,7 @@ def apply_options(spec: ProfileSpec, options: Mapping[str, Any]) -> None:
     for key, value in options.items():
         if key in _SAMPLING_KEYS:
             setattr(spec.sampling, key, value)
-        elif key in ("checkpoint", "llm", "device", "dtype", "voice"):
+        elif key in ("checkpoint", "llm", "device", "dtype", "voice", "asr"):
             setattr(spec, key, str(value))
         elif key == "seed":
             spec.seed = int(value)

@@ -48,13 +48,24 @@ class EngineConfig:
     # ... and, when the profile gives a transcript (Lite), it must not be a backchannel and needs at least this many
     # content words (core.speech_acts: "mm-hm", "yeah", "okay", "I see" have none; a command such as "stop" or
     # "wait" alone is enough). 0: any non-backchannel.
-    barge_in_min_words: int = 1
+    barge_in_min_words: int = 2
+    # Before the user has finished, a transcript interrupts with a command, or with this many distinct content
+    # words of the user's own once it holds ``barge_in_early_voiced_s`` of voiced audio (a backchannel is short, and
+    # Whisper makes words of a snippet with residual echo).
+    barge_in_early_words: int = 2
+    barge_in_early_voiced_s: float = 0.6
+    # The answer's playback is held as soon as a candidate has this much voiced audio (0: at its onset, which the
+    # echo-aware VAD already checked), and plays on when the candidate is not a barge-in (the user hears the
+    # assistant stop at once; a backchannel or a cough costs a short gap).
+    pause_voiced_s: float = 0.0
     # A command ("stop", "wait") interrupts with this much voiced audio (short words, and the echo canceller
     # takes part of the user's voice during double talk).
     barge_in_command_voiced_s: float = 0.2
-    # Speech that resumes within this long after the end of the user's speech, while none of the answer has been
-    # heard yet, continues the same turn (the user only paused): the answer is dropped and restarts afterwards.
+    # Speech that resumes within this long after the end of the user's speech, while at most ``join_max_played_s``
+    # of the answer has been heard, continues the same turn (the user only paused): the answer is dropped and
+    # restarts afterwards with the whole utterance.
     join_window_s: float = 2.5
+    join_max_played_s: float = 1.0
     # After the assistant stops playing it still counts as audible this long (its echo dies away).
     echo_tail_s: float = 0.25
     # A new turn's audio starts this long before the VAD's onset (the first syllable is never lost).

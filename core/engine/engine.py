@@ -64,6 +64,7 @@ from core.engine.events import (
     InfoEvent,
     Interruption,
     Latency,
+    Playback,
     SessionStart,
     StateChange,
     StateProbs,
@@ -156,6 +157,8 @@ class _Input:
     during_reply: bool                   # a barge-in candidate (an answer was alive at the onset)
     began_during_reply: bool = False     # it started while the assistant spoke (stays True when it ends meanwhile)
     joined: bool = False                 # resumed speech joined the previous turn (its answer was dropped)
+    paused_at: float | None = None       # the answer's playback was held for this candidate at this time
+    joins: bool = False                  # if it takes the turn, it continues the previous one (the user paused)
     # every chunk fed to listen(), pre-roll included, with its VAD window probabilities
     audio: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     voiced_windows: int = 0
@@ -514,8 +517,8 @@ class Engine:
             if result is not None:
                 self._decide(self._input, result)
         inp = self._input
-        if inp is not None and inp.during_reply and self._reply is not None and self._interrupting(inp):
-            self._barge_in(inp, early=True)
+        if inp is not None and inp.during_reply and self._reply is not None:
+            self._candidate_step(inp, now)
         if self._input is not None:
             self._check_timeouts(self._input, now)
 
@@ -534,13 +537,11 @@ class Engine:
         if self._ptt_held:
             self._ptt_heard = True
         reply = self._reply
-        if reply is not None and self._joins_previous_turn(reply, now):
-            self._join_previous_turn(reply, onset_sample, prob, now)
-            return
+        joinable = reply is not None and self._joins_previous_turn(reply, now)
         self.turn += 1
         during = reply is not None
         inp = _Input(turn=self.turn, opened_t=now, onset_sample=onset_sample, during_reply=during,
-                     began_during_reply=during)
+                     began_during_reply=during, joins=joinable)
         inp.voiced_windows = sum(1 for end, _ in self._recent_voiced if end > onset_sample)
         ends = [t for end, t in self._recent_voiced if end > onset_sample]
         inp.speech_end_t = ends[-1] if ends else now
@@ -552,18 +553,25 @@ class Engine:
         self._begin_listening(inp, self._turn_audio_from_onset(onset_sample))
 
     def _joins_previous_turn(self, reply: _Reply, now: float) -> bool:
-        """Speech that resumes soon after a turn was decided, before any of its answer was heard, continues that
-        turn (the user had only paused): ``join_window_s`` after the end of their speech, nothing played yet."""
-        if reply.user_text is None and not reply.input_audio:
+        """Speech that resumes soon after a turn was decided, before much of its answer was heard, continues that
+        turn (the user had only paused): within ``join_window_s`` of the end of their speech, while at most
+        ``join_max_played_s`` of the answer has played (on a fast machine the answer starts at once; a word or two
+        of it is no reason to split the user's sentence in two)."""
+        if not reply.input_audio:
             return False
         if now - reply.speech_end_t > self.config.join_window_s:
             return False
-        return reply.first_played_t is None and self.sink.played_samples(reply.turn) == 0
+        played_s = self.sink.played_samples(reply.turn) / max(self.backend.output_rate, 1)
+        return played_s <= self.config.join_max_played_s
 
-    def _join_previous_turn(self, reply: _Reply, onset_sample: int, prob: float, now: float) -> None:
-        """Drop the answer nobody heard, take the turn back from the backend's memory, and listen to the whole
-        utterance (the earlier part and the resumed speech) again as that same turn."""
+    def _join_previous_turn(self, inp: _Input) -> None:
+        """The candidate ``inp`` continues the turn whose answer is playing (the user had only paused): drop that
+        answer, take the turn back from the backend's memory, and listen to the whole utterance (the earlier part,
+        the pause and the resumed speech) again as that same turn."""
+        reply = self._reply
+        assert reply is not None
         turn = reply.turn
+        now = self.clock.now()
         reply.cancel.set()
         self._close_iterator(reply)
         try:
@@ -575,19 +583,22 @@ class Engine:
             self._timed(self.backend.retract_turn, self.conv)
         except Exception as exc:
             self._fault(exc, "retract_turn", turn)
-        self.bus.emit(Interruption(turn=turn, reply_turn=turn, heard_text="",
-                                   unheard_text=reply.transcript.text.strip(), reason="joined",
-                                   decision_t=round(now, 6), flush_t=round(self.clock.now(), 6)))
-        inp = _Input(turn=turn, opened_t=now, onset_sample=onset_sample, during_reply=False, joined=True)
-        inp.voiced_windows = sum(1 for end, _ in self._recent_voiced if end > onset_sample)
-        ends = [t for end, t in self._recent_voiced if end > onset_sample]
-        inp.speech_end_t = ends[-1] if ends else now
-        self._input = inp
-        self.bus.emit(VadOnset(turn=turn, at=round(onset_sample / MODEL_INPUT_RATE, 4), prob=round(prob, 4),
-                               reopened=True))
+        played = self.sink.played_samples(turn)
+        self.bus.emit(Interruption(turn=turn, reply_turn=turn, heard_text=reply.transcript.heard_text(played).strip(),
+                                   unheard_text=reply.transcript.unheard_text(played).strip(), reason="joined",
+                                   decision_t=round(inp.paused_at if inp.paused_at is not None else now, 6),
+                                   flush_t=round(now, 6)))
+        self.bus.emit(TurnDecision(turn=inp.turn, state="el", reason="joined", voiced_s=round(inp.voiced_s, 3),
+                                   candidate=True))
+        joined = _Input(turn=turn, opened_t=now, onset_sample=inp.onset_sample, during_reply=False, joined=True)
+        joined.voiced_windows = inp.voiced_windows
+        joined.speech_end_t = inp.speech_end_t
+        joined.offset_t = inp.offset_t
+        self._input = joined
+        self.bus.emit(VadOnset(turn=turn, at=round(inp.onset_sample / MODEL_INPUT_RATE, 4), reopened=True))
         self._set_state(DuplexState.USER_SPEAKING)
         later = [(a, p) for start, a, p in self._recent if start >= reply.input_end]
-        self._begin_listening(inp, list(reply.input_audio) + later)
+        self._begin_listening(joined, list(reply.input_audio) + later)
 
     def _turn_audio_from_onset(self, onset_sample: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """The recent chunks from the one holding the pre-roll's start (``pre_roll_s`` before the onset) up to now:
@@ -702,6 +713,26 @@ class Engine:
             return "too_few_words"
         return None
 
+    def _candidate_step(self, inp: _Input, now: float) -> None:
+        """A candidate listened to while the answer plays: hold the answer's playback as soon as it holds a little
+        voiced speech (the user hears the assistant stop at once, and the rest of their words come without echo);
+        take the turn when the transcript shows a barge-in; play on at once when it ended as a backchannel."""
+        cfg = self.config
+        if inp.paused_at is None and inp.voiced_s >= cfg.pause_voiced_s:
+            inp.paused_at = now
+            self.sink.pause()
+            self.bus.emit(Playback(turn=inp.turn, paused=True, reason="user_speaking", reply_turn=self._reply.turn))
+        if self._interrupting(inp):
+            self._barge_in(inp, early=True)
+            return
+        text = inp.user_text
+        settled = inp.paused_at is None or now - inp.paused_at >= cfg.echo_tail_s + 0.25   # the echo has died away
+        if inp.offset_t is not None and settled and text is not None and is_backchannel(text):
+            # the user stopped, and what they said was listening feedback: not a turn, the answer plays on
+            self.bus.emit(TurnDecision(turn=inp.turn, state="el", reason="backchannel",
+                                       voiced_s=round(inp.voiced_s, 3), candidate=True))
+            self._close_input(inp, reason="backchannel")
+
     def _user_words(self, text: str) -> tuple[list[str], list[str]]:
         """(command words, content words) of a candidate's transcript, without the words of the running answer:
         a word the assistant says may be its own echo, recognised in the user's input."""
@@ -710,10 +741,16 @@ class Engine:
                 [w for w in content_words(text) if w not in said])
 
     def _interrupting(self, inp: _Input) -> bool:
-        """The candidate already shows it takes the turn (the profile's live transcript holds a command or content
-        of the user's own): stop the answer now, long before the user has finished, and listen on. Profiles
-        without a transcript (Freeze-Omni) interrupt on their state head's 'ss' only."""
-        return inp.user_text is not None and bool(inp.user_text.strip()) and self._barge_in_veto(inp) is None
+        """The candidate already shows it takes the turn, before the user has finished: the profile's live
+        transcript holds a command, or ``barge_in_early_words`` distinct content words of the user's own (a short
+        backchannel misheard through residual echo rarely gives two). Profiles without a transcript (Freeze-Omni)
+        interrupt on their state head's 'ss' only."""
+        text = inp.user_text
+        if text is None or not text.strip() or self._barge_in_veto(inp) is not None:
+            return False
+        commands, content = self._user_words(text)
+        return bool(commands) or (len(set(content)) >= self.config.barge_in_early_words
+                                  and inp.voiced_s >= self.config.barge_in_early_voiced_s)
 
     def _not_a_turn(self, inp: _Input) -> str | None:
         """Why a backend 'ss' for an ordinary input must not be answered (None: answer it). A backchannel is not
@@ -730,6 +767,10 @@ class Engine:
     def _close_input(self, inp: _Input, reason: str) -> None:
         if self._input is inp:
             self._input = None
+        if inp.paused_at is not None and inp.during_reply and self._reply is not None:
+            self.sink.resume()
+            self.bus.emit(Playback(turn=inp.turn, paused=False, reason=reason, reply_turn=self._reply.turn))
+        inp.paused_at = None
         if self._reply is None and self.state in (DuplexState.USER_SPEAKING, DuplexState.INTERRUPTED):
             self._set_state(DuplexState.LISTENING)
 
@@ -793,11 +834,16 @@ class Engine:
 
     def _barge_in(self, inp: _Input, early: bool = False) -> None:
         """The candidate takes the turn: the answer stops and the candidate is listened to again from its pre-roll
-        as the new user turn. ``early``: the user is still speaking (the transcript showed a barge-in before any
-        decision); the turn's own decision comes when they have finished."""
+        as the new user turn (or, when it resumed right after the previous turn, as that turn's continuation).
+        ``early``: the user is still speaking (the transcript showed a barge-in before any decision); the turn's
+        own decision comes when they have finished."""
+        if inp.joins:
+            self._join_previous_turn(inp)
+            return
         self.bus.emit(TurnDecision(turn=inp.turn, state="ss", reason="interrupting" if early else "backend",
                                    voiced_s=round(inp.voiced_s, 3), candidate=True, barge_in=True))
-        self._cut_reply(inp.turn, reason="barge_in")
+        self._cut_reply(inp.turn, reason="barge_in", silent_since=inp.paused_at)
+        inp.paused_at = None
         # The candidate becomes the new user turn: listened to again, from its pre-roll, on the corrected memory.
         inp.during_reply = False
         inp.user_text = inp.emitted_text = ""
@@ -805,12 +851,13 @@ class Engine:
         self._set_state(DuplexState.USER_SPEAKING)
         self._begin_listening(inp, audio)
 
-    def _cut_reply(self, turn: int, reason: str) -> str:
+    def _cut_reply(self, turn: int, reason: str, silent_since: float | None = None) -> str:
         """Stop the running answer now: cancel generation, flush playback, report heard/unheard text, tell the
-        backend what was heard. Returns the heard text."""
+        backend what was heard. ``silent_since``: playback was already held from then on (the decision time the
+        user experienced). Returns the heard text."""
         reply = self._reply
         assert reply is not None
-        decided = self.clock.now()
+        decided = self.clock.now() if silent_since is None else silent_since
         reply.cancel.set()
         self._close_iterator(reply)
         report = self.sink.flush()

@@ -210,6 +210,16 @@ class Interruption(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Playback(Event):
+    """The answer's playback was held (the user started to speak over it) or plays on (it was not a barge-in)."""
+
+    TYPE = "playback"
+    paused: bool = False
+    reason: str = ""                     # user_speaking | backchannel | not_a_turn | ...
+    reply_turn: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Latency(Event):
     """An answer's latency, measured from the end of the user's speech (its capture time)."""
 
@@ -338,7 +348,7 @@ class MeterLevels(Event):
 
 EVENT_CLASSES: tuple[type[Event], ...] = (
     StateChange, VadOnset, VadOffset, VadLevel, StateProbs, TurnDecision, UserText, AssistantText, AudioOut,
-    AudioPlayed, Interruption, Latency, GenerationDone, SessionStart, ContextUpdate, ContextRebuild, InfoEvent,
+    AudioPlayed, Interruption, Playback, Latency, GenerationDone, SessionStart, ContextUpdate, ContextRebuild, InfoEvent,
     WarningEvent, ErrorEvent, Progress, MeterLevels,
 )
 EVENT_TYPES: tuple[str, ...] = tuple(dict.fromkeys(c.TYPE for c in EVENT_CLASSES))

@@ -56,6 +56,7 @@ class VirtualAudioSink(AudioSink):
         self._src_rate: dict[int, int] = {}
         self._first_play: dict[int, float] = {}
         self._last_audible = -1.0
+        self._paused = False
         self.flushes = 0
 
     # --- clock-driven playback ------------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ class VirtualAudioSink(AudioSink):
             target = int(round(t * self.rate))
             while self._pos < target:
                 need = target - self._pos
-                if not self._queue:
+                if not self._queue or self._paused:
                     self._emit(np.zeros(need, np.float32))
                     self._pos += need
                     break
@@ -116,10 +117,25 @@ class VirtualAudioSink(AudioSink):
             if len(audio):
                 self._queue.append(_Item(tag, audio, int(rate)))
 
+    def pause(self) -> None:
+        with self._lock:
+            self.advance()
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self.advance()
+            self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     def flush(self) -> FlushReport:
         requested = time.monotonic()
         with self._lock:
             self.advance()
+            self._paused = False
             dropped = 0
             fade_left = int(FADE_S * self.rate)
             fade_parts = []

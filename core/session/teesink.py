@@ -46,6 +46,12 @@ class TeeSink(AudioSink):
     def first_play_time(self, tag: int) -> float | None:
         return self._inner.first_play_time(tag)
 
+    def pause(self) -> None:
+        self._inner.pause()
+
+    def resume(self) -> None:
+        self._inner.resume()
+
     @property
     def inner(self) -> AudioSink:
         return self._inner

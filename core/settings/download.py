@@ -321,3 +321,19 @@ def _verify(path: Path, f: RemoteFile, cancel: threading.Event) -> bool:
         return sha256_file(path, cancel=cancel) == f.sha256
     except ChecksumCancelled as exc:
         raise DownloadCancelled(f.path) from exc
+
+
+def download_upgrade(upgrade, root: Path, on_progress: Callable[[DownloadProgress], None] | None = None,
+                     cancel: threading.Event | None = None, endpoint: str | None = None) -> Path:
+    """Fetch a curated Lite upgrade (:mod:`core.model.lite.catalog`) from its Hugging Face repository into
+    ``root/<key>`` (resumes, verifies the sha256 of every weight file) and mark it installed; returns the folder."""
+    from core.model.lite import catalog
+
+    folder = catalog.install_dir(upgrade, root)
+    source = HubSource(upgrade.repo, patterns=upgrade.files, endpoint=endpoint)
+    paths = download(source, folder, on_progress=on_progress, cancel=cancel)
+    names = {p.name for p in paths}
+    if "model.safetensors" not in names or "config.json" not in names:
+        raise DownloadError(f"{upgrade.repo} has no model.safetensors/config.json: not the expected model layout")
+    catalog.mark_installed(upgrade, folder, paths)
+    return folder

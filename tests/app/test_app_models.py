@@ -184,3 +184,93 @@ def test_progress_class_cancels():
     with pytest.raises(dl.DownloadCancelled):
         bar.update(3)
     assert got == [3]
+
+
+# ------------------------------------------------------------------------------------------------ Lite upgrades
+
+def _lite_test_helpers():
+    import sys
+
+    lite_tests = str(Path(__file__).resolve().parents[1] / "lite")
+    if lite_tests not in sys.path:
+        sys.path.insert(0, lite_tests)
+    import hub_server
+    import tiny_models
+
+    return hub_server, tiny_models
+
+
+@pytest.mark.ui
+def test_model_manager_shows_the_curated_lite_upgrades(qtbot, config_dir, tmp_path, monkeypatch):
+    """The curated list with download size, RAM and speed; a screenshot for docs/screenshots (looked at)."""
+    from app.model_manager import ModelManagerDialog
+    from core.model.lite import catalog
+
+    monkeypatch.setattr("app.model_manager.gpu_info", lambda: None)
+    models = tmp_path / "models"
+    installed = catalog.by_key("whisper-base.en")                # one installed upgrade, for the picture
+    folder = catalog.install_dir(installed, catalog.upgrades_dir(models))
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    catalog.mark_installed(installed, folder, [folder / "config.json"])
+    d = ModelManagerDialog(Settings())
+    qtbot.addWidget(d)
+    d.dest.setText(str(models))
+    d.refresh_upgrades()
+    d.resize(1000, 980)
+    d.show()
+    qtbot.waitUntil(lambda: d.gpu_known, timeout=5000)
+    tree = d.upgrades_box.tree
+    assert tree.topLevelItemCount() == len(catalog.CATALOG)
+    rows = {tree.topLevelItem(i).text(0): [tree.topLevelItem(i).text(c) for c in range(6)]
+            for i in range(tree.topLevelItemCount())}
+    assert rows["Qwen2.5-0.5B-Instruct"][2] == "988.0 MB" and rows["Qwen2.5-0.5B-Instruct"][5] == "not downloaded"
+    assert rows["Whisper base.en"][5] == "installed, in use"        # the best installed one is used by default
+    assert "gated" in rows["Llama-3.2-1B-Instruct"][5]
+    assert all(r[3].endswith("GB") and r[4] for r in rows.values())
+    d.upgrades_box.select("qwen2.5-1.5b-instruct")
+    assert d.upgrades_box.get_button.isEnabled() and d.upgrades_box.get_button.text() == "Download and use"
+    out = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    out = Path(__import__("os").environ.get("PARLEY_SCREENSHOT_DIR") or out)
+    out.mkdir(parents=True, exist_ok=True)
+    for _ in range(5):
+        __import__("PySide6.QtWidgets", fromlist=["QApplication"]).QApplication.processEvents()
+    assert d.grab().save(str(out / "model_manager_lite_upgrades.png"))
+    d.close()
+
+
+@pytest.mark.ui
+@pytest.mark.slow
+def test_one_click_lite_upgrade_downloads_converts_and_uses_it(qtbot, config_dir, tmp_path, monkeypatch):
+    """Download and use, from a local stand-in for the Hugging Face Hub, with a tiny model of the same
+    architecture: the dialog reports the download and the conversion, then asks to use the folder."""
+    hub_server, tiny_models = _lite_test_helpers()
+    from app.model_manager import ModelManagerDialog
+    from core.model.lite import catalog
+
+    monkeypatch.setattr("app.model_manager.gpu_info", lambda: None)
+    monkeypatch.setenv("PARLEY_CACHE_DIR", str(tmp_path / "cache"))
+    source = tiny_models.build_chat_model(tmp_path / "tiny-qwen2", "qwen2")
+    upgrade = catalog.by_key("qwen2.5-0.5b-instruct")
+    with hub_server.LocalHub() as hub:
+        hub.add(upgrade.repo, source)
+        d = ModelManagerDialog(Settings())
+        qtbot.addWidget(d)
+        d.show()
+        d.dest.setText(str(tmp_path / "models"))
+        d.refresh_upgrades()
+        d.upgrade_endpoint = hub.endpoint
+        used = []
+        d.use_folders.connect(used.append)
+        statuses = []
+        d.upgrades_box.progress.valueChanged.connect(lambda v: statuses.append(d.upgrades_box.status.text()))
+        d.upgrades_box.select(upgrade.key)
+        qtbot.mouseClick(d.upgrades_box.get_button, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: bool(used), timeout=120_000)
+    folder = catalog.install_dir(upgrade, catalog.upgrades_dir(tmp_path / "models"))
+    assert used == [{"lite_backbone": str(folder)}]
+    assert any(s.startswith("downloading") for s in statuses) and any("converting" in s for s in statuses)
+    assert d.upgrades_box.status_of(upgrade.key) == "installed, in use"
+    assert d.upgrades_box.progress.value() == 1000
+    assert any(p.name.startswith("qwen2.5-0.5b-instruct") for p in (tmp_path / "cache" / "lite").iterdir())
+    d.close()

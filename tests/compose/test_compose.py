@@ -36,6 +36,21 @@ def test_settings_map_onto_engine_vad_and_lite():
     assert lite.turn.silence_ms == 1500 and lite.turn.vad_on == 0.55
     s.model.lite_voice = "/voices/amy.onnx"
     assert spec_from_settings(s).voice == "/voices/amy.onnx"
+    assert spec.asr is None
+    s.model.lite_asr = "/models/whisper-base.en"       # a downloaded upgrade: the spec carries it, a reload loads it
+    assert spec_from_settings(s).asr == "/models/whisper-base.en"
+    assert ProfileSpec.from_dict(spec_from_settings(s).to_dict()).asr == "/models/whisper-base.en"
+
+
+def test_changing_the_lite_speech_recogniser_reloads_and_keeps_the_conversation():
+    from app.worker import keeps_memory, needs_reload
+
+    old, new = Settings(), Settings()
+    new.model.lite_asr = "/models/whisper-base.en"
+    assert needs_reload(old, new) and keeps_memory(old, new)
+    new2 = Settings()
+    new2.model.voice_speed = 1.2
+    assert not needs_reload(old, new2)
 
 
 def test_freeze_omni_settings_translate_precision_voice_and_device():

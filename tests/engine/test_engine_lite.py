@@ -3,9 +3,9 @@ through ``parley chat`` on conversations built from espeak-ng sentences, on the 
 
 What they prove:
 (a) two questions in a row get two answers, each with its state sequence and latency;
-(b) a second utterance placed while the first answer plays stops it: the flush comes in the same listen step as
-    the decision (within one 160 ms chunk), nothing of that answer is played afterwards, the unheard text is
-    reported and the heard + unheard text is the generated text, and the new question is answered;
+(b) a second utterance placed while the first answer plays stops it: playback is held at the user's onset and the
+    flush comes in the listen step that decides the barge-in, nothing of that answer is played afterwards, the
+    unheard text is reported and the heard + unheard text is the generated text, and the new question is answered;
 (c) a cough and a short "mm hm" during an answer do not interrupt it: the whole answer is played;
 (d) a 30-turn conversation keeps the context under the configured limit (rebuilds happen) and the process memory
     flat.
@@ -104,10 +104,13 @@ def test_interruption_stops_the_answer_and_reports_the_unheard_text(tmp_path, tw
     assert decision.turn == 2 and decision.state == "ss"
     # The flush happened in the listen step that decided: within one chunk of the decision.
     assert 0.0 <= cut.t - decision.t <= 0.16
-    assert cut.flush_t - cut.decision_t <= 0.16
-    # Nothing more of answer 1 was played after the flush.
-    played_after = [e.total for e in of_type(events, "audio_played") if e.turn == 1 and e.t > cut.t]
-    assert not played_after
+    # Playback was held when the user started speaking (decision_t: what the user heard as the assistant's stop);
+    # the answer was cut once the transcript showed a barge-in.
+    [pause] = [e for e in of_type(events, "playback") if e.paused and e.reply_turn == 1]
+    assert cut.decision_t == pytest.approx(pause.t) and cut.flush_t >= cut.decision_t
+    # Nothing more of answer 1 was played after the pause.
+    held = max([e.total for e in of_type(events, "audio_played") if e.turn == 1 and e.t <= pause.t] or [0])
+    assert all(e.total <= held for e in of_type(events, "audio_played") if e.turn == 1)
     total_1 = sum(e.samples for e in of_type(events, "audio_out") if e.turn == 1)
     assert _played(events, 1) < total_1
     # Heard + unheard = what was generated; the unheard part is not empty.

@@ -102,7 +102,9 @@ def test_speech_resumed_before_the_answer_is_heard_joins_the_turn(lite):
     assert "france" in whole and "germany" in whole
     answered = [e for e in _of(events, "latency")]
     assert [e.turn for e in answered] == [turn]
-    assert {e.turn for e in _of(events, "vad_onset")} == {turn}
+    # the resumed speech opened a candidate, which went into the first turn instead of becoming a turn of its own
+    others = [e for e in _of(events, "turn_decision") if e.turn != turn]
+    assert others and all(e.state == "el" and e.reason == "joined" for e in others)
 
 
 @pytest.mark.parametrize("backchannel", ["Okay.", "Yeah, right.", "I see."])

@@ -236,7 +236,7 @@ LAYERS = [
     {"core", "core.constants", "core.errors", "core.queues", "core.fsutil", "core.runtime", "core.log",
      "core.speech_acts"},
     {"core.frontend", "core.audio"},
-    {"core.engine"},
+    {"core.engine", "core.harness"},
     {"core.model"},
     {"core.settings"},
     {"core.session", "core.history"},

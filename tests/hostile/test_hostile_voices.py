@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.engine.backend import BackendError
+from core.model.lite.errors import LiteError   # the voice module's own error (the backend turns it into BackendError)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_absurd_inference_values_are_refused(joe, tmp_path, key, value):
         c["inference"][key] = float(value) if value == "NaN" else value
 
     config = edited_config(joe, tmp_path, edit)
-    with pytest.raises(BackendError) as exc:
+    with pytest.raises(LiteError) as exc:
         load(joe, config)
     one_line(exc, str(config), key)
 
@@ -78,14 +78,14 @@ def test_an_unusable_phoneme_map_is_refused(joe, tmp_path, what):
             m["a"] = [c["num_symbols"] + 10]
 
     config = edited_config(joe, tmp_path, edit)
-    with pytest.raises(BackendError) as exc:
+    with pytest.raises(LiteError) as exc:
         load(joe, config)
     one_line(exc, str(config), "phoneme_id_map")
 
 
 def test_a_sample_rate_from_nowhere_is_refused(joe, tmp_path):
     config = edited_config(joe, tmp_path, lambda c: c["audio"].update(sample_rate=1))
-    with pytest.raises(BackendError) as exc:
+    with pytest.raises(LiteError) as exc:
         load(joe, config)
     one_line(exc, str(config), "sample_rate")
 
@@ -116,6 +116,6 @@ def test_an_onnx_model_that_is_not_a_piper_voice_is_refused(joe, tmp_path, input
     model = tmp_path / "impostor.onnx"
     _tiny_onnx(model, inputs)
     shutil.copy(str(joe) + ".json", str(model) + ".json")
-    with pytest.raises(BackendError) as exc:
+    with pytest.raises(LiteError) as exc:
         PiperVoice(model)
     one_line(exc, str(model))

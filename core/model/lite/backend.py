@@ -2,12 +2,17 @@
 
 Listening: silero-vad on every chunk, a live Whisper transcript while the user speaks, a candidate final
 transcript as soon as a pause starts, and a turn decision from the silence length and that transcript (see
-:mod:`core.model.lite.turn`). While the pause lasts, the prompt for the candidate is prefilled into the LLM's KV
-cache, so the answer starts without a prefill when the turn does end.
+:mod:`core.model.lite.turn`). While the pause lasts, the answer to the candidate is started speculatively: its
+prompt is prefilled, its first tokens generated and its first clause synthesised, so the first audio is ready
+when the turn does end.
 
 Speaking: the answer is generated token by token; every ``next()`` of :meth:`LiteBackend.reply` is one token
 (a text piece) or one synthesised clause (an audio piece), so the engine can interleave listening and stop
-between any two steps.
+between any two steps. Small models are guarded: a loop inside an answer ends it, an answer that copies an earlier
+one is regenerated with the history trimmed (:mod:`core.model.lite.guards`).
+
+Lite's own modules raise :class:`~core.model.lite.errors.LiteError`; this module is the one place where it becomes
+the engine's ``BackendError``.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ import os
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 from core.constants import MODEL_INPUT_RATE
 from core.engine.backend import (
@@ -37,6 +42,8 @@ from core.engine.backend import (
 from core.log import speech
 from core.model.lite import cache as cachemod
 from core.model.lite.asr import WhisperAsr
+from core.model.lite.errors import LiteError
+from core.model.lite.guards import copies_earlier, words
 from core.model.lite.llm import ChatLlm, Generation, LlmState, SamplingConfig
 from core.model.lite.text import ClauseSegmenter, speakable
 from core.model.lite.tts import PiperVoice
@@ -50,13 +57,26 @@ DEFAULT_SYSTEM_PROMPT = ("You are a helpful AI assistant. Keep your answers shor
                          "no lists.")
 
 
+@contextmanager
+def backend_errors() -> Iterator[None]:
+    """Lite's errors become the engine's BackendError (same one-line message)."""
+    try:
+        yield
+    except LiteError as exc:
+        raise BackendError(str(exc)) from exc
+
+
 @dataclass
 class LiteSettings:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     llm: str | None = None              # local HF chat-model folder or .gguf; None: SmolLM2 from its wheel
-    llm_dtype: str = "float32"          # or "bfloat16" (half the memory; speed: see ChatLlm.load)
+    llm_precision: str | None = None    # int8 (default), int4 or fp32: how the chat model is converted
+    llm_threads: int = 1                # onnxruntime threads of the chat model
     voice: str | None = None            # Piper .onnx (with .onnx.json beside it); None: joe-medium from its wheel
     voice_speed: float = 1.0            # speaking rate (Piper's length_scale is divided by it); settable live
+    asr: str | None = None              # a Whisper folder (e.g. a downloaded base.en); None: tiny.en from its wheel
+    use_upgrades: bool = True           # llm/asr None: the best installed upgrade (core.model.lite.catalog), if any
+    models_dir: str | None = None       # where upgrades are installed: <models_dir>/lite (default: the app's)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
     cache_dir: str | None = None        # default: $PARLEY_CACHE_DIR or the platform cache dir
@@ -64,10 +84,13 @@ class LiteSettings:
     rebuild_cache: bool = False         # also: PARLEY_REBUILD_CACHE=1
     espeak: str | None = None           # espeak-ng program; default: $PARLEY_ESPEAK or espeak-ng on PATH
     max_context_tokens: int = 2048      # older turns are dropped beyond this
-    speculate: bool = True              # during the end-of-turn silence: prefill the candidate's prompt and
-    speculate_budget_s: float = 0.12    # ...generate its first tokens, within this much time per listen step
-    speculate_max_tokens: int = 12
+    speculate: bool = True              # during the end-of-turn silence: prefill the candidate's prompt,
+    speculate_budget_s: float = 0.13    # ...generate its first clause and synthesise it, within this much time
+    speculate_max_tokens: int = 24      # per listen step (a chunk is 160 ms), at most this many tokens
+    copy_guard: bool = True             # an answer that repeats an earlier one is regenerated, history trimmed
     asr_margin_s: float | None = 1.0    # Whisper encoder window = audio + margin (None: the full 30 s)
+    asr_beam_size: int = 1              # final transcript: greedy (1) or beam search; see docs/lite.md for why 1
+    asr_beam_min_speech_s: float = 1.0  # ...beam search only for at least this much speech
     seed: int = 0
     torch_threads: int | None = None    # None: core.runtime default (1, or PARLEY_TORCH_THREADS)
 
@@ -82,8 +105,35 @@ class ReplyRecord:
     segments: list[dict[str, Any]] = field(default_factory=list)   # {"text", "samples"}
     prefill_tokens: int = 0
     speculative_tokens: int = 0         # tokens already generated during the end-of-turn silence
+    speculative_audio: int = 0          # clauses already synthesised during the end-of-turn silence
+    guards: list[str] = field(default_factory=list)   # "loop" / "copy-regenerated" / "copy-ended"
     timings: dict[str, float] = field(default_factory=dict)
     cancelled: bool = False
+
+
+@dataclass
+class Draft:
+    """An answer in the making: tokens -> text -> clauses -> audio, advanced one step at a time.
+
+    Speculation (during the end-of-turn silence) and :meth:`LiteBackend.reply` drive the same object, so an
+    answer started speculatively is simply continued."""
+
+    user_text: str
+    history_key: tuple
+    prompt_ids: list[int]
+    gen: Generation
+    history: list[dict[str, str]] = field(default_factory=list)   # the messages before the user's (untrimmed)
+    trimmed: bool = False               # regenerated with the history trimmed (copy guard)
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""                      # decoded answer so far
+    checked_chars: int = 0              # text[:checked_chars] passed the copy guard (complete clauses)
+    segmenter: ClauseSegmenter = field(default_factory=ClauseSegmenter)
+    clauses: deque[str] = field(default_factory=deque)                  # complete, not yet synthesised
+    audio: deque[tuple[str, np.ndarray]] = field(default_factory=deque)  # synthesised, not yet handed out
+    spoken: int = 0                     # clauses handed out as audio
+    done: bool = False
+    guards: list[str] = field(default_factory=list)
+    tts_s: float = 0.0
 
 
 @dataclass
@@ -93,12 +143,12 @@ class LiteState:
     vad: VadState
     turn: TurnTracker
     llm: LlmState
-    generator: torch.Generator
+    rng: np.random.Generator
     samples_fed: int = 0
     user_text: str | None = None        # final transcript waiting for reply()
     speech_end_abs: int | None = None   # stream sample where the user's latest speech ended
     decided_at_abs: int | None = None   # stream sample (end of the chunk) where the turn was decided
-    spec: Generation | None = None      # answer started speculatively for spec_text
+    spec: Draft | None = None           # answer started speculatively for spec_text
     reply_cancel: threading.Event | None = None  # set while a reply() is running: its cancel event
     spec_text: str | None = None
     last_reply: ReplyRecord | None = None
@@ -126,26 +176,50 @@ class LiteBackend(Backend):
         self.threads = configure_torch_threads(s.torch_threads)
         cachemod.clean_stale_tmp(cachemod.lite_cache_dir(s.cache_dir))
         report = progress or no_progress
-        t0 = time.perf_counter()
-        report("voice", None, "Loading the voice")
-        self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir, speed=s.voice_speed)
-        self.load_times["tts_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        report("speech recognition", None, "Loading speech recognition (converted once on the first start)")
-        self.asr = WhisperAsr.load(s.cache_dir, s.packages_dir, rebuild=rebuild, audio_ctx_margin_s=s.asr_margin_s)
-        self.load_times["asr_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        report("language model", None, "Loading the language model (converted once on the first start)")
-        self.llm = ChatLlm.load(s.llm, s.cache_dir, s.packages_dir, rebuild=rebuild, dtype=s.llm_dtype)
-        self.load_times["llm_s"] = time.perf_counter() - t0
-        self.output_rate = self.voice.sample_rate
-        t0 = time.perf_counter()
-        report("warm-up", None, "Warming up")
-        self._warm_up()
-        self.load_times["warmup_s"] = time.perf_counter() - t0
-        log.info("Lite profile ready (LLM %s, voice %s, torch threads %d): %s", self.llm.name,
-                 self.voice.onnx_path.name, self.threads,
+        llm, asr, precision = self._choose_models()
+        with backend_errors():
+            t0 = time.perf_counter()
+            report("voice", None, "Loading the voice")
+            self.voice = PiperVoice(s.voice, espeak=s.espeak, packages_dir=s.packages_dir, speed=s.voice_speed)
+            self.load_times["tts_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            report("speech recognition", None, "Loading speech recognition (converted once on the first start)")
+            self.asr = WhisperAsr.load(s.cache_dir, s.packages_dir, rebuild=rebuild,
+                                       audio_ctx_margin_s=s.asr_margin_s, model=asr, progress=report)
+            self.load_times["asr_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            # the first start converts the model (steps dequantise / export / save / check, with fractions)
+            report("language model", None, "Loading the language model (converted once on the first start)")
+            self.llm = ChatLlm.load(llm, s.cache_dir, s.packages_dir, rebuild=rebuild, precision=precision,
+                                    threads=s.llm_threads, max_context=s.max_context_tokens, progress=report)
+            self.load_times["llm_s"] = time.perf_counter() - t0
+            self.output_rate = self.voice.sample_rate
+            t0 = time.perf_counter()
+            report("warm-up", None, "Warming up")
+            self._warm_up()
+            self.load_times["warmup_s"] = time.perf_counter() - t0
+        log.info("Lite profile ready (LLM %s %s, voice %s, torch threads %d): %s", self.llm.name,
+                 self.llm.precision, self.voice.onnx_path.name, self.threads,
                  ", ".join(f"{k} {v:.2f}" for k, v in self.load_times.items()))
+
+    def _choose_models(self) -> tuple[str | None, str | None, str | None]:
+        """The chat model, Whisper model and precision to load: the settings' choice, else the best installed
+        upgrade (by rank, fitting the machine's RAM), else the built-in models (None)."""
+        from core.model.lite import catalog
+
+        s = self.settings
+        llm, asr, precision = s.llm, s.asr, s.llm_precision
+        if not s.use_upgrades or (llm is not None and asr is not None):
+            return llm, asr, precision
+        root = catalog.upgrades_dir(s.models_dir)
+        ram = catalog.available_ram()
+        if llm is None and (best := catalog.best_installed("chat", root, ram)) is not None:
+            llm, precision = str(catalog.install_dir(best, root)), precision or best.precision
+            log.info("using the installed upgrade %s (best installed chat model)", best.title)
+        if asr is None and (best := catalog.best_installed("asr", root, ram)) is not None:
+            asr = str(catalog.install_dir(best, root))
+            log.info("using the installed upgrade %s (best installed speech recognition)", best.title)
+        return llm, asr, precision
 
     def _warm_up(self) -> None:
         """One tiny pass through every model: the first real answer must not pay for lazy initialisation."""
@@ -161,9 +235,8 @@ class LiteBackend(Backend):
     def new_conversation(self, system_prompt: str | None = None) -> Conversation:
         prompt = self.settings.system_prompt if system_prompt is None else system_prompt
         self._check_system_prompt(prompt)
-        gen = torch.Generator().manual_seed(self.settings.seed)
         state = LiteState(vad=VadState(), turn=TurnTracker(self.settings.turn), llm=LlmState(),
-                          generator=gen)
+                          rng=np.random.default_rng(self.settings.seed))
         conv = Conversation(system_prompt=prompt, state=state)
         if prompt:
             try:
@@ -172,7 +245,8 @@ class LiteBackend(Backend):
                 log.debug("system prompt not prefilled (%s)", exc)
                 ids = []
             if len(ids) > 1:
-                self.llm.prefill(state.llm, ids)
+                with backend_errors():
+                    self.llm.prefill(state.llm, ids)
         conv.context_tokens = len(state.llm)
         return conv
 
@@ -304,7 +378,10 @@ class LiteBackend(Backend):
         turn = st.turn
         end = turn.candidate_end() if candidate else turn.n_samples
         audio = turn.turn_audio(end)
-        result = self.asr.transcribe(audio)
+        # beam search (when asked for) only for the final transcript of real utterances: on short sounds it prefers
+        # long hallucinations ("Mm" -> "I'm at camp, I'm at camp"); live partials are always greedy
+        beam = candidate and turn.speech_samples >= self.settings.asr_beam_min_speech_s * MODEL_INPUT_RATE
+        result = self.asr.transcribe(audio, beam_size=self.settings.asr_beam_size if beam else 1)
         st.asr_calls.append({"audio_s": len(audio) / MODEL_INPUT_RATE, "compute_s": result.seconds})
         t = Transcript(result.text, end, result.no_speech_prob, result.avg_logprob)
         if candidate:
@@ -319,31 +396,40 @@ class LiteBackend(Backend):
     def _speculate(self, conv: Conversation, text: str, t_step: float) -> None:
         """Start answering the candidate transcript while the end-of-turn silence runs, within the step's budget.
 
-        If the turn ends with this transcript, :meth:`reply` continues this generation; if the user goes on, the
-        tokens are dropped (the KV cache is cropped at the next prefill)."""
+        The prompt is prefilled, tokens generated and, once the first clause is complete, that clause is
+        synthesised, so that :meth:`reply` can hand out audio at once if the turn ends with this transcript. If the
+        user goes on, the draft is dropped (the KV cache is rewound at the next prefill)."""
         st: LiteState = conv.state
         s = self.settings
         if st.reply_cancel is not None and not st.reply_cancel.is_set():
             return  # an answer is being spoken: its KV cache must not be touched (the turn may be a backchannel)
-        if st.spec is None or st.spec_text != text:
-            if time.perf_counter() - t_step > s.speculate_budget_s:
-                return
-            st.spec = self.llm.start(st.llm, self.llm.render(self._messages(conv, extra_user=text)))
-            st.spec_text = text
-        while (time.perf_counter() - t_step < s.speculate_budget_s and not st.spec.finished
-               and len(st.spec.answer) < s.speculate_max_tokens):
-            self.llm.advance(st.llm, st.spec, s.sampling, st.generator)
+        deadline = t_step + s.speculate_budget_s
+        try:
+            if st.spec is None or st.spec_text != text:
+                if time.perf_counter() > deadline:
+                    return
+                st.spec = self._new_draft(conv, text, list(conv.history))
+                st.spec_text = text
+            draft = st.spec
+            while time.perf_counter() < deadline and not draft.done and not draft.audio:
+                if draft.clauses:
+                    self._synthesize_next(draft)   # the first clause: its audio is ready when the turn ends
+                    break
+                if len(draft.token_ids) >= s.speculate_max_tokens:
+                    break
+                draft = st.spec = self._draft_step(conv, draft)
+        except LiteError as exc:
+            log.warning("speculative answer dropped: %s", exc)
+            st.spec = st.spec_text = None
         conv.context_tokens = len(st.llm)
 
     # -------------------------------------------------------------------------------------------- speaking
 
-    def _messages(self, conv: Conversation, extra_user: str | None = None) -> list[dict[str, str]]:
-        """System prompt + history (+ a pending user message), oldest turns dropped to fit the context."""
-        history = list(conv.history)
-        if extra_user is not None:
-            history.append({"role": "user", "content": extra_user})
+    def _fit(self, system_prompt: str, history: list[dict[str, str]]) -> tuple[list[dict[str, str]], int]:
+        """System prompt + as many of the latest messages as fit the context (whole turns are dropped)."""
+        history = list(history)
         budget = min(self.settings.max_context_tokens, self.llm.max_context) - self.settings.sampling.max_new_tokens
-        system = [{"role": "system", "content": conv.system_prompt}] if conv.system_prompt else []
+        system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         dropped = 0
         while len(history) > 1 and len(self.llm.render(system + history)) > budget:
             history.pop(0)
@@ -351,10 +437,128 @@ class LiteBackend(Backend):
             while len(history) > 1 and history[0]["role"] != "user":
                 history.pop(0)
                 dropped += 1
+        return system + history, dropped
+
+    def _messages(self, conv: Conversation, extra_user: str | None = None) -> list[dict[str, str]]:
+        """System prompt + history (+ a pending user message), oldest turns dropped to fit the context."""
+        history = list(conv.history)
+        if extra_user is not None:
+            history.append({"role": "user", "content": extra_user})
+        messages, dropped = self._fit(conv.system_prompt, history)
         if dropped and extra_user is None:
             log.info("context full: dropped the %d oldest message(s)", dropped)
-            conv.history[:] = history
-        return system + history
+            conv.history[:] = messages[1:] if conv.system_prompt else messages
+        return messages
+
+    @staticmethod
+    def _key(history: list[dict[str, str]], user_text: str) -> tuple:
+        return tuple((m["role"], m["content"]) for m in history), user_text
+
+    def _new_draft(self, conv: Conversation, user_text: str, history: list[dict[str, str]],
+                   trimmed: bool = False, key: tuple | None = None) -> Draft:
+        """Prefill the prompt for ``user_text`` after ``history`` and return the answer's draft."""
+        st: LiteState = conv.state
+        messages, _ = self._fit(conv.system_prompt, list(history) + [{"role": "user", "content": user_text}])
+        prompt_ids = self.llm.render(messages)
+        gen = self.llm.start(st.llm, prompt_ids)
+        return Draft(user_text, key or self._key(history, user_text), prompt_ids, gen, history=list(history),
+                     trimmed=trimmed)
+
+    def _draft_step(self, conv: Conversation, draft: Draft) -> Draft:
+        """One token of ``draft``; returns the draft to go on with (a new one when the copy guard regenerated)."""
+        st: LiteState = conv.state
+        token = self.llm.advance(st.llm, draft.gen, self.settings.sampling, st.rng)
+        if token is None:
+            draft.done = True
+            if draft.gen.loop_cut is not None:
+                self._cut_loop(draft)
+                return draft
+            return self._accept(conv, draft, draft.segmenter.flush())
+        draft.token_ids.append(token)
+        text = self.llm.decode(draft.token_ids).lstrip()
+        if text.endswith("\ufffd") or not text.startswith(draft.text):
+            return draft  # half a UTF-8 character, or a retokenisation: wait for the next token
+        delta, draft.text = text[len(draft.text):], text
+        clauses = draft.segmenter.feed(delta)
+        return self._accept(conv, draft, clauses) if clauses else draft
+
+    def _cut_loop(self, draft: Draft) -> None:
+        """The loop guard ended the answer: keep one copy (the repeated tail is neither spoken nor kept)."""
+        cut = draft.gen.loop_cut or 0
+        draft.guards.append("loop")
+        kept = self.llm.decode(draft.token_ids[:cut]).lstrip()
+        repeated = len(draft.text) - len(kept) if draft.text.startswith(kept) else len(draft.segmenter.buffer)
+        pending = draft.segmenter.buffer
+        draft.segmenter.buffer = ""
+        keep = pending[: max(0, len(pending) - repeated)].strip()
+        draft.token_ids = draft.token_ids[:cut]
+        draft.text = kept
+        if keep:
+            draft.clauses.append(keep)
+        draft.checked_chars = len(draft.text)
+        log.info("loop guard: the answer started repeating itself after %d tokens; ended there", cut)
+
+    def _accept(self, conv: Conversation, draft: Draft, clauses: list[str]) -> Draft:
+        """Complete clauses pass the copy guard, then wait for synthesis."""
+        if not clauses:
+            return draft
+        copied = self._copied_answer(draft) if self.settings.copy_guard else None
+        if copied is None:
+            draft.clauses.extend(clauses)
+            draft.checked_chars = len(draft.text) - len(draft.segmenter.buffer)
+            return draft
+        if draft.checked_chars == 0:
+            if draft.trimmed:     # it repeats itself even without that context: let it say it
+                draft.clauses.extend(clauses)
+                draft.checked_chars = len(draft.text) - len(draft.segmenter.buffer)
+                return draft
+            history = list(draft.history[copied + 1:])
+            log.info("copy guard: the answer repeated an earlier one; regenerating with %d of %d messages",
+                     len(history), len(draft.history))
+            fresh = self._new_draft(conv, draft.user_text, history, trimmed=True, key=draft.history_key)
+            fresh.guards = draft.guards + ["copy-regenerated"]
+            fresh.history = draft.history
+            return fresh
+        draft.guards.append("copy-ended")
+        draft.done = True
+        draft.text = draft.text[: draft.checked_chars].rstrip()
+        draft.segmenter.buffer = ""
+        log.info("copy guard: the answer started repeating an earlier one; ended there")
+        return draft
+
+    @staticmethod
+    def _copied_answer(draft: Draft) -> int | None:
+        """History index of an earlier answer that ``draft`` repeats (answers to the same question do not count:
+        asked again, the same answer is right)."""
+        asked = words(draft.user_text)
+        earlier: list[tuple[int, str]] = []
+        for i, m in enumerate(draft.history):
+            if m["role"] != "assistant":
+                continue
+            question = draft.history[i - 1]["content"] if i and draft.history[i - 1]["role"] == "user" else ""
+            if words(question) != asked:
+                earlier.append((i, m["content"]))
+        if not earlier:
+            return None
+        hit = copies_earlier(draft.text, [text for _, text in earlier])
+        return None if hit is None else earlier[hit][0]
+
+    def _synthesize_next(self, draft: Draft) -> None:
+        clause = draft.clauses.popleft()
+        t0 = time.perf_counter()
+        audio = self.voice.synthesize(speakable(clause))
+        draft.tts_s += time.perf_counter() - t0
+        draft.audio.append((clause, audio))
+
+    def _take_speculation(self, conv: Conversation, user_text: str) -> Draft | None:
+        """The speculative draft, if it answers exactly this turn and the KV cache still holds it."""
+        st: LiteState = conv.state
+        draft, st.spec, st.spec_text = st.spec, None, None
+        if draft is None or draft.user_text != user_text:
+            return None
+        if draft.history_key != self._key(conv.history[:-1], user_text):
+            return None
+        return draft if self.llm.resumable(st.llm, draft.gen, draft.prompt_ids) else None
 
     def reply(self, conv: Conversation, cancel: threading.Event) -> Iterator[ReplyPiece]:
         st: LiteState = conv.state
@@ -374,60 +578,52 @@ class LiteBackend(Backend):
         st: LiteState = conv.state
         t0 = time.perf_counter()
         timings = record.timings
-        segmenter = ClauseSegmenter()
-        clauses: deque[str] = deque()
-        emitted = ""
-        done = False
         st.reply_cancel = cancel
+        draft: Draft | None = None
+        spec_tts = 0.0
         try:
-            prompt_ids = self.llm.render(self._messages(conv))
-            gen = st.spec if st.spec is not None and self.llm.resumable(st.llm, st.spec, prompt_ids) else None
-            st.spec, st.spec_text = None, None
-            replay: list[int] = []
-            if gen is not None:
-                replay = list(gen.answer)
-                record.speculative_tokens = len(replay)
-            else:
-                gen = self.llm.start(st.llm, prompt_ids)
-                record.prefill_tokens = st.llm.last_prefill_tokens
-            while not cancel.is_set():
-                if clauses:
-                    clause = clauses.popleft()
-                    t_tts = time.perf_counter()
-                    audio = self.voice.synthesize(speakable(clause))
-                    timings["tts_s"] = timings.get("tts_s", 0.0) + time.perf_counter() - t_tts
-                    timings["audio_s"] = timings.get("audio_s", 0.0) + len(audio) / self.output_rate
-                    record.segments.append({"text": clause, "samples": int(len(audio))})
-                    if len(audio):
-                        timings.setdefault("first_audio_s", time.perf_counter() - t0)
-                        yield ReplyPiece(audio=audio, segment_end=True)
-                    continue
-                if done:
-                    break
-                if replay:
-                    new_tokens, replay = replay, []
+            with backend_errors():
+                draft = self._take_speculation(conv, record.user_text)
+                if draft is not None:
+                    record.speculative_tokens = len(draft.token_ids)
+                    record.speculative_audio = len(draft.audio)
+                    spec_tts = draft.tts_s
                 else:
-                    token = self.llm.advance(st.llm, gen, self.settings.sampling, st.generator)
-                    if token is None:
-                        done = True
-                        clauses.extend(segmenter.flush())
+                    self._messages(conv)   # drops the oldest turns if the context is full
+                    draft = self._new_draft(conv, record.user_text, conv.history[:-1])
+                    record.prefill_tokens = st.llm.last_prefill_tokens
+                shown = 0
+                while not cancel.is_set():
+                    if draft.audio:
+                        clause, audio = draft.audio.popleft()
+                        draft.spoken += 1
+                        timings["audio_s"] = timings.get("audio_s", 0.0) + len(audio) / self.output_rate
+                        record.segments.append({"text": clause, "samples": int(len(audio))})
+                        if len(audio):
+                            timings.setdefault("first_audio_s", time.perf_counter() - t0)
+                            yield ReplyPiece(audio=audio, segment_end=True)
                         continue
-                    new_tokens = [token]
-                if not record.token_ids:
-                    timings["first_token_s"] = time.perf_counter() - t0
-                record.token_ids.extend(new_tokens)
-                text = self.llm.decode(record.token_ids).lstrip()
-                if text.endswith("\ufffd") or not text.startswith(emitted):
-                    continue  # half a UTF-8 character, or a retokenisation: wait for the next token
-                delta, emitted = text[len(emitted):], text
-                clauses.extend(segmenter.feed(delta))
-                if delta:
-                    yield ReplyPiece(text=delta)
+                    visible = len(draft.text) if (draft.checked_chars or draft.done) else 0
+                    if visible > shown:
+                        timings.setdefault("first_token_s", time.perf_counter() - t0)
+                        piece, shown = draft.text[shown:visible], visible
+                        yield ReplyPiece(text=piece)
+                        continue
+                    if draft.clauses:
+                        self._synthesize_next(draft)
+                        continue
+                    if draft.done:
+                        break
+                    draft = self._draft_step(conv, draft)
         finally:
             if st.reply_cancel is cancel:
                 st.reply_cancel = None
-            record.cancelled = cancel.is_set() or not done
-            record.text = emitted.strip()
+            record.cancelled = cancel.is_set() or draft is None or not draft.done
+            if draft is not None:
+                record.text = draft.text.strip()
+                record.token_ids = list(draft.token_ids)
+                record.guards = list(draft.guards)
+                timings["tts_s"] = draft.tts_s - spec_tts
             timings["total_s"] = time.perf_counter() - t0
             timings["tokens"] = len(record.token_ids)
             conv.history.append({"role": "assistant", "content": record.text})
@@ -455,7 +651,8 @@ class LiteBackend(Backend):
         st.spec, st.spec_text = None, None
         ids = self.llm.render(self._messages(conv), add_generation_prompt=False)
         if len(ids) > 1:
-            self.llm.prefill(st.llm, ids)
+            with backend_errors():
+                self.llm.prefill(st.llm, ids)
         conv.context_tokens = len(st.llm)
         return conv
 
@@ -481,10 +678,11 @@ def repair_cache(cache_dir: str | os.PathLike | None = None, packages_dir: str |
                 cachemod.remove_entry(entry)
                 removed.append(entry.name)
     if rebuild:
-        WhisperAsr.load(cache_dir, packages_dir)
-        ChatLlm.load(None, cache_dir, packages_dir)
+        with backend_errors():
+            WhisperAsr.load(cache_dir, packages_dir)
+            ChatLlm.load(None, cache_dir, packages_dir)
     return removed
 
 
 __all__ = ["LiteBackend", "LiteSettings", "ReplyRecord", "LiteState", "DEFAULT_SYSTEM_PROMPT", "repair_cache",
-           "BackendError"]
+           "BackendError", "backend_errors"]

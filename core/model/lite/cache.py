@@ -10,6 +10,7 @@ fingerprint (a few output values recorded at build time) is compared, so truncat
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import Any, Callable
 from platformdirs import user_cache_dir
 
 from core.constants import APP_AUTHOR, APP_NAME
-from core.engine.backend import BackendError
+from core.model.lite.errors import CacheError, ConversionError, LiteError
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,6 @@ CACHE_ENV = "PARLEY_CACHE_DIR"
 REBUILD_ENV = "PARLEY_REBUILD_CACHE"
 CACHE_FORMAT = 2
 MANIFEST = "manifest.json"
-
-
-class CacheError(BackendError):
-    """A cache entry exists but cannot be used (truncated, overwritten, wrong format)."""
 
 
 def weight_checksums(module) -> dict[str, list[float]]:
@@ -82,6 +79,13 @@ def repair_message(folder: Path, reason: str) -> str:
             f"packages on the next start")
 
 
+def damaged(folder: Path, reason: str) -> CacheError:
+    """The error for an unusable entry; ``reason`` is kept for the one-line notice of an automatic rebuild."""
+    err = CacheError(repair_message(folder, reason))
+    err.reason = reason  # type: ignore[attr-defined]
+    return err
+
+
 def needs_build(folder: Path) -> bool:
     """True when the entry is absent or was written by another cache format (then it is rebuilt, not an error).
 
@@ -107,15 +111,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise CacheError(repair_message(folder, f"unreadable manifest: {exc}")) from None
+        raise damaged(folder, f"unreadable manifest: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
-        raise CacheError(repair_message(folder, "unknown manifest format"))
+        raise damaged(folder, "unknown manifest format")
     for name, size in manifest.get("files", {}).items():
         file = folder / name
         if not file.is_file():
-            raise CacheError(repair_message(folder, f"{name} is missing"))
+            raise damaged(folder, f"{name} is missing")
         if file.stat().st_size != size:
-            raise CacheError(repair_message(folder, f"{name} has {file.stat().st_size} bytes, expected {size}"))
+            raise damaged(folder, f"{name} has {file.stat().st_size} bytes, expected {size}")
     return manifest
 
 
@@ -177,3 +181,67 @@ def clean_stale_tmp(root: Path, older_than_s: float = 3600.0) -> None:
                     shutil.rmtree(child, ignore_errors=True)
             except OSError:
                 pass
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_bytes(path: Path) -> int | None:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None
+
+
+def ensure_entry(folder: Path, builder: Callable[[Path], dict[str, Any]], loader: Callable[[Path, dict], Any],
+                 what: str, rebuild: bool = False, need_bytes: int = 0,
+                 notice: Callable[[str], None] | None = None) -> Any:
+    """Build ``folder`` if needed (or when ``rebuild``), then ``loader(folder, manifest)`` it.
+
+    - an entry that is damaged (a size or fingerprint check fails, a file is unreadable: ``loader`` raises
+      :class:`CacheError`) is rebuilt once, with a one-line ``notice``;
+    - a build that fails for lack of disk space (checked first against ``need_bytes``, and ENOSPC while writing)
+      leaves the previous entry in place: it is used if it still loads (with a notice), else the error is one line;
+    - an interrupted build leaves only a temporary folder (cleaned up by :func:`clean_stale_tmp`).
+    """
+    say = notice or (lambda message: log.warning("%s", message))
+
+    def build() -> None:
+        free = free_bytes(folder.parent)
+        if need_bytes and free is not None and free < need_bytes:
+            raise ConversionError(f"not enough disk space in {folder.parent} to convert {what}: needs about "
+                                  f"{need_bytes / 1e6:.0f} MB, {free / 1e6:.0f} MB free")
+        try:
+            build_entry(folder, builder)
+        except OSError as exc:
+            if _disk_full(exc):
+                raise ConversionError(f"the disk holding {folder.parent} became full while converting {what} "
+                                      f"({exc.strerror}); free some space and start again") from None
+            raise
+
+    def load() -> Any:
+        return loader(folder, read_manifest(folder))
+
+    if rebuild or needs_build(folder):
+        try:
+            build()
+        except ConversionError as exc:
+            if not (folder / MANIFEST).is_file():
+                raise
+            try:
+                previous = load()
+            except LiteError:
+                raise exc from None
+            say(f"{exc}; using the previous conversion at {folder}")
+            return previous
+    try:
+        return load()
+    except CacheError as exc:
+        reason = getattr(exc, "reason", str(exc))
+        say(f"the converted {what} at {folder} is damaged ({reason}); rebuilding it")
+        build()
+        return load()

@@ -127,7 +127,7 @@ def answer_audio(backend, audio_16k: np.ndarray, turn_end: str = "model", conv=N
         "sample_rate": backend.output_rate,
         "timings": timings,
         "models": {"asr": "whisper-tiny.en", "llm": backend.llm.name, "voice": backend.voice.onnx_path.name,
-                   "device": "cpu", "dtype": str(next(backend.llm.model.parameters()).dtype).replace("torch.", "")},
+                   "device": "cpu", "llm_runtime": "onnxruntime-genai", "llm_precision": backend.llm.precision},
     }
     out = np.concatenate(pieces_audio) if pieces_audio else np.zeros(0, dtype=np.float32)
     return trace, out
@@ -137,9 +137,8 @@ def run_reply(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from core.errors import UserError, first_line
-    from core.engine.backend import BackendError
     from core.fsutil import check_output_file
-    from core.model.lite.backend import LiteBackend, LiteSettings
+    from core.model.lite.backend import BackendError, LiteBackend, LiteSettings
     from core.model.lite.llm import SamplingConfig
 
     if not Path(args.input).is_file():
@@ -151,15 +150,13 @@ def run_reply(args: argparse.Namespace) -> int:
         log.warning("the Lite profile runs on the CPU; ignoring --device %s", args.device)
     audio = read_audio_16k(args.input)
     settings = LiteSettings(sampling=SamplingConfig(greedy=bool(args.greedy)), seed=int(args.seed or 0),
-                            llm=args.llm, voice=args.voice,
+                            llm=args.llm, voice=args.voice, asr=getattr(args, "asr", None),
                             rebuild_cache=bool(getattr(args, "rebuild_cache", False)))
     if args.system_prompt is not None:
         settings.system_prompt = args.system_prompt
-    dtype = getattr(args, "dtype", "float32") or "float32"
-    if dtype == "float16":
-        log.warning("float16 is slow on CPUs; the Lite language model uses float32 (or --dtype bfloat16)")
-        dtype = "float32"
-    settings.llm_dtype = dtype
+    dtype = getattr(args, "dtype", None)
+    if dtype not in (None, "float32"):
+        log.warning("the Lite language model runs converted to int8 by onnxruntime-genai; --dtype %s ignored", dtype)
     t0 = time.perf_counter()
     try:
         backend = LiteBackend(settings)

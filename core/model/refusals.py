@@ -8,8 +8,8 @@ that are refused on purpose before anything is loaded:
 
 * a pickle (``.pt``/``.bin``) that holds more than tensors and plain containers: it could run code when unpickled,
   so ``torch.load(weights_only=True)`` refuses it;
-* a model folder whose ``config.json`` / ``tokenizer_config.json`` asks for its own Python code (``auto_map``):
-  Parley never runs code that comes with a model.
+* a model folder that asks for its own Python code (``auto_map`` in ``config.json`` for a model type transformers
+  does not know): Parley never runs code that comes with a model.
 """
 
 from __future__ import annotations
@@ -43,21 +43,26 @@ def pickle_refusal(exc: BaseException) -> str:
 
 
 def remote_code_problem(folder: str | Path) -> str | None:
-    """Why a Hugging Face model folder would need its own Python code to load (None: it would not)."""
+    """Why a Hugging Face model folder would need its own Python code to load, else None: its ``config.json`` maps
+    the model to code in the folder (``auto_map``) for a model type transformers does not know. (A known type loads
+    with transformers' own code, whatever ``auto_map`` says.)"""
     folder = Path(folder)
-    for name in ("config.json", "tokenizer_config.json"):
-        try:
-            data = json.loads((folder / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        auto_map = data.get("auto_map") if isinstance(data, dict) else None
-        if auto_map:
-            code = sorted({str(v[0] if isinstance(v, list) and v else v).split(".")[0]
-                           for v in (auto_map.values() if isinstance(auto_map, dict) else [auto_map])})
-            return (f"refused: the model in {folder} needs its own Python code to load ({name} names "
-                    f"{', '.join(c + '.py' for c in code if c)}); Parley never runs code that comes with a model: "
-                    "choose a model that transformers supports without it")
-    return None
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if not auto_map:
+        return None
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if config.get("model_type") in CONFIG_MAPPING_NAMES:
+        return None
+    targets = auto_map.values() if isinstance(auto_map, dict) else [auto_map]
+    files = sorted({str(t[0] if isinstance(t, list) and t else t).split(".")[0] + ".py" for t in targets})
+    return (f"refused: the model in {folder} needs its own Python code to load (config.json names "
+            f"{', '.join(files)} for the model type {config.get('model_type')!r}); Parley never runs code that comes "
+            "with a model: choose a model that transformers supports without it")
 
 
 def load_failure(exc: BaseException) -> str:
@@ -71,4 +76,4 @@ def load_failure(exc: BaseException) -> str:
                 "model")
     if name == "SafetensorError" or "safetensors" in type(exc).__module__:
         return f"a weights file is damaged or cut short ({text}); copy or download it again"
-    return text
+    return f"{name}: {text}"

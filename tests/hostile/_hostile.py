@@ -79,30 +79,24 @@ def freeze_omni_args(llm: Path | None = None) -> list[str]:
     return ["--profile", "freeze-omni", "--checkpoint", str(fx / "checkpoints"), "--llm", str(llm or fx / "llm")]
 
 
-def backbone_copy(folder: Path, edit=None) -> Path:
-    """A writable copy of the fixture's backbone folder, changed by ``edit(folder)``."""
-    shutil.copytree(fixture() / "llm", folder)
-    for path in [folder, *folder.iterdir()]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    if edit is not None:
-        edit(folder)
-    return folder
-
-
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def chat_template_backbone(folder: Path, template: str = CHATML) -> Path:
-    """The fixture backbone (a tiny Qwen2 with 4096 positions) as a chat model for Lite, with ``template``."""
+def backbone_copy(folder: Path, edit=None, template: str = CHATML) -> Path:
+    """A writable copy of the fixture's backbone folder (a tiny Qwen2 with 4096 positions), with a chat template so
+    that Lite takes it as a chat model too, changed by ``edit(folder)``."""
     import json
 
-    def edit(f: Path) -> None:
-        config = json.loads((f / "tokenizer_config.json").read_text())
-        config["chat_template"] = template
-        (f / "tokenizer_config.json").write_text(json.dumps(config))
-
-    return backbone_copy(folder, edit)
+    shutil.copytree(fixture() / "llm", folder)
+    for path in [folder, *folder.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = template
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    if edit is not None:
+        edit(folder)
+    return folder
 
 
 def damaged_backbone(folder: Path) -> Path:

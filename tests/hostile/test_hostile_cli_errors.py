@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from _hostile import (
-    backbone_copy, chat_template_backbone, damaged_backbone, fixture, freeze_omni_args, one_line, run_parley,
+    backbone_copy, damaged_backbone, fixture, freeze_omni_args, one_line, run_parley,
 )
 
 QUIET = ["--log-level", "ERROR"]
@@ -122,7 +122,7 @@ def test_a_checkpoint_pickle_that_would_run_code_is_refused_with_the_reason(tmp_
 
 def test_a_blocked_chat_template_is_one_line(tmp_path):
     lite_or_skip()
-    llm = chat_template_backbone(tmp_path / "chat", "{{ ''.__class__.__mro__ }}{% for m in messages %}"
+    llm = backbone_copy(tmp_path / "chat", template="{{ ''.__class__.__mro__ }}{% for m in messages %}"
                                                     "{{ m['content'] }}{% endfor %}")
     refused(run_parley(*reply(tmp_path, "lite", llm)), "chat template", "refused")
 

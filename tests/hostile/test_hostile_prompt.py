@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from _hostile import chat_template_backbone, fixture, freeze_omni_args, one_line, run_parley
+from _hostile import backbone_copy, fixture, freeze_omni_args, one_line, run_parley
 from core.errors import BackendError
 
 QUIET = ["--log-level", "ERROR"]
@@ -95,7 +95,7 @@ def lite(tmp_path_factory):
         pytest.skip("the Lite weight packages or espeak-ng are not installed")
     from core.model.lite.backend import LiteBackend, LiteSettings
 
-    llm = chat_template_backbone(tmp_path_factory.mktemp("lite") / "chat")
+    llm = backbone_copy(tmp_path_factory.mktemp("lite") / "chat")
     backend = LiteBackend(LiteSettings(llm=str(llm), speculate=False))
     yield backend
     backend.close()

@@ -29,12 +29,14 @@ def run_app(args: argparse.Namespace | None = None) -> int:
 
     from app.desktop import apply_identity
     from app.main_window import MainWindow
+    from core.log import set_speech_logging
     from core.settings import load_settings
 
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])
     apply_identity(qt_app)       # name, icon, desktop file name (window class)
     qt_app.setStyle("Fusion")
     loaded = load_settings()
+    set_speech_logging(loaded.settings.ui.log_speech or None)   # off: PARLEY_LOG_SPEECH still decides
     window = MainWindow(loaded)
     # Closing hides the window at once; the app ends when the engine has shut down behind it.
     qt_app.setQuitOnLastWindowClosed(False)

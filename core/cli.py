@@ -15,11 +15,57 @@ import sys
 from typing import Callable
 
 from core import __version__
-from core.errors import UserError
+from core.errors import BackendError, UserError, first_line
 
 log = logging.getLogger(__name__)
 
 APP_HINT = "Run `parley` with no command to open the desktop app."
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_SEED = 2 ** 63 - 1   # torch and numpy generators take seeds up to this
+
+
+def _seed(text: str) -> int:
+    """A seed option: a whole number from 0 to 2**63 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED} (2**63 - 1), not {text}")
+    return value
+
+
+def _system_prompt(text: str) -> str:
+    from core.settings.schema import SYSTEM_PROMPT_MAX_CHARS
+
+    if len(text) > SYSTEM_PROMPT_MAX_CHARS:
+        raise argparse.ArgumentTypeError(f"is {len(text)} characters long; at most {SYSTEM_PROMPT_MAX_CHARS} "
+                                         "are allowed")
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"unknown level {text!r} (choose {', '.join(LOG_LEVELS)})")
+    return text.upper()
+
+
+def _undecodable_argument(argv: list[str]) -> str | None:
+    """A one-line complaint about the first argument holding bytes that are not UTF-8 (Python keeps them as lone
+    surrogates, which file names, tokenizers and JSON files cannot take), else None."""
+    for i, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            option, _, value = arg.partition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+            if not option:
+                option = argv[i - 1] if i and argv[i - 1].startswith("-") else "an argument"
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            return (f"{option} holds bytes that are not UTF-8 text ('{shown}'); Parley needs file names and text in "
+                    "UTF-8: rename the file or type the text again")
+    return None
 
 
 def _handler(spec: str) -> Callable[[argparse.Namespace], int]:
@@ -35,7 +81,7 @@ def _add_reply(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trace", help="write a JSON trace of every decision")
     p.add_argument("--checkpoint", help="Freeze-Omni checkpoint folder (audiollm/, decoder/, codec/)")
     p.add_argument("--llm", help="backbone LLM folder (Qwen2-7B-Instruct for Freeze-Omni; any chat model for Lite)")
-    p.add_argument("--system-prompt", help="system prompt / persona")
+    p.add_argument("--system-prompt", type=_system_prompt, help="system prompt / persona")
     p.add_argument("--greedy", action="store_true", help="top-k 1 for the LLM and the speech decoder")
     p.add_argument("--turn-end", choices=["model", "input"], default="model",
                    help="model: honour the turn-state head; input: listen to the whole file, then answer")
@@ -43,7 +89,7 @@ def _add_reply(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec-padding", type=int, help="codec look-ahead/left context in tokens")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--voice", help="voice (Lite: Piper .onnx file; Freeze-Omni: named global tokens)")
     p.add_argument("--asr", help="Lite: a Whisper folder (CTranslate2) for speech recognition")
     p.add_argument("--rebuild-cache", action="store_true",
@@ -95,7 +141,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                                                                     "speakerphone")
     tt.add_argument("--scripts", help="folder of conversation scripts (default: the repository's suite)")
     tt.add_argument("--only", help="comma-separated parts of script names to run")
-    tt.add_argument("--seed", type=int, default=0, help="room seed")
+    tt.add_argument("--seed", type=_seed, default=0, help="room seed")
     tt.add_argument("--echo-minutes", type=float, default=0.0,
                     help="also the echo alone: the assistant talks this long in the speakerphone room")
     tt.add_argument("--keep", help="a folder to keep each run's events (JSONL), report (JSON) and audio in")
@@ -126,16 +172,16 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--realtime", action="store_true", help="run at the speed of the input instead of a virtual clock")
     p.add_argument("--checkpoint")
     p.add_argument("--llm")
-    p.add_argument("--system-prompt")
+    p.add_argument("--system-prompt", type=_system_prompt)
     p.add_argument("--greedy", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--record", help="also record the conversation as a session folder")
     p.add_argument("--echo", choices=["none", "headset", "laptop", "speakerphone"], default="none",
                    help="simulated room: the assistant's playback comes back into the input through it (default: "
                         "none, as with a headset)")
-    p.add_argument("--echo-seed", type=int, default=0, help="seed of the simulated room (same seed, same room)")
+    p.add_argument("--echo-seed", type=_seed, default=0, help="seed of the simulated room (same seed, same room)")
     p.set_defaults(func=_handler_lazy("core.compose.commands:run_chat"))
 
 
@@ -151,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"parley {__version__}")
     parser.add_argument("--self-test", action="store_true",
                         help="import every module, open the main window offscreen, load Lite if present, exit")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", type=_log_level, metavar="LEVEL",
+                        help=f"console log level: {', '.join(LOG_LEVELS)} (the log file keeps DEBUG)")
     parser.add_argument("--install-desktop-entry", action="store_true",
                         help="add Parley to the desktop's application menu (a .desktop entry and its icon), then exit")
     sub = parser.add_subparsers(dest="command")
@@ -172,10 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     from core.runtime import force_offline
 
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     log_path = setup_logging(args.log_level)
     force_offline()
     try:
+        undecodable = _undecodable_argument(argv)
+        if undecodable:
+            raise UserError(undecodable)
         if args.self_test:
             return _handler("app.selftest:run_self_test")(args)
         if args.install_desktop_entry:
@@ -184,15 +235,21 @@ def main(argv: list[str] | None = None) -> int:
             return _handler("app.main:run_app")(args)
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"parley: {exc}", file=sys.stderr)
+        print(f"parley: {first_line(exc, limit=2000)}", file=sys.stderr)
         return exc.exit_code
+    except BackendError as exc:  # a model failed; the profile already said why in one line
+        log.debug("backend error", exc_info=True)
+        print(f"parley: {first_line(exc, limit=2000)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # an unexpected failure: one line on the console, the traceback in the log file
         log.debug("unhandled error", exc_info=True)
         where = f" (details in {log_path})" if log_path else ""
-        print(f"parley: internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        print(f"parley: internal error: {type(exc).__name__}: {first_line(exc, limit=2000)}{where}",
+              file=sys.stderr)
         return 1
+
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,3 +28,13 @@ class BackendError(ParleyError, RuntimeError):
 
 class ConfigError(UserError, ValueError):
     """Settings that cannot work (an unknown profile, a missing model folder...), found before anything loads."""
+
+
+def first_line(exc: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of an error's message (its class name when it has none), at most ``limit``
+    characters: what the console shows of a library's error, whatever the library put in it."""
+    text = str(exc).strip()
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if not line:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    return line if len(line) <= limit else line[:limit - 1] + "…"

@@ -43,6 +43,16 @@ def force_offline() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def quiet_progress_bars() -> None:
+    """No progress bars on the console from weight loading (headless commands print results, not bars)."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def free_cuda_cache() -> None:
     """Give cached CUDA memory back (after a model was closed, or an out-of-memory error). A no-op without torch
     loaded or without a GPU; never raises."""

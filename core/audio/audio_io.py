@@ -22,10 +22,14 @@ treats the assistant's audio as echo for ``reconverge_hold_ms`` while the cancel
 Input and output are separate streams: one duplex ``sd.Stream`` records silence through the ALSA->PulseAudio plugin
 of PortAudio 19.6.
 
-Device loss (a stream finished unexpectedly, or no callback for ``stall_timeout_s``): a ``warning``/``device_lost``
-event, then up to ``reopen_attempts`` re-opens (device names matched again, the default as fallback) with an
-``audio_status``/``reopened`` event, or an ``error``/``stopped`` event and a clean stop. Every open/close runs with
-a timeout in a helper thread, so a wedged driver cannot hang the caller.
+Device loss (a stream finished unexpectedly, or no callback for ``stall_timeout_s``; a sound server that was killed
+or restarted): a ``warning``/``device_lost`` event ("The microphone is gone ...; retrying…"), then re-opens while
+AudioIO runs (device names matched again, the default as fallback), pausing 0.3 s doubled after each failure up to
+5 s, each failure an ``audio_status``/``reconnecting`` event (a ``warning``/``still_gone`` after 30 s), until an
+``audio_status``/``reopened`` event ("Audio is back ..."). ``reopen_on_loss=False`` (or ``reopen_attempts``) ends in
+an ``error``/``stopped`` event and a clean stop instead. PortAudio is not re-initialised for this while it lists
+devices (see :meth:`AudioIO._reopen`). Every open/close runs with a timeout in a helper thread, so a wedged driver
+cannot hang the caller.
 """
 
 from __future__ import annotations
@@ -77,7 +81,10 @@ class AudioConfig:
     player_seconds: float = 120.0          # playback queue
     fade_ms: float = 8.0                   # flush fade
     reopen_on_loss: bool = True
-    reopen_attempts: int = 3
+    reopen_attempts: int | None = None     # None: keep retrying while AudioIO runs
+    reopen_backoff_s: float = 0.3          # pause before the first re-open attempt, doubled after each failure...
+    reopen_backoff_max_s: float = 5.0      # ...up to this
+    still_gone_notice_s: float = 30.0      # a second warning when the device has been gone this long
     start_timeout_s: float = 8.0           # the first input callback can come ~2 s late
     stall_timeout_s: float = 2.0           # no callback for this long after the first one: the device is gone
     open_timeout_s: float = 5.0
@@ -555,6 +562,7 @@ class AudioIO:
         in_rate = int(cfg.input_rate or _pick_rate(in_choice.device, "input", cfg.preferred_rates))
         out_rate = int(cfg.output_rate or _pick_rate(out_choice.device, "output", cfg.preferred_rates))
         if self._player is not None and self._player.device_rate != out_rate:
+            # the player (which the engine holds) keeps its rate if the device still takes it
             try_rate = self._player.device_rate
             streams = _StreamSet(self, in_choice.device, out_choice.device, in_rate, try_rate)
             exc = _run_with_timeout(streams.open, cfg.open_timeout_s, "open")
@@ -562,17 +570,19 @@ class AudioIO:
                 self._install_streams(streams, in_choice, out_choice)
                 return
             _run_with_timeout(streams.close, 2.0, "close")
-            self._player.reset()
-            self.events.emit(WARNING, "playback_reset", "output rate changed; queued assistant audio dropped")
-        if self._player is None or self._player.device_rate != out_rate:
+        if self._player is None:
             self._player = Player(out_rate, capacity_seconds=cfg.player_seconds, fade_ms=cfg.fade_ms)
         streams = _StreamSet(self, in_choice.device, out_choice.device, in_rate, out_rate)
         exc = _run_with_timeout(streams.open, cfg.open_timeout_s, "open")
-        if exc is not None:
+        if exc is not None:   # the player stays as it was: a failed attempt (a sound server still down) changes nothing
             _run_with_timeout(streams.close, 2.0, "close")
             if isinstance(exc, AudioDeviceError):
                 raise exc
             raise AudioDeviceError(f"cannot open audio devices: {exc}") from exc
+        if self._player.device_rate != out_rate:
+            self._player.reset()
+            self._player = Player(out_rate, capacity_seconds=cfg.player_seconds, fade_ms=cfg.fade_ms)
+            self.events.emit(WARNING, "playback_reset", "output rate changed; queued assistant audio dropped")
         self._install_streams(streams, in_choice, out_choice)
 
     def _install_streams(self, streams: _StreamSet, in_choice, out_choice) -> None:
@@ -669,30 +679,62 @@ class AudioIO:
     def _handle_loss(self, problem: str) -> None:
         s = self._streams
         names = (s.in_dev.name, s.out_dev.name) if s else (None, None)
+        which = "speaker" if "output" in problem else "microphone"
         log.warning("audio device lost: %s", problem)
-        self.events.emit(WARNING, "device_lost", f"audio device lost: {problem}", input=names[0], output=names[1])
+        self.events.emit(WARNING, "device_lost", f"The {which} is gone ({problem}); retrying…", input=names[0],
+                         output=names[1], problem=problem)
         self._close_streams(2.0)
         if not self.config.reopen_on_loss:
             self._fail(f"audio stopped after device loss: {problem}")
             return
         self._state = "recovering"
-        for attempt in range(1, self.config.reopen_attempts + 1):
-            if self._stop.wait(0.3 * attempt):
+        self._reopen(problem)
+
+    def _reopen(self, problem: str) -> None:
+        """Re-open the devices by their saved names until it works (or :meth:`stop`, or ``reopen_attempts``),
+        pausing ``reopen_backoff_s`` doubled after each failure up to ``reopen_backoff_max_s``.
+
+        PortAudio is not re-initialised while it still lists devices: other streams of the process (a sample
+        played by the settings dialog) may be open, and re-initialising would break them. It does not need to be
+        for a sound server that restarts: PulseAudio's ALSA devices (``pulse``, ``default``) connect to whatever
+        server runs when a stream opens. Only when PortAudio lists no device at all (nothing can be open then) is
+        it re-initialised to look again."""
+        cfg = self.config
+        lost_at = time.monotonic()
+        pause = cfg.reopen_backoff_s
+        attempt = 0
+        still_told = False
+        while cfg.reopen_attempts is None or attempt < cfg.reopen_attempts:
+            if self._stop.wait(pause):
                 return
-            devmod.refresh_devices()
+            attempt += 1
+            if not (devmod.list_devices("input") and devmod.list_devices("output")):
+                devmod.refresh_devices()
             try:
                 self._open_streams()
             except Exception as exc:
-                log.warning("re-open attempt %d failed: %s", attempt, exc)
+                gone_s = time.monotonic() - lost_at
+                pause = min(pause * 2, cfg.reopen_backoff_max_s)
+                log.info("re-open attempt %d failed (%s); next in %.1f s", attempt, exc, pause)
+                self.events.emit(AUDIO_STATUS, "reconnecting", f"re-open attempt {attempt} failed: {exc}",
+                                 attempt=attempt, gone_s=round(gone_s, 1), next_retry_s=pause)
+                if not still_told and gone_s >= cfg.still_gone_notice_s:
+                    still_told = True
+                    self.events.emit(WARNING, "still_gone", f"Still no audio after {gone_s:.0f} s ({exc}); "
+                                     f"retrying every {cfg.reopen_backoff_max_s:.0f} s. Is the sound server running? "
+                                     "('parley doctor' checks)")
                 continue
             self.reopen_count += 1
             self.chain.reset_speaking()
             s = self._streams
             assert s is not None
-            self.events.emit(AUDIO_STATUS, "reopened", f"audio re-opened on {s.in_dev.name!r}/{s.out_dev.name!r}",
-                             input=s.in_dev.name, output=s.out_dev.name, attempt=attempt)
+            gone_s = time.monotonic() - lost_at
+            log.info("audio re-opened after %.1f s (%d attempts)", gone_s, attempt)
+            self.events.emit(AUDIO_STATUS, "reopened", f"Audio is back on {s.in_dev.name!r}/{s.out_dev.name!r} "
+                             f"after {gone_s:.1f} s", input=s.in_dev.name, output=s.out_dev.name, attempt=attempt,
+                             gone_s=round(gone_s, 1))
             return
-        self._fail(f"audio could not be re-opened after: {problem}")
+        self._fail(f"audio could not be re-opened after {attempt} attempts: {problem}")
 
     def _fail(self, message: str) -> None:
         self._state = "failed"

@@ -31,6 +31,7 @@ from core.audio.aec import AecConfig, EchoCanceller
 from core.audio.interfaces import AudioChunk, VadEvent
 from core.audio.linear_aec import LinearEchoCanceller
 from core.audio.vad import EchoAwareVad, VadConfig, VadDecision
+from core.audio.wavin import finite
 from core.constants import AEC_FRAME_SAMPLES_16K, CHUNK_SAMPLES_16K, MODEL_INPUT_RATE, VAD_WINDOW_SAMPLES_16K
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,8 @@ class CaptureChain:
         ``ref``: the far-end reference as the canceller should see it (leading its echo by ``reference_lead_ms``);
         ``ref_unshifted``: the same reference without that lead, for the echo-delay estimate (default ``ref``)."""
         self._apply_controls()
+        mic, ref = finite(mic), finite(ref)   # a broken driver's NaN/Inf never reaches the VAD or a model
+        ref_unshifted = None if ref_unshifted is None else finite(ref_unshifted)
         n = len(mic)
         if n % FRAME:
             raise ValueError(f"the capture chain takes whole 10 ms frames, got {n} samples")

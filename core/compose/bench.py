@@ -425,12 +425,9 @@ def _far_speech(path: str | None, seconds: float) -> tuple[np.ndarray, str]:
             "Every morning they rowed out beyond the rocks, and every evening they came home with a story. "
             "One day the sea was calm and grey, and the fisherman saw something shining under the water. ")
     if path:
-        import soundfile as sf
-        import soxr
+        from core.audio.wavin import load_mono
 
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-        mono = soxr.resample(data.mean(axis=1), rate, MODEL_INPUT_RATE) if rate != MODEL_INPUT_RATE \
-            else data.mean(axis=1)
+        mono = load_mono(path, MODEL_INPUT_RATE, what="--far recording")   # validated (one line when unusable)
         src = path
     else:
         try:

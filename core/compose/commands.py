@@ -25,7 +25,9 @@ from typing import Any
 from core.compose.build import build_backend, build_engine_parts, session_settings
 from core.compose.spec import ProfileSpec, apply_options
 from core.engine.config import EngineConfig
-from core.errors import ConfigError, UserError
+from core.engine.events import Event, WarningEvent
+from core.errors import BackendError, ConfigError, UserError
+from core.fsutil import check_output_file, check_output_place
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def spec_from_args(args: argparse.Namespace, backend_opts: dict[str, Any]) -> Pr
 
 def run_chat(args: argparse.Namespace) -> int:
     from core.engine.filemode import load_wav_16k, run_conversation
-    from core.runtime import configure_torch_threads
+    from core.runtime import configure_torch_threads, quiet_progress_bars
 
     script_path = getattr(args, "script", None)
     if script_path and getattr(args, "input", None):
@@ -95,43 +97,41 @@ def run_chat(args: argparse.Namespace) -> int:
         spec.validate()
     except ConfigError as exc:
         raise UserError(str(exc)) from exc
-    if getattr(args, "record", None):
-        from core.session.recorder import check_record_folder
-
-        try:        # before the model loads: a folder that cannot take the session is refused at once
-            check_record_folder(Path(args.record))
-        except OSError as exc:
-            raise UserError(str(exc)) from exc
+    if user is not None and getattr(args, "record", None):
+        raise UserError("--record needs a recorded --input WAV (a scripted user reacts to each run anew)")
+    check_chat_outputs(args)
     room_name = getattr(args, "echo", None) or "none"
     room_seed = int(getattr(args, "echo_seed", 0) or 0)
     room = make_room(room_name, room_seed)
     if user is None:
-        try:
-            audio = load_wav_16k(src)
-        except Exception as exc:  # soundfile raises its own error types
-            raise UserError(f"cannot read {src}: {exc}") from exc
+        audio = load_wav_16k(src)   # a file that cannot be used is refused in one line (core.audio.wavin)
     else:
-        if getattr(args, "record", None):
-            raise UserError("--record needs a recorded --input WAV (a scripted user reacts to each run anew)")
         audio = None
-    backend = build_backend(spec, config)
+    quiet_progress_bars()
+    try:
+        backend = build_backend(spec, config)
+    except BackendError as exc:
+        raise UserError(str(exc)) from None
     configure_torch_threads()
-    recorder = tap = None
-    subscribers: list = []
+    recorder = tap = record_error = None
+    stopped = _RecordingStopped()
+    subscribers: list = [stopped]
     on_engine = on_chunk = None
     if getattr(args, "record", None):
         from core.session import SessionRecorder
         from core.session.filetap import ChatRecording, read_input
 
         recorder = SessionRecorder(args.record, profile=spec.profile, mode="file",
-                                   settings=session_settings(spec, config, room_name, room_seed))
+                                   settings=session_settings(spec, config, room_name, room_seed),
+                                   on_problem=stopped.problems.append)
         if recorder.start():
             raw, raw_rate = read_input(str(src))
             tap = ChatRecording(recorder, raw, raw_rate, audio)
-            subscribers, on_engine, on_chunk = tap.subscribers, tap.on_engine, tap.on_chunk
+            subscribers += tap.subscribers
+            on_engine, on_chunk = tap.on_engine, tap.on_chunk
         else:
             log.warning("recording disabled: %s", recorder.error)
-            recorder = None
+            record_error, recorder = recorder.error, None
     events_path = args.events
     try:
         result = run_conversation(backend, audio if user is None else ScriptedInput(user), args.output,
@@ -140,6 +140,8 @@ def run_chat(args: argparse.Namespace) -> int:
                                   room=room, subscribers=subscribers, on_engine=on_engine, on_chunk=on_chunk)
         if tap is not None:
             tap.finish()
+    except BackendError as exc:   # the conversation could not start (a system prompt too long for the model...)
+        raise UserError(str(exc)) from None
     finally:
         if recorder is not None:
             recorder.close()
@@ -160,8 +162,52 @@ def run_chat(args: argparse.Namespace) -> int:
             summary["report"] = str(args.report)
     if recorder is not None:
         summary["session"] = str(recorder.path)
+        record_error = recorder.error
+    if record_error:
+        summary["recording_error"] = record_error
+        stopped.complete(Path(events_path))
     print(json.dumps(summary, indent=1))
     return 0
+
+
+class _RecordingStopped:
+    """The recorder's ``recording_stopped`` warning (a full disk) belongs in the events file. While the engine runs
+    it arrives on the bus (this object subscribes to it); one from before the run or from finishing the files after
+    it (``problems``, the recorder's ``on_problem``) is added to the file afterwards by :meth:`complete`."""
+
+    def __init__(self) -> None:
+        self.problems: list[Event] = []
+        self.on_bus: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, WarningEvent) and event.source == "session" and event.code == "recording_stopped":
+            self.on_bus.append(event)
+
+    def complete(self, events_path: Path) -> None:
+        if self.on_bus or not self.problems:
+            return
+        try:
+            with open(events_path, "a", encoding="utf-8") as f:
+                f.writelines(ev.to_json() + "\n" for ev in self.problems)
+        except OSError as exc:
+            log.warning("could not add the recorder's warning to %s: %s", events_path, exc.strerror or exc)
+
+
+def check_chat_outputs(args: argparse.Namespace) -> None:
+    """Every file ``parley chat`` will write, checked before the model loads (one line naming the option)."""
+    check_output_file(args.output, "--output", suffix=".wav")
+    check_output_file(args.events, "--events")
+    if getattr(args, "report", None):
+        check_output_file(args.report, "--report")
+    if getattr(args, "record", None):
+        from core.session.recorder import check_record_folder
+
+        record = Path(args.record).expanduser()
+        try:        # a folder that cannot take the session is refused at once
+            check_record_folder(record)
+        except OSError as exc:
+            raise UserError(str(exc)) from exc
+        check_output_place(record, "--record")
 
 
 def make_room(name: str | None, seed: int = 0) -> Any:
@@ -195,6 +241,9 @@ def run_replay(args: argparse.Namespace) -> int:
                                 source=args.source, realtime=args.realtime)
     except (ReplayError, ConfigError) as exc:
         raise UserError(str(exc)) from exc
+    except BackendError as exc:   # e.g. the model folders named in the session's meta.json are gone
+        raise UserError(f"cannot replay {session}: its model does not load ({exc}); replay uses the model the "
+                        f"session names in {session / 'meta.json'}") from None
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     else:

@@ -118,9 +118,9 @@ def environment() -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _quiet() -> None:
-    from core.model.freeze_omni.cli import _quiet_transformers
+    from core.runtime import quiet_progress_bars
 
-    _quiet_transformers()
+    quiet_progress_bars()
     for name in ("transformers", "accelerate", "bitsandbytes"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

@@ -91,6 +91,9 @@ class LiveStack:
         if aev.type in ("warning", "error"):
             cls = WarningEvent if aev.type == "warning" else ErrorEvent
             self.bus.emit(cls(turn=self.engine.turn, source="audio", code=aev.code, message=aev.message or aev.code))
+        elif aev.code == "reopened":   # audio back after a device loss (the user was told it was gone)
+            self.bus.emit(InfoEvent(turn=self.engine.turn, notify=True, kind="audio_back", source="audio",
+                                    message=aev.message))
 
     # -- listening ----------------------------------------------------------------------------------------------
 

@@ -146,6 +146,15 @@ class Backend:
         return "this profile cannot change its voice while it runs"
 
 
+def check_prompt_tokens(tokens: int, context: int) -> None:
+    """Refuse a system prompt of ``tokens`` for a model with a ``context``-token window: it may fill at most half of
+    it (the rest holds what is said and answered). Raises :class:`BackendError` naming the limit in tokens."""
+    limit = context // 2
+    if tokens > limit:
+        raise BackendError(f"the system prompt is {tokens} tokens long; this model takes at most {limit} tokens "
+                           f"(half of its {context}-token context, the rest is for the conversation): shorten it")
+
+
 def history_as_text(history: list[dict[str, str]]) -> str:
     """``history`` rendered as plain dialogue lines ("User: ..." / "Assistant: ...")."""
     lines = []
@@ -181,5 +190,5 @@ def rebuild_context(backend: Backend, conv: Conversation, history: list[dict[str
 
 
 __all__ = ["Backend", "BackendError", "Conversation", "ListenResult", "ProgressFn", "ReplyPiece", "TURN_STATES",
-           "TurnState", "no_progress",
+           "TurnState", "no_progress", "check_prompt_tokens",
            "default_rebuild_context", "history_as_text", "rebuild_context"]

@@ -30,8 +30,10 @@ from core.audio.chain import CaptureChain, ChainConfig
 from core.audio.interfaces import AudioChunk
 from core.audio.resample import StreamResampler
 from core.audio.vad import VadConfig
+from core.audio.wavin import load_mono
 from core.constants import CHUNK_SAMPLES_16K, CHUNK_SECONDS, MODEL_INPUT_RATE
 from core.engine.backend import Backend
+from core.errors import UserError, first_line
 from core.engine.clock import VirtualClock, WallClock
 from core.engine.config import EngineConfig
 from core.engine.engine import ChunkSource, Engine
@@ -45,15 +47,9 @@ REFERENCE_LOOKAHEAD_S = 0.02   # a chunk is handed over this long after its end:
 
 
 def load_wav_16k(path: str | Path) -> np.ndarray:
-    """Any WAV (any rate, any channel count) as 16 kHz mono float32 (channels averaged, soxr resampling)."""
-    import soundfile as sf
-    import soxr
-
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if rate != MODEL_INPUT_RATE:
-        mono = soxr.resample(mono, rate, MODEL_INPUT_RATE, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    """Any audio file (any rate, any channel count) as 16 kHz mono float32, validated (``core.audio.wavin``: one
+    line for a damaged or hand-made file; channels averaged unless they cancel out; soxr resampling)."""
+    return load_mono(path, MODEL_INPUT_RATE, what="input file")
 
 
 class WavWriter:
@@ -69,12 +65,18 @@ class WavWriter:
         self._file = sf.SoundFile(str(path), "w", samplerate=rate, channels=1, subtype="PCM_16")
 
     def write(self, block: np.ndarray) -> None:
-        self._file.write(np.clip(block, -1.0, 1.0))
+        try:
+            self._file.write(np.clip(block, -1.0, 1.0))
+        except (OSError, RuntimeError) as exc:   # soundfile's LibsndfileError ("System error."): a full disk...
+            raise UserError(f"writing {self.path} failed ({first_line(exc)}): is the disk full?") from None
         self.samples += len(block)
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except (OSError, RuntimeError) as exc:
+                raise UserError(f"finishing {self.path} failed ({first_line(exc)}): is the disk full?") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------

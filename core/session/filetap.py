@@ -51,8 +51,10 @@ class ChatRecording:
         return [self.recorder.on_event]
 
     def on_engine(self, engine: Any) -> None:
-        """Hook for ``run_conversation(on_engine=...)``: tee the sink and its timeline writer."""
+        """Hook for ``run_conversation(on_engine=...)``: tee the sink and its timeline writer; the recorder's own
+        problems (a full disk) become warning events on the engine's bus."""
         self.engine = engine
+        self.recorder.report_to(engine.bus)
         inner = engine.sink
         if isinstance(inner, VirtualAudioSink):
             self._play_rate = inner.rate
@@ -93,10 +95,10 @@ class ChatRecording:
 
 
 def read_input(path: str) -> tuple[np.ndarray, int]:
-    """The input WAV exactly as ``load_wav_16k`` reads it (float32, channels kept), and its rate."""
-    import soundfile as sf
+    """The input file as ``load_wav_16k`` reads it (validated, float32, channels kept), and its rate."""
+    from core.audio.wavin import read_audio
 
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    data, rate = read_audio(path, what="input file")
     if data.shape[1] == 1:
         data = data[:, 0]
     return data, int(rate)

@@ -240,9 +240,14 @@ class SessionRecorder:
 
     def attach(self, event_bus: EventBus) -> None:
         """Record every event of ``event_bus``; the recorder's own problems (disk full) go back on it."""
-        self._bus = event_bus
+        self.report_to(event_bus)
         subscription: Subscription = event_bus.subscribe(self.on_event)
         self._unsubscribe = subscription.close
+
+    def report_to(self, event_bus: EventBus) -> None:
+        """Publish the recorder's own problems (a ``recording_stopped`` warning) on ``event_bus``, for a caller that
+        feeds :meth:`on_event` itself."""
+        self._bus = event_bus
 
     def detach(self) -> None:
         if self._unsubscribe is not None:

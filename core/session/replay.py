@@ -73,18 +73,15 @@ def choose_source(meta: dict[str, Any], source: str) -> str:
 
 def load_source(session: Path, source: str) -> tuple[np.ndarray, int, np.ndarray]:
     """(audio as recorded, its rate, the same audio as 16 kHz mono float32)."""
-    import soundfile as sf
-    import soxr
+    from core.audio import wavin
 
     path = session / STREAM_FILES["mic_raw" if source == "raw" else "mic_clean"]
     if not path.exists():
         raise ReplayError(f"{path.name} is missing in {session}")
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if rate != MODEL_INPUT_RATE:
-        mono = soxr.resample(mono, rate, MODEL_INPUT_RATE, quality="HQ")
+    data, rate = wavin.read_audio(path, what="recording")
+    mono = wavin.resample(wavin.to_mono(data, f"recording {path}"), rate, MODEL_INPUT_RATE)
     recorded = data[:, 0] if data.shape[1] == 1 else data
-    return recorded, int(rate), np.ascontiguousarray(mono, dtype=np.float32)
+    return recorded, int(rate), mono
 
 
 def default_output(session: Path) -> Path:

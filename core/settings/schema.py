@@ -35,6 +35,9 @@ DEFAULT_SYSTEM_PROMPT = (
     # made SmolLM2-135M answer questions about Italy or Germany in Italian or German
     "You are a helpful AI assistant. Keep your answers short: one or two sentences, no lists."
 )
+# The longest system prompt Parley takes anywhere (settings, --system-prompt): about 4000 tokens of English, a long
+# persona. Each model also bounds it by its context (at most half of it: core.engine.backend.check_prompt_tokens).
+SYSTEM_PROMPT_MAX_CHARS = 16_000
 
 
 VOICE_SPEED_RANGE = (0.5, 2.0)
@@ -99,6 +102,17 @@ def _check_range(lo: float, hi: float, integer: bool = False) -> Callable[[Any],
 
 def _check_str(value: Any) -> str | None:
     return None if isinstance(value, str) else f"must be text (got {type(value).__name__})"
+
+
+def _check_text(max_chars: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return f"must be text (got {type(value).__name__})"
+        if len(value) > max_chars:
+            return f"is {len(value)} characters long; at most {max_chars} are allowed"
+        return None
+
+    return check
 
 
 def _check_bool(value: Any) -> str | None:
@@ -217,7 +231,8 @@ class ModelSettings:
 @dataclass
 class PersonaSettings:
     name: str = field(default="Parley", metadata=_meta(_check_str, "persona name"))
-    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata=_meta(_check_str, "system prompt"))
+    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT,
+                               metadata=_meta(_check_text(SYSTEM_PROMPT_MAX_CHARS), "system prompt"))
 
 
 @dataclass
@@ -249,6 +264,8 @@ class UiSettings:
     # how long each profile took to load last time (seconds): the loading progress bar's estimate
     load_seconds: dict[str, float] = field(default_factory=dict,
                                            metadata=_meta(_check_load_seconds, "load times"))
+    # Debug: the log file may hold what the user and the assistant said (core.log.speech); off, it holds lengths only.
+    log_speech: bool = field(default=False, metadata=_meta(_check_bool, "log what was said"))
 
 
 _SECTIONS: dict[str, type] = {

@@ -27,17 +27,12 @@ MIN_REFERENCE_SECONDS = 2.0
 def derive_freeze_omni_voice(wav_path: str | Path, checkpoint_dir: str | Path, device: str = "cpu") -> list[int]:
     """Global tokens of a reference recording (any rate/channels; at least 2 s of speech), computed with the
     Freeze-Omni codec's encoder (docs/freeze-omni.md, "Voice (global tokens) and the codec encoder"). Whether the decoder follows a new voice is unconfirmed."""
-    import soundfile as sf
-    import soxr
-
+    from core.audio import wavin
     from core.model.freeze_omni.codec import TiCodec
 
     wav_path = Path(wav_path)
-    try:
-        wave, rate = sf.read(str(wav_path), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise ValueError(f"cannot read {wav_path.name}: {exc}") from exc
-    mono = wave.mean(axis=1)
+    wave, rate = wavin.read_audio(wav_path, what="reference recording")   # AudioFileError is a ValueError
+    mono = wavin.to_mono(wave, wav_path.name)
     if len(mono) < MIN_REFERENCE_SECONDS * rate:
         raise ValueError(f"{wav_path.name} is {len(mono) / rate:.1f} s long; record at least "
                          f"{MIN_REFERENCE_SECONDS:.0f} s of speech")
@@ -48,8 +43,7 @@ def derive_freeze_omni_voice(wav_path: str | Path, checkpoint_dir: str | Path, d
         raise ValueError(f"no Freeze-Omni codec in {codec_dir}: set the checkpoint folder first")
     codec = TiCodec.from_checkpoint(codec_dir, device=device, with_encoder=True)
     try:
-        wave_24k = soxr.resample(mono, rate, codec.sample_rate) if rate != codec.sample_rate else mono
-        tokens = codec.global_tokens_from_wave(wave_24k.astype(np.float32))
+        tokens = codec.global_tokens_from_wave(wavin.resample(mono, rate, codec.sample_rate))
     finally:
         del codec
     log.info("derived voice tokens %s from %s", tokens, wav_path)

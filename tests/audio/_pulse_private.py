@@ -2,6 +2,7 @@
 
 Unloading the only sink of a server leaves its streams nowhere to go, so the server kills them: PortAudio then
 sees a real device loss. (On the shared test server a removed sink's streams are silently moved to another sink.)
+:meth:`PrivatePulse.kill` and :meth:`PrivatePulse.restart` kill the whole server and bring it back on the same socket.
 This process's streams are sent to the private server by ``PULSE_SERVER``, which libpulse reads when a stream opens.
 """
 
@@ -33,8 +34,12 @@ class PrivatePulse:
         return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10)
 
     def start(self) -> "PrivatePulse":
-        subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1", "-n", "--load=module-native-protocol-unix",
-                        "--daemonize=yes", f"--log-target=file:{self.dir}/pulse.log"],
+        """Start the daemon with its null sink. Like a real server, it has its sink before it takes clients: the
+        sink module is loaded before the protocol module."""
+        subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1", "-n",
+                        f"--load=module-null-sink sink_name={self.sink} rate=48000",
+                        "--load=module-native-protocol-unix", "--daemonize=yes",
+                        f"--log-target=file:{self.dir}/pulse.log"],
                        env=self.env, capture_output=True, text=True, timeout=20, check=True)
         for _ in range(100):
             if self.pactl("info").returncode == 0:
@@ -42,10 +47,10 @@ class PrivatePulse:
             time.sleep(0.1)
         else:
             raise RuntimeError("private PulseAudio did not start")
-        r = self.pactl("load-module", "module-null-sink", f"sink_name={self.sink}", "rate=48000")
-        if r.returncode != 0:
-            raise RuntimeError(f"cannot load the null sink: {r.stderr}")
-        self.module = r.stdout.strip()
+        modules = self.pactl("list", "short", "modules").stdout.splitlines()
+        self.module = next((line.split()[0] for line in modules if "module-null-sink" in line), None)
+        if self.module is None:
+            raise RuntimeError("the private PulseAudio has no null sink")
         return self
 
     def route_here(self) -> None:
@@ -67,6 +72,21 @@ class PrivatePulse:
         assert self.module is not None
         self.pactl("unload-module", self.module)
         self.module = None
+
+    def kill(self) -> None:
+        """Kill the daemon (as a crash or ``pulseaudio --kill`` would): its streams die, its socket goes away."""
+        subprocess.run(["pulseaudio", "--kill"], env=self.env, capture_output=True, timeout=10)
+        for _ in range(100):
+            if self.pactl("info").returncode != 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("private PulseAudio did not die")
+        self.module = None
+
+    def restart(self) -> "PrivatePulse":
+        """Start the daemon again on the same socket (a sound server that comes back)."""
+        return self.start()
 
     def stop(self) -> None:
         self.route_back()

@@ -121,3 +121,22 @@ def test_no_log_call_prints_speech_without_the_speech_helper():
                 if found and (str(path.relative_to(REPO)), found) not in NOT_SPEECH:
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {found}")
     assert offenders == [], "log calls that print speech; wrap it in core.log.speech():\n" + "\n".join(offenders)
+
+
+def test_speech_logging_is_a_setting_that_is_off_by_default(home):
+    """``ui.log_speech`` (off by default) is what the app applies at start (app/main.py); the environment variable
+    still works when the setting is off."""
+    code = ("import json, logging\n"
+            "from core.log import set_speech_logging, speech, speech_logging\n"
+            "from core.settings import Settings\n"
+            "assert Settings().ui.log_speech is False\n"
+            "on, warnings = Settings.from_dict({'ui': {'log_speech': True}})\n"
+            "assert not warnings and on.ui.log_speech is True\n"
+            "for s in (Settings(), on):\n"
+            "    set_speech_logging(s.ui.log_speech or None)   # the line app/main.py runs at start\n"
+            "    print(speech('hello there'))\n")
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["<11", "chars>", "'hello", "there'"]
+    app_main = (REPO / "app" / "main.py").read_text()
+    assert "set_speech_logging(loaded.settings.ui.log_speech or None)" in app_main

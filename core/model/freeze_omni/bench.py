@@ -356,7 +356,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from core.frontend.cmvn import CmvnError
     from core.model.freeze_omni.audiollm import SamplingSettings
-    from core.model.freeze_omni.cli import _quiet_transformers
+    from core.runtime import quiet_progress_bars
     from core.model.freeze_omni.errors import CheckpointError
     from core.model.freeze_omni.loader import LoadError, load_freeze_omni, parse_device, parse_dtype
     from core.model.freeze_omni.pipeline import ReplySettings
@@ -364,7 +364,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from core.runtime import configure_torch_threads
 
     threads = configure_torch_threads()
-    _quiet_transformers()
+    quiet_progress_bars()
     if args.chunks < 1 or args.tokens < 1:
         raise UserError("--chunks and --tokens must be at least 1")
     try:

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import UserError
+from core.errors import BackendError, UserError
+from core.fsutil import check_output_file
 from core.constants import CHUNK_SAMPLES_16K, FREEZE_OMNI_OUTPUT_RATE, MODEL_INPUT_RATE
 
 log = logging.getLogger(__name__)
@@ -31,32 +32,21 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 def read_input_16k(path: str | Path) -> np.ndarray:
-    """Any WAV -> mono float32 at 16 kHz (channels averaged, soxr resampling)."""
-    import soundfile as sf
-    import soxr
+    """Any audio file -> mono float32 at 16 kHz, validated (``core.audio.wavin``; soxr resampling)."""
+    from core.audio.wavin import load_mono
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"input file not found: {path}")
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:  # type: ignore[attr-defined]
-        raise UserError(f"cannot read audio file {path}: {exc}") from exc
-    if data.size == 0:
-        raise UserError(f"input file {path} holds no audio")
-    mono = data.mean(axis=1, dtype=np.float64).astype(np.float32)
-    if rate != MODEL_INPUT_RATE:
-        mono = soxr.resample(mono, rate, MODEL_INPUT_RATE).astype(np.float32)
-    return mono
+    return load_mono(path, MODEL_INPUT_RATE, what="input file")
 
 
 def write_output(path: str | Path, wave_24k: np.ndarray) -> None:
     import soundfile as sf
 
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise UserError(f"output folder does not exist: {path.parent}")
-    sf.write(str(path), np.clip(wave_24k, -1.0, 1.0), FREEZE_OMNI_OUTPUT_RATE, subtype="PCM_16")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), np.clip(wave_24k, -1.0, 1.0), FREEZE_OMNI_OUTPUT_RATE, subtype="PCM_16")
+    except (OSError, RuntimeError) as exc:   # soundfile's LibsndfileError is a RuntimeError (a full disk...)
+        raise UserError(f"cannot write --output {path}: {str(exc).strip().splitlines()[-1]}") from None
 
 
 def reply_settings(args: argparse.Namespace, checkpoint: Path, codec: Any) -> Any:
@@ -115,13 +105,9 @@ def voice_tokens(voice: str | None, codec: Any) -> list[int] | None:
     if not path.is_file():
         raise UserError(f"--voice must be {codec.config.global_code_num} comma-separated global token ids or a "
                         f"reference WAV file; {voice!r} is neither")
-    import soundfile as sf
-    import soxr
+    from core.audio.wavin import load_mono
 
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = data.mean(axis=1).astype(np.float32)
-    if rate != codec.sample_rate:
-        mono = soxr.resample(mono, rate, codec.sample_rate).astype(np.float32)
+    mono = load_mono(path, codec.sample_rate, what="--voice reference recording")
     if codec.encoder is None:
         raise UserError("a reference-WAV voice needs the codec encoder")
     tokens = codec.global_tokens_from_wave(mono)
@@ -136,7 +122,7 @@ def run_reply(args: argparse.Namespace) -> int:
     from core.frontend.cmvn import CmvnError
     from core.model.freeze_omni.errors import CheckpointError
     from core.model.freeze_omni.loader import LoadError, load_freeze_omni
-    from core.runtime import configure_torch_threads
+    from core.runtime import configure_torch_threads, quiet_progress_bars
 
     if not args.checkpoint or not args.llm:
         raise UserError("the freeze-omni profile needs --checkpoint DIR and --llm DIR")
@@ -144,12 +130,19 @@ def run_reply(args: argparse.Namespace) -> int:
     for what, folder in (("checkpoint", checkpoint), ("LLM", llm)):
         if not folder.is_dir():
             raise UserError(f"{what} folder not found: {folder}")
+    check_output_file(args.output, "--output", suffix=".wav")   # every output checked before the model loads
+    if args.trace:
+        check_output_file(args.trace, "--trace")
     threads = configure_torch_threads()
     wave = read_input_16k(args.input)
-    _quiet_transformers()
+    voice_is_wav = bool(args.voice) and not all(p.strip().isdigit() for p in args.voice.split(","))
+    if voice_is_wav:   # a reference recording that cannot be used is refused before the model loads
+        from core.audio.wavin import read_audio
+
+        read_audio(args.voice, what="--voice reference recording")
+    quiet_progress_bars()
 
     t0 = time.perf_counter()
-    voice_is_wav = bool(args.voice) and not all(p.strip().isdigit() for p in args.voice.split(","))
     try:
         pipe = load_freeze_omni(checkpoint, llm, device=args.device, dtype=args.dtype,
                                 with_codec_encoder=voice_is_wav)
@@ -162,7 +155,10 @@ def run_reply(args: argparse.Namespace) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     decoder_generator = torch.Generator(device=pipe.decoder.device).manual_seed(args.seed)
 
-    state, _ = pipe.new_dialogue(args.system_prompt or DEFAULT_SYSTEM_PROMPT)
+    try:
+        state, _ = pipe.new_dialogue(args.system_prompt or DEFAULT_SYSTEM_PROMPT)
+    except BackendError as exc:   # a system prompt too long for the model's context
+        raise UserError(str(exc)) from None
     state = pipe.start_turn(state)
     padded = pad_to_chunks(wave)
     chunks_trace: list[dict[str, Any]] = []
@@ -250,13 +246,3 @@ def run_reply(args: argparse.Namespace) -> int:
               f"-> {args.output}")
         print(f"text: {text}")
     return 0
-
-
-def _quiet_transformers() -> None:
-    """No progress bars on the console from weight loading."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass

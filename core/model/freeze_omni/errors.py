@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from core.model.refusals import pickle_refusal
 
 
 class CheckpointError(ValueError):
@@ -52,24 +53,13 @@ def load_torch_state(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(path, None, "refused by torch.load(weights_only=True): the file holds a pickled object "
-                                          f"that is not a tensor or plain container ({_unpickling_reason(exc)})") from exc
+        raise CheckpointError(path, None, pickle_refusal(exc)) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, IndexError) as exc:
         raise CheckpointError(path, None, f"cannot read the checkpoint (truncated or not a torch file?): "
                                           f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(data, dict):
         raise CheckpointError(path, None, f"expected a dict, found {type(data).__name__}")
     return data
-
-
-def _unpickling_reason(exc: Exception) -> str:
-    """The useful part of torch's weights-only refusal, e.g. 'Unsupported global: GLOBAL argparse.Namespace'."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    match = re.search(r"(Unsupported (?:global|operand)[^\n]*?)(?: was not|\. |\n|$)", text)
-    if match:
-        return match.group(1).strip()
-    match = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
-    return (match.group(1) if match else text.strip().splitlines()[0] if text.strip() else type(exc).__name__)[:200]
 
 
 def check_state_dict(expected: dict[str, Tensor], found: dict[str, Any], path: str | Path,

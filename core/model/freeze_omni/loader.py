@@ -33,6 +33,7 @@ from core.frontend.cmvn import CmvnError, load_cmvn
 from core.model.freeze_omni.audiollm import IM_END, IM_START, AudioLLM, ChatTokens, build_chat_tokens
 from core.model.freeze_omni.config import TRAIN_YAML, AudioLLMConfig, load_train_config
 from core.model.freeze_omni.errors import CheckpointError, check_state_dict, load_torch_state, read_json_file
+from core.model.refusals import load_failure, remote_code_problem
 
 if TYPE_CHECKING:
     from core.model.freeze_omni.pipeline import FreezeOmni
@@ -98,10 +99,13 @@ def check_backbone(llm_dir: str | Path, config: AudioLLMConfig) -> tuple[Any, An
     config_file = llm_dir / "config.json"
     if not config_file.is_file():
         raise CheckpointError(config_file, None, "backbone LLM folder has no config.json")
+    remote_code = remote_code_problem(llm_dir)
+    if remote_code:
+        raise CheckpointError(llm_dir, None, remote_code)
     try:
         llm_config = AutoConfig.from_pretrained(str(llm_dir), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(config_file, None, f"cannot read the backbone config: {exc}") from exc
+        raise CheckpointError(config_file, None, f"cannot read the backbone config: {load_failure(exc)}") from None
     model_type = getattr(llm_config, "model_type", None)
     if model_type not in SUPPORTED_BACKBONES:
         raise CheckpointError(config_file, "model_type", f"backbone type {model_type!r} is not supported: the "
@@ -123,7 +127,7 @@ def check_backbone(llm_dir: str | Path, config: AudioLLMConfig) -> tuple[Any, An
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(llm_dir), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(llm_dir, None, f"cannot load the backbone tokenizer: {exc}") from exc
+        raise CheckpointError(llm_dir, None, f"cannot load the backbone tokenizer: {load_failure(exc)}") from None
     vocab = tokenizer.get_vocab()
     for token in (IM_START, IM_END):
         if token not in vocab:
@@ -160,7 +164,8 @@ def _quantization_config(bits: int | None, device: torch.device, dtype: torch.dt
 
 def load_backbone(llm_dir: str | Path, device: torch.device, dtype: torch.dtype, quantize_bits: int | None = None,
                   attn_implementation: str = "sdpa") -> torch.nn.Module:
-    """The frozen causal LM from a local folder (``local_files_only``; never remote code).
+    """The frozen causal LM from a local folder (``local_files_only``; never remote code: :func:`check_backbone`
+    refuses a folder that asks for it).
 
     ``attn_implementation`` is explicit: ``sdpa`` or ``eager`` (both plain causal attention here; the backbone is
     always called with a KV cache and no padding, so no mask subtleties arise).
@@ -178,8 +183,8 @@ def load_backbone(llm_dir: str | Path, device: torch.device, dtype: torch.dtype,
         model = AutoModelForCausalLM.from_pretrained(str(llm_dir), **kwargs)
     except torch.OutOfMemoryError:
         raise  # not a checkpoint problem: the caller reports it as out of memory
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(llm_dir, None, f"cannot load the backbone weights: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - transformers, torch and safetensors raise many types; one line each
+        raise CheckpointError(llm_dir, None, f"cannot load the backbone weights: {load_failure(exc)}") from None
     if quant is None:
         model = model.to(device)
     model.eval()

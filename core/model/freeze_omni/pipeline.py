@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.engine.backend import check_prompt_tokens
 from core.frontend.chunker import FrontendState, StreamingFbank
 from core.model.freeze_omni.adapter import AdapterState
 from core.model.freeze_omni.audiollm import (
@@ -153,6 +154,11 @@ class FreezeOmni:
             return list(self.chat.default_role[:-1])
         return tokenize(self.tokenizer, IM_START + "system\n" + system_prompt)
 
+    @property
+    def context_tokens(self) -> int:
+        """The backbone's context window in tokens (its ``max_position_embeddings``)."""
+        return int(getattr(self.audiollm.llm_decoder.config, "max_position_embeddings", 0) or 32768)
+
     def new_listen_state(self) -> ListenState:
         return ListenState(frontend=self.frontend.initial_state())
 
@@ -160,7 +166,9 @@ class FreezeOmni:
     def new_dialogue(self, system_prompt: str | None = None) -> tuple[DialogueState, tuple[float, float, float]]:
         """'pre': prefill the system role. Returns the state and the (ignored) state-head probabilities."""
         model = self.audiollm
-        emb = model.embed_ids(self.role_ids(system_prompt))
+        ids = self.role_ids(system_prompt)
+        check_prompt_tokens(len(ids), self.context_tokens)   # BackendError naming the limit
+        emb = model.embed_ids(ids)
         step = model.append(LLMCache(), emb)
         logits = model.state_logits(step.hidden)
         probs = turn_decision(logits)[1] if logits is not None else (1.0, 0.0, 0.0)

@@ -36,6 +36,7 @@ from core.engine.backend import (
     ListenResult,
     ProgressFn,
     ReplyPiece,
+    check_prompt_tokens,
     no_progress,
 )
 from core.log import speech
@@ -234,6 +235,7 @@ class LiteBackend(Backend):
 
     def new_conversation(self, system_prompt: str | None = None) -> Conversation:
         prompt = self.settings.system_prompt if system_prompt is None else system_prompt
+        self._check_system_prompt(prompt)
         state = LiteState(vad=VadState(), turn=TurnTracker(self.settings.turn), llm=LlmState(),
                           rng=np.random.default_rng(self.settings.seed))
         conv = Conversation(system_prompt=prompt, state=state)
@@ -248,6 +250,12 @@ class LiteBackend(Backend):
                     self.llm.prefill(state.llm, ids)
         conv.context_tokens = len(state.llm)
         return conv
+
+    def _check_system_prompt(self, prompt: str) -> None:
+        """BackendError naming the limit in tokens when ``prompt`` would fill more than half the context."""
+        if prompt:
+            context = min(self.settings.max_context_tokens, self.llm.max_context)
+            check_prompt_tokens(self.llm.count_tokens(prompt), context)
 
     def start_turn(self, conv: Conversation) -> None:
         st: LiteState = conv.state
@@ -278,6 +286,7 @@ class LiteBackend(Backend):
     def set_system_prompt(self, conv: Conversation, prompt: str) -> bool:
         """A new persona for the running conversation: the history stays; the next answer's prompt starts with it
         (only the changed part of the KV cache is computed again)."""
+        self._check_system_prompt(prompt)   # a prompt too long for the context keeps the old one
         conv.system_prompt = prompt
         self.settings.system_prompt = prompt
         st: LiteState = conv.state

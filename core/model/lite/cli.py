@@ -24,20 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def read_audio_16k(path: str | Path) -> np.ndarray:
-    """Any WAV/FLAC/OGG soundfile can read -> float32 mono 16 kHz. Raises UserError when unreadable."""
-    import soundfile as sf
-    import soxr
+    """Any audio file soundfile reads -> float32 mono 16 kHz, validated (``core.audio.wavin``: a UserError in one
+    line when it cannot be used)."""
+    from core.audio.wavin import load_mono
 
-    from core.errors import UserError
-
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (OSError, RuntimeError, sf.LibsndfileError) as exc:
-        raise UserError(f"cannot read the input audio {path}: {exc}") from None
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if rate != MODEL_INPUT_RATE and len(mono):
-        mono = soxr.resample(mono, rate, MODEL_INPUT_RATE, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return load_mono(path, MODEL_INPUT_RATE, what="input file")
 
 
 def virtual_first_audio_ms(chunk_costs_s: list[float], speech_end_s: float, reply_first_audio_s: float) -> float:
@@ -145,12 +136,16 @@ def answer_audio(backend, audio_16k: np.ndarray, turn_end: str = "model", conv=N
 def run_reply(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from core.errors import UserError
+    from core.errors import UserError, first_line
+    from core.fsutil import check_output_file
     from core.model.lite.backend import BackendError, LiteBackend, LiteSettings
     from core.model.lite.llm import SamplingConfig
 
     if not Path(args.input).is_file():
         raise UserError(f"input file {args.input} not found")
+    check_output_file(args.output, "--output", suffix=".wav")   # every output checked before the model loads
+    if args.trace:
+        check_output_file(args.trace, "--trace")
     if getattr(args, "device", "cpu") not in (None, "cpu"):
         log.warning("the Lite profile runs on the CPU; ignoring --device %s", args.device)
     audio = read_audio_16k(args.input)
@@ -170,11 +165,14 @@ def run_reply(args: argparse.Namespace) -> int:
     except BackendError as exc:
         raise UserError(str(exc)) from None
     trace["timings"]["load_s"] = round(load_s, 3)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    sf.write(args.output, out, backend.output_rate, subtype="PCM_16")
-    if args.trace:
-        Path(args.trace).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.trace).write_text(json.dumps(trace, indent=1, ensure_ascii=False), encoding="utf-8")
+    try:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(args.output, out, backend.output_rate, subtype="PCM_16")
+        if args.trace:
+            Path(args.trace).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.trace).write_text(json.dumps(trace, indent=1, ensure_ascii=False), encoding="utf-8")
+    except (OSError, RuntimeError) as exc:   # soundfile's LibsndfileError too: a disk that filled up meanwhile
+        raise UserError(f"writing {args.output} or its trace failed ({first_line(exc)}): is the disk full?") from None
     print(f"user: {trace['user_text']}")
     print(f"assistant: {trace['assistant_text']}")
     backend.close()

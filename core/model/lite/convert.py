@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from core.model.lite.errors import ConversionError, LiteError
+from core.model.refusals import load_failure, remote_code_problem
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ def check_chat_folder(folder: Path) -> dict[str, Any]:
     """Refuse (one line) what cannot become a Lite chat model: no config, an unsupported architecture, no chat
     template, no weights. Returns the model config."""
     cfg = read_model_config(folder)
+    if (remote_code := remote_code_problem(folder)) is not None:   # before the architecture: the real reason
+        raise ConversionError(remote_code)
     arch = (cfg.get("architectures") or [None])[0]
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ConversionError(f"the language model at {folder} has the architecture {arch or '(none given)'}, which "
@@ -314,8 +317,7 @@ def build_onnx(hf_folder: Path, out: Path, precision: str, progress: StepProgres
     except OSError:
         raise                                  # disk full and friends: the cache code reports them
     except Exception as exc:  # noqa: BLE001 - the builder's errors are many; one line for the user
-        raise ConversionError(f"converting the language model at {hf_folder} failed: {type(exc).__name__}: "
-                              f"{exc}") from None
+        raise ConversionError(f"converting the language model at {hf_folder} failed: {load_failure(exc)}") from None
     finally:
         quant_logger.setLevel(old_level)
         import shutil

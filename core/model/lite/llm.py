@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from core.errors import first_line
 from core.model.lite import cache as cachemod
 from core.model.lite import weights
 from core.model.lite.convert import (
@@ -208,8 +209,15 @@ class ChatLlm:
     # ------------------------------------------------------------------------------------------------ prompts
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
-        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                                 tokenize=True, return_dict=True)
+        from jinja2 import TemplateError
+
+        try:
+            out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                     tokenize=True, return_dict=True)
+        except TemplateError as exc:  # the sandbox refused the template (or it is broken): the model is unusable
+            raise LiteError(f"refused: the chat template of the language model '{self.name}' does something "
+                            f"Parley's template sandbox does not allow ({first_line(exc)}); choose another model") \
+                from None
         ids = out["input_ids"]
         if hasattr(ids, "tolist"):
             ids = ids.tolist()

@@ -16,6 +16,7 @@ has closed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import threading
@@ -113,6 +114,11 @@ class _Blocked:
 
 _instance: GuiThreadGc | None = None
 _users = 0
+
+
+def gui_blocked() -> contextlib.AbstractContextManager:
+    """While the GUI thread waits (blocking) for a worker thread: that thread collects garbage itself."""
+    return _instance.gui_blocked() if _instance is not None else contextlib.nullcontext()
 
 
 def acquire() -> GuiThreadGc:

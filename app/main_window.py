@@ -10,6 +10,7 @@ Keys: Esc stops the assistant speaking; with push-to-talk on, hold Space to talk
 
 from __future__ import annotations
 
+import atexit
 import copy
 import logging
 import sys
@@ -73,6 +74,8 @@ log = logging.getLogger(__name__)
 GUI_SWITCH_INTERVAL_S = 0.001
 # X11 auto-repeat can deliver a held key as release/press pairs ~30-50 ms apart: a release counts after this long.
 PTT_RELEASE_DEBOUNCE_MS = 150
+# At interpreter exit, how long to wait for a closed window's engine to finish closing.
+EXIT_WAIT_MS = 30_000
 
 
 class _WorkerKeeper(QObject):
@@ -110,6 +113,19 @@ class _WorkerKeeper(QObject):
     def pending(self) -> int:
         return len(self._held)
 
+    def wait_all(self, timeout_ms: int = EXIT_WAIT_MS) -> None:
+        """Let the engines of closed windows finish closing before the interpreter ends: a QThread destroyed while it
+        runs aborts the process (and an audio stream or recording would be cut mid-write). Runs at exit."""
+        for thread, _worker, _cb in list(self._held):
+            try:
+                if thread.isRunning():
+                    with gcguard.gui_blocked():    # the GUI thread cannot serve garbage-collection requests now
+                        if not thread.wait(timeout_ms):
+                            log.warning("a closed window's engine did not stop within %d ms", timeout_ms)
+            except RuntimeError:                  # Qt's side already gone
+                continue
+        self.reap()
+
 
 _KEEPER: _WorkerKeeper | None = None
 
@@ -118,7 +134,13 @@ def _keeper() -> _WorkerKeeper:
     global _KEEPER
     if _KEEPER is None:
         _KEEPER = _WorkerKeeper()
+        atexit.register(_wait_for_closed_windows)  # registered after PySide's own exit hook, so it runs before it
     return _KEEPER
+
+
+def _wait_for_closed_windows() -> None:
+    if _KEEPER is not None and _KEEPER.pending():
+        _KEEPER.wait_all()
 
 
 def _as_settings(settings: Any) -> tuple[Settings, list[str]]:

@@ -339,3 +339,50 @@ def test_speech_during_an_answer_does_not_change_the_answer(backend):
     assert conv.state.turn.candidate is not None       # the overlapping speech was transcribed
     assert conv.state.spec is None                     # ...and nothing was speculated on it
     assert "".join(text) == reference
+
+
+def test_the_language_model_lets_other_threads_run_while_it_computes(backend):
+    """The app's GUI and audio callbacks are Python threads: a forward pass must release the GIL. A thread that
+    counts as fast as it can keeps counting during a 256-token prefill (onnxruntime-genai's generator held the GIL
+    for the whole pass: the count did not move)."""
+    import threading
+
+    from core.model.lite.llm import LlmState
+
+    llm = backend.llm
+    counted = [0]
+    stop = threading.Event()
+
+    def count() -> None:
+        while not stop.is_set():
+            counted[0] += 1
+
+    ids = [int(i) for i in llm.tokenizer("The sky is blue because " * 40, add_special_tokens=False)["input_ids"]]
+    thread = threading.Thread(target=count)
+    thread.start()
+    try:
+        before = counted[0]
+        llm.prefill(LlmState(), ids[:256])
+        during = counted[0] - before
+    finally:
+        stop.set()
+        thread.join()
+    assert during > 1000, f"another Python thread advanced only {during} times during the prefill"
+
+
+def test_a_rewound_cache_gives_the_logits_of_a_fresh_one(backend):
+    """Each turn rewinds the KV cache to the prompt's common prefix: what follows must equal a fresh prefill."""
+    import numpy as np
+
+    from core.model.lite.llm import LlmState
+
+    llm = backend.llm
+    a = llm.render([{"role": "user", "content": "What is the capital of France?"}])
+    b = llm.render([{"role": "user", "content": "What is the capital of Spain?"}])
+    reused = LlmState()
+    llm.prefill(reused, a)
+    got = llm.prefill(reused, b)
+    assert reused.last_prefill_tokens < len(b)            # only the differing suffix was computed
+    fresh = llm.prefill(LlmState(), b)
+    assert np.allclose(got, fresh, atol=1e-3)
+    assert int(np.argmax(got)) == int(np.argmax(fresh))

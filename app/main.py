@@ -15,14 +15,9 @@ import sys
 log = logging.getLogger(__name__)
 
 
-def run_app(args: argparse.Namespace | None = None) -> int:
-    from core.doctor import display_problem
-
-    problem = display_problem()
-    if problem:
-        sys.stderr.write(f"parley: {problem}\n")   # the CLI's one-line message (not a log line)
-        return 2
-
+def build_app():
+    """The QApplication and the main window exactly as ``parley`` opens them (settings loaded, startup checks and
+    the engine's start queued on the event loop). Also used by scripts/app_screenshots.py."""
     import app  # noqa: F401  (applies the PySide6 reference-count fix before Qt starts)
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
@@ -45,6 +40,20 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     first_run = not loaded.existed or not loaded.settings.ui.first_run_done
     QTimer.singleShot(0, lambda: window.run_startup_checks(first_run))
     QTimer.singleShot(0, window.start_engine)
+    return qt_app, window
+
+
+def run_app(args: argparse.Namespace | None = None) -> int:
+    from core.doctor import display_problem
+
+    problem = display_problem()
+    if problem:
+        sys.stderr.write(f"parley: {problem}\n")   # the CLI's one-line message (not a log line)
+        return 2
+
+    from PySide6.QtCore import QTimer
+
+    qt_app, window = build_app()
     # Ctrl+C / SIGTERM close the window cleanly (settings saved, engine and audio stopped). Python runs signal
     # handlers only between bytecodes, so a timer wakes the interpreter regularly while Qt's loop runs.
     for sig in (signal.SIGINT, signal.SIGTERM):

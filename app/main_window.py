@@ -432,7 +432,7 @@ class MainWindow(QMainWindow):
                 self.settings.ui.load_seconds[profile] = round(seconds, 1)
                 self._save()
         else:
-            self.loading_card.set_step(ev.message)
+            self.loading_card.set_step(ev.message, step, ev.fraction)
         self.details.set_figure("loading", f"{ev.step}: {ev.message}")
 
     @Slot(dict)

@@ -40,7 +40,9 @@ class _Card(QFrame):
 
 class LoadingCard(_Card):
     """Loading a voice model: the step it is at, a progress bar and an estimate from the last load of the same
-    profile. Without a last load the bar is indeterminate (busy) and the text says it is the first time."""
+    profile. Without a last load (the first start, when the models are converted once) the bar is busy and the text
+    says it is the first time, until a step reports how far it is: then the bar shows that step's progress and the
+    estimate is that step's remaining time, from its pace so far."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -57,6 +59,7 @@ class LoadingCard(_Card):
             lay.addWidget(w)
         self._started = 0.0
         self._expected_s: float | None = None
+        self._step_fraction: tuple[str, float, float] | None = None   # (step, first fraction, when) of the first start
         self._timer = QTimer(self)
         self._timer.setInterval(250)
         self._timer.timeout.connect(self._tick)
@@ -65,6 +68,7 @@ class LoadingCard(_Card):
     def start(self, profile: str, expected_s: float | None) -> None:
         self._started = time.monotonic()
         self._expected_s = expected_s
+        self._step_fraction = None
         self.title.setText(f"Loading the {profile} voice model")
         self.step.setText("Starting…")
         if expected_s is None:
@@ -77,9 +81,21 @@ class LoadingCard(_Card):
         self._timer.start()
         self.show()
 
-    def set_step(self, message: str) -> None:
+    def set_step(self, message: str, step: str = "", fraction: float | None = None) -> None:
         if message:
             self.step.setText(message)
+        if self._expected_s is not None or fraction is None:
+            return
+        now = time.monotonic()
+        if self._step_fraction is None or self._step_fraction[0] != step:
+            self._step_fraction = (step, fraction, now)
+            self.bar.setRange(0, 1000)
+        self.bar.setValue(max(self.bar.value(), int(1000 * min(1.0, fraction))))
+        _, f0, t0 = self._step_fraction
+        if fraction > f0 and now - t0 >= 1.0:
+            left = (now - t0) * (1.0 - fraction) / (fraction - f0)
+            self.estimate.setText(f"Converting the models once: about {left:.0f} s left for this step"
+                                  if left >= 1 else "Converting the models once: almost done…")
 
     def finish(self) -> float:
         """Loading ended; returns how long it took."""

@@ -79,6 +79,27 @@ def test_the_first_load_without_an_estimate_shows_a_busy_bar_and_says_why(qtbot,
     assert not card.isVisible()
 
 
+def test_the_first_load_follows_the_conversion_steps_own_progress(qtbot, window):
+    """On the first start the bar is busy until a conversion step reports a fraction; then it shows it, never goes
+    back, and the estimate comes from the step's pace."""
+    w = window
+    w.handle_event(event("progress", 0.0, 0, {"step": "lite: start", "fraction": 0.0, "message": "Starting"}))
+    card = w.loading_card
+    assert card.bar.maximum() == 0
+    w.handle_event(event("progress", 0.0, 0, {"step": "lite: export", "fraction": 0.2,
+                                              "message": "converting layer 1 of 30"}))
+    assert card.bar.maximum() == 1000 and card.bar.value() == 200 and "layer 1" in card.step.text()
+    qtbot.wait(1100)
+    w.handle_event(event("progress", 0.0, 0, {"step": "lite: export", "fraction": 0.4,
+                                              "message": "converting layer 10 of 30"}))
+    assert card.bar.value() == 400 and "s left" in card.estimate.text()
+    w.handle_event(event("progress", 0.0, 0, {"step": "lite: warm-up", "message": "Warming up"}))
+    assert card.bar.value() == 400 and "Warming up" in card.step.text()      # a step without a fraction: kept
+    w.handle_event(event("progress", 0.0, 0, {"step": "lite: ready", "fraction": 1.0, "done": True,
+                                              "message": "Loaded"}))
+    assert not card.isVisible()
+
+
 def test_typed_text_while_loading_is_queued_and_says_so(qtbot, window):
     w = window
     w.loading = True

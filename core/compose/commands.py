@@ -91,12 +91,7 @@ def run_chat(args: argparse.Namespace) -> int:
         src = Path(args.input)
         if not src.is_file():
             raise UserError(f"input file not found: {src}")
-    config, backend_opts = settings_from_env()
-    spec = spec_from_args(args, backend_opts)
-    try:
-        spec.validate()
-    except ConfigError as exc:
-        raise UserError(str(exc)) from exc
+    config, spec = _validated_spec(args)
     if user is not None and getattr(args, "record", None):
         raise UserError("--record needs a recorded --input WAV (a scripted user reacts to each run anew)")
     check_chat_outputs(args)
@@ -224,6 +219,17 @@ def make_room(name: str | None, seed: int = 0) -> Any:
         raise UserError(str(exc)) from exc
 
 
+def _validated_spec(args: argparse.Namespace) -> tuple[EngineConfig, ProfileSpec]:
+    """The engine settings from the environment and the profile the arguments ask for, checked."""
+    config, backend_opts = settings_from_env()
+    spec = spec_from_args(args, backend_opts)
+    try:
+        spec.validate()
+    except ConfigError as exc:
+        raise UserError(str(exc)) from exc
+    return config, spec
+
+
 def run_replay(args: argparse.Namespace) -> int:
     from core.session.replay import ReplayError, replay_session
 
@@ -267,12 +273,7 @@ def run_text_chat(args: argparse.Namespace) -> int:
     from core.engine.events import AssistantText, ErrorEvent, GenerationDone, InfoEvent, Interruption
     from core.runtime import configure_torch_threads
 
-    config, backend_opts = settings_from_env()
-    spec = spec_from_args(args, backend_opts)
-    try:
-        spec.validate()
-    except ConfigError as exc:
-        raise UserError(str(exc)) from exc
+    config, spec = _validated_spec(args)
     print(f"parley: loading the {spec.profile} profile…", file=sys.stderr)
     backend = build_backend(spec, config)
     configure_torch_threads()

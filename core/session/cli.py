@@ -5,7 +5,8 @@ Wiring (core/cli.py)::
     from core.session.cli import add_session_parsers   # or lazily: it only builds argparse parsers
     add_session_parsers(sub)
 
-adds ``replay`` and ``session {repair,export,list,prune}`` with ``func`` set to :func:`run_replay`,
+adds ``replay`` (its arguments only: replaying rebuilds an engine, so the composition root sets its handler,
+``core.compose.commands.run_replay``) and ``session {repair,export,list,prune}`` with ``func`` set to
 :func:`run_session_repair`, :func:`run_session_export`, :func:`run_session_list`, :func:`run_session_prune`.
 Each handler prints its result (JSON with ``--json``) and returns an exit code.
 """
@@ -48,7 +49,6 @@ def add_session_parsers(subparsers: argparse._SubParsersAction) -> None:
                         "clean for live ones")
     p.add_argument("--realtime", action="store_true", help="pace the replay with the wall clock")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    p.set_defaults(func=_lazy("run_replay"))
 
     s = subparsers.add_parser("session", help="recorded sessions: repair, export, list, prune")
     ssub = s.add_subparsers(dest="session_command", required=True)
@@ -105,29 +105,6 @@ def _settings_folder() -> tuple[str | None, float | None]:
     except Exception as exc:  # noqa: BLE001 - settings trouble must not stop a session command
         log.debug("settings not available: %s", exc)
         return None, None
-
-
-def run_replay(args: argparse.Namespace) -> int:
-    from core.session.replay import ReplayError, replay_session
-
-    session = _session_arg(args.session)
-    if args.output and Path(args.output).exists() and any(Path(args.output).iterdir()):
-        raise _user_error(f"{args.output} exists and is not empty; choose a new folder for the replay")
-    try:
-        report = replay_session(session, args.output, profile=args.profile, source=args.source,
-                                realtime=args.realtime)
-    except ReplayError as exc:
-        raise _user_error(str(exc)) from exc
-    if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
-    else:
-        print(f"replay: {report['verdict']}  ({report['counts']['original']} original turns, "
-              f"{report['counts']['replay']} replayed)")
-        for reason in report["reasons"]:
-            print(f"  - {reason}")
-        print(f"new session: {report['replay']['path']}")
-        print(f"report: {Path(report['replay']['path']) / 'report.md'}")
-    return 0 if report["verdict"] == "match" else 1
 
 
 def run_session_repair(args: argparse.Namespace) -> int:

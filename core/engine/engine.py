@@ -260,6 +260,7 @@ class Engine:
         self._input: _Input | None = None
         self._reply: _Reply | None = None
         self._stream_pos = 0                         # 16 kHz samples received so far
+        self._clock_lag = 0.0                        # session clock minus stream time, at the latest chunk
         # Recent input chunks with their VAD probabilities (4 s), to cut a new turn's audio from its onset.
         self._recent: collections.deque[tuple[int, np.ndarray, np.ndarray]] = collections.deque(maxlen=25)
         self._vad_in_speech = False
@@ -476,6 +477,7 @@ class Engine:
         # Clock time minus stream time: maps 16 kHz stream positions to the session clock (0 on the virtual clock).
         chunk_end_t = now if chunk.t_start is None else chunk.t_start + len(samples) / MODEL_INPUT_RATE
         lag = chunk_end_t - self._stream_pos / MODEL_INPUT_RATE
+        self._clock_lag = lag
         shift = chunk_start - chunk.start          # producer stream position -> engine stream position
 
         # --- voiced windows (the end of speech is known to 32 ms) -------------------------------------------------
@@ -500,7 +502,8 @@ class Engine:
                 else:
                     self._input.offset_t = None
                     self.bus.emit(VadOnset(turn=self._input.turn, at=round(sample / MODEL_INPUT_RATE, 4),
-                                           prob=round(float(ev.prob), 4), reopened=True))
+                                           clock_at=self._clock_at(sample), prob=round(float(ev.prob), 4),
+                                           reopened=True))
             elif ev.kind == "offset":
                 self._vad_in_speech = False
                 turn = self._input.turn if self._input is not None else self.turn
@@ -546,11 +549,15 @@ class Engine:
         ends = [t for end, t in self._recent_voiced if end > onset_sample]
         inp.speech_end_t = ends[-1] if ends else now
         self._input = inp
-        self.bus.emit(VadOnset(turn=inp.turn, at=round(onset_sample / MODEL_INPUT_RATE, 4), prob=round(prob, 4),
-                               during_reply=during))
+        self.bus.emit(VadOnset(turn=inp.turn, at=round(onset_sample / MODEL_INPUT_RATE, 4),
+                               clock_at=self._clock_at(onset_sample), prob=round(prob, 4), during_reply=during))
         if not during:
             self._set_state(DuplexState.USER_SPEAKING)
         self._begin_listening(inp, self._turn_audio_from_onset(onset_sample))
+
+    def _clock_at(self, stream_sample: int) -> float:
+        """A 16 kHz input stream position on the session clock."""
+        return round(stream_sample / MODEL_INPUT_RATE + self._clock_lag, 4)
 
     def _joins_previous_turn(self, reply: _Reply, now: float) -> bool:
         """Speech that resumes soon after a turn was decided, before much of its answer was heard, continues that
@@ -595,7 +602,8 @@ class Engine:
         joined.speech_end_t = inp.speech_end_t
         joined.offset_t = inp.offset_t
         self._input = joined
-        self.bus.emit(VadOnset(turn=turn, at=round(inp.onset_sample / MODEL_INPUT_RATE, 4), reopened=True))
+        self.bus.emit(VadOnset(turn=turn, at=round(inp.onset_sample / MODEL_INPUT_RATE, 4),
+                               clock_at=self._clock_at(inp.onset_sample), reopened=True))
         self._set_state(DuplexState.USER_SPEAKING)
         later = [(a, p) for start, a, p in self._recent if start >= reply.input_end]
         self._begin_listening(joined, list(reply.input_audio) + later)
@@ -662,21 +670,15 @@ class Engine:
             return
         if self._ptt_held and forced is None:
             return      # push-to-talk: the turn ends when the key is released, not at a pause
-        if state == "ss" and not (inp.during_reply and self._reply is not None):
-            reason = self._not_a_turn(inp)
-            if reason is not None:
+        if state == "ss":
+            barge_in = inp.during_reply and self._reply is not None
+            reason = self._barge_in_veto(inp) if barge_in else self._not_a_turn(inp)
+            if reason is not None:     # not a turn after all: say why, and drop the input
                 self.bus.emit(TurnDecision(turn=inp.turn, state="el", backend_state="ss", reason=reason,
-                                           voiced_s=round(inp.voiced_s, 3), candidate=False))
+                                           voiced_s=round(inp.voiced_s, 3), candidate=barge_in))
                 self._close_input(inp, reason=reason)
                 return
-        if state == "ss":
-            if inp.during_reply and self._reply is not None:
-                reason = self._barge_in_veto(inp)
-                if reason is not None:
-                    self.bus.emit(TurnDecision(turn=inp.turn, state="el", backend_state="ss", reason=reason,
-                                               voiced_s=round(inp.voiced_s, 3), candidate=True))
-                    self._close_input(inp, reason=reason)
-                    return
+            if barge_in:
                 self._barge_in(inp)
                 return
             self.bus.emit(TurnDecision(turn=inp.turn, state="ss", reason=forced or "backend",
@@ -696,8 +698,9 @@ class Engine:
 
         Too little voiced audio (a cough, a click), or, when the profile gives a transcript, a backchannel ("mm-hm",
         "yeah", "okay", "I see", laughter; see :mod:`core.speech_acts`) or fewer than ``barge_in_min_words``
-        content words; a command ("stop", "wait", "no", ...) alone is enough. Words the assistant itself is saying
-        in this answer do not count (residual echo in the transcript)."""
+        content words; a command ("stop", "wait", "no", ...) alone is enough; speech that continues the user's own
+        turn (``joins``) needs one content word. Words the assistant itself is saying in this answer do not count
+        (residual echo in the transcript)."""
         cfg = self.config
         text = inp.user_text
         if text is None and not self.backend.transcribes:
@@ -711,6 +714,8 @@ class Engine:
             return "too_short"
         if is_backchannel(text) or not content:
             return "backchannel"
+        if inp.joins:   # the user resumed their own sentence right after its turn was decided: a word of their own
+            return None  # continues it ("... of Italy" / "and Germany?"), however short; all of it is heard again
         if len(speech_words(text)) > cfg.barge_in_max_words_per_s * inp.voiced_s + 1:
             return "implausible"
         if len(set(content)) < cfg.barge_in_min_words:

@@ -97,10 +97,12 @@ class StateChange(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class VadOnset(Event):
-    """Speech started (``at``: seconds on the input stream)."""
+    """Speech started (``at``: seconds on the input stream; ``clock_at``: the same instant on the session clock, which
+    the stream lags live by the time before the first captured chunk; equal in file mode)."""
 
     TYPE = "vad_onset"
     at: float = 0.0
+    clock_at: float | None = None
     prob: float = 0.0
     during_reply: bool | None = None     # the onset came while an answer was alive (a barge-in candidate)
     reopened: bool | None = None         # speech resumed inside an input that was already open

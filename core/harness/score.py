@@ -109,7 +109,8 @@ def _turns(events: Iterable[dict]) -> dict[int, _Turn]:
         if "turn" not in ev:
             continue
         if kind == "vad_onset":
-            get(ev["turn"]).onsets.append(float(ev.get("at", t)))
+            at = ev.get("clock_at")         # the session clock, as every other time here (older logs: stream time)
+            get(ev["turn"]).onsets.append(float(at if at is not None else ev.get("at", t)))
         elif kind == "turn_decision":
             tr = get(ev["turn"])
             tr.decisions.append(ev)
@@ -179,8 +180,8 @@ def _one_turn(group: list[_Turn], first_text: str, last_text: str, gap_start: fl
 
 
 def score(script: ConversationScript, timeline: list[dict], events: list[dict], *, offset_s: float = 0.0) -> dict:
-    """The report for one conversation (see the module docstring). ``offset_s``: the events' stream time of the
-    timeline's zero (0 in file mode)."""
+    """The report for one conversation (see the module docstring). ``offset_s``: the session-clock time of the
+    timeline's zero (0 in file mode); event times are session-clock times (a ``vad_onset``'s ``clock_at``)."""
     turns = _turns(events)
     _attribute(timeline, turns, offset_s)
     by_utt: dict[int, list[_Turn]] = {}
@@ -312,7 +313,9 @@ def _aggregate(results: list[dict], stray: list[_Turn]) -> dict:
                 "interruptions": sum(r["interrupted"] for r in rows), "answered": sum(r["answered"] for r in rows),
                 "left_in_transcript": sum(r["left_in_transcript"] for r in rows)}
 
-    false_interruptions = sum(r["interrupted"] for r in results if r["expect"] != "interrupts") + \
+    # false: what the user did not mean as a turn (a backchannel, a noise) or no user at all (echo, noise) stopped
+    # the answer; the user's own words that stopped it a little early (a question, a continuation) are not false
+    false_interruptions = sum(r["interrupted"] for r in results if r["expect"] == "ignored") + \
         sum(tr.barge_in is not None for tr in stray)
     return {
         "utterances": len(results), "passed": sum(r["ok"] for r in results),

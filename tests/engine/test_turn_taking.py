@@ -107,6 +107,21 @@ def test_speech_resumed_before_the_answer_is_heard_joins_the_turn(lite):
     assert others and all(e.state == "el" and e.reason == "joined" for e in others)
 
 
+def test_a_short_continuation_joins_the_turn_however_few_words_it_has(lite):
+    """"... and Germany?" after a pause is below every barge-in rule (one content word, under a second of voice) but
+    it continues the user's own sentence: it joins the turn instead of being dropped as too short, and the whole
+    sentence is heard (the pause is shortened for Whisper, which dropped what followed it)."""
+    first, second = espeak("What is the capital of Italy"), espeak("and Germany?")
+    audio = mix([Placed(0.4, first), Placed(0.4 + len(first) / 16_000 + 1.0, second)], tail_s=8.0)
+    d = Drive(lite, model_delay_s=1.5)
+    events = d.feed(audio)
+    joined = [e for e in _of(events, "interruption") if e.reason == "joined"]
+    assert len(joined) == 1, [e.to_dict() for e in _of(events, "turn_decision")]
+    finals = [e for e in _of(events, "user_text") if e.final and e.turn == joined[0].reply_turn]
+    assert "germany" in (finals[-1].full or "").lower(), [(e.turn, e.full) for e in _of(events, "user_text") if e.final]
+    assert [e.turn for e in _of(events, "latency")] == [joined[0].reply_turn]
+
+
 @pytest.mark.parametrize("backchannel", ["Okay.", "Yeah, right.", "I see."])
 def test_a_backchannel_after_an_answer_that_asked_nothing_is_not_answered(lite, backchannel):
     q, ack = espeak("What is the capital of France?"), espeak(backchannel)

@@ -411,3 +411,25 @@ def test_upgrades_live_in_the_apps_models_folder(monkeypatch, tmp_path):
     assert catalog.upgrades_dir() == default_models_dir() / "lite" == tmp_path / "models" / "lite"
     monkeypatch.setenv(catalog.MODELS_DIR_ENV, str(tmp_path / "elsewhere"))
     assert catalog.upgrades_dir() == tmp_path / "elsewhere" / "lite"
+
+
+def test_long_pauses_inside_an_utterance_are_shortened_for_the_recogniser():
+    """Whisper drops what follows a long pause: the recogniser gets each inner silence cut to asr_max_gap_ms, while
+    the pre-roll, the speech and the trailing silence stay whole."""
+    win = 512
+    cfg = TurnConfig(asr_max_gap_ms=320)
+    t = TurnTracker(cfg)
+    probs = [0.9] * 10 + [0.0] * 40 + [0.9] * 10 + [0.0] * 5      # speech, 1.28 s pause, speech, tail
+    values = np.concatenate([np.full(win, i, dtype=np.float32) for i in range(len(probs))])
+    for i in range(0, len(probs), 5):                              # 160 ms chunks of five windows
+        t.feed(values[i * win:(i + 5) * win], np.asarray(probs[i:i + 5], dtype=np.float32))
+    whole = t.turn_audio()
+    short = t.asr_audio()
+    assert len(whole) == len(probs) * win
+    assert len(whole) - len(short) == 40 * win - int(0.32 * 16_000) // 2 * 2
+    kept = set(np.unique(short).astype(int))
+    assert set(range(10)) <= kept and set(range(50, 65)) <= kept    # all the speech and the tail
+    assert 30 not in kept                                          # the middle of the pause is gone
+    no_pause = TurnTracker(cfg)
+    no_pause.feed(values[:10 * win], np.asarray([0.9] * 10, dtype=np.float32))
+    assert np.array_equal(no_pause.asr_audio(), no_pause.turn_audio())

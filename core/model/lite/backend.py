@@ -17,10 +17,12 @@ the engine's ``BackendError``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
+import zlib
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -134,6 +136,7 @@ class Draft:
     done: bool = False
     guards: list[str] = field(default_factory=list)
     tts_s: float = 0.0
+    rng: np.random.Generator | None = None  # this answer's own sampling stream (see LiteBackend._draft_rng)
 
 
 @dataclass
@@ -378,7 +381,7 @@ class LiteBackend(Backend):
     def _transcribe(self, st: LiteState, candidate: bool) -> None:
         turn = st.turn
         end = turn.candidate_end() if candidate else turn.n_samples
-        audio = turn.turn_audio(end)
+        audio = turn.asr_audio(end)
         # beam search (when asked for) only for the final transcript of real utterances: on short sounds it prefers
         # long hallucinations ("Mm" -> "I'm at camp, I'm at camp"); live partials are always greedy
         beam = candidate and turn.speech_samples >= self.settings.asr_beam_min_speech_s * MODEL_INPUT_RATE
@@ -463,12 +466,19 @@ class LiteBackend(Backend):
         prompt_ids = self.llm.render(messages)
         gen = self.llm.start(st.llm, prompt_ids)
         return Draft(user_text, key or self._key(history, user_text), prompt_ids, gen, history=list(history),
-                     trimmed=trimmed)
+                     trimmed=trimmed, rng=self._draft_rng(history, user_text, trimmed))
+
+    def _draft_rng(self, history: list[dict[str, str]], user_text: str, trimmed: bool) -> np.random.Generator:
+        """Each answer samples from its own stream, seeded by the conversation's seed, the history and the user's
+        text: the answer to a turn is the same however many speculative drafts came before it (how far they got
+        depends on the machine's speed), so conversations replay identically."""
+        digest = zlib.crc32(json.dumps([history, user_text, trimmed], ensure_ascii=False).encode("utf-8"))
+        return np.random.default_rng([int(self.settings.seed), digest])
 
     def _draft_step(self, conv: Conversation, draft: Draft) -> Draft:
         """One token of ``draft``; returns the draft to go on with (a new one when the copy guard regenerated)."""
         st: LiteState = conv.state
-        token = self.llm.advance(st.llm, draft.gen, self.settings.sampling, st.rng)
+        token = self.llm.advance(st.llm, draft.gen, self.settings.sampling, draft.rng or st.rng)
         if token is None:
             draft.done = True
             if draft.gen.loop_cut is not None:

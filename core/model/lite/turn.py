@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 
@@ -47,6 +47,8 @@ class TurnConfig:
     min_speech_ms: int = 200            # shorter speech is ignored
     pre_roll_ms: int = 400              # audio kept before the onset
     tail_ms: int = 200                  # silence kept after the speech end for the final decode
+    asr_max_gap_ms: int = 300           # a longer pause inside the utterance is shortened to this for Whisper,
+                                        # which drops what follows a long pause ("What is the capital ... of Spain?")
     max_turn_s: float = 28.0            # Whisper's window is 30 s: end the turn here
     no_speech_prob: float = 0.6         # Whisper's no-speech probability above which (and a low log-prob)...
     no_speech_logprob: float = -1.0     # ...the transcript is taken as a hallucination on non-speech
@@ -109,6 +111,7 @@ class TurnTracker:
     partial: Transcript | None = None
     candidate: Transcript | None = None  # transcript of the whole utterance, up to speech_end (+ tail)
     in_speech: bool = False
+    windows: list[tuple[int, bool]] = field(default_factory=list)  # (end sample, speech) of each VAD window
 
     # ------------------------------------------------------------------------------------------- feeding
 
@@ -145,6 +148,7 @@ class TurnTracker:
         offset = max(0, len(chunk) - len(probs) * win)
         for i, speaking in enumerate(speech_flags):
             end = chunk_start + offset + (i + 1) * win
+            self.windows.append((end, speaking))
             if speaking:
                 self.speech_samples += win
                 self.speech_end = end
@@ -175,6 +179,36 @@ class TurnTracker:
             self.audio = [np.concatenate(self.audio)]
         audio = self.audio[0] if self.audio else np.zeros(0, dtype=np.float32)
         return audio if end_sample is None else audio[:end_sample]
+
+    def asr_audio(self, end_sample: int | None = None) -> np.ndarray:
+        """The turn's audio for the recogniser: as :meth:`turn_audio`, with every silence between two stretches of
+        speech longer than ``asr_max_gap_ms`` shortened to that (half of it kept on each side)."""
+        audio = self.turn_audio(end_sample)
+        keep = int(self.cfg.asr_max_gap_ms * MODEL_INPUT_RATE / 1000)
+        pieces, pos = [], 0
+        for start, stop in self._inner_silences(len(audio)):
+            if stop - start > keep:
+                pieces.append(audio[pos:start + keep // 2])
+                pos = stop - keep // 2
+        if not pieces:
+            return audio
+        pieces.append(audio[pos:])
+        return np.concatenate(pieces)
+
+    def _inner_silences(self, limit: int) -> Iterator[tuple[int, int]]:
+        """(start, end) sample spans without speech that have speech before and after them, up to ``limit``."""
+        win = VAD_WINDOW_SAMPLES_16K
+        last_speech_end = None
+        silence_start = None
+        for end, speaking in self.windows:
+            if end > limit:
+                break
+            if speaking:
+                if silence_start is not None:
+                    yield silence_start, end - win
+                silence_start, last_speech_end = None, end
+            elif last_speech_end is not None and silence_start is None:
+                silence_start = last_speech_end
 
     def candidate_end(self) -> int:
         return min(self.n_samples, self.speech_end + int(self.cfg.tail_ms * MODEL_INPUT_RATE / 1000))

@@ -276,10 +276,28 @@ def run_audio_bench(args: argparse.Namespace) -> int:
 
 
 def run_turns_bench(args: argparse.Namespace) -> int:
-    """``parley bench turns``: the conversation acceptance suite (scripted users, docs/conversations.md) in
-    simulated rooms through the real engine, one loaded model for all of it, scored per conversation and in
-    aggregate; with ``--echo-minutes`` also the echo alone: the assistant speaks that long in the room with no user
-    speech but its requests, and every interruption or user turn it opens is a false one."""
+    """``parley bench turns``: :func:`turns_suite` as one JSON object."""
+    out = turns_suite(profile=args.profile, rooms=[r.strip() for r in args.rooms.split(",") if r.strip()],
+                      scripts_dir=args.scripts, only=args.only.split(",") if args.only else None, seed=args.seed,
+                      echo_minutes=args.echo_minutes, keep=getattr(args, "keep", None), llm=args.llm,
+                      checkpoint=args.checkpoint)
+    print(json.dumps(out, indent=1, ensure_ascii=False))
+    return 0
+
+
+SUITE_DIR = Path(__file__).resolve().parents[2] / "tests" / "conversations" / "scripts"
+
+
+def turns_suite(*, profile: str = "lite", rooms: list[str] | tuple[str, ...] = ("laptop", "speakerphone"),
+                scripts_dir: str | Path | None = None, only: list[str] | None = None, seed: int = 0,
+                echo_minutes: float = 0.0, keep: str | Path | None = None, llm: str | None = None,
+                checkpoint: str | None = None) -> dict[str, Any]:
+    """The conversation acceptance suite (scripted users, docs/conversations.md) in simulated rooms through the
+    real engine, one loaded model for all of it, scored per conversation and in aggregate; with ``echo_minutes``
+    also the echo alone: the assistant speaks that long in the room with no user speech but its requests, and
+    every interruption or user turn it opens is a false one. Lite runs with the app's default settings (persona,
+    sampling, turn and VAD settings) unless ``PARLEY_ENGINE_SETTINGS`` says otherwise. ``keep``: a folder for
+    each run's events (JSONL), report (JSON) and audio."""
     import time
 
     from core.audio.room import EchoRoom
@@ -291,50 +309,44 @@ def run_turns_bench(args: argparse.Namespace) -> int:
     threads = configure_torch_threads()
     config, backend_opts = settings_from_env()
     vad = None
-    if args.profile == "lite" and not os.environ.get(SETTINGS_ENV, "").strip():
-        # the app's defaults: its persona, sampling, turn and VAD settings (the conversation is the unit of
-        # acceptance, with the settings a new user has)
+    if profile == "lite" and not os.environ.get(SETTINGS_ENV, "").strip():
+        # the app's defaults: the conversation is the unit of acceptance, with the settings a new user has
         app = Settings()
         spec, config, vad = spec_from_settings(app), engine_config(app), vad_config(app)
-        if args.llm:
-            spec.llm = args.llm
+        if llm:
+            spec.llm = llm
     else:
-        spec = ProfileSpec(profile=args.profile)
+        spec = ProfileSpec(profile=profile)
         apply_options(spec, {"max_new_tokens": 64, **backend_opts})
-        for key in ("checkpoint", "llm"):
-            if getattr(args, key, None):
-                setattr(spec, key, getattr(args, key))
+        spec.checkpoint = checkpoint or spec.checkpoint
+        spec.llm = llm or spec.llm
     spec.validate()
-    folder = Path(args.scripts) if args.scripts else Path(__file__).resolve().parents[2] / "tests" / "conversations" \
-        / "scripts"
+    folder = Path(scripts_dir) if scripts_dir else SUITE_DIR
     scripts = sorted(folder.glob("*.json"))
-    if args.only:
-        scripts = [p for p in scripts if any(name in p.stem for name in args.only.split(","))]
-    if not scripts and not args.echo_minutes:
+    if only:
+        scripts = [p for p in scripts if any(name in p.stem for name in only)]
+    if not scripts and not echo_minutes:
         raise UserError(f"no conversation scripts in {folder}")
-    rooms = [r.strip() for r in args.rooms.split(",") if r.strip()]
     backend = build_backend(spec, config)
     reports: list[dict[str, Any]] = []
     runs = []
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="parley-turns-") as tmp:
-            keep = Path(args.keep) if getattr(args, "keep", None) else None
-            if keep is not None:
-                keep.mkdir(parents=True, exist_ok=True)
+            where = Path(keep) if keep else Path(tmp)
+            where.mkdir(parents=True, exist_ok=True)
             for room_name in rooms:
                 for path in scripts:
                     user = ScriptedUser(load_script(path))
-                    where = keep or Path(tmp)
                     events = where / f"{room_name}_{path.stem}.jsonl"
                     audio = where / (f"{room_name}_{path.stem}.wav" if keep else "out.wav")
-                    room = None if room_name == "none" else EchoRoom(room_name, seed=args.seed)
+                    room = None if room_name == "none" else EchoRoom(room_name, seed=seed)
                     run_conversation(backend, ScriptedInput(user), audio, events_path=events,
                                      config=copy.deepcopy(config), system_prompt=spec.system_prompt, room=room,
                                      vad=vad)
                     report = score(user.script, user.timeline(), read_events(events))
-                    if keep is not None:
-                        (keep / f"{room_name}_{path.stem}.report.json").write_text(
+                    if keep:
+                        (where / f"{room_name}_{path.stem}.report.json").write_text(
                             json.dumps({"timeline": user.timeline(), **report}, indent=1, ensure_ascii=False))
                     reports.append(report)
                     runs.append({"script": path.stem, "room": room_name, "passed": report["aggregate"]["passed"],
@@ -343,19 +355,16 @@ def run_turns_bench(args: argparse.Namespace) -> int:
                                              "turns": u["turns"], "interrupted": u["interrupted"],
                                              "interrupt_ms": u["interrupt_ms"], "answer": u["answer_text"][:80]}
                                             for u in report["utterances"] if not u["ok"]]})
-            echo = _echo_alone(backend, spec, config, args.echo_minutes, args.seed, Path(tmp), vad) \
-                if args.echo_minutes else None
+            echo = _echo_alone(backend, spec, config, echo_minutes, seed, Path(tmp), vad) if echo_minutes else None
     finally:
         backend.close()
     aggregate = combine(reports) if reports else {}
-    out = {
-        "bench": "turns", "profile": spec.profile, "rooms": rooms, "seed": args.seed, "threads": threads,
+    return {
+        "bench": "turns", "profile": spec.profile, "rooms": list(rooms), "seed": seed, "threads": threads,
         "scripts": [p.stem for p in scripts], "aggregate": aggregate,
         "unmet": unmet(aggregate) if reports else [], "echo_alone": echo, "runs": runs,
         "wall_s": round(time.perf_counter() - t0, 1), "profile_spec": spec.to_dict(),
     }
-    print(json.dumps(out, indent=1, ensure_ascii=False))
-    return 0
 
 
 ECHO_REQUESTS = ["Tell me a long story about a dragon who loved the sea.",
@@ -416,11 +425,11 @@ def run_rooms_bench(args: argparse.Namespace) -> int:
 
 
 def _far_speech(path: str | None, seconds: float) -> tuple[np.ndarray, str]:
+    """Far-end speech for the ERLE check: a WAV, else Parley's Lite voice (Piper), else espeak-ng."""
     import math
 
     from core.constants import MODEL_INPUT_RATE
 
-    """Far-end speech for the ERLE check: a WAV, else Parley's Lite voice (Piper), else espeak-ng."""
     text = ("Once upon a time, in a small village by the sea, there lived an old fisherman and his clever cat. "
             "Every morning they rowed out beyond the rocks, and every evening they came home with a story. "
             "One day the sea was calm and grey, and the fisherman saw something shining under the water. ")

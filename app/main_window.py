@@ -118,10 +118,7 @@ class _WorkerKeeper(QObject):
         runs aborts the process (and an audio stream or recording would be cut mid-write). Runs at exit."""
         for thread, _worker, _cb in list(self._held):
             try:
-                if thread.isRunning():
-                    with gcguard.gui_blocked():    # the GUI thread cannot serve garbage-collection requests now
-                        if not thread.wait(timeout_ms):
-                            log.warning("a closed window's engine did not stop within %d ms", timeout_ms)
+                _wait_for_thread(thread, timeout_ms)
             except RuntimeError:                  # Qt's side already gone
                 continue
         self.reap()
@@ -136,6 +133,18 @@ def _keeper() -> _WorkerKeeper:
         _KEEPER = _WorkerKeeper()
         atexit.register(_wait_for_closed_windows)  # registered after PySide's own exit hook, so it runs before it
     return _KEEPER
+
+
+def _wait_for_thread(thread: QThread, timeout_ms: int) -> bool:
+    """Block the GUI thread until a worker thread has ended (False: not within ``timeout_ms``); meanwhile the
+    worker collects its own garbage, since the GUI thread cannot serve its requests."""
+    if not thread.isRunning():
+        return True
+    with gcguard.gui_blocked():
+        ok = thread.wait(timeout_ms)
+    if not ok:
+        log.warning("the worker thread did not stop within %d ms", timeout_ms)
+    return ok
 
 
 def _wait_for_closed_windows() -> None:
@@ -207,7 +216,7 @@ class MainWindow(QMainWindow):
         for w in load_warnings:
             self.notify("warning", f"Settings: {w}")
         # the worker thread (idle until start_engine)
-        self._gc = gcguard.acquire()   # Python's garbage collection in this (GUI) thread only
+        gcguard.acquire()              # Python's garbage collection in this (GUI) thread only
         self._gc_held = True
         self.thread_ = QThread()        # no parent: it may outlive a closed window while the engine shuts down
         self.thread_.setObjectName("parley-worker")
@@ -995,12 +1004,8 @@ class MainWindow(QMainWindow):
     def wait_shut_down(self, timeout_ms: int = 30_000) -> bool:
         """Block until the worker thread has ended (after :meth:`close`). False when it did not within
         ``timeout_ms``."""
-        if self.thread_.isRunning():
-            with self._gc.gui_blocked():        # its garbage-collection requests cannot be served meanwhile
-                ok = self.thread_.wait(timeout_ms)
-            if not ok:
-                log.warning("the worker thread did not stop within %d ms", timeout_ms)
-                return False
+        if not _wait_for_thread(self.thread_, timeout_ms):
+            return False
         _keeper().reap()
         return True
 

@@ -476,8 +476,7 @@ class Engine:
         self._recent.append((chunk_start, samples, probs))
         # Clock time minus stream time: maps 16 kHz stream positions to the session clock (0 on the virtual clock).
         chunk_end_t = now if chunk.t_start is None else chunk.t_start + len(samples) / MODEL_INPUT_RATE
-        lag = chunk_end_t - self._stream_pos / MODEL_INPUT_RATE
-        self._clock_lag = lag
+        self._clock_lag = chunk_end_t - self._stream_pos / MODEL_INPUT_RATE
         shift = chunk_start - chunk.start          # producer stream position -> engine stream position
 
         # --- voiced windows (the end of speech is known to 32 ms) -------------------------------------------------
@@ -485,10 +484,10 @@ class Engine:
         for w, prob in enumerate(probs):
             end_sample = chunk_start + (w + 1) * VAD_WINDOW_SAMPLES_16K
             if prob >= self.config.voiced_prob:
-                self._recent_voiced.append((end_sample, end_sample / MODEL_INPUT_RATE + lag))
+                self._recent_voiced.append((end_sample, self._clock_t(end_sample)))
                 if self._input is not None:
                     self._input.voiced_windows += 1
-                    self._input.speech_end_t = end_sample / MODEL_INPUT_RATE + lag
+                    self._input.speech_end_t = self._clock_t(end_sample)
         self.bus.emit(VadLevel(turn=self.turn, vad=round(float(probs.max()), 4), assistant_audible=audible))
 
         opened_now = False
@@ -555,9 +554,13 @@ class Engine:
             self._set_state(DuplexState.USER_SPEAKING)
         self._begin_listening(inp, self._turn_audio_from_onset(onset_sample))
 
+    def _clock_t(self, stream_sample: int) -> float:
+        """A 16 kHz input stream position on the session clock (as of the latest chunk)."""
+        return stream_sample / MODEL_INPUT_RATE + self._clock_lag
+
     def _clock_at(self, stream_sample: int) -> float:
-        """A 16 kHz input stream position on the session clock."""
-        return round(stream_sample / MODEL_INPUT_RATE + self._clock_lag, 4)
+        """:meth:`_clock_t`, rounded for an event."""
+        return round(self._clock_t(stream_sample), 4)
 
     def _joins_previous_turn(self, reply: _Reply, now: float) -> bool:
         """Speech that resumes soon after a turn was decided, before much of its answer was heard, continues that

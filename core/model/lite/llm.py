@@ -78,7 +78,7 @@ class Generation:
 class LlmState:
     """One conversation's KV cache and the token ids it holds."""
 
-    generator: KvCache | None = None
+    cache: KvCache | None = None
     token_ids: list[int] = field(default_factory=list)
     last_prefill_tokens: int = 0        # tokens the latest prefill had to compute (the rest was cached)
 
@@ -90,14 +90,16 @@ class KvCache:
     """One conversation's past keys and values, per layer, for as many positions as tokens were fed."""
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        self.arrays = arrays
-        self.length = 0
+        self.arrays = arrays        # (batch 1, kv heads, positions, head size) each
+
+    @property
+    def length(self) -> int:
+        return next(iter(self.arrays.values())).shape[2]
 
     def rewind_to(self, length: int) -> None:
         """Forget every position from ``length`` on (a new turn diverges from the cached prompt there)."""
         if length < self.length:
             self.arrays = {k: np.ascontiguousarray(v[:, :, :length]) for k, v in self.arrays.items()}
-            self.length = length
 
 
 class OnnxDecoder:
@@ -135,7 +137,8 @@ class OnnxDecoder:
         types = {i.name: i.type for i in self.session.get_inputs()}
         missing = [n for n in (self.input_ids, *self.past) if n not in types]
         if missing:
-            raise LiteError(f"the converted model in {folder} lacks the inputs {missing[:3]}: rebuild it")
+            # a damaged or foreign conversion: the cache loader rebuilds an entry that fails to load
+            raise ValueError(f"the converted model in {folder} lacks the inputs {missing[:3]}")
         self.ids_dtype = np.int32 if types[self.input_ids] == "tensor(int32)" else np.int64
         self.kv_dtype = np.float16 if types[self.past[0]] == "tensor(float16)" else np.float32
         self.has_mask = self.attention_mask in types
@@ -160,7 +163,6 @@ class OnnxDecoder:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise LiteError(f"the language model failed: {first_line(exc)}") from None
         cache.arrays = dict(zip(self.past, out[1:]))
-        cache.length += n
         logits = out[0]
         return np.asarray(logits[0, -1], dtype=np.float32)
 
@@ -305,25 +307,25 @@ class ChatLlm:
     # ------------------------------------------------------------------------------------------------ compute
 
     def prefill(self, state: LlmState, prompt_ids: list[int], max_length: int | None = None) -> np.ndarray:
-        """Bring the generator to ``prompt_ids`` (reusing the common prefix); returns the next-token logits."""
+        """Bring the KV cache to ``prompt_ids`` (reusing the common prefix); returns the next-token logits."""
         if len(prompt_ids) >= (max_length or self.max_context):
             raise LiteError(f"the prompt ({len(prompt_ids)} tokens) does not fit the language model's context "
                             f"({max_length or self.max_context} tokens)")
         with self._lock:
-            if state.generator is None:
-                state.generator, state.token_ids = self.decoder.new_cache(), []
+            if state.cache is None:
+                state.cache, state.token_ids = self.decoder.new_cache(), []
             common = 0
             limit = min(len(state.token_ids), len(prompt_ids) - 1)  # always feed at least one token
             while common < limit and state.token_ids[common] == prompt_ids[common]:
                 common += 1
             if common < len(state.token_ids):
-                state.generator.rewind_to(common)
+                state.cache.rewind_to(common)
                 del state.token_ids[common:]
             state.last_prefill_tokens = len(prompt_ids) - common
             return self._feed(state, prompt_ids[common:])
 
     def _feed(self, state: LlmState, new_ids: list[int]) -> np.ndarray:
-        logits = self.decoder.feed(state.generator, new_ids)
+        logits = self.decoder.feed(state.cache, new_ids)
         state.token_ids.extend(int(i) for i in new_ids)
         return logits
 

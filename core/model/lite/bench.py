@@ -134,7 +134,7 @@ def run_bench(args: argparse.Namespace) -> int:
     result = {
         "bench": "lite",
         "device": "cpu",
-        "llm_runtime": "onnxruntime-genai",
+        "llm_runtime": "onnxruntime (model converted by onnxruntime-genai)",
         "llm_precision": precision,
         "llm_threads": settings["llm_threads"],
         "torch_threads": threads,

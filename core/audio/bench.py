@@ -165,10 +165,14 @@ def _bench(seconds: float, sink_name: str, consumer: Callable[[Any], None] | Non
     rec = ChunkRecorder()
     cfg = AudioConfig()
 
+    consumer_cpu = [0.0]     # CPU seconds spent in ``consumer`` (it runs in the audio worker thread)
+
     def on_chunk(chunk) -> None:
         rec(chunk)
         if consumer is not None:
+            t = time.thread_time()
             consumer(chunk)
+            consumer_cpu[0] += time.thread_time() - t
 
     io = AudioIO(cfg, on_chunk=on_chunk)
     proc = psutil.Process()
@@ -201,8 +205,11 @@ def _bench(seconds: float, sink_name: str, consumer: Callable[[Any], None] | Non
         # 1b. the same in a room with noise at the microphone (never digitally silent, unlike the null sink), so
         # the VAD's energy gate does not skip its model: the CPU figure of a real room
         noise = room_noise(seconds + 1.0, NOISE_DBFS)
+        used0 = consumer_cpu[0]
         noisy = _far_end_phase(io, rec, far, tag=11, injector=MixInjector(noise, rec.end))
         out["cpu_fraction"] = noisy["cpu_fraction"]
+        if consumer is not None:   # the part of it the caller's consumer took (the rest: the capture chain, I/O)
+            out["cpu_fraction_consumer"] = round((consumer_cpu[0] - used0) / noisy["audio_s"], 4)
         out["cpu_seconds"] = noisy["cpu_seconds"]
         out["cpu_fraction_by_thread"] = noisy["by_thread"]
         out["room_noise_dbfs"] = NOISE_DBFS

@@ -143,7 +143,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     tt.add_argument("--only", help="comma-separated parts of script names to run")
     tt.add_argument("--seed", type=_seed, default=0, help="room seed")
     tt.add_argument("--echo-minutes", type=float, default=0.0,
-                    help="also the echo alone: the assistant talks this long in the speakerphone room")
+                    help="also the echo alone: the assistant talks this long in --echo-room")
+    tt.add_argument("--echo-room", choices=["headset", "laptop", "speakerphone"], default="speakerphone",
+                    help="the room of --echo-minutes (default speakerphone)")
     tt.add_argument("--keep", help="a folder to keep each run's events (JSONL), report (JSON) and audio in")
     tt.add_argument("--checkpoint")
     tt.add_argument("--llm")

@@ -72,6 +72,15 @@ def _spelled(word: str) -> bool:
     return len(word.replace("-", "").replace("'", "")) < 2 or all(len(p) <= 1 for p in parts)
 
 
+# A drawn-out sound rather than a word, each hyphen-separated part: "mmmm", "hmmmm", "mhmm", "ahhh", "ohhh",
+# "ummm", "uhhh", "erm", "hahaha", "mm-mmm", "uh-uh-uh" (Whisper writes hums with any number of letters).
+_HUM = re.compile(r"(?:m+|h+m+|m+h+m*|u+h+m*|a+h+|o+h+|u+m+|e+r+m*|h+u+h+|h?(?:ha)+h?|hmph)")
+
+
+def _hum(word: str) -> bool:
+    return all(_HUM.fullmatch(part) for part in word.split("-"))
+
+
 def _without_phrases(text: str) -> str:
     lowered = " " + re.sub(r"[^a-z0-9' -]+", " ", _ANNOTATION.sub(" ", text.lower())) + " "
     for phrase in sorted(BACKCHANNEL_PHRASES, key=len, reverse=True):
@@ -84,7 +93,7 @@ def content_words(text: str) -> list[str]:
     """Words that carry content: not backchannels, not function words, not spelled letters, not in a
     backchannel phrase."""
     return [w for w in _WORD.findall(_without_phrases(text))
-            if not _spelled(w) and w not in BACKCHANNEL_WORDS and w not in FUNCTION_WORDS
+            if not _spelled(w) and not _hum(w) and w not in BACKCHANNEL_WORDS and w not in FUNCTION_WORDS
             and w not in COMMAND_WORDS]
 
 
@@ -101,7 +110,7 @@ def is_command(text: str) -> bool:
 def is_nonlexical(text: str) -> bool:
     """Only sounds: hums, hesitations, laughter, coughs, noise annotations (an empty transcript too)."""
     ws = [w for w in words(text) if not _spelled(w)]
-    return all(w in NONLEXICAL for w in ws)
+    return all(w in NONLEXICAL or _hum(w) for w in ws)
 
 
 def is_backchannel(text: str) -> bool:

@@ -280,7 +280,7 @@ def run_turns_bench(args: argparse.Namespace) -> int:
     out = turns_suite(profile=args.profile, rooms=[r.strip() for r in args.rooms.split(",") if r.strip()],
                       scripts_dir=args.scripts, only=args.only.split(",") if args.only else None, seed=args.seed,
                       echo_minutes=args.echo_minutes, keep=getattr(args, "keep", None), llm=args.llm,
-                      checkpoint=args.checkpoint)
+                      checkpoint=args.checkpoint, echo_room=getattr(args, "echo_room", "speakerphone"))
     print(json.dumps(out, indent=1, ensure_ascii=False))
     return 0
 
@@ -291,7 +291,7 @@ SUITE_DIR = Path(__file__).resolve().parents[2] / "tests" / "conversations" / "s
 def turns_suite(*, profile: str = "lite", rooms: list[str] | tuple[str, ...] = ("laptop", "speakerphone"),
                 scripts_dir: str | Path | None = None, only: list[str] | None = None, seed: int = 0,
                 echo_minutes: float = 0.0, keep: str | Path | None = None, llm: str | None = None,
-                checkpoint: str | None = None) -> dict[str, Any]:
+                checkpoint: str | None = None, echo_room: str = "speakerphone") -> dict[str, Any]:
     """The conversation acceptance suite (scripted users, docs/conversations.md) in simulated rooms through the
     real engine, one loaded model for all of it, scored per conversation and in aggregate; with ``echo_minutes``
     also the echo alone: the assistant speaks that long in the room with no user speech but its requests, and
@@ -355,7 +355,8 @@ def turns_suite(*, profile: str = "lite", rooms: list[str] | tuple[str, ...] = (
                                              "turns": u["turns"], "interrupted": u["interrupted"],
                                              "interrupt_ms": u["interrupt_ms"], "answer": u["answer_text"][:80]}
                                             for u in report["utterances"] if not u["ok"]]})
-            echo = _echo_alone(backend, spec, config, echo_minutes, seed, Path(tmp), vad) if echo_minutes else None
+            echo = (_echo_alone(backend, spec, config, echo_minutes, seed, Path(tmp), vad, echo_room)
+                    if echo_minutes else None)
     finally:
         backend.close()
     aggregate = combine(reports) if reports else {}
@@ -374,9 +375,9 @@ ECHO_REQUESTS = ["Tell me a long story about a dragon who loved the sea.",
 
 
 def _echo_alone(backend: Any, spec: ProfileSpec, config: Any, minutes: float, seed: int, tmp: Path,
-                vad: Any = None) -> dict:
-    """The assistant talks for ``minutes`` in the speakerphone room; the user only asks for the next story when
-    an answer has ended. Every interruption and every turn that is not one of those requests is false."""
+                vad: Any = None, room: str = "speakerphone") -> dict:
+    """The assistant talks for ``minutes`` in ``room``; the user only asks for the next story when an answer has
+    ended. Every interruption and every turn that is not one of those requests is false."""
     from core.audio.room import EchoRoom
     from core.engine.filemode import run_conversation
     from core.harness import ScriptedInput, ScriptedUser, parse_script, read_events
@@ -389,12 +390,12 @@ def _echo_alone(backend: Any, spec: ProfileSpec, config: Any, minutes: float, se
     events_path = tmp / "echo_alone.jsonl"
     run_conversation(backend, ScriptedInput(user), tmp / "echo.wav", events_path=events_path,
                      config=copy.deepcopy(config), system_prompt=spec.system_prompt,
-                     room=EchoRoom("speakerphone", seed=seed), vad=vad)
+                     room=EchoRoom(room, seed=seed), vad=vad)
     events = read_events(events_path)
     spoken = sum(e.get("samples", 0) / max(e.get("rate", 1), 1) for e in events if e["type"] == "audio_played")
     requests = len([u for u in user.timeline() if u.get("start_s") is not None])
     turns = {e["turn"] for e in events if e["type"] == "vad_onset"}
-    return {"room": "speakerphone", "assistant_speech_s": round(spoken, 1), "requests": requests,
+    return {"room": room, "assistant_speech_s": round(spoken, 1), "requests": requests,
             "false_interruptions": sum(1 for e in events if e["type"] == "interruption"),
             "user_turns": len(turns), "extra_turns": max(0, len(turns) - requests),
             "answers": sum(1 for e in events if e["type"] == "latency")}

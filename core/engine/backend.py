@@ -56,6 +56,7 @@ class ListenResult:
     probs: tuple[float, float, float]  # P(keep listening), P(answer now), P(ignore)
     user_text: str | None = None       # live transcript of the user's turn so far, when the profile has one
     final: bool = False                # user_text is the final transcript of the turn
+    text_logprob: float | None = None  # the recogniser's mean token log-probability for user_text (None: unknown)
 
 
 @dataclass

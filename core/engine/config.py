@@ -70,6 +70,12 @@ class EngineConfig:
     # as "You're gonna be here."). Its content words do not interrupt (a command still does). Speech runs at 2-4
     # words per second.
     barge_in_max_words_per_s: float = 5.0
+    # Without a command, a barge-in whose transcript the recogniser was this unsure of (mean token log-probability,
+    # when the profile gives one: Lite's Whisper) is not one: over the assistant's echo Whisper turns a hum, a cough
+    # or a laugh into words ("MMA Kim", "And then my chin, the zoom."; -1.2 to -3.7 in the conversation suite),
+    # while the questions users barged in with measured -0.3 to -1.4 there (commands are exempt: a lone "Wait."
+    # measured -1.6 to -2.8).
+    barge_in_min_logprob: float = -1.5
     # Speech that resumes within this long after the end of the user's speech, while at most ``join_max_played_s``
     # of the answer has been heard, continues the same turn (the user only paused): the answer is dropped and
     # restarts afterwards with the whole utterance.

@@ -39,7 +39,7 @@ import queue
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from collections.abc import Generator
 from typing import Any, Callable, Iterator
 
@@ -165,6 +165,7 @@ class _Input:
     speech_end_t: float | None = None    # clock time of the end of the last voiced VAD window
     offset_t: float | None = None        # clock time of the VAD offset (None while speech goes on)
     user_text: str = ""
+    text_logprob: float | None = None    # how sure the recogniser was of user_text (None: the profile does not say)
     emitted_text: str = ""
     final_text: bool = False
     end_pos: int = 0                     # stream position where the audio listened to so far ends
@@ -654,6 +655,7 @@ class Engine:
         if text is None:
             return
         inp.user_text = text
+        inp.text_logprob = result.text_logprob
         inp.final_text = inp.final_text or result.final
         if text == inp.emitted_text and not result.final:
             return
@@ -701,8 +703,8 @@ class Engine:
 
         Too little voiced audio (a cough, a click), or, when the profile gives a transcript, a backchannel ("mm-hm",
         "yeah", "okay", "I see", laughter; see :mod:`core.speech_acts`) or fewer than ``barge_in_min_words``
-        content words; a command ("stop", "wait", "no", ...) alone is enough; speech that continues the user's own
-        turn (``joins``) needs one content word. Words the assistant itself is saying in this answer do not count
+        content words, or words the recogniser was unsure of (``barge_in_min_logprob``); a command ("stop", "wait",
+        "no", ...) alone is enough; speech that continues the user's own turn (``joins``) needs one content word. Words the assistant itself is saying in this answer do not count
         (residual echo in the transcript)."""
         cfg = self.config
         text = inp.user_text
@@ -719,6 +721,8 @@ class Engine:
             return "backchannel"
         if inp.joins:   # the user resumed their own sentence right after its turn was decided: a word of their own
             return None  # continues it ("... of Italy" / "and Germany?"), however short; all of it is heard again
+        if inp.text_logprob is not None and inp.text_logprob < cfg.barge_in_min_logprob:
+            return "unsure"   # the recogniser made words of a hum or a cough over the echo ("MMA Kim")
         if len(speech_words(text)) > cfg.barge_in_max_words_per_s * inp.voiced_s + 1:
             return "implausible"
         if len(set(content)) < cfg.barge_in_min_words:
@@ -820,7 +824,7 @@ class Engine:
                                  state=result.state, preroll=False, candidate=inp.during_reply, end_of_input=True))
         self._user_text(inp, result)
         if result.state == "cl":
-            result = ListenResult(state="el", probs=result.probs, user_text=result.user_text, final=True)
+            result = replace(result, state="el", final=True)
         self._decide(inp, result, forced=reason)
 
     def end_of_input(self) -> None:

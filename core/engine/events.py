@@ -143,7 +143,7 @@ class TurnDecision(Event):
     TYPE = "turn_decision"
     state: str = "el"
     reason: str = "backend"              # backend | silence_timeout | max_turn | end_of_input | push_to_talk |
-                                         # too_short | too_few_words | backchannel | ...
+                                         # too_short | too_few_words | backchannel | unsure | ...
     voiced_s: float = 0.0
     candidate: bool = False
     backend_state: str | None = None     # what the backend said when the engine overrode it

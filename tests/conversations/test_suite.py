@@ -9,8 +9,10 @@ The thresholds are what this build reaches in every run with margin, not issue 1
 run to run: the Piper voice draws random noise for its durations (onnxruntime's random ops cannot be seeded per
 call), so the answers' audio, and with it where each scripted utterance lands over the echo, differ a little each
 time, and the machine's speed changes how far speculation gets. Eight barge-ins per run are too few to judge
-(one run: 2-6 of 8 interrupting within 600 ms, word error rate 0.15-0.53), so the barge-in scripts also run in
-the rooms of seeds 1 and 2 (other geometries and noise) and the barge-in figures are pooled over all 24.
+(with the earlier echo canceller one run saw 2-6 of 8 interrupting within 600 ms and a word error rate of
+0.15-0.53), so the barge-in scripts also run in the rooms of seeds 1 and 2 (other geometries and noise) and the
+barge-in figures are pooled over all 24 (measured with this build: 17-19 of 23 within 600 ms, 20-21 interrupting,
+word error rate 0.18-0.2, 12 of 18 questions answered with the right keyword).
 """
 
 from __future__ import annotations
@@ -98,10 +100,10 @@ def test_nothing_interrupts_the_assistant_but_the_user(suite):
 def test_real_barge_ins_interrupt_quickly_and_are_understood(barge_ins):
     bi = barge_ins
     assert bi["not_overlapped"] <= 0.2 * (bi["count"] + bi["not_overlapped"]), bi   # they came over the assistant
-    assert bi["interrupted"] >= 0.6 * bi["count"], bi
-    assert bi["within_600ms"] >= 0.4 * bi["count"], bi    # issue 13 asks for 90 %: see docs/engine.md
-    assert bi["wer"] is not None and bi["wer"] <= 0.55, bi  # ... and 0.15
-    assert bi["questions_answered"] >= 0.4 * bi["questions"], bi
+    assert bi["interrupted"] >= 0.65 * bi["count"], bi
+    assert bi["within_600ms"] >= 0.5 * bi["count"], bi    # issue 13 asks for 90 %: see docs/engine.md
+    assert bi["wer"] is not None and bi["wer"] <= 0.4, bi   # ... and 0.15
+    assert bi["questions_answered"] >= 0.45 * bi["questions"], bi
 
 
 def test_questions_in_several_voices_are_answered(suite):

@@ -131,3 +131,34 @@ def test_a_backchannel_after_an_answer_that_asked_nothing_is_not_answered(lite, 
     assert answered == {1}, [e.to_dict() for e in _of(events, "turn_decision")]
     dropped = [e for e in _of(events, "turn_decision") if e.turn > 1]
     assert dropped and all(e.state == "el" and e.reason in ("backchannel", "backend") for e in dropped)
+
+
+def test_lite_says_how_sure_its_recogniser_was_and_the_engine_weighs_it(lite):
+    """Over the assistant's echo Whisper makes words of a hum ("MMA Kim"); Lite passes the transcript's mean token
+    log-probability with it, and a barge-in without a command whose transcript is that unsure does not interrupt,
+    while a command does, whatever the confidence, and a sure one with content does."""
+    from core.engine.engine import Engine, _Input
+    from core.engine.sink import NullSink
+
+    conv = lite.new_conversation()
+    audio = mix([Placed(0.3, espeak("What is the capital of France?"))], tail_s=1.5)
+    results = [lite.listen(conv, c.samples_16k, c.vad_probs) for c in chunks(audio)]
+    final = next(r for r in results if r.final)
+    assert final.state == "ss" and "france" in final.user_text.lower(), final
+    assert final.text_logprob is not None and -1.5 < final.text_logprob <= 0.0, final
+
+    engine = Engine(lite, NullSink())
+    engine.start()
+    try:
+        def veto(text, logprob):
+            inp = _Input(turn=2, opened_t=0.0, onset_sample=0, during_reply=True, user_text=text,
+                         text_logprob=logprob)
+            inp.voiced_windows = 40                       # 1.28 s of voice: long enough for content
+            return engine._barge_in_veto(inp)
+
+        assert veto("MMA Kim", -2.1) == "unsure"
+        assert veto("MMA Kim", None) is None              # a profile that does not say: the word rules alone
+        assert veto("Tell me about Rome", -0.6) is None
+        assert veto("Wait.", -2.5) is None                # a command
+    finally:
+        engine.close()

@@ -359,7 +359,8 @@ class LiteBackend(Backend):
         if turn.phase == "decided":
             if turn.consumed or turn.decision != "ss":   # no open turn: nothing (more) to answer
                 return ListenResult("el", (0.05, 0.05, 0.9), user_text=None, final=True)
-            return ListenResult("ss", (0.05, 0.9, 0.05), user_text=turn.live_text, final=True)
+            return ListenResult("ss", (0.05, 0.9, 0.05), user_text=turn.live_text, final=True,
+                                text_logprob=turn.live_logprob)
         if turn.phase in ("speech", "pause") and (turn.candidate is None or turn.candidate.end_sample
                                                   < turn.candidate_end()):
             self._transcribe(st, candidate=True)
@@ -376,7 +377,7 @@ class LiteBackend(Backend):
         if final:
             st.decided_at_abs = st.samples_fed
             st.user_text = turn.candidate.text.strip() if (state == "ss" and turn.candidate) else None
-        return ListenResult(state, probs, user_text=turn.live_text, final=final)
+        return ListenResult(state, probs, user_text=turn.live_text, final=final, text_logprob=turn.live_logprob)
 
     def _transcribe(self, st: LiteState, candidate: bool) -> None:
         turn = st.turn

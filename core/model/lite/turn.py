@@ -228,6 +228,12 @@ class TurnTracker:
         best = self.candidate or self.partial
         return best.text if best else None
 
+    @property
+    def live_logprob(self) -> float | None:
+        """The recogniser's mean token log-probability for :attr:`live_text`."""
+        best = self.candidate or self.partial
+        return best.avg_logprob if best else None
+
     # ------------------------------------------------------------------------------------------- decision
 
     def ignorable(self) -> bool:

@@ -1,0 +1,26 @@
+"""core.speech_acts: what a short transcript is. Whisper writes a hum with any number of letters, so drawn-out
+sounds never count as content words; real words that look alike still do."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.speech_acts import content_words, is_backchannel, is_command, is_nonlexical
+
+
+@pytest.mark.parametrize("text", ["Mm-hmm.", "Hmmmm.", "Mmmmm", "Uh-uh-uh", "Mm-mmm.", "Ahhhh!", "Ummmm...",
+                                  "Hahaha", "uh-huh-huh", "Hm-hm.", "(coughs)", "M-M-A-K-M", "Ohhh, mhmm."])
+def test_drawn_out_sounds_are_nonlexical_backchannels(text):
+    assert is_nonlexical(text) and is_backchannel(text) and not content_words(text)
+
+
+@pytest.mark.parametrize("text,words", [("Ham and eggs", ["ham", "eggs"]), ("Oh, hum a tune.", ["hum", "tune"]),
+                                        ("Um, what is the capital of Spain?", ["what", "capital", "spain"]),
+                                        ("Mmm, tell me about Rome.", ["tell", "about", "rome"])])
+def test_real_words_that_look_alike_are_content(text, words):
+    assert content_words(text) == words and not is_backchannel(text)
+
+
+def test_commands_and_lexical_backchannels():
+    assert is_command("Hmm, stop.") and not is_backchannel("Hmm, stop.")
+    assert is_backchannel("Okay, I see.") and not is_nonlexical("Okay, I see.")   # words, but listening feedback

@@ -30,6 +30,9 @@ import numpy as np
 
 from core.constants import AEC_FRAME_SAMPLES_16K, MODEL_INPUT_RATE
 
+SETTLED_FRAMES = 800     # adapted frames (8 s of the assistant's speech) after which...
+IDLE_EVERY = 4           # ...the filter that is not the output adapts on every 4th frame only
+
 
 class _BlockKalman:
     """One partitioned-block frequency-domain adaptive filter of ``partitions`` blocks, adapted as a diagonal
@@ -63,19 +66,24 @@ class _BlockKalman:
         echo = np.fft.irfft((self._w * x_spectra[:self.partitions]).sum(axis=0))[self.block:]
         return mic - echo
 
-    def adapt(self, x_spectra: np.ndarray, err: np.ndarray) -> None:
-        b, x = self.block, x_spectra[:self.partitions]
+    def adapt(self, x_spectra: np.ndarray, x_power: np.ndarray, err: np.ndarray) -> None:
+        """One update from the frame's error (``x_power``: ``|x_spectra|^2``)."""
+        b, x, p = self.block, x_spectra[:self.partitions], self._p
         self._e_pad[b:] = err
         spectrum = np.fft.rfft(self._e_pad)
-        self._psi = self._smooth * self._psi + (1.0 - self._smooth) * (spectrum.real ** 2 + spectrum.imag ** 2)
-        x2 = x.real ** 2 + x.imag ** 2
-        gain = self._p * np.conj(x) / ((x2 * self._p).sum(axis=0) + self._psi + 1e-10)
-        g = np.fft.irfft(gain * spectrum, axis=1)
+        self._psi *= self._smooth
+        self._psi += (1.0 - self._smooth) * (spectrum.real ** 2 + spectrum.imag ** 2)
+        px2 = p * x_power[:self.partitions]
+        p_inv = p / (px2.sum(axis=0) + self._psi + 1e-10)       # the gain is p_inv * conj(x)
+        g = np.fft.irfft(p_inv * np.conj(x) * spectrum, axis=1)
         g[:, b:] = 0.0                      # the gradient constraint: a causal filter of ``block`` taps per part
         self._w += np.fft.rfft(g, axis=1)
-        # half of the gain's effect: the overlap-save error holds ``block`` of the ``2 block`` samples
-        self._p = (self._a2 * (1.0 - 0.5 * (gain * x).real) * self._p
-                   + (1.0 - self._a2) * (self._w.real ** 2 + self._w.imag ** 2))
+        # P shrinks by half of what the gain taught (the overlap-save error holds ``block`` of the ``2 block``
+        # samples) and grows back by the drift allowance
+        px2 *= p_inv
+        p -= 0.5 * px2
+        p *= self._a2
+        p += (1.0 - self._a2) * (self._w.real ** 2 + self._w.imag ** 2)
 
 
 class LinearEchoCanceller:
@@ -134,11 +142,19 @@ class LinearEchoCanceller:
         self._x[0] = spectrum
         m = np.asarray(mic, dtype=np.float64)
         errors = [f.error(self._x, m) for f in self._filters]
+        x_power = None
         self.frames += 1
         if adapt and float(np.max(np.abs(x))) > 1e-4:
+            settled = self.adapted_frames >= SETTLED_FRAMES
             for i, (f, e) in enumerate(zip(self._filters, errors)):
+                # once settled, a filter that is not the output learns on every ``IDLE_EVERY``-th frame only: it
+                # stays a fallback (the path may change) at a quarter of the cost
+                if settled and i != self.selected and self.adapted_frames % IDLE_EVERY:
+                    continue
                 self._residual[i] = 0.98 * self._residual[i] + 0.02 * float(np.dot(e, e))
-                f.adapt(self._x, e)
+                if x_power is None:
+                    x_power = self._x.real ** 2 + self._x.imag ** 2
+                f.adapt(self._x, x_power, e)
             self.adapted_frames += 1
             self.selected = int(np.argmin(self._residual))
         err = errors[self.selected]

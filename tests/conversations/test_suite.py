@@ -11,8 +11,8 @@ call), so the answers' audio, and with it where each scripted utterance lands ov
 time, and the machine's speed changes how far speculation gets. Eight barge-ins per run are too few to judge
 (with the earlier echo canceller one run saw 2-6 of 8 interrupting within 600 ms and a word error rate of
 0.15-0.53), so the barge-in scripts also run in the rooms of seeds 1 and 2 (other geometries and noise) and the
-barge-in figures are pooled over all 24 (measured with this build: 17-19 of 23 within 600 ms, 20-21 interrupting,
-word error rate 0.18-0.2, 12 of 18 questions answered with the right keyword).
+barge-in figures are pooled over all 24 (measured with this build: 16-18 of 22-24 within 600 ms, 18-21
+interrupting, word error rate 0.16-0.20, 11-12 of 18 questions answered with the right keyword).
 """
 
 from __future__ import annotations

@@ -58,3 +58,25 @@ def event(type_: str, t: float | None, turn: int, fields: dict | None = None):
 
     ev = event_from_dict({"type": type_, "t": 0.0 if t is None else t, "turn": turn, **(fields or {})})
     return dataclasses.replace(ev, t=None) if t is None else ev
+
+
+def require_espeak() -> None:
+    """Skip the calling test (or fixture) when espeak-ng, the scripted users' voice, is not installed."""
+    import pytest
+
+    from core.harness.voices import SpeechError, espeak_path
+
+    try:
+        espeak_path()
+    except SpeechError as exc:
+        pytest.skip(str(exc))
+
+
+def require_lite_weights() -> None:
+    """Skip the calling test (or fixture) when the Lite profile's weight packages are not installed."""
+    import pytest
+
+    from core.settings.models import lite_missing_packages
+
+    if lite_missing_packages():
+        pytest.skip("Lite weight packages not installed")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared import require_espeak
 
 from core.harness import ScriptedInput, ScriptedUser, combine, load_script, parse_script, read_events, score, unmet, wer
 from core.harness.script import ScriptError
 from core.harness.text import keywords_found, normalize, number_words
-from core.harness.voices import SpeechError, espeak_path
+from core.harness.voices import SpeechError
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 RATE = 16_000
@@ -20,10 +21,7 @@ RATE = 16_000
 
 @pytest.fixture(scope="module", autouse=True)
 def _espeak():
-    try:
-        espeak_path()
-    except SpeechError as exc:
-        pytest.skip(str(exc))
+    require_espeak()
 
 
 def run(user: ScriptedUser, audible, block: int = 2560, limit_s: float = 120.0) -> tuple[np.ndarray, float]:

@@ -24,9 +24,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))   # tests/app/_loop.py
 from _loop import private_loop  # noqa: E402
+from _shared import require_espeak, require_lite_weights  # noqa: E402
 
 from core.harness import ScriptedInput, ScriptedUser, parse_script, read_events, score  # noqa: E402
-from core.harness.voices import SpeechError, espeak_path  # noqa: E402
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow]
 
@@ -63,14 +63,8 @@ def loop():
 
 @pytest.fixture(scope="module")
 def needs():
-    try:
-        espeak_path()
-    except SpeechError as exc:
-        pytest.skip(str(exc))
-    from core.settings.models import lite_missing_packages
-
-    if lite_missing_packages():
-        pytest.skip("Lite weight packages not installed")
+    require_espeak()
+    require_lite_weights()
 
 
 def _file_run(tmp: Path) -> dict:

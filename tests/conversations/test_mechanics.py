@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/_shared
-from _shared import default_fixture, fixture_spec  # noqa: E402
+from _shared import default_fixture, fixture_spec, require_espeak  # noqa: E402
 
 from core.harness import ScriptedInput, ScriptedUser, parse_script, read_events, score  # noqa: E402
-from core.harness.voices import SpeechError, espeak_path  # noqa: E402
 
 FIXTURE = default_fixture()
 pytestmark = [pytest.mark.slow,
@@ -39,10 +38,7 @@ SCRIPT = {
 
 @pytest.fixture(scope="module")
 def fo_backend():
-    try:
-        espeak_path()
-    except SpeechError as exc:
-        pytest.skip(str(exc))
+    require_espeak()
     from core.compose.build import build_backend
 
     backend = build_backend(fixture_spec())

@@ -23,25 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from core.harness.voices import SpeechError, espeak_path
+from _shared import require_espeak, require_lite_weights
 
 pytestmark = pytest.mark.slow
 
 
-def _lite_installed() -> bool:
-    from core.settings.models import lite_missing_packages
-
-    return not lite_missing_packages()
-
-
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    try:
-        espeak_path()
-    except SpeechError as exc:
-        pytest.skip(str(exc))
-    if not _lite_installed():
-        pytest.skip("Lite weight packages not installed")
+    require_espeak()
+    require_lite_weights()
     from core.compose.bench import turns_suite
 
     keep = Path(os.environ.get("PARLEY_SUITE_KEEP") or tmp_path_factory.mktemp("suite"))

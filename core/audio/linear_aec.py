@@ -125,25 +125,21 @@ class LinearEchoCanceller:
     def process(self, mic: np.ndarray, ref: np.ndarray, adapt: bool, out: np.ndarray | None = None) -> np.ndarray:
         """The microphone frame minus the estimated echo of ``ref`` (the far end aligned with it); ``adapt``:
         learn from this frame (only echo in the microphone)."""
-        b = self.block
         x = np.asarray(ref, dtype=np.float64)
+        m = np.asarray(mic, dtype=np.float64)
+        self.frames += 1
         self._quiet = self._quiet + 1 if not x.any() else 0
         if self._quiet > self.partitions:
-            # no reference anywhere in the filter's span (the assistant has been silent): the echo estimate is 0,
-            # the reference spectra are all 0 already; nothing to compute while the app listens
-            self.frames += 1
-            if out is None:
-                return np.asarray(mic, dtype=np.float32).copy()
-            out[:] = mic
-            return out
+            # no reference anywhere in the filter's span (the assistant has been silent): the echo estimate is 0;
+            # nothing to compute while the app listens (the spectra kept span zeros but for the oldest, which the
+            # next frame with a reference rolls out)
+            return self._output(m, out)
         spectrum = np.fft.rfft(np.concatenate([self._x_prev, x]))
         self._x_prev = x
         self._x = np.roll(self._x, 1, axis=0)
         self._x[0] = spectrum
-        m = np.asarray(mic, dtype=np.float64)
         errors = [f.error(self._x, m) for f in self._filters]
         x_power = None
-        self.frames += 1
         if adapt and float(np.max(np.abs(x))) > 1e-4:
             settled = self.adapted_frames >= SETTLED_FRAMES
             for i, (f, e) in enumerate(zip(self._filters, errors)):
@@ -160,7 +156,10 @@ class LinearEchoCanceller:
         err = errors[self.selected]
         # never louder than the microphone: a filter thrown off by an echo path that moved (a device's latency
         # jumped) would add its wrong estimate to the user's voice; the microphone as it is is better then
-        result = m if float(np.dot(err, err)) > float(np.dot(m, m)) else err
+        return self._output(m if float(np.dot(err, err)) > float(np.dot(m, m)) else err, out)
+
+    @staticmethod
+    def _output(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         if out is None:
             return result.astype(np.float32)
         out[:] = result

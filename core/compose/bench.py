@@ -279,8 +279,8 @@ def run_turns_bench(args: argparse.Namespace) -> int:
     """``parley bench turns``: :func:`turns_suite` as one JSON object."""
     out = turns_suite(profile=args.profile, rooms=[r.strip() for r in args.rooms.split(",") if r.strip()],
                       scripts_dir=args.scripts, only=args.only.split(",") if args.only else None, seed=args.seed,
-                      echo_minutes=args.echo_minutes, keep=getattr(args, "keep", None), llm=args.llm,
-                      checkpoint=args.checkpoint, echo_room=getattr(args, "echo_room", "speakerphone"))
+                      echo_minutes=args.echo_minutes, keep=args.keep, llm=args.llm, checkpoint=args.checkpoint,
+                      echo_room=args.echo_room)
     print(json.dumps(out, indent=1, ensure_ascii=False))
     return 0
 

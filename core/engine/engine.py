@@ -704,8 +704,8 @@ class Engine:
         Too little voiced audio (a cough, a click), or, when the profile gives a transcript, a backchannel ("mm-hm",
         "yeah", "okay", "I see", laughter; see :mod:`core.speech_acts`) or fewer than ``barge_in_min_words``
         content words, or words the recogniser was unsure of (``barge_in_min_logprob``); a command ("stop", "wait",
-        "no", ...) alone is enough; speech that continues the user's own turn (``joins``) needs one content word. Words the assistant itself is saying in this answer do not count
-        (residual echo in the transcript)."""
+        "no", ...) alone is enough; speech that continues the user's own turn (``joins``) needs one content word.
+        Words the assistant itself is saying in this answer do not count (residual echo in the transcript)."""
         cfg = self.config
         text = inp.user_text
         if text is None and not self.backend.transcribes:

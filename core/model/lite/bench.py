@@ -126,7 +126,7 @@ def run_bench(args: argparse.Namespace) -> int:
             decision_lag.append(virtual_first_audio_ms(heard["costs"], len(heard["costs"]) * 0.16, 0.0))
             candidate_asr.append(st.asr_calls[-1]["compute_s"] * 1000 if st.asr_calls else 0.0)
             spec_audio += bool(st.last_reply and st.last_reply.speculative_audio)
-        precision = backend.llm.precision
+        precision, runtime = backend.llm.precision, backend.llm.runtime
         backend.close()
     finally:
         shutil.rmtree(tmp_cache, ignore_errors=True)
@@ -134,7 +134,7 @@ def run_bench(args: argparse.Namespace) -> int:
     result = {
         "bench": "lite",
         "device": "cpu",
-        "llm_runtime": "onnxruntime (model converted by onnxruntime-genai)",
+        "llm_runtime": runtime,
         "llm_precision": precision,
         "llm_threads": settings["llm_threads"],
         "torch_threads": threads,

@@ -127,7 +127,7 @@ def answer_audio(backend, audio_16k: np.ndarray, turn_end: str = "model", conv=N
         "sample_rate": backend.output_rate,
         "timings": timings,
         "models": {"asr": "whisper-tiny.en", "llm": backend.llm.name, "voice": backend.voice.onnx_path.name,
-                   "device": "cpu", "llm_runtime": "onnxruntime (model converted by onnxruntime-genai)", "llm_precision": backend.llm.precision},
+                   "device": "cpu", "llm_runtime": backend.llm.runtime, "llm_precision": backend.llm.precision},
     }
     out = np.concatenate(pieces_audio) if pieces_audio else np.zeros(0, dtype=np.float32)
     return trace, out

@@ -170,6 +170,8 @@ class OnnxDecoder:
 class ChatLlm:
     """A converted chat model (a folder written by :func:`core.model.lite.convert.convert_chat_model`)."""
 
+    runtime = "onnxruntime (model converted by onnxruntime-genai)"    # what runs it, as the benchmarks report it
+
     def __init__(self, folder: Path, name: str, threads: int = 1, max_context: int = 2048,
                  precision: str = "int8") -> None:
         from transformers import AutoTokenizer

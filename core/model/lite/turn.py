@@ -224,15 +224,18 @@ class TurnTracker:
         return self.phase in ("speech", "pause") and self.n_samples >= self.cfg.max_turn_s * MODEL_INPUT_RATE
 
     @property
+    def live(self) -> Transcript | None:
+        """The best transcript so far: the candidate, else the latest partial."""
+        return self.candidate or self.partial
+
+    @property
     def live_text(self) -> str | None:
-        best = self.candidate or self.partial
-        return best.text if best else None
+        return self.live.text if self.live else None
 
     @property
     def live_logprob(self) -> float | None:
         """The recogniser's mean token log-probability for :attr:`live_text`."""
-        best = self.candidate or self.partial
-        return best.avg_logprob if best else None
+        return self.live.avg_logprob if self.live else None
 
     # ------------------------------------------------------------------------------------------- decision
 

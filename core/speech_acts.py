@@ -67,7 +67,10 @@ def words(text: str) -> list[str]:
 
 
 def _spelled(word: str) -> bool:
-    """Letters spelled one by one ("m-m-a-k-m"), Whisper's rendering of a hum."""
+    """Letters spelled one by one ("m-m-a-k-m"), Whisper's rendering of a hum. A number is a word, however short
+    ("What is 2 plus 2?")."""
+    if word.replace("-", "").isdigit():
+        return False
     parts = word.split("-")
     return len(word.replace("-", "").replace("'", "")) < 2 or all(len(p) <= 1 for p in parts)
 

@@ -49,8 +49,10 @@ class EngineConfig:
     # content words (core.speech_acts: "mm-hm", "yeah", "okay", "I see" have none; a command such as "stop" or
     # "wait" alone is enough). 0: any non-backchannel.
     barge_in_min_words: int = 2
-    # Without a command, a barge-in needs this much voiced audio: backchannels last up to about a second ("mm-hm",
-    # laughter), and Whisper makes a few words of one with the residual echo around it ("in the next year.").
+    # Without a command, a barge-in with fewer than ``barge_in_early_words`` distinct content words needs this much
+    # voiced audio: backchannels last up to about a second ("mm-hm", laughter), and Whisper makes a word or two of
+    # one with the residual echo around it ("in the next year.", "They make me a chair."). Three content words are
+    # a question ("What is 2 plus 2?", credited by the VAD with 0.9 s of voice over the echo).
     barge_in_content_voiced_s: float = 1.0
     # The answer is cut before the user has finished only for a long utterance: this many distinct content words of
     # the user's own and ``barge_in_early_voiced_s`` of voiced audio. Otherwise the answer stays held (silent) and

@@ -540,7 +540,7 @@ class Engine:
         if self._ptt_held:
             self._ptt_heard = True
         reply = self._reply
-        joinable = reply is not None and self._joins_previous_turn(reply, now)
+        joinable = reply is not None and self._joins_previous_turn(reply, self._clock_t(onset_sample))
         self.turn += 1
         during = reply is not None
         inp = _Input(turn=self.turn, opened_t=now, onset_sample=onset_sample, during_reply=during,
@@ -563,16 +563,20 @@ class Engine:
         """:meth:`_clock_t`, rounded for an event."""
         return round(self._clock_t(stream_sample), 4)
 
-    def _joins_previous_turn(self, reply: _Reply, now: float) -> bool:
+    def _joins_previous_turn(self, reply: _Reply, onset_t: float) -> bool:
         """Speech that resumes soon after a turn was decided, before much of its answer was heard, continues that
-        turn (the user had only paused): within ``join_window_s`` of the end of their speech, while at most
-        ``join_max_played_s`` of the answer has played (on a fast machine the answer starts at once; a word or two
-        of it is no reason to split the user's sentence in two)."""
+        turn (the user had only paused): it began (``onset_t``, session clock) within ``join_window_s`` of the end
+        of their speech, while at most ``join_max_played_s`` of the answer had played (on a fast machine the answer
+        starts at once; a word or two of it is no reason to split the user's sentence in two). What counts is the
+        moment the user resumed, not the moment the VAD was sure of it: over the start of an answer the echo
+        canceller still learns, and the onset is reported a few hundred milliseconds late."""
         if not reply.input_audio:
             return False
-        if now - reply.speech_end_t > self.config.join_window_s:
+        if onset_t - reply.speech_end_t > self.config.join_window_s:
             return False
         played_s = self.sink.played_samples(reply.turn) / max(self.backend.output_rate, 1)
+        if reply.first_played_t is not None:
+            played_s = min(played_s, max(0.0, onset_t - reply.first_played_t))
         return played_s <= self.config.join_max_played_s
 
     def _join_previous_turn(self, inp: _Input) -> None:
@@ -727,7 +731,11 @@ class Engine:
             return "implausible"
         if len(set(content)) < cfg.barge_in_min_words:
             return "too_few_words"
-        if inp.voiced_s < cfg.barge_in_content_voiced_s:
+        if inp.voiced_s < cfg.barge_in_content_voiced_s and len(set(content)) < cfg.barge_in_early_words:
+            # a short utterance with a word or two of content may be a backchannel Whisper made words of ("They make
+            # me a chair."); three distinct content words are a question or a request ("What is 2 plus 2?", which
+            # over the echo the VAD may credit with well under a second of voice: the transcript, from the
+            # pre-roll, has all of it)
             return "too_short"
         return None
 

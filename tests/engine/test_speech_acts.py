@@ -16,7 +16,9 @@ def test_drawn_out_sounds_are_nonlexical_backchannels(text):
 
 @pytest.mark.parametrize("text,words", [("Ham and eggs", ["ham", "eggs"]), ("Oh, hum a tune.", ["hum", "tune"]),
                                         ("Um, what is the capital of Spain?", ["what", "capital", "spain"]),
-                                        ("Mmm, tell me about Rome.", ["tell", "about", "rome"])])
+                                        ("Mmm, tell me about Rome.", ["tell", "about", "rome"]),
+                                        ("1 is 2 plus 2.", ["1", "2", "plus", "2"]),    # numbers are words
+                                        ("What is 12 times 3?", ["what", "12", "times", "3"])])
 def test_real_words_that_look_alike_are_content(text, words):
     assert content_words(text) == words and not is_backchannel(text)
 

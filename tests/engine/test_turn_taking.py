@@ -160,5 +160,50 @@ def test_lite_says_how_sure_its_recogniser_was_and_the_engine_weighs_it(lite):
         assert veto("MMA Kim", None) is None              # a profile that does not say: the word rules alone
         assert veto("Tell me about Rome", -0.6) is None
         assert veto("Wait.", -2.5) is None                # a command
+
+        def short(text, logprob=-0.5):                     # 0.9 s of voice credited by the VAD
+            inp = _Input(turn=2, opened_t=0.0, onset_sample=0, during_reply=True, user_text=text,
+                         text_logprob=logprob)
+            inp.voiced_windows = 28
+            return engine._barge_in_veto(inp)
+
+        assert short("What is 2 plus 2?") is None          # three content words: a question, however short
+        assert short("1 is 2 plus 2.") is None             # numbers are words
+        assert short("They make me a chair.") == "too_short"   # two: maybe a backchannel made into words
+    finally:
+        engine.close()
+
+
+def test_whether_speech_joins_the_turn_is_judged_when_the_user_resumed(lite):
+    """Over the start of an answer the echo canceller is still learning, so the VAD may report resumed speech a few
+    hundred milliseconds after it began. What decides whether it continues the user's turn is how much of the answer
+    had played when they resumed, not when the onset was reported."""
+    import threading
+
+    import numpy as np
+
+    from core.engine.clock import VirtualClock
+    from core.engine.engine import Engine, _Reply
+    from core.engine.alignment import ReplyTranscript
+    from core.engine.sink import VirtualAudioSink
+
+    clock = VirtualClock()
+    rate = lite.output_rate
+    sink = VirtualAudioSink(clock, rate)
+    engine = Engine(lite, sink)
+    engine.start()
+    try:
+        clock.set(10.0)
+        sink.enqueue(np.full(3 * rate, 0.1, dtype=np.float32), rate, 7)
+        clock.set(11.4)                     # 1.4 s of the answer has played by the time the onset is reported
+        sink.advance(11.4)
+        reply = _Reply(turn=7, cancel=threading.Event(), iterator=None, transcript=ReplyTranscript(rate), decided_t=10.0,
+                       speech_end_t=9.5, user_text="Tell me the capital of Italy",
+                       input_audio=[(np.zeros(2560, dtype=np.float32), np.zeros(5, dtype=np.float32))],
+                       first_played_t=10.0)
+        assert engine._joins_previous_turn(reply, onset_t=10.6)         # resumed 0.6 s into the answer
+        assert not engine._joins_previous_turn(reply, onset_t=11.2)     # 1.2 s in: the user heard the answer
+        reply.first_played_t = None                                      # a sink that cannot say when it started
+        assert not engine._joins_previous_turn(reply, onset_t=10.6)     # what has played so far counts
     finally:
         engine.close()

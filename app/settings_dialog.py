@@ -189,8 +189,12 @@ class SettingsDialog(QDialog):
         form.addRow("", self.test_status)
         self.aec = QCheckBox("Echo cancellation (needed on speakers, for barge-in)", w)
         self.ns = QCheckBox("Noise suppression", w)
+        self.ready_sound = QCheckBox("Play a short sound when Parley starts listening", w)
+        self.ready_sound.setToolTip("A soft whoosh when the audio opens. It also lets the echo cancellation learn "
+                                    "your room before the first answer, so you can interrupt that one too.")
         form.addRow("", self.aec)
         form.addRow("", self.ns)
+        form.addRow("", self.ready_sound)
         return w
 
     def _model_tab(self) -> QWidget:
@@ -382,6 +386,7 @@ class SettingsDialog(QDialog):
         self._set_combo(self.out_device, s.audio.output_device)
         self.aec.setChecked(s.audio.aec)
         self.ns.setChecked(s.audio.noise_suppression)
+        self.ready_sound.setChecked(s.audio.ready_sound)
         self.profile.setCurrentIndex(max(0, self.profile.findData(s.model.profile)))
         self.checkpoint_dir.setText(s.model.checkpoint_dir)
         self.backbone_dir.setText(s.model.backbone_dir)
@@ -423,6 +428,7 @@ class SettingsDialog(QDialog):
         s.audio.output_device = self._combo_value(self.out_device)
         s.audio.aec = self.aec.isChecked()
         s.audio.noise_suppression = self.ns.isChecked()
+        s.audio.ready_sound = self.ready_sound.isChecked()
         s.model.profile = self.profile.currentData()
         s.model.checkpoint_dir = self.checkpoint_dir.text().strip()
         s.model.backbone_dir = self.backbone_dir.text().strip()

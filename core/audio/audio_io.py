@@ -50,6 +50,7 @@ from core.audio.devices import AudioDeviceError, DeviceInfo
 from core.audio.events import AUDIO_STATUS, ERROR, WARNING, AudioEventQueue
 from core.audio.interfaces import AudioChunk
 from core.audio.player import Player
+from core.audio.ready_sound import TAG as READY_SOUND_TAG, play_ready_sound
 from core.audio.resample import StreamResampler
 from core.audio.ringbuffer import RingBuffer, TimestampRing
 from core.audio.vad import EchoAwareVad
@@ -62,6 +63,7 @@ RATE = MODEL_INPUT_RATE
 FRAME = AEC_FRAME_SAMPLES_16K
 _MAX_BATCH = 16   # frames (160 ms) handled per worker step
 _RELOCK_MS = 20.0  # after settling, re-align the echo reference only for shifts larger than this
+_SETTLE_S = 2.0    # the first seconds of input: quick re-locks of the alignment
 
 
 @dataclass
@@ -89,6 +91,7 @@ class AudioConfig:
     stall_timeout_s: float = 2.0           # no callback for this long after the first one: the device is gone
     open_timeout_s: float = 5.0
     reference_wait_s: float = 0.3          # longest wait for the reference before cancelling against silence
+    ready_sound: bool = False              # play core.audio.ready_sound once the streams run (each open)
     reconverge_hold_ms: float = 1200.0     # after an underrun/lost block/re-alignment no barge-in on the
                                            # assistant's voice for this long (the canceller re-converges)
 
@@ -365,6 +368,8 @@ class AudioIO:
         self._in_origin: float | None = None    # monotonic time of the current input stream's sample 0
         self._out_origin: float | None = None
         self._D: int | None = None               # reference position = microphone position + D
+        self._ready_sounds = 0                   # ready sounds played (each under its own tag)
+        self._ready_pending = False              # play it once the alignment has settled
         self.realignments = 0
         self._relock_votes: list[int] = []
         self._glitches: tuple | None = None
@@ -600,6 +605,7 @@ class AudioIO:
         self._first_input_event.clear()
         self._streams = streams
         self._hold_vad_echo()      # a new device is a new echo path
+        self._ready_pending = bool(self.config.ready_sound)   # ... which the ready sound teaches the cancellers
         self.events.emit(AUDIO_STATUS, "started", f"audio started: in {streams.in_dev.name!r} @ {streams.in_rate} Hz, "
                          f"out {streams.out_dev.name!r} @ {streams.out_rate} Hz",
                          input=streams.in_dev.name, output=streams.out_dev.name, input_rate=streams.in_rate,
@@ -635,6 +641,8 @@ class AudioIO:
                 if now >= next_align or self._D is None:
                     self._update_alignment(now)
                     next_align = now + 0.25
+                    if self._ready_pending and self._alignment_settled(now):
+                        self._play_ready_sound()
                 while self._process_batch(now):
                     pass
                 if now - self._last_count_check > 1.0:
@@ -646,6 +654,28 @@ class AudioIO:
             self.events.emit(ERROR, "worker_failed", f"audio worker failed: {exc}")
         finally:
             self.cpu_seconds_worker += time.thread_time() - cpu0
+
+    def _alignment_settled(self, now: float) -> bool:
+        """The reference alignment is known and past the first seconds' quick re-locks (the input stream's
+        timestamps are wrong while it catches up after a start: an echo could then arrive before its reference)."""
+        s = self._streams
+        return (s is not None and self._D is not None and s.first_in is not None
+                and now - s.first_in >= _SETTLE_S and now >= self._glitch_until)
+
+    def _play_ready_sound(self) -> None:
+        """The streams run with a settled alignment (after a start or a re-open: a new echo path): play the ready
+        sound, which the user hears as "listening" and both echo cancellers learn the path from."""
+        self._ready_pending = False
+        player = self._player
+        if player is None:
+            return
+        self._ready_sounds += 1
+        try:
+            play_ready_sound(player, player.device_rate, tag=READY_SOUND_TAG - self._ready_sounds + 1)
+        except Exception as exc:   # a sound that cannot play costs nothing but itself
+            log.warning("the ready sound could not play: %s", exc)
+            return
+        self.events.emit(AUDIO_STATUS, "ready_sound", "played the ready sound (the echo cancellers learn the room)")
 
     def _check_health(self, now: float) -> bool:
         s = self._streams
@@ -772,7 +802,7 @@ class AudioIO:
                 self._glitch_until = now + 1.5
                 self._hold_vad_echo()
             self._glitches = glitches
-        settling = s.first_in is None or now - s.first_in < 2.0 or now < self._glitch_until
+        settling = s.first_in is None or now - s.first_in < _SETTLE_S or now < self._glitch_until
         k_in = 16 if settling else 96
         if s.in_ts.count >= 4:
             self._in_origin = _median_origin(s.in_ts, s.in_rate, k_in)

@@ -309,6 +309,7 @@ def turns_suite(*, profile: str = "lite", rooms: list[str] | tuple[str, ...] = (
     threads = configure_torch_threads()
     config, backend_opts = settings_from_env()
     vad = None
+    ready = Settings().audio.ready_sound     # the app plays it when its audio opens; in a room it matters
     if profile == "lite" and not os.environ.get(SETTINGS_ENV, "").strip():
         # the app's defaults: the conversation is the unit of acceptance, with the settings a new user has
         app = Settings()
@@ -341,10 +342,11 @@ def turns_suite(*, profile: str = "lite", rooms: list[str] | tuple[str, ...] = (
                     events = where / f"{room_name}_{path.stem}.jsonl"
                     audio = where / (f"{room_name}_{path.stem}.wav" if keep else "out.wav")
                     room = None if room_name == "none" else EchoRoom(room_name, seed=seed)
-                    run_conversation(backend, ScriptedInput(user), audio, events_path=events,
-                                     config=copy.deepcopy(config), system_prompt=spec.system_prompt, room=room,
-                                     vad=vad)
-                    report = score(user.script, user.timeline(), read_events(events))
+                    result = run_conversation(backend, ScriptedInput(user), audio, events_path=events,
+                                              config=copy.deepcopy(config), system_prompt=spec.system_prompt,
+                                              room=room, vad=vad, ready_sound=room is not None and ready)
+                    report = score(user.script, user.timeline(), read_events(events),
+                                   offset_s=result.input_offset_s)
                     if keep:
                         (where / f"{room_name}_{path.stem}.report.json").write_text(
                             json.dumps({"timeline": user.timeline(), **report}, indent=1, ensure_ascii=False))
@@ -390,7 +392,7 @@ def _echo_alone(backend: Any, spec: ProfileSpec, config: Any, minutes: float, se
     events_path = tmp / "echo_alone.jsonl"
     run_conversation(backend, ScriptedInput(user), tmp / "echo.wav", events_path=events_path,
                      config=copy.deepcopy(config), system_prompt=spec.system_prompt,
-                     room=EchoRoom(room, seed=seed), vad=vad)
+                     room=EchoRoom(room, seed=seed), vad=vad, ready_sound=True)
     events = read_events(events_path)
     spoken = sum(e.get("samples", 0) / max(e.get("rate", 1), 1) for e in events if e["type"] == "audio_played")
     requests = len([u for u in user.timeline() if u.get("start_s") is not None])

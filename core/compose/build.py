@@ -157,13 +157,14 @@ class EngineParts:
     room_seed: int = 0
     vad: VadConfig | None = None
     settings: dict[str, Any] | None = None   # what a session's meta records (to replay it again)
+    ready_sound: bool = False                # the run began with the ready sound (its input came READY_LEAD_S later)
 
 
 def session_settings(spec: ProfileSpec, config: EngineConfig, room: str | None = None,
-                     room_seed: int = 0) -> dict[str, Any]:
+                     room_seed: int = 0, ready_sound: bool = False) -> dict[str, Any]:
     """What a session records in ``meta.json`` ``settings`` so that a replay rebuilds the same parts."""
     return {"engine": config.to_dict(), "spec": spec.to_dict(), "system_prompt": spec.system_prompt,
-            "room": room, "room_seed": room_seed}
+            "room": room, "room_seed": room_seed, "ready_sound": ready_sound}
 
 
 def build_engine_parts(profile: str | None, settings: Mapping[str, Any]) -> EngineParts:
@@ -174,5 +175,7 @@ def build_engine_parts(profile: str | None, settings: Mapping[str, Any]) -> Engi
     return EngineParts(backend=backend, config=config, system_prompt=spec.system_prompt, profile=spec.profile,
                        backbone=spec.llm, voice=spec.voice, room=settings.get("room"),
                        room_seed=int(settings.get("room_seed") or 0),
+                       ready_sound=bool(settings.get("ready_sound", False)),   # sessions before it: none
                        settings=session_settings(spec, config, settings.get("room"),
-                                                 int(settings.get("room_seed") or 0)))
+                                                 int(settings.get("room_seed") or 0),
+                                                 bool(settings.get("ready_sound", False))))

@@ -112,16 +112,18 @@ def run_chat(args: argparse.Namespace) -> int:
     stopped = _RecordingStopped()
     subscribers: list = [stopped]
     on_engine = on_chunk = None
+    ready = room is not None      # in a room the session begins with the app's ready sound (it teaches the cancellers)
     if getattr(args, "record", None):
+        from core.engine.filemode import READY_LEAD_S
         from core.session import SessionRecorder
         from core.session.filetap import ChatRecording, read_input
 
         recorder = SessionRecorder(args.record, profile=spec.profile, mode="file",
-                                   settings=session_settings(spec, config, room_name, room_seed),
+                                   settings=session_settings(spec, config, room_name, room_seed, ready),
                                    on_problem=stopped.problems.append)
         if recorder.start():
             raw, raw_rate = read_input(str(src))
-            tap = ChatRecording(recorder, raw, raw_rate, audio)
+            tap = ChatRecording(recorder, raw, raw_rate, audio, offset_s=READY_LEAD_S if ready else 0.0)
             subscribers += tap.subscribers
             on_engine, on_chunk = tap.on_engine, tap.on_chunk
         else:
@@ -132,7 +134,8 @@ def run_chat(args: argparse.Namespace) -> int:
         result = run_conversation(backend, audio if user is None else ScriptedInput(user), args.output,
                                   events_path=events_path,
                                   realtime=bool(args.realtime), config=config, system_prompt=spec.system_prompt,
-                                  room=room, subscribers=subscribers, on_engine=on_engine, on_chunk=on_chunk)
+                                  room=room, subscribers=subscribers, on_engine=on_engine, on_chunk=on_chunk,
+                                  ready_sound=ready)
         if tap is not None:
             tap.finish()
     except BackendError as exc:   # the conversation could not start (a system prompt too long for the model...)
@@ -150,7 +153,7 @@ def run_chat(args: argparse.Namespace) -> int:
     if user is not None:
         from core.harness import read_events, score
 
-        report = score(user.script, user.timeline(), read_events(events_path))
+        report = score(user.script, user.timeline(), read_events(events_path), offset_s=result.input_offset_s)
         summary["score"] = report["aggregate"]
         if getattr(args, "report", None):
             Path(args.report).write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -106,7 +106,8 @@ class LiveStack:
 
         s = self.settings
         cfg = AudioConfig(input_device=s.audio.input_device or None, output_device=s.audio.output_device or None,
-                          aec=AecConfig(echo_cancellation=s.audio.aec, noise_suppression=s.audio.noise_suppression))
+                          aec=AecConfig(echo_cancellation=s.audio.aec, noise_suppression=s.audio.noise_suppression),
+                          ready_sound=s.audio.ready_sound)
         audio = AudioIO(cfg, on_chunk=self._on_chunk, vad=EchoAwareVad(vad_config(s)))
         self._source = QueueChunkSource(restart_vad=audio.restart_vad)
         audio.events.subscribe(self._on_audio_event)
@@ -275,6 +276,8 @@ class LiveStack:
 
             self.audio.set_aec(AecConfig(echo_cancellation=settings.audio.aec,
                                          noise_suppression=settings.audio.noise_suppression))
+        if self.audio is not None:
+            self.audio.config.ready_sound = settings.audio.ready_sound   # heard at the next start or re-open
         new_cfg = engine_config(settings)
         vc = vad_config(settings)
 

@@ -30,6 +30,7 @@ from core.audio.chain import CaptureChain, ChainConfig
 from core.audio.interfaces import AudioChunk
 from core.audio.resample import StreamResampler
 from core.audio.vad import VadConfig
+from core.audio.ready_sound import DURATION_S as READY_SOUND_S, play_ready_sound
 from core.audio.wavin import load_mono
 from core.constants import CHUNK_SAMPLES_16K, CHUNK_SECONDS, MODEL_INPUT_RATE
 from core.engine.backend import Backend
@@ -83,6 +84,11 @@ class WavWriter:
 # what the simulated microphone hears
 
 
+# A session that begins with the ready sound: the user's input starts this long after it began (the sound, 0.7 s,
+# and the time its echo needs to die away; a user answers a "ready" cue about this fast).
+READY_LEAD_S = round(READY_SOUND_S + 0.3, 3)
+
+
 class UserInput(Protocol):
     """The user's side of a file-driven conversation, block by block at 16 kHz."""
 
@@ -113,6 +119,32 @@ class WavUser:
 
     def assistant_audible(self, t: float, audible: bool) -> None:
         pass
+
+
+class DelayedUser:
+    """``user`` starting ``delay`` samples into the session (silence before): the user of a session that begins
+    with the ready sound speaks on their own timeline from the moment Parley is ready."""
+
+    def __init__(self, user: UserInput, delay: int) -> None:
+        self.user = user
+        self.delay = int(delay)
+
+    def block(self, start: int, n: int) -> np.ndarray:
+        s = start - self.delay
+        if s >= 0:
+            return self.user.block(s, n)
+        out = np.zeros(n, dtype=np.float32)
+        if s + n > 0:
+            out[-s:] = self.user.block(0, s + n)
+        return out
+
+    def ended(self, position: int) -> bool:
+        return position >= self.delay and self.user.ended(position - self.delay)
+
+    def assistant_audible(self, t: float, audible: bool) -> None:
+        t -= self.delay / MODEL_INPUT_RATE
+        if t >= 0:
+            self.user.assistant_audible(t, audible)
 
 
 class Room(Protocol):
@@ -276,6 +308,7 @@ class ChatResult:
     first_audio_ms: list[float] = field(default_factory=list)
     first_audio_est_ms: list[float] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    input_offset_s: float = 0.0      # session time at which the input began (the ready sound came first)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -305,13 +338,22 @@ def run_conversation(backend: Backend, audio_16k: np.ndarray | UserInput, output
                      room: Room | None = None, vad: VadConfig | None = None,
                      subscribers: Iterable[Callable[[Event], None]] = (),
                      on_engine: Callable[[Engine], None] | None = None,
-                     on_chunk: Callable[[AudioChunk], None] | None = None) -> ChatResult:
+                     on_chunk: Callable[[AudioChunk], None] | None = None,
+                     ready_sound: bool = False) -> ChatResult:
     """Run a whole conversation from 16 kHz audio (or a :class:`UserInput`) through a fresh :class:`Engine`.
+
+    ``ready_sound``: the session begins with the "ready" sound, as the app's does when its audio opens
+    (:mod:`core.audio.ready_sound`; it is in the output file and, through a room, in the microphone), and the
+    user's input starts :data:`READY_LEAD_S` later, when the sound and its echo are over: event times are then
+    that much later than the input's own (``ChatResult.input_offset_s``; ``core.harness.score(offset_s=...)``).
 
     ``subscribers`` get every event; ``on_engine`` is called with the engine before it starts (a session recorder
     tap wraps ``engine.sink`` there, see ``core.session.filetap``); ``on_chunk`` sees every chunk the engine gets."""
     config = config or EngineConfig()
     user = audio_16k if not isinstance(audio_16k, np.ndarray) else WavUser(audio_16k)
+    offset_s = READY_LEAD_S if ready_sound else 0.0
+    if ready_sound:
+        user = DelayedUser(user, int(round(offset_s * MODEL_INPUT_RATE)))
     input_s = len(audio_16k) / MODEL_INPUT_RATE if isinstance(audio_16k, np.ndarray) else None
     clock: VirtualClock | WallClock = WallClock() if realtime else VirtualClock()
     bus = EventBus(clock)
@@ -331,6 +373,8 @@ def run_conversation(backend: Backend, audio_16k: np.ndarray | UserInput, output
     try:
         if realtime:
             clock.restart()
+        if ready_sound:
+            play_ready_sound(engine.sink, backend.output_rate)
         engine.run(source, poll_s=0.005 if realtime else 0.01, drain=True)
         engine.tick()
         engine.close()
@@ -341,10 +385,11 @@ def run_conversation(backend: Backend, audio_16k: np.ndarray | UserInput, output
         if writer:
             writer.close()
     if input_s is None:
-        input_s = source.k * CHUNK_SECONDS if source._ended_at is None else source._ended_at * CHUNK_SECONDS
+        input_s = (source.k * CHUNK_SECONDS if source._ended_at is None else source._ended_at * CHUNK_SECONDS) - offset_s
     return ChatResult(
         input_s=round(input_s, 3), session_s=round(clock.now(), 3),
         wall_s=round(time.perf_counter() - wall0, 3), output_path=str(output_path), output_rate=backend.output_rate,
+        input_offset_s=offset_s,
         turns=engine.turn, answers=tally.answers, interruptions=tally.interruptions, errors=engine.errors,
         rebuilds=engine.rebuilds, first_audio_ms=tally.first_audio_ms, first_audio_est_ms=tally.first_audio_est_ms,
         stats=engine.stats.summary())

@@ -35,8 +35,10 @@ class ChatRecording:
     """Feeds a :class:`SessionRecorder` from a file-driven run of the engine (see the module docstring)."""
 
     def __init__(self, recorder: SessionRecorder, input_audio: np.ndarray, input_rate: int,
-                 audio_16k: np.ndarray) -> None:
+                 audio_16k: np.ndarray, offset_s: float = 0.0) -> None:
         self.recorder = recorder
+        self.offset_s = float(offset_s)        # session time at which the input began (after the ready sound)
+        self._offset_16k = int(round(self.offset_s * MODEL_INPUT_RATE))
         self.input_audio = np.asarray(input_audio, dtype=np.float32)
         self.input_rate = int(input_rate)
         self.audio_16k = np.asarray(audio_16k, dtype=np.float32)
@@ -71,27 +73,28 @@ class ChatRecording:
 
     def on_chunk(self, chunk: AudioChunk) -> None:
         """Hook for ``run_conversation(on_chunk=...)``: what the engine got, as ``mic_clean.wav`` (input part only)."""
-        start = int(chunk.start)
-        if start >= len(self.audio_16k):
+        start = int(chunk.start) - self._offset_16k
+        if start >= len(self.audio_16k) or start + len(chunk.samples_16k) <= 0:
             return
-        clean = chunk.samples_16k[:len(self.audio_16k) - start]
+        clean = chunk.samples_16k[max(0, -start):len(self.audio_16k) - start]
+        start = max(0, start)
         if not self._clean_written:
-            self.recorder.write_mic_clean(clean, MODEL_INPUT_RATE, t=start / MODEL_INPUT_RATE)
+            self.recorder.write_mic_clean(clean, MODEL_INPUT_RATE, t=self.offset_s + start / MODEL_INPUT_RATE)
             self._clean_written = True
         else:
             self.recorder.write_mic_clean(clean, MODEL_INPUT_RATE)   # chunks come in order: appended
 
     def advance_mic(self, t: float) -> None:
         """Record the input up to session time ``t`` (``mic_raw.wav``; never past the input's end)."""
-        raw_end = min(len(self.input_audio), int(round(t * self.input_rate)))
+        raw_end = min(len(self.input_audio), int(round((t - self.offset_s) * self.input_rate)))
         if raw_end > self._raw_pos:
             self.recorder.write_mic_raw(self.input_audio[self._raw_pos:raw_end], self.input_rate,
-                                        t=self._raw_pos / self.input_rate)
+                                        t=self.offset_s + self._raw_pos / self.input_rate)
             self._raw_pos = raw_end
 
     def finish(self) -> None:
         """Write whatever input the clock did not reach (a run that ended early)."""
-        self.advance_mic(len(self.input_audio) / self.input_rate + 1.0)
+        self.advance_mic(self.offset_s + len(self.input_audio) / self.input_rate + 1.0)
 
 
 def read_input(path: str) -> tuple[np.ndarray, int]:

@@ -53,6 +53,7 @@ class EngineParts(Protocol):
     room_seed: int
     vad: Any
     settings: dict[str, Any] | None
+    ready_sound: bool
 
 
 # builder(profile, settings_from_meta) -> EngineParts
@@ -93,7 +94,7 @@ def replay_session(session: str | os.PathLike, builder: Builder, output: str | o
                    profile: str | None = None, source: str = "auto", realtime: bool = False) -> dict[str, Any]:
     """Replay ``session`` into a new session folder with the parts ``builder`` makes from its recorded settings, and
     return the comparison report (also written there)."""
-    from core.engine.filemode import run_conversation
+    from core.engine.filemode import READY_LEAD_S, run_conversation
 
     session = Path(session)
     meta = read_meta(session)
@@ -111,13 +112,15 @@ def replay_session(session: str | os.PathLike, builder: Builder, output: str | o
         extra_meta={"replay_of": {"path": str(session), "session_id": meta.get("session_id"), "source": chosen}})
     if not recorder.start():
         raise ReplayError(recorder.error or f"cannot record the replay into {out}")
-    tap = ChatRecording(recorder, recorded, rate, audio_16k)
+    room = _room(parts)
+    ready = bool(getattr(parts, "ready_sound", False)) and room is not None and chosen == "raw"
+    tap = ChatRecording(recorder, recorded, rate, audio_16k, offset_s=READY_LEAD_S if ready else 0.0)
     try:
         with tempfile.TemporaryDirectory(prefix="parley-replay-") as tmp:
             result = run_conversation(parts.backend, audio_16k, Path(tmp) / "played.wav",
                                       realtime=realtime, config=parts.config, system_prompt=parts.system_prompt,
-                                      room=_room(parts), vad=parts.vad, subscribers=tap.subscribers,
-                                      on_engine=tap.on_engine, on_chunk=tap.on_chunk)
+                                      room=room, vad=parts.vad, subscribers=tap.subscribers,
+                                      on_engine=tap.on_engine, on_chunk=tap.on_chunk, ready_sound=ready)
         tap.finish()
     finally:
         recorder.close()

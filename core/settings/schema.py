@@ -173,6 +173,9 @@ class AudioSettings:
     output_device: str = field(default="", metadata=_meta(_check_str, "output device"))  # by name; "" = default
     aec: bool = field(default=True, metadata=_meta(_check_bool, "echo cancellation"))
     noise_suppression: bool = field(default=False, metadata=_meta(_check_bool, "noise suppression"))
+    # A soft half-second sound when the audio opens: Parley listens, and the echo cancellers learn the room before
+    # the first answer (core.audio.ready_sound).
+    ready_sound: bool = field(default=True, metadata=_meta(_check_bool, "ready sound"))
 
 
 @dataclass

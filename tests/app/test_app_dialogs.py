@@ -69,13 +69,15 @@ def test_settings_dialog_round_trip_all_fields(dialog):
     s = Settings()
     s.audio.input_device = "Some Mic"
     s.audio.aec = False
+    s.audio.ready_sound = False
     s.sampling.top_k = 7
     s.recording.retention_days = 3
     s.model.voices["calm"] = [1, 2, 3, 4, 5, 6, 7, 8]
     s.model.voice = "calm"
     d = dialog(SettingsDialog, s)
     out = d.collect()
-    assert out.audio.input_device == "Some Mic" and out.audio.aec is False
+    assert out.audio.input_device == "Some Mic" and out.audio.aec is False and out.audio.ready_sound is False
+    assert not d.ready_sound.isChecked()
     assert out.sampling.top_k == 7 and out.recording.retention_days == 3
     assert out.model.voice == "calm" and out.model.voices["calm"] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert out.to_dict() == s.to_dict()

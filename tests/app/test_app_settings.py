@@ -40,6 +40,7 @@ def test_round_trip_every_section(cfg):
     s = Settings()
     s.audio.input_device = "USB Mic (hw:2,0)"
     s.audio.aec = False
+    s.audio.ready_sound = False
     s.vad.end_of_turn_silence_ms = 1200
     s.sampling.temperature = 0.3
     s.model.profile = "freeze-omni"

@@ -279,3 +279,29 @@ def test_headset_mode_without_echo_cancellation(pulse_loop):
         assert rec.vad_events(start) == []          # a tone is not speech
     finally:
         io.stop()
+
+
+def test_the_ready_sound_plays_when_the_streams_run_and_teaches_the_echo_path(pulse_loop):
+    """With ``ready_sound`` the AudioIO plays core.audio.ready_sound once both streams run and the reference is
+    aligned: it comes back through the loop, it is the echo reference, and the linear canceller learns from it, so
+    the first answer starts on a canceller that knows the echo path. No user turn opens on it."""
+    from core.audio.ready_sound import DURATION_S, TAG
+
+    rec = ChunkRecorder()
+    io = AudioIO(AudioConfig(ready_sound=True), on_chunk=rec)
+    io.start()
+    try:
+        assert io.wait_running(15.0), f"audio not running: {io.state}"
+        rate = io.player.device_rate
+        deadline = time.monotonic() + 20.0
+        while io.player.played_samples(TAG) < int(DURATION_S * rate) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert io.player.played_samples(TAG) == int(round(DURATION_S * rate))
+        assert rec.wait_until(rec.end + RATE, 20.0)          # its echo has had time to come back
+        _, raw, _, ref = rec.signals(0, rec.end)
+        assert np.max(np.abs(ref)) > 0.05 and np.max(np.abs(raw)) > 0.05, "the sound did not come back"
+        assert io.chain.linear is not None and io.chain.linear.adapted_frames >= 20    # 0.2 s of it learned
+        assert not [e for c in rec.chunks(0, rec.end) for e in c.vad_events if e.kind == "onset"]
+        assert [e.code for e in io.events.drain()].count("ready_sound") == 1
+    finally:
+        io.stop()

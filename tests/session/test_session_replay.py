@@ -201,3 +201,47 @@ def test_cli_handlers_repair_export_list(tmp_path, capsys):
     args = parser.parse_args(["session", "export", str(tmp_path / "missing"), str(tmp_path / "x.zip")])
     with pytest.raises(UserError):
         args.func(args)
+
+
+def test_a_chat_in_a_room_begins_with_the_ready_sound_and_replays_the_same(tmp_path):
+    """``parley chat --echo laptop --record``: the session begins with the app's ready sound, the input starts
+    READY_LEAD_S later (the recorded streams say so), the sound's echo opens no turn, and ``parley replay`` runs the
+    same session again with the sound: the same decisions and texts."""
+    from core.audio.ready_sound import DURATION_S, ready_sound
+    from core.audio.room import EchoRoom
+    from core.engine.filemode import READY_LEAD_S
+
+    wav = tmp_path / "input.wav"
+    sf.write(wav, conversation_audio(MODEL_INPUT_RATE), MODEL_INPUT_RATE, subtype="FLOAT")
+    spec = ProfileSpec(profile=PROFILE, checkpoint=str(TINY_A / "checkpoints"), llm=str(TINY_A / "llm"),
+                       sampling=SamplingSpec(greedy=True, max_new_tokens=40))
+    settings = session_settings(spec, EngineConfig(), "laptop", 0, True)
+    rec = SessionRecorder(tmp_path / "original", profile=PROFILE, mode="chat", settings=settings)
+    assert rec.start()
+    raw, raw_rate = read_input(str(wav))
+    audio = load_wav_16k(wav)
+    tap = ChatRecording(rec, raw, raw_rate, audio, offset_s=READY_LEAD_S)
+    parts = build_engine_parts(PROFILE, settings)
+    assert parts.ready_sound and parts.room == "laptop"
+    try:
+        result = run_conversation(parts.backend, audio, tmp_path / "played.wav", config=parts.config,
+                                  system_prompt=parts.system_prompt, room=EchoRoom("laptop", seed=0),
+                                  subscribers=tap.subscribers, on_engine=tap.on_engine, on_chunk=tap.on_chunk,
+                                  ready_sound=True)
+    finally:
+        parts.backend.close()
+    tap.finish()
+    rec.close()
+    assert result.input_offset_s == READY_LEAD_S and result.answers >= 1
+    played, prate = sf.read(tmp_path / "played.wav", dtype="float32")
+    n = int(round(DURATION_S * prate))
+    assert np.max(np.abs(played[:n] - ready_sound(prate))) < 1e-3            # PCM16 output
+    events = read_jsonl(rec.path / "events.jsonl")
+    onsets = [e["at"] for e in events if e["type"] == "vad_onset"]
+    assert onsets and min(onsets) >= READY_LEAD_S + 0.3 - 0.5                 # the user's first word (0.3 s in)
+    meta = json.loads((rec.path / "meta.json").read_text())
+    assert abs(meta["streams"]["mic_raw"]["start_t"] - READY_LEAD_S) < 0.02
+    mic, _ = sf.read(rec.path / "mic_raw.wav", dtype="float32")
+    assert np.array_equal(mic, raw)
+    report = replay_session(rec.path, build_engine_parts, tmp_path / "replayed")
+    assert report["verdict"] == "match", report["reasons"]

@@ -1,21 +1,22 @@
-"""The "ready" sound: a soft whoosh of 0.7 s Parley plays when its audio opens.
+"""The "ready" sound: a soft whoosh of one second Parley plays when its audio opens.
 
 It tells the user that Parley listens, and it teaches both echo cancellers the room's echo path before the first
 answer. Without it the first answer of a session starts on cancellers that know nothing: in the simulated laptop
 room the linear canceller removed 2-6 dB of the echo over the answer's first half second, so a user who went on
-talking right after a short pause, or interrupted early, was not heard over it. After this sound, 12-18 dB
-(docs/engine.md, "The ready sound").
+talking right after a short pause, or interrupted early, was not heard over it. After this sound, 14-20 dB
+(docs/engine.md, "The ready sound"). A second: shorter ones taught too little (0.5 s left the filter at 7-8 dB of
+cancellation, 0.7 s at 13-14 dB: too little for a user 3-7 dB under the echo to stand out of its residual).
 
 It is noise, not a tone, because a canceller learns the echo path only at the frequencies it hears: a chord or a
 sweep taught the linear canceller about as little as no sound at all. Band-limited (150 Hz to 7 kHz, the band speech
-echoes in), pink-tilted, a quick rise and a long fade, at about -32 dBFS RMS (the Lite voice plays at about -25), so
+echoes in), pink-tilted, a 0.1 s rise and a 0.15 s fall, at about -32 dBFS RMS (the Lite voice plays at about -25), so
 it sounds like a breath of air rather than a hiss. The same samples every time (a fixed seed)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-DURATION_S = 0.7
+DURATION_S = 1.0
 LEVEL_DBFS = -32.0
 TAG = -1                  # the playback tag of the sound (answers are tagged with their turn, from 1)
 _SEED = 20261206

@@ -84,9 +84,11 @@ class WavWriter:
 # what the simulated microphone hears
 
 
-# A session that begins with the ready sound: the user's input starts this long after it began (the sound, 0.7 s,
-# and the time its echo needs to die away; a user answers a "ready" cue about this fast).
-READY_LEAD_S = round(READY_SOUND_S + 0.3, 3)
+# A session that begins with the ready sound: the user's input starts this long after it began: the sound (1.0 s)
+# and a quarter second for its echo to die away (a user answers a "ready" cue about this fast), rounded up to whole
+# 160 ms chunks, so that the input is cut into the same chunks as without the sound (Whisper tiny's transcript of a
+# sentence can change with where the chunks fall).
+READY_LEAD_S = math.ceil((READY_SOUND_S + 0.25) / CHUNK_SECONDS) * CHUNK_SECONDS
 
 
 class UserInput(Protocol):

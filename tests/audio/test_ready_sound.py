@@ -56,5 +56,5 @@ def _first_answer_erle(room: str, with_sound: bool) -> float:
 @pytest.mark.parametrize("room", ["laptop", "speakerphone"])
 def test_after_the_sound_the_first_answer_is_cancelled_from_its_start(room):
     cold, taught = _first_answer_erle(room, False), _first_answer_erle(room, True)
-    assert taught >= 10.0, (cold, taught)          # measured 13-17 dB (2-5 dB without the sound)
+    assert taught >= 12.0, (cold, taught)          # measured 14-18 dB (2-5 dB without the sound)
     assert taught >= cold + 6.0, (cold, taught)

@@ -655,12 +655,15 @@ class AudioIO:
         finally:
             self.cpu_seconds_worker += time.thread_time() - cpu0
 
+    def _settling(self, s: _StreamSet, now: float) -> bool:
+        """The first seconds of input, or just after a glitch: the input stream's timestamps are still wrong (it
+        catches up after a start), so the alignment re-locks quickly and an echo could arrive before its reference."""
+        return s.first_in is None or now - s.first_in < _SETTLE_S or now < self._glitch_until
+
     def _alignment_settled(self, now: float) -> bool:
-        """The reference alignment is known and past the first seconds' quick re-locks (the input stream's
-        timestamps are wrong while it catches up after a start: an echo could then arrive before its reference)."""
+        """The reference alignment is known and past :meth:`_settling`."""
         s = self._streams
-        return (s is not None and self._D is not None and s.first_in is not None
-                and now - s.first_in >= _SETTLE_S and now >= self._glitch_until)
+        return s is not None and self._D is not None and not self._settling(s, now)
 
     def _play_ready_sound(self) -> None:
         """The streams run with a settled alignment (after a start or a re-open: a new echo path): play the ready
@@ -802,7 +805,7 @@ class AudioIO:
                 self._glitch_until = now + 1.5
                 self._hold_vad_echo()
             self._glitches = glitches
-        settling = s.first_in is None or now - s.first_in < _SETTLE_S or now < self._glitch_until
+        settling = self._settling(s, now)
         k_in = 16 if settling else 96
         if s.in_ts.count >= 4:
             self._in_origin = _median_origin(s.in_ts, s.in_rate, k_in)

@@ -172,10 +172,8 @@ def build_engine_parts(profile: str | None, settings: Mapping[str, Any]) -> Engi
     spec = spec_from_session(profile, settings)
     config = EngineConfig.from_dict(settings.get("engine"))
     backend = build_backend(spec, config)
+    room, room_seed = settings.get("room"), int(settings.get("room_seed") or 0)
+    ready = bool(settings.get("ready_sound", False))   # sessions recorded before the ready sound: none
     return EngineParts(backend=backend, config=config, system_prompt=spec.system_prompt, profile=spec.profile,
-                       backbone=spec.llm, voice=spec.voice, room=settings.get("room"),
-                       room_seed=int(settings.get("room_seed") or 0),
-                       ready_sound=bool(settings.get("ready_sound", False)),   # sessions before it: none
-                       settings=session_settings(spec, config, settings.get("room"),
-                                                 int(settings.get("room_seed") or 0),
-                                                 bool(settings.get("ready_sound", False))))
+                       backbone=spec.llm, voice=spec.voice, room=room, room_seed=room_seed, ready_sound=ready,
+                       settings=session_settings(spec, config, room, room_seed, ready))

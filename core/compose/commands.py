@@ -114,7 +114,7 @@ def run_chat(args: argparse.Namespace) -> int:
     on_engine = on_chunk = None
     ready = room is not None      # in a room the session begins with the app's ready sound (it teaches the cancellers)
     if getattr(args, "record", None):
-        from core.engine.filemode import READY_LEAD_S
+        from core.engine.filemode import input_offset_s
         from core.session import SessionRecorder
         from core.session.filetap import ChatRecording, read_input
 
@@ -123,7 +123,7 @@ def run_chat(args: argparse.Namespace) -> int:
                                    on_problem=stopped.problems.append)
         if recorder.start():
             raw, raw_rate = read_input(str(src))
-            tap = ChatRecording(recorder, raw, raw_rate, audio, offset_s=READY_LEAD_S if ready else 0.0)
+            tap = ChatRecording(recorder, raw, raw_rate, audio, offset_s=input_offset_s(ready))
             subscribers += tap.subscribers
             on_engine, on_chunk = tap.on_engine, tap.on_chunk
         else:

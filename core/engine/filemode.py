@@ -91,6 +91,11 @@ class WavWriter:
 READY_LEAD_S = math.ceil((READY_SOUND_S + 0.25) / CHUNK_SECONDS) * CHUNK_SECONDS
 
 
+def input_offset_s(ready_sound: bool) -> float:
+    """Session time at which a file-driven run's input begins (``run_conversation(ready_sound=...)``)."""
+    return READY_LEAD_S if ready_sound else 0.0
+
+
 class UserInput(Protocol):
     """The user's side of a file-driven conversation, block by block at 16 kHz."""
 
@@ -353,7 +358,7 @@ def run_conversation(backend: Backend, audio_16k: np.ndarray | UserInput, output
     tap wraps ``engine.sink`` there, see ``core.session.filetap``); ``on_chunk`` sees every chunk the engine gets."""
     config = config or EngineConfig()
     user = audio_16k if not isinstance(audio_16k, np.ndarray) else WavUser(audio_16k)
-    offset_s = READY_LEAD_S if ready_sound else 0.0
+    offset_s = input_offset_s(ready_sound)
     if ready_sound:
         user = DelayedUser(user, int(round(offset_s * MODEL_INPUT_RATE)))
     input_s = len(audio_16k) / MODEL_INPUT_RATE if isinstance(audio_16k, np.ndarray) else None

@@ -94,7 +94,7 @@ def replay_session(session: str | os.PathLike, builder: Builder, output: str | o
                    profile: str | None = None, source: str = "auto", realtime: bool = False) -> dict[str, Any]:
     """Replay ``session`` into a new session folder with the parts ``builder`` makes from its recorded settings, and
     return the comparison report (also written there)."""
-    from core.engine.filemode import READY_LEAD_S, run_conversation
+    from core.engine.filemode import input_offset_s, run_conversation
 
     session = Path(session)
     meta = read_meta(session)
@@ -114,7 +114,7 @@ def replay_session(session: str | os.PathLike, builder: Builder, output: str | o
         raise ReplayError(recorder.error or f"cannot record the replay into {out}")
     room = _room(parts)
     ready = bool(getattr(parts, "ready_sound", False)) and room is not None and chosen == "raw"
-    tap = ChatRecording(recorder, recorded, rate, audio_16k, offset_s=READY_LEAD_S if ready else 0.0)
+    tap = ChatRecording(recorder, recorded, rate, audio_16k, offset_s=input_offset_s(ready))
     try:
         with tempfile.TemporaryDirectory(prefix="parley-replay-") as tmp:
             result = run_conversation(parts.backend, audio_16k, Path(tmp) / "played.wav",

@@ -150,26 +150,20 @@ def test_lite_says_how_sure_its_recogniser_was_and_the_engine_weighs_it(lite):
     engine = Engine(lite, NullSink())
     engine.start()
     try:
-        def veto(text, logprob):
+        def veto(text, logprob, windows=40):               # 40 windows: 1.28 s of voice, long enough for content
             inp = _Input(turn=2, opened_t=0.0, onset_sample=0, during_reply=True, user_text=text,
                          text_logprob=logprob)
-            inp.voiced_windows = 40                       # 1.28 s of voice: long enough for content
+            inp.voiced_windows = windows
             return engine._barge_in_veto(inp)
 
         assert veto("MMA Kim", -2.1) == "unsure"
         assert veto("MMA Kim", None) is None              # a profile that does not say: the word rules alone
         assert veto("Tell me about Rome", -0.6) is None
         assert veto("Wait.", -2.5) is None                # a command
-
-        def short(text, logprob=-0.5):                     # 0.9 s of voice credited by the VAD
-            inp = _Input(turn=2, opened_t=0.0, onset_sample=0, during_reply=True, user_text=text,
-                         text_logprob=logprob)
-            inp.voiced_windows = 28
-            return engine._barge_in_veto(inp)
-
-        assert short("What is 2 plus 2?") is None          # three content words: a question, however short
-        assert short("1 is 2 plus 2.") is None             # numbers are words
-        assert short("They make me a chair.") == "too_short"   # two: maybe a backchannel made into words
+        # 28 windows: the 0.9 s of voice the VAD credited a barge-in question with over the echo
+        assert veto("What is 2 plus 2?", -0.5, 28) is None          # three content words: a question, however short
+        assert veto("1 is 2 plus 2.", -0.5, 28) is None             # numbers are words
+        assert veto("They make me a chair.", -0.5, 28) == "too_short"   # two: maybe a backchannel made into words
     finally:
         engine.close()
 

@@ -655,6 +655,11 @@ class AudioIO:
         finally:
             self.cpu_seconds_worker += time.thread_time() - cpu0
 
+    @property
+    def ready_sounds(self) -> int:
+        """How many times the ready sound was handed to the player (once per start or re-open)."""
+        return self._ready_sounds
+
     def _settling(self, s: _StreamSet, now: float) -> bool:
         """The first seconds of input, or just after a glitch: the input stream's timestamps are still wrong (it
         catches up after a start), so the alignment re-locks quickly and an echo could arrive before its reference."""

@@ -109,8 +109,15 @@ def live_window(qapp, tmp_path_factory):
     _wait(qapp, max(1.0, deadline - time.monotonic()),
           lambda: bool(w.profile_loaded and w.listening and w.state == "listening"))
     assert w.profile_loaded == "lite" and w.listening, [t for t in w.notices.history]
-    # the first input callback can come ~2 s after start: let the audio settle
+    # the first input callback can come ~2 s after start: let the audio settle; then, as a user does, wait for the
+    # ready sound to be over before speaking (it plays once the echo reference's alignment has settled)
     _wait(qapp, 3.0)
+    from core.audio.ready_sound import DURATION_S
+
+    audio = getattr(w.worker.stack, "audio", None)
+    assert audio is not None and audio.config.ready_sound
+    assert _wait(qapp, 20.0, lambda: audio.ready_sounds >= 1), "the ready sound never played"
+    _wait(qapp, DURATION_S + 0.6)
     yield w
     w.close()
     assert w.wait_shut_down(60_000)

@@ -74,6 +74,10 @@ log = logging.getLogger(__name__)
 GUI_SWITCH_INTERVAL_S = 0.001
 # X11 auto-repeat can deliver a held key as release/press pairs ~30-50 ms apart: a release counts after this long.
 PTT_RELEASE_DEBOUNCE_MS = 150
+# "Getting ready" lasts until the ready sound has left the speakers (its length plus this, for the output buffer),
+# and never longer than the second figure.
+READY_SOUND_MARGIN_MS = 250
+GETTING_READY_MAX_MS = 15_000
 # At interpreter exit, how long to wait for a closed window's engine to finish closing.
 EXIT_WAIT_MS = 30_000
 
@@ -203,6 +207,12 @@ class MainWindow(QMainWindow):
         self._ptt_release.setSingleShot(True)
         self._ptt_release.setInterval(PTT_RELEASE_DEBOUNCE_MS)
         self._ptt_release.timeout.connect(self._ptt_released)
+        # Between "start listening" and the moment the microphone delivers and the ready sound has played, the
+        # badge says "Getting ready": a user who talks at once would talk over the sound the cancellers learn from.
+        self._getting_ready = False
+        self._ready_timer = QTimer(self)
+        self._ready_timer.setSingleShot(True)
+        self._ready_timer.timeout.connect(self._audio_ready)
         self._closing = False
         self._queued_messages: list[str] = []
         self._recording_active = False
@@ -493,6 +503,11 @@ class MainWindow(QMainWindow):
     @Slot(bool)
     def _on_listening(self, on: bool) -> None:
         self.listening = on
+        self._getting_ready = on
+        if on:     # if no word ever comes (a sound server that says nothing), the badge does not wait forever
+            self._ready_timer.start(GETTING_READY_MAX_MS)
+        else:
+            self._ready_timer.stop()
         self.act_listen.blockSignals(True)
         self.act_listen.setChecked(on)
         self.act_listen.blockSignals(False)
@@ -569,6 +584,8 @@ class MainWindow(QMainWindow):
                 self._on_recording(False)    # disk full, folder gone: the button says so...
                 self.req_record.emit(False)  # ...and the stack lets go of the stopped recorder
         elif isinstance(ev, InfoEvent):
+            if ev.kind == "audio_ready" and self._getting_ready:
+                self._ready_timer.start(int(1000 * (ev.seconds or 0.0)) + READY_SOUND_MARGIN_MS)
             if ev.kind == "recording_started" and ev.path:
                 self.recording_path = Path(ev.path)   # where "Recording saved to ..." will point
             if ev.notify:
@@ -596,8 +613,15 @@ class MainWindow(QMainWindow):
                 return "muted"
             if self.act_ptt.isChecked():
                 return "user_speaking" if self._ptt_down else "push_to_talk"
-            return "listening"
+            return "getting_ready" if self._getting_ready else "listening"
         return state
+
+    @Slot()
+    def _audio_ready(self) -> None:
+        """The ready sound has played (or the microphone delivers, without it): now the badge says "Listening"."""
+        if self._getting_ready:
+            self._getting_ready = False
+            self._set_state(self.state)
 
     def _set_state(self, state: str, t: float | None = None) -> None:
         if not state:

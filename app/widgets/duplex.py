@@ -24,6 +24,7 @@ STATES = ("idle", "listening", "user_speaking", "thinking", "speaking", "interru
 STATE_LABELS = {
     "idle": "Idle",
     "listening": "Listening",
+    "getting_ready": "Getting ready",
     "user_speaking": "You are speaking",
     "thinking": "Thinking",
     "speaking": "Speaking",

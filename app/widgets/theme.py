@@ -94,7 +94,7 @@ _DARK = {
 STATE_HUES = {
     "idle": "#8a8f98", "listening": "#2f6fd0", "user_speaking": "#2e9d57", "thinking": "#d08a1c",
     "speaking": "#7d4cc2", "interrupted": "#c63b32", "loading": "#5b6470", "muted": "#8a8f98",
-    "push_to_talk": "#2f6fd0",
+    "push_to_talk": "#2f6fd0", "getting_ready": "#5b6470",
 }
 
 

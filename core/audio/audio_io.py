@@ -50,7 +50,7 @@ from core.audio.devices import AudioDeviceError, DeviceInfo
 from core.audio.events import AUDIO_STATUS, ERROR, WARNING, AudioEventQueue
 from core.audio.interfaces import AudioChunk
 from core.audio.player import Player
-from core.audio.ready_sound import TAG as READY_SOUND_TAG, play_ready_sound
+from core.audio.ready_sound import DURATION_S as READY_SOUND_S, TAG as READY_SOUND_TAG, play_ready_sound
 from core.audio.resample import StreamResampler
 from core.audio.ringbuffer import RingBuffer, TimestampRing
 from core.audio.vad import EchoAwareVad
@@ -682,8 +682,11 @@ class AudioIO:
             play_ready_sound(player, player.device_rate, tag=READY_SOUND_TAG - self._ready_sounds + 1)
         except Exception as exc:   # a sound that cannot play costs nothing but itself
             log.warning("the ready sound could not play: %s", exc)
+            self.events.emit(AUDIO_STATUS, "ready_sound", "the ready sound could not play", played=False,
+                             seconds=0.0)
             return
-        self.events.emit(AUDIO_STATUS, "ready_sound", "played the ready sound (the echo cancellers learn the room)")
+        self.events.emit(AUDIO_STATUS, "ready_sound", "played the ready sound (the echo cancellers learn the room)",
+                         played=True, seconds=READY_SOUND_S)
 
     def _check_health(self, now: float) -> bool:
         s = self._streams

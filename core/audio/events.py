@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 # Event types (the ``type`` field). ``code`` says what happened within a type.
 WARNING = "warning"            # something degraded but audio goes on (device fallback, overflow, underflow)
 ERROR = "error"                # audio stopped and could not be recovered
-AUDIO_STATUS = "audio_status"  # life cycle: started, first_input, device_lost, reopened, stopped, aec_realigned
+AUDIO_STATUS = "audio_status"  # life cycle: started, first_input, ready_sound, device_lost, reopened, stopped, aec_realigned
 
 
 @dataclass

@@ -94,6 +94,11 @@ class LiveStack:
         elif aev.code == "reopened":   # audio back after a device loss (the user was told it was gone)
             self.bus.emit(InfoEvent(turn=self.engine.turn, notify=True, kind="audio_back", source="audio",
                                     message=aev.message))
+        elif aev.code == "ready_sound" or (aev.code == "first_input" and not self.settings.audio.ready_sound):
+            # The microphone delivers and the echo cancellers have heard the room: the window may say
+            # "Listening" once the ready sound (``seconds``) has played. UI only: a replay has no such moment.
+            self._ui_event(InfoEvent(turn=self.engine.turn, kind="audio_ready", source="audio",
+                                     message=aev.message, seconds=float(aev.data.get("seconds") or 0.0)))
 
     # -- listening ----------------------------------------------------------------------------------------------
 

@@ -296,6 +296,7 @@ class InfoEvent(Event):
     notify: bool | None = None
     source: str | None = None
     path: str | None = None
+    seconds: float | None = None         # how long what it announces lasts (``audio_ready``: the ready sound)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -109,15 +109,16 @@ def live_window(qapp, tmp_path_factory):
     _wait(qapp, max(1.0, deadline - time.monotonic()),
           lambda: bool(w.profile_loaded and w.listening and w.state == "listening"))
     assert w.profile_loaded == "lite" and w.listening, [t for t in w.notices.history]
-    # the first input callback can come ~2 s after start: let the audio settle; then, as a user does, wait for the
-    # ready sound to be over before speaking (it plays once the echo reference's alignment has settled)
-    _wait(qapp, 3.0)
-    from core.audio.ready_sound import DURATION_S
-
+    # As a user does, speak once the badge says "Listening": the first input callback can come ~2 s after start,
+    # and the ready sound plays once the echo reference's alignment has settled; until it is over, "Getting ready".
     audio = getattr(w.worker.stack, "audio", None)
     assert audio is not None and audio.config.ready_sound
-    assert _wait(qapp, 20.0, lambda: audio.ready_sounds >= 1), "the ready sound never played"
-    _wait(qapp, DURATION_S + 0.6)
+    seen: list[tuple[int, str]] = []
+    assert _wait(qapp, 25.0, lambda: seen.append((audio.ready_sounds, w.panel.badge.state)) or
+                 w.panel.badge.state == "listening"), f"the badge never said Listening: {seen[-1:]}"
+    assert audio.ready_sounds >= 1, "Listening was shown, but the ready sound never played"
+    assert all(badge != "listening" for n, badge in seen if n == 0), "Listening was shown before the ready sound"
+    _wait(qapp, 0.3)
     yield w
     w.close()
     assert w.wait_shut_down(60_000)

@@ -252,6 +252,26 @@ def test_transcript_partial_final_interruption_and_latency(qtbot, make_window):
     assert "last 300 ms" in w.panel.latency_label.text() and "p50 410 ms" in w.panel.latency_label.text()
 
 
+def test_badge_says_getting_ready_until_the_ready_sound_has_played(qtbot, make_window):
+    """Listening starts: the badge waits for the audio layer's word (the ready sound handed to the speakers, and its
+    length) before it says "Listening"; a user who started talking still sees "You are speaking"."""
+    w = make_window()
+    w._on_listening(True)
+    assert w.panel.badge.text() == "Getting ready"
+    deliver(qtbot, w, event("state", 0.1, 0, {"state": "user_speaking"}))
+    assert w.panel.badge.text() == "You are speaking"
+    deliver(qtbot, w, event("state", 0.5, 0, {"state": "listening"}))
+    assert w.panel.badge.text() == "Getting ready"
+    deliver(qtbot, w, event("info", 1.0, 0, {"kind": "audio_ready", "source": "audio", "seconds": 0.3}))
+    assert w.panel.badge.text() == "Getting ready"           # the sound is still playing
+    qtbot.waitUntil(lambda: w.panel.badge.text() == "Listening", timeout=3000)
+    w._on_listening(False)
+    assert w.panel.badge.text() == "Idle"
+    w._on_listening(True)                                     # each start waits again
+    assert w.panel.badge.text() == "Getting ready"
+    w._on_listening(False)
+
+
 def test_state_panel_probs_and_levels(qtbot, make_window):
     w = make_window()
     for i, st in enumerate(["listening", "user_speaking", "thinking", "speaking", "interrupted", "listening"]):

@@ -43,6 +43,8 @@ BACKCHANNEL_PHRASES = (
 COMMAND_WORDS = frozenset({
     "stop", "wait", "pause", "hold", "quiet", "enough", "no", "nope", "cancel", "shut", "hush", "halt", "sorry",
     "excuse", "actually", "listen",
+    # the same sounds as a command, as a recogniser may spell them with no context to tell ("Wait." -> "weight")
+    "weight", "paws",
 })
 FUNCTION_WORDS = frozenset({
     "a", "an", "the", "and", "or", "but", "so", "then", "than", "that", "this", "these", "those", "it", "its",

@@ -164,3 +164,35 @@ def test_reset_starts_a_new_stream(model, sentences):
     vad.reset()
     assert vad.position == 0 and not vad.in_speech and vad.probability == 0.0
     assert len(vad.pre_roll()) == 0
+
+
+def _with_dips(x: np.ndarray, every: int, width: int, first: int) -> np.ndarray:
+    """``x`` with ``width`` of every ``every`` VAD windows (512 samples) silenced, from window ``first`` on."""
+    y = x.copy()
+    w = 512
+    for k in range(first, len(x) // w, every):
+        y[k * w:(k + width) * w] = 0.0
+    return y
+
+
+def test_one_dip_inside_a_barge_in_neither_counts_nor_breaks_the_run(model, espeak):
+    """Over the echo the user's voice dips for a window (a softer sound, a window the near-end path refuses): one
+    such window inside a run while the assistant speaks does not restart the run; two in a row do, and a run
+    that dips again is over."""
+    user, _ = espeak("Wait, what is the capital of Japan?", voice="en-gb", rate=RATE)
+    user = np.concatenate([np.zeros(RATE, np.float32), 0.5 * user, np.zeros(RATE // 2, np.float32)])
+    first = (RATE + int(np.flatnonzero(np.abs(user[RATE:]) > 0.05 * np.abs(user).max())[0])) // 512
+    speech = user.copy()
+    dipped = _with_dips(user, every=4, width=1, first=first + 2)     # at most 3 windows in a row are voiced
+    for sig in (speech, dipped):
+        onsets = [e for e in run(EchoAwareVad(model=model), sig, True) if e.kind == "onset"]
+        assert onsets and (onsets[0].detected_at - first * 512) / RATE < 0.5, onsets
+    strict = EchoAwareVad(VadConfig(speaking_dip_prob=None), model=model)
+    assert [e for e in run(strict, dipped, True) if e.kind == "onset"] == []    # each dip restarts the run
+    # two windows in a row, or a second dip, end a run: silence every other window never makes an onset
+    for every, width in ((4, 2), (2, 1)):
+        gappy = _with_dips(user, every=every, width=width, first=first + 1)
+        assert [e for e in run(EchoAwareVad(model=model), gappy, True) if e.kind == "onset"] == [], (every, width)
+    # with the assistant silent the rule does not apply: no run there tolerates a dip
+    quiet = EchoAwareVad(VadConfig(min_speech_ms=128.0), model=model)
+    assert [e for e in run(quiet, dipped, False) if e.kind == "onset"] == []

@@ -26,3 +26,10 @@ def test_real_words_that_look_alike_are_content(text, words):
 def test_commands_and_lexical_backchannels():
     assert is_command("Hmm, stop.") and not is_backchannel("Hmm, stop.")
     assert is_backchannel("Okay, I see.") and not is_nonlexical("Okay, I see.")   # words, but listening feedback
+
+
+@pytest.mark.parametrize("text", ["Weight.", "weight", "Paws."])
+def test_a_command_spelled_as_its_homophone_is_a_command(text):
+    """Whisper has no context to choose the spelling of a lone word: "Wait." over the assistant's echo came back as
+    "weight" and was dropped as too short for one content word."""
+    assert is_command(text) and not is_backchannel(text) and not content_words(text)

@@ -621,7 +621,7 @@ class MainWindow(QMainWindow):
         """The ready sound has played (or the microphone delivers, without it): now the badge says "Listening"."""
         if self._getting_ready:
             self._getting_ready = False
-            self._set_state(self.state)
+            self._set_state(self.state)      # the badge, and the hint with it (_update_controls)
 
     def _set_state(self, state: str, t: float | None = None) -> None:
         if not state:
@@ -656,6 +656,9 @@ class MainWindow(QMainWindow):
             return "The microphone is muted: press Unmute mic (Ctrl+M) to talk."
         if self.act_ptt.isChecked():
             return "Hold Space while you talk, and let go when you are done."
+        if self._getting_ready:
+            after = "after the short whoosh, " if self.settings.audio.ready_sound else ""
+            return f"Getting ready: talk {after}when the badge says Listening."
         return "Just talk: Parley answers when you pause. Interrupt it any time, or press Esc to stop it."
 
     def _on_listen_toggled(self, on: bool) -> None:

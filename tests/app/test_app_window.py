@@ -256,8 +256,9 @@ def test_badge_says_getting_ready_until_the_ready_sound_has_played(qtbot, make_w
     """Listening starts: the badge waits for the audio layer's word (the ready sound handed to the speakers, and its
     length) before it says "Listening"; a user who started talking still sees "You are speaking"."""
     w = make_window()
+    w.profile_loaded = "lite"
     w._on_listening(True)
-    assert w.panel.badge.text() == "Getting ready"
+    assert w.panel.badge.text() == "Getting ready" and "whoosh" in w.hint()
     deliver(qtbot, w, event("state", 0.1, 0, {"state": "user_speaking"}))
     assert w.panel.badge.text() == "You are speaking"
     deliver(qtbot, w, event("state", 0.5, 0, {"state": "listening"}))
@@ -265,6 +266,7 @@ def test_badge_says_getting_ready_until_the_ready_sound_has_played(qtbot, make_w
     deliver(qtbot, w, event("info", 1.0, 0, {"kind": "audio_ready", "source": "audio", "seconds": 0.3}))
     assert w.panel.badge.text() == "Getting ready"           # the sound is still playing
     qtbot.waitUntil(lambda: w.panel.badge.text() == "Listening", timeout=3000)
+    assert w.hint().startswith("Just talk")
     w._on_listening(False)
     assert w.panel.badge.text() == "Idle"
     w._on_listening(True)                                     # each start waits again

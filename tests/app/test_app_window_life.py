@@ -159,7 +159,9 @@ def test_the_hint_matches_the_state(qtbot, config_dir):
     w._on_loading(False, "")
     assert hint.text() == "Press Start listening (Ctrl+L), then just talk." and w.act_listen.text() == "Start listening"
     w._on_listening(True)
-    assert hint.text().startswith("Just talk") and "Esc" in hint.text() and w.act_listen.text() == "Stop listening"
+    assert hint.text().startswith("Getting ready") and w.act_listen.text() == "Stop listening"
+    w._audio_ready()                           # the ready sound has played (what the audio_ready event leads to)
+    assert hint.text().startswith("Just talk") and "Esc" in hint.text()
     w.act_mute.trigger()
     assert "muted" in hint.text()
     w.act_mute.trigger()

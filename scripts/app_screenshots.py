@@ -64,7 +64,7 @@ def main() -> int:
             determinate = card.bar.maximum() > 0 and card.bar.value() >= 300
             if card.isVisible() and determinate and "first_run_loading.png" not in str(seen["shots"]):
                 shot("first_run_loading")
-            if w.profile_loaded and w.listening and not card.isVisible():
+            if w.profile_loaded and w.listening and not card.isVisible() and w.panel.badge.state == "listening":
                 qt_app.processEvents()
                 shot("first_run_ready")
                 w.welcome.ok.click()

@@ -118,6 +118,15 @@ def is_nonlexical(text: str) -> bool:
     return all(w in NONLEXICAL or _hum(w) for w in ws)
 
 
+def has_feedback(text: str) -> bool:
+    """Some of it is listening feedback or a sound: a backchannel word or phrase ("okay", "I see"), a hum, a
+    laugh, a noise annotation. "It's not." has none (function words only: maybe the start of a sentence)."""
+    lowered = " " + re.sub(r"[^a-z0-9' -]+", " ", _ANNOTATION.sub(" ", text.lower())) + " "
+    if any(f" {phrase} " in lowered for phrase in BACKCHANNEL_PHRASES):
+        return True
+    return any(w in BACKCHANNEL_WORDS or w in NONLEXICAL or _hum(w) for w in words(text) if not _spelled(w))
+
+
 def is_backchannel(text: str) -> bool:
     """Listening feedback, laughter, a cough or noise: no content word and no command (an empty transcript too)."""
     return not content_words(text) and not is_command(text)

@@ -39,7 +39,11 @@ Echo awareness:
   (over ~96 ms) rises ``near_end_margin_db`` above its tracked echo-only floor (a minimum that creeps up
   0.05 dB per window) and above ``near_end_min_ratio_db``, and the same residual-echo check as above finds that
   what stands out does not follow the reference, and AEC3's own output is not far under the microphone
-  (``near_end_aec_ratio_db``: a linear filter thrown off by an echo path that moved must not open a turn). Residual echo never rises above that floor; a user over the echo brings it to a few dB
+  (``near_end_aec_ratio_db``: a linear filter thrown off by an echo path that moved must not open a turn). When the
+  user dominates both outputs (the linear one ``near_end_dominant_db`` above its floor, AEC3's within
+  ``near_end_dominant_aec_db`` of the microphone), a likeness to the reference is a chance match of two voices and
+  does not veto: in the speakerphone room it refused two windows of "Stop." at -0.6 dB over a -22 dB floor, and the
+  onset came with the next sentence, 0.85 s late. Residual echo never rises above that floor; a user over the echo brings it to a few dB
   under the microphone. This path is used only once the floor shows a converged filter (``near_end_min_erle_db``),
   so a fresh filter falls back to AEC3's path alone. Measured (``scripts/bench`` ``parley bench rooms`` and the
   conversation suite, docs/engine.md): detection within 0-130 ms of the user's speech in both rooms once converged.
@@ -144,6 +148,9 @@ class VadConfig:
     near_end_min_ratio_db: float = -20.0  # ... and never below this (a user over the echo: -10 to -2 dB)
     near_end_aec_ratio_db: float = -28.0  # ... while AEC3 lets something through too (its output/microphone ratio:
                                           # echo alone -33 to -60 dB, a user over the echo -8 to -15 dB)
+    near_end_dominant_db: float | None = 15.0   # this far above the floor, with AEC3 passing at least
+    near_end_dominant_aec_db: float = -15.0     # this much, the user dominates both outputs: the similarity check
+                                                # (a chance match of two voices) is not asked (None: always)
 
 
 class EchoAwareVad:
@@ -343,10 +350,13 @@ class EchoAwareVad:
         if (ratio_db < max(self._near_floor_db + c.near_end_margin_db, c.near_end_min_ratio_db)
                 or p < c.offset_threshold):
             return 0.0
-        if c.echo_check and self.near_echo.is_echo():   # what stands out still follows the reference: echo
-            return 0.0
+        echo_like = c.echo_check and self.near_echo.is_echo()   # what stands out still follows the reference
         aec = self.echo.current_ratio_db()
         if aec is not None and aec < c.near_end_aec_ratio_db:   # AEC3 found nothing but echo here
+            return 0.0
+        dominant = (c.near_end_dominant_db is not None and aec is not None and aec >= c.near_end_dominant_aec_db
+                    and ratio_db >= self._near_floor_db + c.near_end_dominant_db)
+        if echo_like and not dominant:
             return 0.0
         self.near_prob = p
         if p >= c.speaking_threshold:

@@ -77,7 +77,7 @@ from core.engine.events import (
 )
 from core.queues import DropOldestQueue
 from core.runtime import free_cuda_cache, is_out_of_memory
-from core.speech_acts import command_words, content_words, is_backchannel
+from core.speech_acts import command_words, content_words, has_feedback, is_backchannel
 from core.speech_acts import words as speech_words
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,9 @@ class _Input:
     emitted_text: str = ""
     final_text: bool = False
     end_pos: int = 0                     # stream position where the audio listened to so far ends
+    continued: int = 0                   # times it was listened to again after a pause inside it
+    # judged not a barge-in at a pause: (until when the user may resume, why, voiced windows at that moment)
+    lingering: tuple[float, str, int] | None = None
 
     @property
     def voiced_s(self) -> float:
@@ -504,6 +507,7 @@ class Engine:
                     self.bus.emit(VadOnset(turn=self._input.turn, at=round(sample / MODEL_INPUT_RATE, 4),
                                            clock_at=self._clock_at(sample), prob=round(float(ev.prob), 4),
                                            reopened=True))
+
             elif ev.kind == "offset":
                 self._vad_in_speech = False
                 turn = self._input.turn if self._input is not None else self.turn
@@ -513,14 +517,16 @@ class Engine:
                     self._input.offset_t = now
 
         # --- the backend's listen step and its decision ------------------------------------------------------------
-        if self._input is not None and not opened_now:
+        if self._input is not None and self._input.lingering is not None:
+            self._linger_step(self._input, now)
+        elif self._input is not None and not opened_now:
             self._input.audio.append((samples, probs))
             self._input.end_pos = self._stream_pos
             result = self._listen(self._input, samples, probs)
             if result is not None:
                 self._decide(self._input, result)
         inp = self._input
-        if inp is not None and inp.during_reply and self._reply is not None:
+        if inp is not None and inp.during_reply and self._reply is not None and inp.lingering is None:
             self._candidate_step(inp, now)
         if self._input is not None:
             self._check_timeouts(self._input, now)
@@ -682,6 +688,8 @@ class Engine:
         if state == "ss":
             barge_in = inp.during_reply and self._reply is not None
             reason = self._barge_in_veto(inp) if barge_in else self._not_a_turn(inp)
+            if reason is not None and barge_in and self._may_go_on(inp, reason):
+                return
             if reason is not None:     # not a turn after all: say why, and drop the input
                 self.bus.emit(TurnDecision(turn=inp.turn, state="el", backend_state="ss", reason=reason,
                                            voiced_s=round(inp.voiced_s, 3), candidate=barge_in))
@@ -698,9 +706,56 @@ class Engine:
             self._start_reply(inp)
             return
         # 'el': a false onset, noise, a backchannel: nothing is answered and a running answer goes on.
+        if forced is None and inp.during_reply and self._reply is not None and self._may_go_on(inp, "backend"):
+            return
         self.bus.emit(TurnDecision(turn=inp.turn, state="el", reason=forced or "backend",
                                    voiced_s=round(inp.voiced_s, 3), candidate=inp.during_reply))
         self._close_input(inp, reason="el")
+
+    def _may_go_on(self, inp: _Input, reason: str) -> bool:
+        """A candidate was just judged not a barge-in (``reason``) at a pause. Unless it was a backchannel or
+        nothing the user stopped after, keep the answer held until ``candidate_grace_s`` after the end of their
+        speech: if the user goes on (the VAD hears voice again), all of it is listened to again as one candidate.
+        True: the candidate stays open.
+        Only for profiles that transcribe: a state head's 'el' (Freeze-Omni) is its own decision."""
+        cfg = self.config
+        if (not self.backend.transcribes or inp.continued >= cfg.candidate_continuations
+                or cfg.candidate_grace_s <= 0):
+            return False
+        text = (inp.user_text or "").strip()
+        if not self._vad_in_speech and (reason == "backchannel" or not text or has_feedback(text)):
+            return False      # "okay", "mm-hm", a laugh: the user gave feedback and stopped; play on at once
+        until = (inp.speech_end_t if inp.speech_end_t is not None else self.clock.now()) + cfg.candidate_grace_s
+        if not self._vad_in_speech and until <= self.clock.now():
+            return False     # judged long after the user stopped (a transcript that trailed off): not a pause
+        inp.lingering = (until, reason, inp.voiced_windows)
+        return True
+
+    def _linger_step(self, inp: _Input, now: float) -> None:
+        """A lingering candidate (see :meth:`_may_go_on`): voice again goes on with it; no voice in time, or the
+        answer ended meanwhile: it was not a barge-in after all."""
+        assert inp.lingering is not None
+        until, reason, voiced = inp.lingering
+        if self._reply is not None and inp.voiced_windows > voiced:
+            self._continue_candidate(inp)
+            return
+        if now < until and self._reply is not None:
+            return
+        self.bus.emit(TurnDecision(turn=inp.turn, state="el", reason=reason, voiced_s=round(inp.voiced_s, 3),
+                                   candidate=True))
+        self._close_input(inp, reason=reason)
+
+    def _continue_candidate(self, inp: _Input) -> None:
+        """The user goes on after a pause inside a candidate ("Stop. [pause] What is two plus two?"): listen to
+        all of it again, the part already judged included, as one candidate (the answer stays held)."""
+        later = [(a, p) for start, a, p in self._recent if start >= inp.end_pos]
+        cont = _Input(turn=inp.turn, opened_t=inp.opened_t, onset_sample=inp.onset_sample,
+                      during_reply=inp.during_reply, began_during_reply=inp.began_during_reply,
+                      paused_at=inp.paused_at, joins=inp.joins, continued=inp.continued + 1)
+        cont.voiced_windows = inp.voiced_windows
+        cont.speech_end_t = inp.speech_end_t
+        self._input = cont
+        self._begin_listening(cont, list(inp.audio) + later)
 
     def _barge_in_veto(self, inp: _Input) -> str | None:
         """Why a backend 'ss' for a candidate must not interrupt the answer (None: it may).

@@ -196,3 +196,41 @@ def test_one_dip_inside_a_barge_in_neither_counts_nor_breaks_the_run(model, espe
     # with the assistant silent the rule does not apply: no run there tolerates a dip
     quiet = EchoAwareVad(VadConfig(min_speech_ms=128.0), model=model)
     assert [e for e in run(quiet, dipped, False) if e.kind == "onset"] == []
+
+
+def test_a_user_who_dominates_both_cancellers_is_heard_even_when_the_reference_looks_alike(model, espeak):
+    """The near-end path refuses a window whose linear-canceller output follows the reference (an echo path that
+    moved). When the user dominates both outputs (the linear one far above its echo floor, AEC3 letting much
+    through, as in real double talk), a match is a chance likeness of two voices, and it does not veto: here the
+    user says the very words the assistant says, in step with its echo."""
+    far, _ = espeak("The capital of France is Paris, a city on the river Seine.", voice="en-us", rate=RATE)
+    far = np.concatenate([far, far, far]).astype(np.float32) * 0.5
+    d = int(0.05 * RATE)
+    echo = np.zeros_like(far)
+    echo[d:] = far[:-d]
+    at = 2 * len(far) // 3                       # the user joins in for the last third, on the same words
+    user = np.zeros_like(far)
+    user[at:] = 1.5 * echo[at:]
+    raw = echo + user
+    near = 0.03 * echo + user                    # the linear canceller: ~30 dB under the echo, the user whole
+    clean = 0.002 * echo + 0.5 * user            # AEC3: the echo gone, much of the user through
+
+    def onsets(cfg):
+        vad = EchoAwareVad(cfg, model=model)
+        events = []
+        for i in range(0, len(far), 160):
+            s = slice(i, i + 160)
+            events += vad.process(clean[s], True, far[s], raw_16k=raw[s], near_16k=near[s])
+        return [e for e in events if e.kind == "onset"]
+
+    heard = onsets(VadConfig())
+    assert heard and heard[0].sample >= at - 512, heard
+    assert onsets(VadConfig(near_end_dominant_db=None)) == []      # the likeness alone vetoes every window
+    # echo alone, however loud the linear residual gets, is never dominant: AEC3 removes it
+    loud = 0.3 * echo
+    vad = EchoAwareVad(model=model)
+    events = []
+    for i in range(0, len(far), 160):
+        s = slice(i, i + 160)
+        events += vad.process(0.002 * echo[s], True, far[s], raw_16k=echo[s], near_16k=loud[s])
+    assert [e for e in events if e.kind == "onset"] == []

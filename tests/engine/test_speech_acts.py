@@ -33,3 +33,14 @@ def test_a_command_spelled_as_its_homophone_is_a_command(text):
     """Whisper has no context to choose the spelling of a lone word: "Wait." over the assistant's echo came back as
     "weight" and was dropped as too short for one content word."""
     assert is_command(text) and not is_backchannel(text) and not content_words(text)
+
+
+@pytest.mark.parametrize("text,feedback", [("Okay.", True), ("Mm-hmm.", True), ("and then Hm", True),
+                                           ("I see, yes.", True), ("(laughs)", True), ("It's not.", False),
+                                           ("I have one.", False), ("They make me a chair.", False)])
+def test_feedback_is_a_backchannel_word_phrase_or_sound_anywhere(text, feedback):
+    """What a candidate that did not take the turn held: feedback ends it at once; function words alone ("It's
+    not.", Whisper's "Stop." over the echo) may be the start of a sentence the user goes on with."""
+    from core.speech_acts import has_feedback
+
+    assert has_feedback(text) is feedback

@@ -201,3 +201,41 @@ def test_whether_speech_joins_the_turn_is_judged_when_the_user_resumed(lite):
         assert not engine._joins_previous_turn(reply, onset_t=10.6)     # what has played so far counts
     finally:
         engine.close()
+
+
+def _candidate_over_an_answer(lite, first_part: str):
+    """A long answer plays; 3 s into it the user says ``first_part``, pauses 0.7 s and asks a question."""
+    ask = espeak("Tell me a long story about a dragon who lived in the sea.")
+    part, question = espeak(first_part), espeak("What is two plus two?")
+    at = 0.4 + len(ask) / 16_000 + 4.0
+    audio = mix([Placed(0.4, ask), Placed(at, part), Placed(at + len(part) / 16_000 + 0.7, question)], tail_s=6.0)
+    d = Drive(lite)
+    return d.feed(audio)
+
+
+def test_a_candidate_judged_at_a_pause_goes_on_when_the_user_does(lite):
+    """"I have one. [pause] What is two plus two?" over an answer: judged at the pause, "I have one." is no barge-in
+    (one content word); the user resumes within candidate_grace_s, so the answer stays held and the whole utterance
+    is listened to again as one candidate, which interrupts. Before, the answer played on for a moment in the pause
+    and the question was a candidate of its own (or, with the VAD still in speech, was never heard)."""
+    events = _candidate_over_an_answer(lite, "I have one.")
+    cut = [e for e in _of(events, "interruption") if e.reason == "barge_in"]
+    assert len(cut) == 1, [e.to_dict() for e in _of(events, "turn_decision")]
+    turn = cut[0].turn
+    assert not [e for e in _of(events, "turn_decision") if e.turn == turn and e.state == "el"]
+    held = [e for e in _of(events, "playback") if e.turn == turn]
+    assert held and held[0].paused and all(e.paused for e in held), [e.to_dict() for e in held]
+    finals = [e.full or "" for e in _of(events, "user_text") if e.final and e.turn == turn]
+    assert "one" in finals[-1].lower() and "plus" in finals[-1].lower(), finals
+
+
+def test_feedback_the_user_stopped_after_plays_on_at_once(lite):
+    """"Okay. [pause] What is two plus two?": "Okay." is listening feedback, so the answer plays on as soon as it is
+    judged; the question after the pause is a candidate of its own, and interrupts."""
+    events = _candidate_over_an_answer(lite, "Okay.")
+    dropped = [e for e in _of(events, "turn_decision") if e.state == "el" and e.candidate]
+    assert dropped and dropped[0].reason in ("backchannel", "backend"), [e.to_dict() for e in dropped]
+    resumed = [e for e in _of(events, "playback") if not e.paused and e.turn == dropped[0].turn]
+    assert resumed
+    cut = [e for e in _of(events, "interruption") if e.reason == "barge_in"]
+    assert len(cut) == 1 and cut[0].turn > dropped[0].turn

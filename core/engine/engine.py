@@ -754,6 +754,7 @@ class Engine:
                       paused_at=inp.paused_at, joins=inp.joins, continued=inp.continued + 1)
         cont.voiced_windows = inp.voiced_windows
         cont.speech_end_t = inp.speech_end_t
+        cont.emitted_text = inp.emitted_text    # what the transcript shows: the new text extends or replaces it
         self._input = cont
         self._begin_listening(cont, list(inp.audio) + later)
 

@@ -227,6 +227,14 @@ def test_a_candidate_judged_at_a_pause_goes_on_when_the_user_does(lite):
     assert held and held[0].paused and all(e.paused for e in held), [e.to_dict() for e in held]
     finals = [e.full or "" for e in _of(events, "user_text") if e.final and e.turn == turn]
     assert "one" in finals[-1].lower() and "plus" in finals[-1].lower(), finals
+    # what a transcript view shows of the turn never holds the first part twice
+    from core.engine.turns import TurnLog
+
+    log = TurnLog()
+    for e in events:
+        log.apply(e)
+        shown = (log.turns[turn].user_text if turn in log.turns else "").lower()
+        assert shown.count("one") <= 1, shown
 
 
 def test_feedback_the_user_stopped_after_plays_on_at_once(lite):

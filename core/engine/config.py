@@ -88,8 +88,11 @@ class EngineConfig:
     # the user still speaks, or if they resume within ``candidate_grace_s`` of the end of their speech (the answer
     # stays held meanwhile), the whole candidate, the earlier part included, is listened to again as one (at most
     # ``candidate_continuations`` times). A backchannel the user stopped after ("okay", "mm-hm") plays on at once,
-    # as before. The pause after "Stop." measured 0.5-0.7 s in the rooms.
+    # as before. The pause after "Stop." measured 0.5-0.7 s in the rooms. Once the user has stopped, this holds only
+    # for a short first part (``candidate_grace_max_voiced_s`` of voice: a word, "Stop."): two backchannels a second
+    # apart, the first misheard as words ("In my mid chain." + "ok"), must not make one barge-in.
     candidate_grace_s: float = 1.0
+    candidate_grace_max_voiced_s: float = 0.5
     candidate_continuations: int = 2
     # After the assistant stops playing it still counts as audible this long (its echo dies away).
     echo_tail_s: float = 0.25

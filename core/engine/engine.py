@@ -713,18 +713,19 @@ class Engine:
         self._close_input(inp, reason="el")
 
     def _may_go_on(self, inp: _Input, reason: str) -> bool:
-        """A candidate was just judged not a barge-in (``reason``) at a pause. Unless it was a backchannel or
-        nothing the user stopped after, keep the answer held until ``candidate_grace_s`` after the end of their
-        speech: if the user goes on (the VAD hears voice again), all of it is listened to again as one candidate.
-        True: the candidate stays open.
+        """A candidate was just judged not a barge-in (``reason``) at a pause. While the user still speaks, or after
+        a short first part that was not feedback ("Stop." heard as "It's not."), keep the answer held until
+        ``candidate_grace_s`` after the end of their speech: if the user goes on (the VAD hears voice again), all of
+        it is listened to again as one candidate. True: the candidate stays open.
         Only for profiles that transcribe: a state head's 'el' (Freeze-Omni) is its own decision."""
         cfg = self.config
         if (not self.backend.transcribes or inp.continued >= cfg.candidate_continuations
                 or cfg.candidate_grace_s <= 0):
             return False
         text = (inp.user_text or "").strip()
-        if not self._vad_in_speech and (reason == "backchannel" or not text or has_feedback(text)):
-            return False      # "okay", "mm-hm", a laugh: the user gave feedback and stopped; play on at once
+        if not self._vad_in_speech and (reason == "backchannel" or not text or has_feedback(text)
+                                        or inp.voiced_s > cfg.candidate_grace_max_voiced_s):
+            return False      # "okay", "mm-hm", a laugh, more than a word: the user stopped; play on at once
         until = (inp.speech_end_t if inp.speech_end_t is not None else self.clock.now()) + cfg.candidate_grace_s
         if not self._vad_in_speech and until <= self.clock.now():
             return False     # judged long after the user stopped (a transcript that trailed off): not a pause

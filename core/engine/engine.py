@@ -507,7 +507,6 @@ class Engine:
                     self.bus.emit(VadOnset(turn=self._input.turn, at=round(sample / MODEL_INPUT_RATE, 4),
                                            clock_at=self._clock_at(sample), prob=round(float(ev.prob), 4),
                                            reopened=True))
-
             elif ev.kind == "offset":
                 self._vad_in_speech = False
                 turn = self._input.turn if self._input is not None else self.turn

@@ -41,11 +41,15 @@ class Monitor:
 
 
 def sound(segment: np.ndarray, floor: float = 0.02) -> tuple[float, float, float, float, float] | None:
-    """(onset s, duration s, level at the onset, level at the end, peak) of what is above ``floor``; None: silent."""
+    """(onset s, duration s, level at the onset, level at the end, peak) of what is above ``floor``; None: silent.
+
+    The levels are medians of the first and last 10 ms of *sound* (samples above ``floor``), not of the first and
+    last 10 ms of time: an underrun on a loaded machine puts a gap of silence into what the sink played, and a gap
+    right after the onset must not read as a level of zero."""
     loud = np.flatnonzero(np.abs(segment) > floor)
     if len(loud) == 0:
         return None
     a, b = int(loud[0]), int(loud[-1])
     n = Monitor.RATE // 100      # 10 ms
-    return (a / Monitor.RATE, (b - a) / Monitor.RATE, float(np.median(segment[a:a + n])),
-            float(np.median(segment[max(a, b - n):b + 1])), float(np.abs(segment).max()))
+    return (a / Monitor.RATE, (b - a) / Monitor.RATE, float(np.median(segment[loud[:n]])),
+            float(np.median(segment[loud[-n:]])), float(np.abs(segment).max()))

@@ -250,10 +250,13 @@ def test_realtime_mode_paces_with_the_wall_clock_and_decides_as_fast_mode(tmp_pa
     fast, ev_fast, _ = parley_chat(tmp_path, audio, "freeze-omni", extra=FO_ARGS, name="fast")
     real, ev_real, out = parley_chat(tmp_path, audio, "freeze-omni", extra=FO_ARGS + ["--realtime"], name="real")
     assert real["realtime"] is True and real["errors"] == 0
-    # The same decisions and texts (only the clock differs).
-    key = lambda evs: [(e.turn, e.type, e.get("state"), e.get("text"))  # noqa: E731
-                       for e in evs if e.type in ("turn_decision", "assistant_text")]
-    assert key(ev_real) == key(ev_fast)
+    # The same decisions and texts (only the clock differs). How a later turn's decision interleaves with the
+    # previous reply's text pieces depends on how fast this machine generates against the wall clock, so the
+    # decisions and each turn's text are compared on their own.
+    decisions = lambda evs: [(e.turn, e.get("state")) for e in evs if e.type == "turn_decision"]  # noqa: E731
+    texts = lambda evs: [(e.turn, e.get("text")) for e in evs if e.type == "assistant_text"]  # noqa: E731
+    assert decisions(ev_real) == decisions(ev_fast)
+    assert texts(ev_real) == texts(ev_fast)
     # The conversation took (at least) the input's duration on the session clock, and the output covers it.
     assert real["session_s"] >= len(audio) / 16_000 - 0.2
     wav, rate = sf.read(str(out), dtype="float32")

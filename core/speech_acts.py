@@ -86,8 +86,13 @@ def _hum(word: str) -> bool:
     return all(_HUM.fullmatch(part) for part in word.split("-"))
 
 
+def _padded(text: str) -> str:
+    """Lower case, annotations and punctuation blanked, a space at each end: " i see " matches as a phrase."""
+    return " " + re.sub(r"[^a-z0-9' -]+", " ", _ANNOTATION.sub(" ", text.lower())) + " "
+
+
 def _without_phrases(text: str) -> str:
-    lowered = " " + re.sub(r"[^a-z0-9' -]+", " ", _ANNOTATION.sub(" ", text.lower())) + " "
+    lowered = _padded(text)
     for phrase in sorted(BACKCHANNEL_PHRASES, key=len, reverse=True):
         while f" {phrase} " in lowered:           # "thank you, thank you": each one
             lowered = lowered.replace(f" {phrase} ", "  ")
@@ -121,7 +126,7 @@ def is_nonlexical(text: str) -> bool:
 def has_feedback(text: str) -> bool:
     """Some of it is listening feedback or a sound: a backchannel word or phrase ("okay", "I see"), a hum, a
     laugh, a noise annotation. "It's not." has none (function words only: maybe the start of a sentence)."""
-    lowered = " " + re.sub(r"[^a-z0-9' -]+", " ", _ANNOTATION.sub(" ", text.lower())) + " "
+    lowered = _padded(text)
     if any(f" {phrase} " in lowered for phrase in BACKCHANNEL_PHRASES):
         return True
     return any(w in BACKCHANNEL_WORDS or w in NONLEXICAL or _hum(w) for w in words(text) if not _spelled(w))

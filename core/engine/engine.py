@@ -618,8 +618,11 @@ class Engine:
         self.bus.emit(VadOnset(turn=turn, at=round(inp.onset_sample / MODEL_INPUT_RATE, 4),
                                clock_at=self._clock_at(inp.onset_sample), reopened=True))
         self._set_state(DuplexState.USER_SPEAKING)
-        later = [(a, p) for start, a, p in self._recent if start >= reply.input_end]
-        self._begin_listening(joined, list(reply.input_audio) + later)
+        self._begin_listening(joined, list(reply.input_audio) + self._chunks_since(reply.input_end))
+
+    def _chunks_since(self, pos: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The recent chunks (audio, VAD probabilities) that start at stream position ``pos`` or later."""
+        return [(a, p) for start, a, p in self._recent if start >= pos]
 
     def _turn_audio_from_onset(self, onset_sample: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """The recent chunks from the one holding the pre-roll's start (``pre_roll_s`` before the onset) up to now:
@@ -748,7 +751,6 @@ class Engine:
     def _continue_candidate(self, inp: _Input) -> None:
         """The user goes on after a pause inside a candidate ("Stop. [pause] What is two plus two?"): listen to
         all of it again, the part already judged included, as one candidate (the answer stays held)."""
-        later = [(a, p) for start, a, p in self._recent if start >= inp.end_pos]
         cont = _Input(turn=inp.turn, opened_t=inp.opened_t, onset_sample=inp.onset_sample,
                       during_reply=inp.during_reply, began_during_reply=inp.began_during_reply,
                       paused_at=inp.paused_at, joins=inp.joins, continued=inp.continued + 1)
@@ -756,7 +758,7 @@ class Engine:
         cont.speech_end_t = inp.speech_end_t
         cont.emitted_text = inp.emitted_text    # what the transcript shows: the new text extends or replaces it
         self._input = cont
-        self._begin_listening(cont, list(inp.audio) + later)
+        self._begin_listening(cont, list(inp.audio) + self._chunks_since(inp.end_pos))
 
     def _barge_in_veto(self, inp: _Input) -> str | None:
         """Why a backend 'ss' for a candidate must not interrupt the answer (None: it may).

@@ -9,7 +9,9 @@ An :class:`EchoRoom` turns two 16 kHz signals into the microphone signal, block 
 ``played`` is the far-end reference: the samples the assistant's sink played over the same span (what the echo
 canceller is given as its reference). The output latency is the part of the acoustic path that the reference does
 not see (converter, driver and loudspeaker delay): the echo reaches the microphone ``latency_ms`` plus the
-propagation time after the reference sample.
+propagation time after the reference sample. The presets keep it steady; ``glitch_ms`` and ``glitches_per_min``
+make it jump now and then, as underruns and catch-ups of a loaded machine's sound server do (the real PulseAudio
+loop in CI showed the echo cancellers losing the echo for a moment after such jumps).
 
 Room impulse responses come from pyroomacoustics' image-source model in a shoe-box room whose absorption is set for
 the preset's RT60 (inverse Sabine, then one calibration step on the measured RT60 of the generated response). A seed
@@ -63,10 +65,14 @@ class RoomPreset:
     latency_ms: float = 0.0
     drive: float = 0.0
     snr_db: float | None = None
+    glitch_ms: float = 0.0          # output glitches: the latency moves to latency_ms + [0, glitch_ms] ...
+    glitches_per_min: float = 0.0   # ... this often on average (0: a steady latency)
 
     def __post_init__(self) -> None:
         if self.rt60_s < 0 or self.latency_ms < 0 or self.drive < 0 or self.speaker_mic_m <= 0:
             raise ValueError(f"room preset {self.name!r}: negative RT60, latency or drive, or no distance")
+        if self.glitch_ms < 0 or self.glitches_per_min < 0:
+            raise ValueError(f"room preset {self.name!r}: negative glitch length or rate")
         if self.user_mic_m is not None and self.user_mic_m <= 0:
             raise ValueError(f"room preset {self.name!r}: user_mic_m must be positive (or None for a close mic)")
 
@@ -187,15 +193,54 @@ def _impulse_responses(p: RoomPreset, seed: int, rate: int) -> tuple[RoomGeometr
 
 
 class _Delay:
-    def __init__(self, samples: int) -> None:
-        self._buf = np.zeros(samples, dtype=np.float64)
+    """The output latency: a delay line of ``samples``. With glitches, at random moments (a Poisson process of
+    ``per_min`` a minute) the latency moves to ``samples`` plus 0 to ``glitch`` samples, as a loaded machine's sound
+    server does: when it grows the output plays silence for the difference (an underrun) and then goes on where it
+    was; when it shrinks the output skips the oldest queued samples (the server catching up). The reference (what
+    was handed to the sink) sees neither, so the echo path jumps under the cancellers' feet."""
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __init__(self, samples: int, glitch: int = 0, per_min: float = 0.0, seed: int = 0,
+                 rate: int = MODEL_INPUT_RATE) -> None:
+        self._base = samples
+        self._buf = np.zeros(samples, dtype=np.float64)
+        self._glitch = int(glitch)
+        self._mean_gap = 60.0 * rate / per_min if per_min > 0 and glitch > 0 else None
+        self._rng = np.random.default_rng([seed, 0x6117C4])
+        self._pos = 0
+        self._next = self._draw_next() if self._mean_gap is not None else None
+        self.glitches = 0
+
+    def _draw_next(self) -> int:
+        assert self._mean_gap is not None
+        return self._pos + 1 + int(self._rng.exponential(self._mean_gap))
+
+    def _shift(self) -> None:
+        target = self._base + int(self._rng.integers(0, self._glitch + 1))
+        have = len(self._buf)
+        if target > have:
+            self._buf = np.concatenate([np.zeros(target - have), self._buf])
+        else:
+            self._buf = self._buf[have - target:]
+        self.glitches += 1
+        self._next = self._draw_next()
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        self._pos += len(x)
         if len(self._buf) == 0:
             return x
         joined = np.concatenate([self._buf, x])
         self._buf = joined[len(x):]
         return joined[:len(x)]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        parts = []
+        while self._next is not None and self._pos + len(x) > self._next:
+            k = self._next - self._pos
+            parts.append(self._run(x[:k]))
+            x = x[k:]
+            self._shift()
+        parts.append(self._run(x))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class _Convolver:
@@ -278,7 +323,9 @@ class EchoRoom:
         if p.echo_db is not None or p.user_mic_m is not None:
             self.geometry, self._echo_h, self._user_h = _impulse_responses(p, self.seed, self.rate)
         self._echo_gain = 10 ** (p.echo_db / 20) if p.echo_db is not None else 0.0
-        self._latency = _Delay(int(round(p.latency_ms * self.rate / 1000)))
+        self._latency = _Delay(int(round(p.latency_ms * self.rate / 1000)),
+                               glitch=int(round(p.glitch_ms * self.rate / 1000)), per_min=p.glitches_per_min,
+                               seed=self.seed, rate=self.rate)
         self._echo = _Convolver(self._echo_h) if self._echo_h is not None else None
         self._user = _Convolver(self._user_h) if self._user_h is not None else None
         self._noise = (_RoomNoise(10 ** ((NOMINAL_SPEECH_DBFS - p.snr_db) / 20), self.seed, self.rate)

@@ -128,3 +128,38 @@ def test_an_output_latency_beyond_aec3s_range_is_not_cancelled(far_speech):
     """Documented limit: AEC3's delay estimator covers about half a second; at 1 s the echo passes through."""
     result = erle_db(EchoRoom(with_changes("laptop", latency_ms=1000.0, snr_db=None), seed=0), far_speech)
     assert result["erle_db"] < 10
+
+
+def test_glitches_move_the_output_latency_in_any_block_sizes():
+    """With glitches the echo path's delay jumps (underruns insert silence, catch-ups skip audio), the same for
+    any block sizes and per seed; without them, the delay stays put."""
+    p = with_changes("headset", snr_db=None, drive=0.0, glitch_ms=30.0, glitches_per_min=120.0)
+    seconds = 12.0
+    impulses = np.zeros(int(seconds * RATE), np.float32)
+    impulses[::RATE // 4] = 0.5                       # a click every 250 ms
+    silent = np.zeros_like(impulses)
+    one_shot = EchoRoom(p, seed=3).mic(silent, impulses)
+    room = EchoRoom(p, seed=3)
+    blocks, i, sizes = [], 0, [1, 2560, 7, 160, 4096, 333]
+    while i < len(silent):
+        n = sizes[len(blocks) % len(sizes)]
+        blocks.append(room.mic(silent[i:i + n], impulses[i:i + n]))
+        i += n
+    np.testing.assert_allclose(np.concatenate(blocks), one_shot, atol=2e-6)
+    assert room._latency.glitches >= 10                # about 24 in 12 s
+
+    def delays(mic: np.ndarray) -> list[int]:
+        out = []
+        for k in range(0, len(mic) - RATE // 4, RATE // 4):
+            seg = np.abs(mic[k:k + RATE // 4])
+            out.append(int(np.argmax(seg)))
+        return out
+
+    steady = delays(EchoRoom(with_changes(p, glitch_ms=0.0), seed=3).mic(silent, impulses))
+    jumpy = delays(one_shot)
+    base = steady[0]
+    assert set(steady) == {base}
+    assert min(jumpy) >= base - 1 and max(jumpy) <= base + int(0.030 * RATE) + 1
+    assert len(set(jumpy)) >= 5
+    with pytest.raises(ValueError, match="negative glitch"):
+        with_changes(p, glitch_ms=-1.0)

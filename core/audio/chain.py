@@ -14,6 +14,15 @@ Two cleaned signals leave the chain. AEC3's output (``samples_16k``) is what the
 assistant's echo for the user. While echo cancellation is on, a linear echo canceller (``core.audio.linear_aec``)
 also gives ``near_16k``: the microphone minus a linear echo estimate, nothing suppressed, so a user who talks over
 the assistant is heard whole by the speech model (AEC3's suppressor tears the near-end voice apart in double talk).
+
+An echo path that moves. A loaded machine's sound server underruns and catches up: the loudspeaker's latency jumps by
+some milliseconds while the reference does not, and for a moment both cancellers let the assistant's voice through.
+:class:`~core.audio.audio_io.AudioIO` holds the VAD's echo verdict after the underruns and re-alignments it sees
+itself; the chain notices the ones inside the server: the linear filter, once it has learned the path
+(``moved_path_min_frames``), makes a frame that is not quiet clearly louder than the microphone
+(``moved_path_excess``), so its estimate is strong and wrong, and the VAD treats the assistant's audio as echo for
+``moved_path_hold_ms``. Not while the VAD already hears the user: a filter that adapted on a moment of double talk
+can look the same, and the user's turn must not be cut.
 """
 
 from __future__ import annotations
@@ -47,6 +56,14 @@ class ChainConfig:
     vad: VadConfig | None = None           # None: VadConfig() defaults
     echo_tail_ms: float = 300.0            # the assistant counts as speaking this long after its audio stopped
     reference_lead_ms: float = 0.0         # the reference given with the microphone leads its echo by this much
+    moved_path_hold_ms: float = 1200.0     # the linear filter, once learned, made a frame louder than the
+                                           # microphone: the echo path moved (an underrun the app could not see);
+                                           # the VAD treats the assistant's audio as echo this long (0: off)
+    moved_path_excess: float = 1.5         # ... louder: its error this many times the microphone's energy
+    moved_path_min_frames: int = 300       # ... learned: adapted on 3 s of echo (10 ms frames): a younger
+                                           # filter overshoots now and then (the suite's first seconds)
+    moved_path_level_db: float = -12.0     # ... in a frame no quieter than this under the microphone's average
+                                           # while the assistant speaks (a quiet frame's ratio says nothing)
     chunk_samples: int = CHUNK_SAMPLES_16K
 
 
@@ -106,6 +123,8 @@ class CaptureChain:
         self._near = np.zeros(0, dtype=np.float32)
         self.position = 0                 # stream position of the next sample to process
         self.chunks_delivered = 0
+        self.moved_path_holds = 0         # blocks in which the linear filter said the echo path moved
+        self._mic_avg: float | None = None   # the microphone's mean frame energy while the reference plays
 
     # -- controls (any thread) ---------------------------------------------------------------------------------
     def set_aec(self, config: AecConfig) -> None:
@@ -157,6 +176,7 @@ class CaptureChain:
         clean = self._clean[:n]
         near = self._near[:n]
         linear = self.linear
+        moved = False
         for f in range(0, n, FRAME):
             m, r, c = mic[f:f + FRAME], ref[f:f + FRAME], clean[f:f + FRAME]
             self.aec.process(m, r, c)
@@ -165,6 +185,13 @@ class CaptureChain:
                 mic_e = float(np.einsum("i,i->", m, m))
                 adapt = float(np.einsum("i,i->", c, c)) < _NEAR_END_RATIO * mic_e
                 linear.process(m, r, adapt, near[f:f + FRAME])
+                moved = self._echo_path_moved(linear, mic_e, r) or moved
+        if moved and self.config.moved_path_hold_ms > 0 and not self.vad.in_speech:
+            # (while the user is already heard the hold is not needed, and a filter that adapted on a moment of
+            # double talk can look the same: the user's turn must not be cut)
+            self.moved_path_holds += 1
+            log.debug("the echo path moved at %d: the VAD holds the echo", self.position)
+            self.vad.hold_echo(int(self.config.moved_path_hold_ms / 32.0))
         if linear is None:
             near[:] = clean
         if self._gate_closed:
@@ -200,6 +227,18 @@ class CaptureChain:
                 vad.set_echo_lag_hint(self.config.reference_lead_ms + self._echo_est.delay_ms)
         self._add_to_chunk(i0, clean, mic, ref, near, events, bool(speaking.any()))
         self.position += n
+
+    def _echo_path_moved(self, linear: LinearEchoCanceller, mic_e: float, ref: np.ndarray) -> bool:
+        """The linear filter had learned the echo path and now makes a frame that is not quiet clearly louder than
+        the microphone: its estimate is strong and wrong, so the path moved under it (an underrun or a catch-up
+        of the sound server, which the app does not see). A user talking over the echo takes a frame a little over
+        the microphone now and then, in quiet frames or a young filter more: in the suite's recorded barge-ins and
+        backchannels no frame passed all three bars (measured: docs/engine.md)."""
+        cfg = self.config
+        if float(np.max(np.abs(ref))) > 1e-4:
+            self._mic_avg = mic_e if self._mic_avg is None else 0.995 * self._mic_avg + 0.005 * mic_e
+        return (linear.adapted_frames >= cfg.moved_path_min_frames and linear.excess > cfg.moved_path_excess
+                and self._mic_avg is not None and mic_e >= self._mic_avg * 10 ** (cfg.moved_path_level_db / 10))
 
     def _apply_controls(self) -> None:
         with self._lock:

@@ -111,6 +111,7 @@ class LinearEchoCanceller:
         self._quiet = 0                                  # frames since the reference last held a sample
         self.frames = 0
         self.adapted_frames = 0
+        self.excess = 0.0                                # the last frame's error / microphone energy (see below)
 
     def reset(self) -> None:
         """Forget the echo path (a new device: another path)."""
@@ -129,6 +130,7 @@ class LinearEchoCanceller:
         m = np.asarray(mic, dtype=np.float64)
         self.frames += 1
         self._quiet = self._quiet + 1 if not x.any() else 0
+        self.excess = 0.0
         if self._quiet > self.partitions:
             # no reference anywhere in the filter's span (the assistant has been silent): the echo estimate is 0;
             # nothing to compute while the app listens (the spectra kept span zeros but for the oldest, which the
@@ -155,8 +157,12 @@ class LinearEchoCanceller:
             self.selected = int(np.argmin(self._residual))
         err = errors[self.selected]
         # never louder than the microphone: a filter thrown off by an echo path that moved (a device's latency
-        # jumped) would add its wrong estimate to the user's voice; the microphone as it is is better then
-        return self._output(m if float(np.dot(err, err)) > float(np.dot(m, m)) else err, out)
+        # jumped) would add its wrong estimate to the user's voice; the microphone as it is is better then. How
+        # much louder (``excess``) tells the capture chain that the path moved: a user talking over the echo
+        # takes a frame a little over the microphone now and then, a moved path far over it
+        err_e, mic_e = float(np.dot(err, err)), float(np.dot(m, m))
+        self.excess = err_e / mic_e if mic_e > 0 else 0.0
+        return self._output(m if err_e > mic_e else err, out)
 
     @staticmethod
     def _output(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:

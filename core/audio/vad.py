@@ -359,9 +359,14 @@ class EchoAwareVad:
         if aec is not None and aec < c.near_end_aec_ratio_db:   # AEC3 found nothing but echo here
             return 0.0
         dominant = (c.near_end_dominant_db is not None and aec is not None and aec >= c.near_end_dominant_aec_db
+                    and not self.near_echo.held       # the echo path just moved: what stands out is the echo
                     and ratio_db >= self._near_floor_db + c.near_end_dominant_db)
         if echo_like and not dominant:
             return 0.0
+        if echo_like:
+            log.debug("near-end window at %d taken as the user's though it follows the reference: ratio %.1f dB "
+                      "(floor %.1f), AEC3 %.1f dB, similarity %.2f", self._pos, ratio_db, self._near_floor_db, aec,
+                      self.near_echo.similarity)
         self.near_prob = p
         if p >= c.speaking_threshold:
             self.near_windows += 1
@@ -562,6 +567,11 @@ class ResidualEchoCheck:
         self.lag = None
         self._lag_at = -10**9
         self.hold_until = max(self.hold_until, self.pushes + int(windows))
+
+    @property
+    def held(self) -> bool:
+        """Within a :meth:`hold`: the echo path moved a moment ago."""
+        return self.pushes < self.hold_until
 
     def _lags_to_try(self) -> range:
         lag = self.lag

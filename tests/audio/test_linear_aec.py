@@ -50,3 +50,28 @@ def test_a_silent_reference_leaves_the_microphone_as_it_is():
     np.testing.assert_array_equal(out[tail:], mic[tail:])
     aec.reset()
     np.testing.assert_array_equal(aec.process(mic[:160], far[:160], False), mic[:160])   # forgotten: nothing
+
+
+@pytest.mark.parametrize("room", ["laptop", "speakerphone"])
+def test_a_learned_filter_says_how_much_louder_than_the_microphone_a_moved_path_makes_it(room):
+    """``excess`` (error / microphone energy of the last frame): under 1 while the path holds, far over 1 in the
+    frames right after the loudspeaker's latency jumped by 40 ms (the capture chain's moved-path hold uses it)."""
+    far = speech_seconds(10.0, rate=16000).astype(np.float32)
+    quiet_room = dataclasses.replace(PRESETS[room], snr_db=None)
+    mic = EchoRoom(quiet_room, seed=3).mic(np.zeros_like(far), far)
+    jump = 640                                             # 40 ms at 16 kHz, from 6 s on
+    moved = mic.copy()
+    moved[6 * 16000 + jump:] = mic[6 * 16000:-jump]
+    moved[6 * 16000:6 * 16000 + jump] = 0.0
+    for signal, expect_moved in ((mic, False), (moved, True)):
+        c = LinearEchoCanceller()
+        excess = []
+        for f in range(0, len(far) - 159, 160):
+            c.process(signal[f:f + 160], far[f:f + 160], f < 6 * 16000)   # it learns the first 6 s only
+            loud = float(np.dot(signal[f:f + 160], signal[f:f + 160])) > 160 * 10 ** (-40 / 10)
+            excess.append(c.excess if loud else 0.0)
+        after = np.array(excess[600:700])                  # the second after 6 s
+        if expect_moved:
+            assert np.sum(after > 1.5) >= 10, np.round(after, 2)
+        else:
+            assert np.sum(after > 1.5) == 0, np.round(after, 2)

@@ -280,9 +280,22 @@ def run_turns_bench(args: argparse.Namespace) -> int:
     out = turns_suite(profile=args.profile, rooms=[r.strip() for r in args.rooms.split(",") if r.strip()],
                       scripts_dir=args.scripts, only=args.only.split(",") if args.only else None, seed=args.seed,
                       echo_minutes=args.echo_minutes, keep=args.keep, llm=args.llm, checkpoint=args.checkpoint,
-                      echo_room=args.echo_room)
+                      echo_room=args.echo_room, echo_glitches=parse_glitches(args.echo_glitches))
     print(json.dumps(out, indent=1, ensure_ascii=False))
     return 0
+
+
+def parse_glitches(text: str | None) -> tuple[float, float] | None:
+    """``"30/6"`` -> (30.0, 6.0): output latency jumps of up to 30 ms, 6 a minute on average (None: none)."""
+    if text is None:
+        return None
+    try:
+        ms, per_min = (float(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--echo-glitches takes MS/PER_MIN, such as 30/6, not {text!r}") from None
+    if not (0 < ms <= 1000 and 0 < per_min <= 600):
+        raise UserError(f"--echo-glitches {text}: MS must be in (0, 1000] and PER_MIN in (0, 600]")
+    return ms, per_min
 
 
 SUITE_DIR = Path(__file__).resolve().parents[2] / "tests" / "conversations" / "scripts"
@@ -291,7 +304,8 @@ SUITE_DIR = Path(__file__).resolve().parents[2] / "tests" / "conversations" / "s
 def turns_suite(*, profile: str = "lite", rooms: list[str] | tuple[str, ...] = ("laptop", "speakerphone"),
                 scripts_dir: str | Path | None = None, only: list[str] | None = None, seed: int = 0,
                 echo_minutes: float = 0.0, keep: str | Path | None = None, llm: str | None = None,
-                checkpoint: str | None = None, echo_room: str = "speakerphone") -> dict[str, Any]:
+                checkpoint: str | None = None, echo_room: str = "speakerphone",
+                echo_glitches: tuple[float, float] | None = None) -> dict[str, Any]:
     """The conversation acceptance suite (scripted users, docs/conversations.md) in simulated rooms through the
     real engine, one loaded model for all of it, scored per conversation and in aggregate; with ``echo_minutes``
     also the echo alone: the assistant speaks that long in the room with no user speech but its requests, and
@@ -357,7 +371,7 @@ def turns_suite(*, profile: str = "lite", rooms: list[str] | tuple[str, ...] = (
                                              "turns": u["turns"], "interrupted": u["interrupted"],
                                              "interrupt_ms": u["interrupt_ms"], "answer": u["answer_text"][:80]}
                                             for u in report["utterances"] if not u["ok"]]})
-            echo = (_echo_alone(backend, spec, config, echo_minutes, seed, Path(tmp), vad, echo_room)
+            echo = (_echo_alone(backend, spec, config, echo_minutes, seed, Path(tmp), vad, echo_room, echo_glitches)
                     if echo_minutes else None)
     finally:
         backend.close()
@@ -377,10 +391,11 @@ ECHO_REQUESTS = ["Tell me a long story about a dragon who loved the sea.",
 
 
 def _echo_alone(backend: Any, spec: ProfileSpec, config: Any, minutes: float, seed: int, tmp: Path,
-                vad: Any = None, room: str = "speakerphone") -> dict:
+                vad: Any = None, room: str = "speakerphone", glitches: tuple[float, float] | None = None) -> dict:
     """The assistant talks for ``minutes`` in ``room``; the user only asks for the next story when an answer has
-    ended. Every interruption and every turn that is not one of those requests is false."""
-    from core.audio.room import EchoRoom
+    ended. Every interruption and every turn that is not one of those requests is false. ``glitches``: (ms,
+    per minute) jumps of the room's output latency (:class:`core.audio.room.RoomPreset`)."""
+    from core.audio.room import EchoRoom, with_changes
     from core.engine.filemode import run_conversation
     from core.harness import ScriptedInput, ScriptedUser, parse_script, read_events
 
@@ -389,15 +404,18 @@ def _echo_alone(backend: Any, spec: ProfileSpec, config: Any, minutes: float, se
         utterances.append({"id": f"r{i}", "text": ECHO_REQUESTS[i % len(ECHO_REQUESTS)], "expect": "answered",
                            "timing": {"after": "answer_end", "delay_s": 1.5, "timeout_s": 90}})
     user = ScriptedUser(parse_script({"name": "echo_alone", "utterances": utterances}))
+    preset = (with_changes(room, glitch_ms=glitches[0], glitches_per_min=glitches[1]) if glitches
+              else with_changes(room))
     events_path = tmp / "echo_alone.jsonl"
     run_conversation(backend, ScriptedInput(user), tmp / "echo.wav", events_path=events_path,
                      config=copy.deepcopy(config), system_prompt=spec.system_prompt,
-                     room=EchoRoom(room, seed=seed), vad=vad, ready_sound=True)
+                     room=EchoRoom(preset, seed=seed), vad=vad, ready_sound=True)
     events = read_events(events_path)
     spoken = sum(e.get("samples", 0) / max(e.get("rate", 1), 1) for e in events if e["type"] == "audio_played")
     requests = len([u for u in user.timeline() if u.get("start_s") is not None])
     turns = {e["turn"] for e in events if e["type"] == "vad_onset"}
-    return {"room": room, "assistant_speech_s": round(spoken, 1), "requests": requests,
+    return {"room": room, "glitches": ({"ms": glitches[0], "per_min": glitches[1]} if glitches else None),
+            "assistant_speech_s": round(spoken, 1), "requests": requests,
             "false_interruptions": sum(1 for e in events if e["type"] == "interruption"),
             "user_turns": len(turns), "extra_turns": max(0, len(turns) - requests),
             "answers": sum(1 for e in events if e["type"] == "latency")}

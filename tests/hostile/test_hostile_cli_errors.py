@@ -149,6 +149,14 @@ def test_a_seed_out_of_range_is_an_option_error(tmp_path, command):
     assert "--seed" in proc.stderr.strip().splitlines()[-1], proc.stderr
 
 
+@pytest.mark.parametrize("value", ["30", "thirty/6", "0/6", "30/-1", "5000/6"])
+def test_bogus_echo_glitches_are_one_line(value):
+    proc = run_parley(*QUIET, "bench", "turns", "--echo-minutes", "1", "--echo-glitches", value)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "--echo-glitches" in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
 def test_a_bogus_log_level_is_an_option_error():
     proc = run_parley("--log-level", "BOGUS", "doctor")
     assert proc.returncode == 2, proc.stderr

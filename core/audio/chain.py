@@ -22,7 +22,9 @@ itself; the chain notices the ones inside the server: the linear filter, once it
 (``moved_path_min_frames``), makes a frame that is not quiet clearly louder than the microphone
 (``moved_path_excess``), so its estimate is strong and wrong, and the VAD treats the assistant's audio as echo for
 ``moved_path_hold_ms``. Not while the VAD already hears the user: a filter that adapted on a moment of double talk
-can look the same, and the user's turn must not be cut.
+can look the same, and the user's turn must not be cut. This hold is an option, off by default: replayed through the
+chain it took false onsets in jumping rooms down by half or more, but in whole conversations in the speakerphone
+room it did not (docs/engine.md).
 """
 
 from __future__ import annotations
@@ -56,9 +58,11 @@ class ChainConfig:
     vad: VadConfig | None = None           # None: VadConfig() defaults
     echo_tail_ms: float = 300.0            # the assistant counts as speaking this long after its audio stopped
     reference_lead_ms: float = 0.0         # the reference given with the microphone leads its echo by this much
-    moved_path_hold_ms: float = 1200.0     # the linear filter, once learned, made a frame louder than the
+    moved_path_hold_ms: float = 0.0        # the linear filter, once learned, made a frame louder than the
                                            # microphone: the echo path moved (an underrun the app could not see);
-                                           # the VAD treats the assistant's audio as echo this long (0: off)
+                                           # the VAD treats the assistant's audio as echo this long. OFF (0) by
+                                           # default: 1200 halved false onsets replayed through the chain, but
+                                           # end to end it did not help (docs/engine.md, "A moved echo path")
     moved_path_excess: float = 1.5         # ... louder: its error this many times the microphone's energy
     moved_path_min_frames: int = 300       # ... learned: adapted on 3 s of echo (10 ms frames): a younger
                                            # filter overshoots now and then (the suite's first seconds)

@@ -371,7 +371,7 @@ def turns_suite(*, profile: str = "lite", rooms: list[str] | tuple[str, ...] = (
                                              "turns": u["turns"], "interrupted": u["interrupted"],
                                              "interrupt_ms": u["interrupt_ms"], "answer": u["answer_text"][:80]}
                                             for u in report["utterances"] if not u["ok"]]})
-            echo = (_echo_alone(backend, spec, config, echo_minutes, seed, Path(tmp), vad, echo_room, echo_glitches)
+            echo = (_echo_alone(backend, spec, config, echo_minutes, seed, where, vad, echo_room, echo_glitches)
                     if echo_minutes else None)
     finally:
         backend.close()

@@ -5,7 +5,8 @@ while the reference the app hands to the cancellers does not. For a moment both 
 they let through is the assistant's voice, which the VAD must not take for a user. The app cannot see these jumps
 (they happen in the server), so the capture chain notices them itself: the linear filter, once it has learned the
 path, makes a frame clearly louder than the microphone (its estimate is strong and wrong), and the chain holds the
-VAD's echo verdict while the cancellers re-converge.
+VAD's echo verdict while the cancellers re-converge (``ChainConfig.moved_path_hold_ms``, an option that is off by
+default: docs/engine.md says why).
 
 The simulated rooms' ``glitch_ms``/``glitches_per_min`` make such jumps; everything here is the real chain (AEC3,
 the linear canceller, silero) on espeak-ng speech."""
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.skipif(not have_espeak(), reason="espeak-ng not install
 
 RATE = 16_000
 BLOCK = 2560
+HOLD_MS = 1200.0
 
 
 def _run(room: EchoRoom, far: np.ndarray, user: np.ndarray | None = None, **chain_changes) -> tuple[list, CaptureChain]:
@@ -37,7 +39,8 @@ def _run(room: EchoRoom, far: np.ndarray, user: np.ndarray | None = None, **chai
         onsets.extend(e.sample / RATE for e in c.vad_events if e.kind == "onset" and c.assistant_speaking)
 
     vad = chain_changes.pop("vad", None)
-    chain = CaptureChain(replace(ChainConfig(aec=AecConfig(), vad=vad), **chain_changes), on_chunk=on_chunk)
+    config = ChainConfig(aec=AecConfig(), vad=vad, moved_path_hold_ms=HOLD_MS)   # the option on (off by default)
+    chain = CaptureChain(replace(config, **chain_changes), on_chunk=on_chunk)
     near = np.zeros_like(far) if user is None else user
     for i in range(0, len(far) - BLOCK + 1, BLOCK):
         chain.process(room.mic(near[i:i + BLOCK], far[i:i + BLOCK]), far[i:i + BLOCK])

@@ -180,6 +180,7 @@ class CaptureChain:
         clean = self._clean[:n]
         near = self._near[:n]
         linear = self.linear
+        watch_path = linear is not None and self.config.moved_path_hold_ms > 0
         moved = False
         for f in range(0, n, FRAME):
             m, r, c = mic[f:f + FRAME], ref[f:f + FRAME], clean[f:f + FRAME]
@@ -189,8 +190,9 @@ class CaptureChain:
                 mic_e = float(np.einsum("i,i->", m, m))
                 adapt = float(np.einsum("i,i->", c, c)) < _NEAR_END_RATIO * mic_e
                 linear.process(m, r, adapt, near[f:f + FRAME])
-                moved = self._echo_path_moved(linear, mic_e, r) or moved
-        if moved and self.config.moved_path_hold_ms > 0 and not self.vad.in_speech:
+                if watch_path:
+                    moved = self._echo_path_moved(linear, mic_e, r) or moved
+        if moved and not self.vad.in_speech:
             # (while the user is already heard the hold is not needed, and a filter that adapted on a moment of
             # double talk can look the same: the user's turn must not be cut)
             self.moved_path_holds += 1

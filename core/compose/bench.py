@@ -404,8 +404,7 @@ def _echo_alone(backend: Any, spec: ProfileSpec, config: Any, minutes: float, se
         utterances.append({"id": f"r{i}", "text": ECHO_REQUESTS[i % len(ECHO_REQUESTS)], "expect": "answered",
                            "timing": {"after": "answer_end", "delay_s": 1.5, "timeout_s": 90}})
     user = ScriptedUser(parse_script({"name": "echo_alone", "utterances": utterances}))
-    preset = (with_changes(room, glitch_ms=glitches[0], glitches_per_min=glitches[1]) if glitches
-              else with_changes(room))
+    preset = with_changes(room, glitch_ms=glitches[0], glitches_per_min=glitches[1]) if glitches else room
     events_path = tmp / "echo_alone.jsonl"
     run_conversation(backend, ScriptedInput(user), tmp / "echo.wav", events_path=events_path,
                      config=copy.deepcopy(config), system_prompt=spec.system_prompt,

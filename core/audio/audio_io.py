@@ -584,9 +584,8 @@ class AudioIO:
             if isinstance(exc, AudioDeviceError):
                 raise exc
             raise AudioDeviceError(f"cannot open audio devices: {exc}") from exc
-        if self._player.device_rate != out_rate:
-            self._player.reset()
-            self._player = Player(out_rate, capacity_seconds=cfg.player_seconds, fade_ms=cfg.fade_ms)
+        if self._player.device_rate != out_rate:   # the same object: the engine holds it as its sink
+            self._player.set_device_rate(out_rate)
             self.events.emit(WARNING, "playback_reset", "output rate changed; queued assistant audio dropped")
         self._install_streams(streams, in_choice, out_choice)
 

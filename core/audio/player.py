@@ -69,13 +69,9 @@ class Player(AudioSink):
 
     def __init__(self, device_rate: int, capacity_seconds: float = 120.0, fade_ms: float = 8.0,
                  flush_timeout: float = 0.25) -> None:
-        self.device_rate = int(device_rate)
-        self._ring = RingBuffer(int(capacity_seconds * self.device_rate), tagged=True)
+        self._capacity_seconds, self._fade_ms = float(capacity_seconds), float(fade_ms)
         self._tag_buf = np.zeros(_MAX_BLOCK, dtype=np.int64)
-        n_fade = max(1, int(round(fade_ms / 1000 * self.device_rate)))
-        # raised cosine from 1 to 0: no click, ~fade_ms long
-        self._fade = (0.5 * (1.0 + np.cos(np.pi * (np.arange(n_fade) + 1) / n_fade))).astype(np.float32)
-        self.fade_samples = n_fade
+        self._at_rate(int(device_rate))
         self.flush_timeout = flush_timeout
         self._tags: dict[int, _Tag] = {}
         self._current: int | None = None
@@ -92,6 +88,22 @@ class Player(AudioSink):
         self.starved_blocks = 0          # callback found the queue empty while a turn was still unfinished
         self.overflow_samples = 0        # device samples that did not fit the queue
         self.dropped_after_cancel = 0    # source samples enqueued for cancelled tags
+
+    def _at_rate(self, device_rate: int) -> None:
+        self.device_rate = device_rate
+        self._ring = RingBuffer(int(self._capacity_seconds * device_rate), tagged=True)
+        n_fade = max(1, int(round(self._fade_ms / 1000 * device_rate)))
+        # raised cosine from 1 to 0: no click, ~fade_ms long
+        self._fade = (0.5 * (1.0 + np.cos(np.pi * (np.arange(n_fade) + 1) / n_fade))).astype(np.float32)
+        self.fade_samples = n_fade
+
+    def set_device_rate(self, device_rate: int) -> None:
+        """The output device came back at another rate: drop everything queued (as :meth:`reset`) and play at the
+        new rate from now on. The object stays the same, so the engine (and a recording tap) that hold it as their
+        sink play on. Call it while no output stream runs."""
+        with self._api_lock:
+            self.reset()
+            self._at_rate(int(device_rate))
 
     # -- AudioSink ------------------------------------------------------------------------------------------------
     def enqueue(self, samples: np.ndarray, rate: int, tag: int) -> None:

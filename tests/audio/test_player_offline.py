@@ -98,3 +98,24 @@ def test_new_tag_finishes_the_previous_one_and_rates_may_differ():
     assert p.played_samples(1) == 12000
     assert p.played_samples(2) == 11025
     assert p.starved_blocks == 0
+
+
+def test_a_new_device_rate_keeps_the_same_player_and_plays_at_that_rate():
+    """The output device came back at another rate: what was queued is dropped, the object (the engine's sink)
+    stays, and the next turn plays at the new rate with its fade sized for it."""
+    p = Player(DEV, capacity_seconds=10.0, fade_ms=8.0)
+    p.enqueue(tone(440.0, 2.0, 24000, amplitude=0.4), 24000, tag=1)
+    drain(p, 0.2)
+    p.set_device_rate(44100)
+    assert p.device_rate == 44100 and p.pending_seconds() == 0.0 and p.played_samples(1) == 0
+    assert p.fade_samples == round(0.008 * 44100) and p._ring.capacity == 10 * 44100
+    p.enqueue(tone(440.0, 1.0, 24000, amplitude=0.4), 24000, tag=2)
+    p.finish(2)
+    assert abs(p.pending_seconds() - 1.0) < 0.01
+    out, buf = [], np.zeros(441, dtype=np.float32)
+    for _ in range(120):
+        p.fill(buf)
+        out.append(buf.copy())
+    y = np.concatenate(out)
+    assert p.played_samples(2) == 24000
+    assert dominant_frequency(y[:44100], 44100) == pytest.approx(440.0, abs=1.0)

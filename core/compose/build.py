@@ -167,13 +167,28 @@ def session_settings(spec: ProfileSpec, config: EngineConfig, room: str | None =
             "room": room, "room_seed": room_seed, "ready_sound": ready_sound}
 
 
+def _session_room(settings: Mapping[str, Any]) -> tuple[str | None, int, bool]:
+    """(room, seed, ready sound) as a session's ``meta.json`` recorded them, checked: a hand-edited value is a
+    clear error, not a replay of something else (``"false"`` is not true, a seed is a whole number)."""
+    from core.audio.room import PRESETS
+    from core.errors import ConfigError
+
+    room, seed, ready = settings.get("room"), settings.get("room_seed"), settings.get("ready_sound", False)
+    if room is not None and (not isinstance(room, str) or room not in PRESETS):
+        raise ConfigError(f"meta.json: settings.room must be one of {', '.join(PRESETS)} or null, not {room!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"meta.json: settings.room_seed must be a whole number >= 0, not {seed!r}")
+    if not isinstance(ready, bool):   # sessions recorded before the ready sound have none: False
+        raise ConfigError(f"meta.json: settings.ready_sound must be true or false, not {ready!r}")
+    return room, int(seed or 0), ready
+
+
 def build_engine_parts(profile: str | None, settings: Mapping[str, Any]) -> EngineParts:
     """The parts a recorded session ran with (a replay's builder; see ``core.session.replay``)."""
     spec = spec_from_session(profile, settings)
     config = EngineConfig.from_dict(settings.get("engine"))
+    room, room_seed, ready = _session_room(settings)   # before the (slow) model load
     backend = build_backend(spec, config)
-    room, room_seed = settings.get("room"), int(settings.get("room_seed") or 0)
-    ready = bool(settings.get("ready_sound", False))   # sessions recorded before the ready sound: none
     return EngineParts(backend=backend, config=config, system_prompt=spec.system_prompt, profile=spec.profile,
                        backbone=spec.llm, voice=spec.voice, room=room, room_seed=room_seed, ready_sound=ready,
                        settings=session_settings(spec, config, room, room_seed, ready))

@@ -198,3 +198,22 @@ def test_replaying_a_session_whose_model_is_gone_is_one_line(tmp_path):
     shutil.rmtree(model)
     proc = run_parley(*QUIET, "replay", str(session), "--output", str(tmp_path / "replay"))
     refused(proc, str(model / "checkpoints"), "replay", "meta.json")
+
+
+@pytest.mark.parametrize("key,value", [("ready_sound", "false"), ("room", "attic"), ("room_seed", "7"),
+                                       ("room_seed", -1)])
+def test_replaying_a_session_with_a_hand_edited_room_is_one_line(tmp_path, key, value):
+    """meta.json's room settings are checked, not coerced: "false" is not true (it would shift the replay's input by
+    the ready sound's lead), an unknown room or a seed that is not a whole number is named. Nothing is written."""
+    session = tmp_path / "session"
+    proc = run_parley(*QUIET, "chat", *freeze_omni_args(), "--input", str(fixture() / "input.wav"),
+                      "--output", str(tmp_path / "a.wav"), "--events", str(tmp_path / "e.jsonl"),
+                      "--record", str(session))
+    assert proc.returncode == 0, proc.stderr
+    meta_path = session / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["settings"][key] = value
+    meta_path.write_text(json.dumps(meta))
+    proc = run_parley(*QUIET, "replay", str(session), "--output", str(tmp_path / "replay"))
+    refused(proc, "meta.json", f"settings.{key}", repr(value))
+    assert not (tmp_path / "replay").exists()

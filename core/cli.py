@@ -149,7 +149,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     tt.add_argument("--echo-glitches", default=None, metavar="MS/PER_MIN",
                     help="in --echo-room, the loudspeaker's latency jumps by up to MS milliseconds PER_MIN times a "
                          "minute on average, as a loaded machine's sound server does (e.g. 30/6; default: steady)")
-    tt.add_argument("--keep", help="a folder to keep each run's events (JSONL), report (JSON) and audio in")
+    tt.add_argument("--keep", help="a new or empty folder to keep each run's events (JSONL), report (JSON) and "
+                    "audio in")
     tt.add_argument("--checkpoint")
     tt.add_argument("--llm")
     tt.set_defaults(func=_handler_lazy("core.compose.bench:run_turns_bench"))

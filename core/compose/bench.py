@@ -320,6 +320,12 @@ def turns_suite(*, profile: str = "lite", rooms: list[str] | tuple[str, ...] = (
     from core.harness import ScriptedInput, ScriptedUser, combine, load_script, read_events, score, unmet
     from core.runtime import configure_torch_threads
 
+    if keep is not None and Path(keep).exists():
+        # its files are named after the scripts: never write over what a user (or an earlier run) left there
+        if not Path(keep).is_dir():
+            raise UserError(f"--keep {keep}: that is a file; name a new or empty folder")
+        if any(Path(keep).iterdir()):
+            raise UserError(f"--keep {keep}: the folder exists and is not empty; name a new or empty folder")
     threads = configure_torch_threads()
     config, backend_opts = settings_from_env()
     vad = None

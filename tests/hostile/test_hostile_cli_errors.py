@@ -157,6 +157,22 @@ def test_bogus_echo_glitches_are_one_line(value):
     assert "--echo-glitches" in proc.stderr.strip().splitlines()[-1], proc.stderr
 
 
+def test_bench_turns_keeps_its_files_only_in_a_new_or_empty_folder(tmp_path):
+    """--keep names its files after the scripts: a folder holding anything (a user's own file of such a name) is
+    refused before any model loads, and what is there stays as it was."""
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    mine = keep / "laptop_barge_in_stop.jsonl"
+    mine.write_text("my notes\n")
+    proc = run_parley(*QUIET, "bench", "turns", "--keep", str(keep))
+    refused(proc, "--keep", str(keep), "not empty")
+    assert mine.read_text() == "my notes\n" and sorted(keep.iterdir()) == [mine]
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    refused(run_parley(*QUIET, "bench", "turns", "--keep", str(a_file)), "--keep", "a file")
+    assert a_file.read_text() == "x"
+
+
 def test_a_bogus_log_level_is_an_option_error():
     proc = run_parley("--log-level", "BOGUS", "doctor")
     assert proc.returncode == 2, proc.stderr

@@ -22,15 +22,18 @@ Echo awareness:
 
   A window that looks like echo cannot start or continue an onset candidate.
 
-* **Two rules that are off by default.** Both helped barge-ins in the simulated rooms (below), but on the real
-  PulseAudio loop, in one CI run of the final build, 20 s of the assistant speaking alone opened two false onsets
-  (an echo path that moved or re-aligned looks like a dominant user), so they stay options until that is solved.
-* **One dip per run** (``speaking_dip_prob``, off by default; 0.0 turns it on). Over the echo the user's voice is found window by window, and a
+* **Two rules for barge-ins; one is on.** Both helped barge-ins in the simulated rooms (below), but on the real
+  PulseAudio loop, in one CI run with both on, 20 s of the assistant speaking alone opened two false onsets. Rooms
+  whose echo path jumps (``core.audio.room``, ``glitch_ms``) showed which: the dominant near-end rule (below) let
+  the moved echo through, the dip rule added nothing. So the dip rule is on and the dominant rule is an option.
+* **One dip per run** (``speaking_dip_prob``, on by default at 0.0; None turns it off). Over the echo the user's
+  voice is found window by window, and a
   word often has one window in it that falls short: a softer sound, or a window the near-end path below refuses.
   While the assistant speaks, one such window inside a run neither counts nor breaks it; a second one ends the
-  run. Replayed on recorded suite runs (24 barge-ins), this brought four onsets that came 0.6-0.9 s after the user
-  began to 0.1 s; it added no onset in 23 minutes of echo alone (both rooms) and one on 46 backchannels (32 instead
-  of 31; a backchannel's onset only holds the answer until its transcript is judged).
+  run. Replayed on recorded suite runs (28 barge-ins), this brought three onsets that came 0.5-0.9 s after the user
+  began to 0.1 s; it added no onset in 23 minutes of echo alone (both rooms, steady), none in 35 minutes with an
+  echo path that jumps (3, 12, 5 and 18 false onsets against 3, 12, 5 and 17 without it, in four glitchy rooms), and
+  one on 60 backchannels (a backchannel's onset only holds the answer until its transcript is judged).
 
 * **Double talk through the linear canceller** (``near_16k`` given, ``near_end_check``). AEC3's suppressor also
   removes much of the user's voice while the assistant talks: in the simulated laptop room a user speaking over the
@@ -44,10 +47,15 @@ Echo awareness:
   what stands out does not follow the reference, and AEC3's own output is not far under the microphone
   (``near_end_aec_ratio_db``: a linear filter thrown off by an echo path that moved must not open a turn). When the
   user dominates both outputs (the linear one ``near_end_dominant_db`` above its floor, AEC3's within
-  ``near_end_dominant_aec_db`` of the microphone), a likeness to the reference is a chance match of two voices and
-  does not veto: in the speakerphone room it refused two windows of "Stop." at -0.6 dB over a -22 dB floor, and the
-  onset came with the next sentence, 0.85 s late. Residual echo never rises above that floor; a user over the echo brings it to a few dB
-  under the microphone. This path is used only once the floor shows a converged filter (``near_end_min_erle_db``),
+  ``near_end_dominant_aec_db`` of the microphone), a likeness to the reference may be a chance match of two voices
+  (an option, off: ``near_end_dominant_db`` None). In the speakerphone room the likeness refused two windows of
+  "Stop." at -0.6 dB over a -22 dB floor, and the onset came with the next sentence, 0.85 s late; the rule heard
+  it at once. But an echo path that jumps also dominates both outputs for a while: in the glitchy rooms the rule
+  opened 24-30 false onsets per 530 s of echo alone where the VAD without it opened 3-17.
+  ``near_end_dominant_max_similarity`` caps the likeness it overrules (the user's windows it took measured
+  0.5-0.79, the moved echo's 0.5-0.99, median 0.83); at 0.7 it kept every barge-in onset the rule brought in the
+  replay and halved the false onsets (7-19), still more than without the rule. Residual echo of a steady path
+  never rises above that floor; a user over the echo brings it to a few dB under the microphone. This path is used only once the floor shows a converged filter (``near_end_min_erle_db``),
   so a fresh filter falls back to AEC3's path alone. Measured (``scripts/bench`` ``parley bench rooms`` and the
   conversation suite, docs/engine.md): detection within 0-130 ms of the user's speech in both rooms once converged.
 
@@ -132,7 +140,7 @@ class VadConfig:
     min_speech_ms: float = 96.0          # ... held this long (3 windows)
     speaking_threshold: float = 0.6      # onset probability while the assistant speaks
     speaking_min_speech_ms: float = 128.0
-    speaking_dip_prob: float | None = None  # while the assistant speaks, one window of a run below the onset
+    speaking_dip_prob: float | None = 0.0   # while the assistant speaks, one window of a run below the onset
                                             # probability but at least this sure neither counts nor breaks it
                                             # (one per run; None: every such window breaks the run)
     offset_threshold: float = 0.35       # below this for min_silence_ms ends the speech
@@ -153,8 +161,10 @@ class VadConfig:
                                           # echo alone -33 to -60 dB, a user over the echo -8 to -15 dB)
     near_end_dominant_db: float | None = None   # this far above the floor (15 was tried), with AEC3 passing
     near_end_dominant_aec_db: float = -15.0     # at least this much, the user dominates both outputs: the
-                                                # similarity check is not asked (None: always asked). Both rules
-                                                # are OFF by default: see the module docstring.
+                                                # similarity check is not asked (None: always asked). OFF by
+                                                # default: see the module docstring.
+    near_end_dominant_max_similarity: float | None = None   # ... and only while the similarity stays under this
+                                                # (None: any likeness is overruled; 0.7 was measured)
 
 
 class EchoAwareVad:
@@ -360,7 +370,9 @@ class EchoAwareVad:
             return 0.0
         dominant = (c.near_end_dominant_db is not None and aec is not None and aec >= c.near_end_dominant_aec_db
                     and not self.near_echo.held       # the echo path just moved: what stands out is the echo
-                    and ratio_db >= self._near_floor_db + c.near_end_dominant_db)
+                    and ratio_db >= self._near_floor_db + c.near_end_dominant_db
+                    and (c.near_end_dominant_max_similarity is None
+                         or self.near_echo.similarity < c.near_end_dominant_max_similarity))
         if echo_like and not dominant:
             return 0.0
         if echo_like:

@@ -184,7 +184,8 @@ def test_one_dip_inside_a_barge_in_neither_counts_nor_breaks_the_run(model, espe
     first = (RATE + int(np.flatnonzero(np.abs(user[RATE:]) > 0.05 * np.abs(user).max())[0])) // 512
     speech = user.copy()
     dipped = _with_dips(user, every=4, width=1, first=first + 2)     # at most 3 windows in a row are voiced
-    dips = VadConfig(speaking_dip_prob=0.0)      # the rule is an option, off by default (see core/audio/vad.py)
+    dips = VadConfig()                           # the rule is on by default (see core/audio/vad.py)
+    assert dips.speaking_dip_prob == 0.0
     for sig in (speech, dipped):
         onsets = [e for e in run(EchoAwareVad(dips, model=model), sig, True) if e.kind == "onset"]
         assert onsets and (onsets[0].detected_at - first * 512) / RATE < 0.5, onsets

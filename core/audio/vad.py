@@ -55,8 +55,9 @@ Echo awareness:
   ``near_end_dominant_max_similarity`` caps the likeness it overrules (the user's windows it took measured
   0.5-0.79, the moved echo's 0.5-0.99, median 0.83); at 0.7 it kept every barge-in onset the rule brought in the
   replay and halved the false onsets (7-19), still more than without the rule. Residual echo of a steady path
-  never rises above that floor; a user over the echo brings it to a few dB under the microphone. This path is used only once the floor shows a converged filter (``near_end_min_erle_db``),
-  so a fresh filter falls back to AEC3's path alone. Measured (``scripts/bench`` ``parley bench rooms`` and the
+  never rises above that floor; a user over the echo brings it to a few dB under the microphone. This path is used
+  only once the floor shows a converged filter (``near_end_min_erle_db``), so a fresh filter falls back to AEC3's
+  path alone. Measured (``scripts/bench`` ``parley bench rooms`` and the
   conversation suite, docs/engine.md): detection within 0-130 ms of the user's speech in both rooms once converged.
 
 The model is loaded from the wheel's data folder without importing the ``silero_vad`` package (that import pulls

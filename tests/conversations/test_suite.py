@@ -11,8 +11,8 @@ call), so the answers' audio, and with it where each scripted utterance lands ov
 time, and the machine's speed changes how far speculation gets. Eight barge-ins per run are too few to judge
 (with the earlier echo canceller one run saw 2-6 of 8 interrupting within 600 ms and a word error rate of
 0.15-0.53), so the barge-in scripts also run in the rooms of seeds 1 and 2 (other geometries and noise) and the
-barge-in figures are pooled over all 24 (measured with this build, the VAD's dip rule on, two runs: 15 and 16 of
-20-21 over the assistant within 600 ms, 17-20 interrupting, word error rate 0.13-0.18, 11-12 of 16-17 questions
+barge-in figures are pooled over all 24 (measured with this build, the VAD's dip rule on, three runs: 15-17 of
+20-22 over the assistant within 600 ms, 17-21 interrupting, word error rate 0.13-0.18, 11-12 of 16-17 questions
 answered with the right keyword; with the rule off 12-16 of 22-23, 18-19, 0.16-0.25 and 11-13 of 18).
 """
 

@@ -44,6 +44,10 @@ from core.harness.text import keywords_found, normalize, recall, wer
 ONSET_BEFORE_S = 0.35      # a VAD onset may come a little before the speech (padding, noise)
 ONSET_AFTER_S = 0.25
 BARGE_IN_LIMIT_MS = 600.0  # issue 13: a barge-in must interrupt within this of its speech onset
+# A barge-in that the assistant's own audio overlapped less than this (the answer ended on its own right after the
+# user began, before any VAD could be sure of speech) had nothing to interrupt: it is counted with the ones spoken
+# after the answer had ended, whatever happened to it (the same tolerance as a VAD onset's, ONSET_AFTER_S).
+BARGE_IN_MIN_OVERLAP_S = 0.25
 # issue 13's "Done when", over the whole suite in both rooms
 DONE_WHEN = {"backchannels_min": 20, "backchannel_voices_min": 3, "barge_in_rate_min": 0.9, "barge_in_wer_max": 0.15}
 COVERAGE = 0.5             # a joined turn's transcript holds at least this share of each part's words
@@ -206,6 +210,7 @@ def score(script: ConversationScript, timeline: list[dict], events: list[dict], 
             "voice": u.voice, "speed": u.speed, "spoken": spoken, "start_s": tl.get("start_s"),
             "end_s": tl.get("end_s"), "timed_out": tl.get("timed_out", False),
             "overlapped": bool(tl.get("assistant_audible_at_start")) or (tl.get("overlap_s") or 0) > 0,
+            "overlap_s": float(tl.get("overlap_s") or 0.0),
             "turns": [tr.turn for tr in group], "transcript": transcript,
             "answered": bool(replied), "answer_text": answer_text,
             "answer_played_s": round(sum(tr.played_s for tr in replied), 3),
@@ -293,14 +298,21 @@ def _pooled_wer(rows: list[dict]) -> float | None:
     return round(errors / words, 4) if words else None
 
 
+def _overlap_s(r: dict) -> float:
+    """How long the assistant was audible during the utterance (reports written before this field: any overlap
+    counted in full)."""
+    return float(r.get("overlap_s", BARGE_IN_MIN_OVERLAP_S if r["overlapped"] else 0.0))
+
+
 def _aggregate(results: list[dict], stray: list[_Turn]) -> dict:
     ignored = [r for r in results if r["expect"] == "ignored"]
     backchannels = [r for r in ignored if r["overlapped"]]
     alone = [r for r in ignored if not r["overlapped"]]
-    # a barge-in spoken when the assistant was not audible (its answer had already ended) had nothing to
-    # interrupt: it fails its utterance but is counted apart, not in the barge-in figures
-    barge = [r for r in results if r["expect"] == "interrupts" and r["overlapped"]]
-    missed = [r for r in results if r["expect"] == "interrupts" and r["spoken"] and not r["overlapped"]]
+    # a barge-in spoken when the assistant was not audible (its answer had already ended), or that the answer
+    # overlapped only for a moment, had nothing to interrupt: counted apart, not in the barge-in figures
+    over = [r for r in results if r["expect"] == "interrupts" and r["spoken"]]
+    barge = [r for r in over if _overlap_s(r) >= BARGE_IN_MIN_OVERLAP_S]
+    missed = [r for r in over if _overlap_s(r) < BARGE_IN_MIN_OVERLAP_S]
     lat = [r["interrupt_ms"] for r in barge if r["interrupt_ms"] is not None]
     within = [r for r in barge if r["interrupt_ms"] is not None and r["interrupt_ms"] <= BARGE_IN_LIMIT_MS]
     questions = [r for r in barge if r["keywords_ok"] is not None]
@@ -373,7 +385,8 @@ def unmet(aggregate: dict, done_when: dict | None = None) -> list[str]:
     if bi["wer"] is None or bi["wer"] > d["barge_in_wer_max"]:
         out.append(f"barge-ins: WER {bi['wer']} (need <= {d['barge_in_wer_max']})")
     if bi.get("not_overlapped"):
-        out.append(f"barge-ins: {bi['not_overlapped']} spoken after the answer had ended (nothing to interrupt)")
+        out.append(f"barge-ins: {bi['not_overlapped']} spoken after the answer had ended or as it "
+                   f"ended (overlapped under {BARGE_IN_MIN_OVERLAP_S:g} s: nothing to interrupt)")
     if bi["questions_answered"] < bi["questions"]:
         out.append(f"barge-ins: {bi['questions_answered']} of {bi['questions']} questions answered")
     return out

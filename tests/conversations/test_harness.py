@@ -288,6 +288,18 @@ def test_score_backchannel_ignored_and_barge_in_answered():
     assert agg["false_interruptions"] == 0 and agg["stray_turns"] == 0
 
 
+def test_a_barge_in_that_the_answer_overlapped_only_as_it_ended_is_counted_apart():
+    """The answer ended on its own 0.06 s after the user began: nothing to interrupt, whatever happened; 0.3 s of
+    overlap is a barge-in."""
+    for overlap, counted in ((0.06, False), (0.3, True)):
+        tl = [dict(u) for u in STORY_TL]
+        tl[2]["overlap_s"] = overlap
+        bi = score(STORY, tl, story_events())["aggregate"]["barge_ins"]
+        assert (bi["count"], bi["not_overlapped"]) == ((1, 0) if counted else (0, 1)), overlap
+        missed = [m for m in unmet(combine([score(STORY, tl, story_events())])) if "as it ended" in m]
+        assert len(missed) == (0 if counted else 1)
+
+
 def test_score_a_backchannel_that_interrupts_fails():
     rep = score(STORY, STORY_TL, story_events(backchannel_interrupts=True))
     bc = rep["utterances"][1]

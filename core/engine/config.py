@@ -64,9 +64,10 @@ class EngineConfig:
     # echo-aware VAD already checked), and plays on when the candidate is not a barge-in (the user hears the
     # assistant stop at once; a backchannel or a cough costs a short gap).
     pause_voiced_s: float = 0.0
-    # A command ("stop", "wait") interrupts with this much voiced audio (short words, and the echo canceller
-    # takes part of the user's voice during double talk).
-    barge_in_command_voiced_s: float = 0.2
+    # A command ("stop", "wait") interrupts with this much voiced audio (three VAD windows): short words, and the
+    # echo canceller takes part of the user's voice during double talk. Over the laptop room's echo the VAD credited
+    # a spoken "Wait." with 128-192 ms, and 0.2 s dropped it; the transcript, a command alone, is the evidence.
+    barge_in_command_voiced_s: float = 0.09
     # A transcript with more words than this many per second of voiced audio (plus one) did not come from the
     # user's voice alone: Whisper made sentences of a short sound and the residual echo around it ("mm-hm" heard
     # as "You're gonna be here."). Its content words do not interrupt (a command still does). Speech runs at 2-4

@@ -160,6 +160,8 @@ def test_lite_says_how_sure_its_recogniser_was_and_the_engine_weighs_it(lite):
         assert veto("MMA Kim", None) is None              # a profile that does not say: the word rules alone
         assert veto("Tell me about Rome", -0.6) is None
         assert veto("Wait.", -2.5) is None                # a command
+        assert veto("Wait.", -2.5, 3) is None             # even with 96 ms of voice (over the echo)
+        assert veto("Wait.", -2.5, 2) == "too_short"      # not with less: a click the recogniser made a word of
         # 28 windows: the 0.9 s of voice the VAD credited a barge-in question with over the echo
         assert veto("What is 2 plus 2?", -0.5, 28) is None          # three content words: a question, however short
         assert veto("1 is 2 plus 2.", -0.5, 28) is None             # numbers are words

@@ -86,6 +86,18 @@ def test_backchannel_and_too_short_turns_are_ignored():
     assert "el" in _run(short, [0.0, 0.9, 0.0, 0.0, 0.0, 0.0], "Hi.")
 
 
+def test_a_short_command_alone_is_a_turn_where_other_short_speech_is_not():
+    """Over the assistant's echo the VAD credits a spoken "Wait." with 100-200 ms of speech: a command alone needs
+    only ``command_min_speech_ms``; a word of content, a backchannel, or a command with content does not pass."""
+    cfg = TurnConfig(min_speech_ms=250, command_min_speech_ms=96)
+    assert "ss" in _run(TurnTracker(cfg), [0.0, 0.9, 0.0, 0.0, 0.0, 0.0], "Wait.")
+    assert "ss" in _run(TurnTracker(cfg), [0.0, 0.9, 0.0, 0.0, 0.0, 0.0], "Stop, stop.")
+    for text in ("Hi.", "Okay.", "Wait for the bus.", "Mm-hm."):
+        assert "ss" not in _run(TurnTracker(cfg), [0.0, 0.9, 0.0, 0.0, 0.0, 0.0], text), text
+    off = TurnConfig(min_speech_ms=250, command_min_speech_ms=None)
+    assert "ss" not in _run(TurnTracker(off), [0.0, 0.9, 0.0, 0.0, 0.0, 0.0], "Wait.")
+
+
 def test_end_of_input_forces_a_decision():
     t = TurnTracker(TurnConfig())
     assert t.decide(force=True)[0] == "el"          # nothing was said

@@ -7,8 +7,9 @@ starts) and decides ``cl`` / ``ss`` / ``el`` from the silence length and that tr
 - the user ends the turn after ``silence_ms`` of silence (default 700 ms);
 - sooner (``sentence_end_ms``, 350 ms) when the transcript ends a sentence (``.``, ``?``, ``!``);
 - later (``continuation_ms``, 1400 ms) when it trails off on "and", "but", "so", "um", "uh", an ellipsis...;
-- the turn is ignored (``el``) when it is too short, has no words, or holds only a backchannel or a noise
-  annotation ("mm-hm", "uh-huh", "(coughs)", Whisper's silence hallucinations).
+- the turn is ignored (``el``) when it is too short (``min_speech_ms``; a command alone, "Wait.", only
+  ``command_min_speech_ms``), has no words, or holds only a backchannel or a noise annotation ("mm-hm",
+  "uh-huh", "(coughs)", Whisper's silence hallucinations).
 
 Probabilities: ``p_end`` grows with the silence towards its threshold (at most 0.45 before it, 0.95 at it); it is
 split between ``ss`` and ``el`` by how ignorable the transcript is. The state is always the argmax.
@@ -23,7 +24,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from core.constants import MODEL_INPUT_RATE, VAD_WINDOW_SAMPLES_16K
-from core.speech_acts import is_nonlexical
+from core.speech_acts import command_words, content_words, is_nonlexical
 
 TurnState = Literal["cl", "ss", "el"]   # the engine's turn states: keep listening, answer now, ignore
 
@@ -44,7 +45,9 @@ class TurnConfig:
     continuation_ms: int = 1400         # the transcript trails off ("and", "um"...)
     candidate_after_ms: int = 100       # transcribe the utterance once a pause is this long
     partial_every_ms: int = 500         # live transcript: re-decode after this much new audio (barge-ins need it)
-    min_speech_ms: int = 200            # shorter speech is ignored
+    min_speech_ms: int = 200            # shorter speech is ignored...
+    command_min_speech_ms: int | None = 96   # ...unless it is a command alone ("Wait.", "Stop."): then this much
+                                        # (over the echo the VAD credits a spoken "Wait." with 128-192 ms)
     pre_roll_ms: int = 400              # audio kept before the onset
     tail_ms: int = 200                  # silence kept after the speech end for the final decode
     asr_max_gap_ms: int = 300           # a longer pause inside the utterance is shortened to this for Whisper,
@@ -240,7 +243,11 @@ class TurnTracker:
     # ------------------------------------------------------------------------------------------- decision
 
     def ignorable(self) -> bool:
-        too_short = self.speech_samples * 1000 < self.cfg.min_speech_ms * MODEL_INPUT_RATE
+        need_ms = self.cfg.min_speech_ms
+        if (self.cfg.command_min_speech_ms is not None and self.candidate is not None
+                and command_words(self.candidate.text) and not content_words(self.candidate.text)):
+            need_ms = min(need_ms, self.cfg.command_min_speech_ms)
+        too_short = self.speech_samples * 1000 < need_ms * MODEL_INPUT_RATE
         return too_short or is_ignorable(self.candidate, self.cfg)
 
     def decide(self, force: bool = False) -> tuple[TurnState, tuple[float, float, float]]:

@@ -841,15 +841,9 @@ class Engine:
     def _not_a_turn(self, inp: _Input) -> str | None:
         """Why a backend 'ss' for an ordinary input must not be answered (None: answer it). A backchannel is not
         a turn when it began while the assistant spoke, nor after an answer that asked nothing (it acknowledges);
-        after a question of the assistant's ("Shall I go on?" "Yeah.") it is the user's answer. A command alone
-        that began while the assistant spoke ("Wait.", "Stop.") has done what it asked once the answer stopped:
-        the assistant listens on instead of answering it ("command"; the words stay in the transcript)."""
+        after a question of the assistant's ("Shall I go on?" "Yeah.") it is the user's answer."""
         text = inp.user_text
-        if text is None or inp.joined or not text.strip():
-            return None
-        if inp.began_during_reply and command_words(text) and not content_words(text):
-            return "command"
-        if not is_backchannel(text):
+        if text is None or inp.joined or not is_backchannel(text) or not text.strip():
             return None
         if inp.began_during_reply:
             return "backchannel"

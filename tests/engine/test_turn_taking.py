@@ -166,17 +166,6 @@ def test_lite_says_how_sure_its_recogniser_was_and_the_engine_weighs_it(lite):
         assert veto("What is 2 plus 2?", -0.5, 28) is None          # three content words: a question, however short
         assert veto("1 is 2 plus 2.", -0.5, 28) is None             # numbers are words
         assert veto("They make me a chair.", -0.5, 28) == "too_short"   # two: maybe a backchannel made into words
-
-        def not_a_turn(text, began_during_reply=True):      # the candidate's turn, once it has interrupted
-            inp = _Input(turn=2, opened_t=0.0, onset_sample=0, during_reply=False, user_text=text,
-                         began_during_reply=began_during_reply)
-            return engine._not_a_turn(inp)
-
-        assert not_a_turn("Wait.") == "command"            # it stopped the answer: nothing to answer
-        assert not_a_turn("Stop, stop.") == "command"
-        assert not_a_turn("Stop. What is 2 plus 2?") is None
-        assert not_a_turn("Okay.") == "backchannel"
-        assert not_a_turn("Wait.", began_during_reply=False) is None    # nothing was playing: an ordinary turn
     finally:
         engine.close()
 

@@ -46,8 +46,8 @@ ONSET_AFTER_S = 0.25
 BARGE_IN_LIMIT_MS = 600.0  # issue 13: a barge-in must interrupt within this of its speech onset
 # A barge-in that the assistant's own audio overlapped less than this (the answer ended on its own right after the
 # user began, before any VAD could be sure of speech) had nothing to interrupt: it is counted with the ones spoken
-# after the answer had ended, whatever happened to it (the same tolerance as a VAD onset's, ONSET_AFTER_S).
-BARGE_IN_MIN_OVERLAP_S = 0.25
+# after the answer had ended, whatever happened to it (the same tolerance as a VAD onset's).
+BARGE_IN_MIN_OVERLAP_S = ONSET_AFTER_S
 # issue 13's "Done when", over the whole suite in both rooms
 DONE_WHEN = {"backchannels_min": 20, "backchannel_voices_min": 3, "barge_in_rate_min": 0.9, "barge_in_wer_max": 0.15}
 COVERAGE = 0.5             # a joined turn's transcript holds at least this share of each part's words

@@ -294,9 +294,10 @@ def test_a_barge_in_that_the_answer_overlapped_only_as_it_ended_is_counted_apart
     for overlap, counted in ((0.06, False), (0.3, True)):
         tl = [dict(u) for u in STORY_TL]
         tl[2]["overlap_s"] = overlap
-        bi = score(STORY, tl, story_events())["aggregate"]["barge_ins"]
+        rep = score(STORY, tl, story_events())
+        bi = rep["aggregate"]["barge_ins"]
         assert (bi["count"], bi["not_overlapped"]) == ((1, 0) if counted else (0, 1)), overlap
-        missed = [m for m in unmet(combine([score(STORY, tl, story_events())])) if "as it ended" in m]
+        missed = [m for m in unmet(combine([rep])) if "as it ended" in m]
         assert len(missed) == (0 if counted else 1)
 
 

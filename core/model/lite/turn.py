@@ -24,7 +24,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from core.constants import MODEL_INPUT_RATE, VAD_WINDOW_SAMPLES_16K
-from core.speech_acts import command_words, content_words, is_nonlexical
+from core.speech_acts import content_words, is_command, is_nonlexical
 
 TurnState = Literal["cl", "ss", "el"]   # the engine's turn states: keep listening, answer now, ignore
 
@@ -245,7 +245,7 @@ class TurnTracker:
     def ignorable(self) -> bool:
         need_ms = self.cfg.min_speech_ms
         if (self.cfg.command_min_speech_ms is not None and self.candidate is not None
-                and command_words(self.candidate.text) and not content_words(self.candidate.text)):
+                and is_command(self.candidate.text) and not content_words(self.candidate.text)):
             need_ms = min(need_ms, self.cfg.command_min_speech_ms)
         too_short = self.speech_samples * 1000 < need_ms * MODEL_INPUT_RATE
         return too_short or is_ignorable(self.candidate, self.cfg)

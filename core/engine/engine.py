@@ -77,7 +77,7 @@ from core.engine.events import (
 )
 from core.queues import DropOldestQueue
 from core.runtime import free_cuda_cache, is_out_of_memory
-from core.speech_acts import command_words, content_words, has_feedback, is_backchannel
+from core.speech_acts import command_words, content_words, has_feedback, is_backchannel, is_command
 from core.speech_acts import words as speech_words
 
 log = logging.getLogger(__name__)
@@ -692,6 +692,8 @@ class Engine:
             reason = self._barge_in_veto(inp) if barge_in else self._not_a_turn(inp)
             if reason is not None and barge_in and self._may_go_on(inp, reason):
                 return
+            if reason == "command" and forced is None and self._may_go_on_after_command(inp):
+                return
             if reason is not None:     # not a turn after all: say why, and drop the input
                 self.bus.emit(TurnDecision(turn=inp.turn, state="el", backend_state="ss", reason=reason,
                                            voiced_s=round(inp.voiced_s, 3), candidate=barge_in))
@@ -734,23 +736,42 @@ class Engine:
         inp.lingering = (until, reason, inp.voiced_windows)
         return True
 
+    def _may_go_on_after_command(self, inp: _Input) -> bool:
+        """A command alone that stopped the answer ("Stop.") was judged at a pause: the user may be going on
+        ("Stop. [pause] What is two plus two?"). Keep the turn open, unanswered, until ``candidate_grace_s`` after
+        the end of their speech; if they speak again, all of it is listened to again as one turn. True: it stays
+        open. Unlike a candidate's, this grace has no count of continuations: the tail of the command itself may
+        come in the chunk after the judgment and go on with it; the turn's length (``max_turn_s``) bounds it."""
+        cfg = self.config
+        if cfg.candidate_grace_s <= 0 or self.clock.now() - inp.opened_t >= cfg.max_turn_s:
+            return False
+        until = (inp.speech_end_t if inp.speech_end_t is not None else self.clock.now()) + cfg.candidate_grace_s
+        if not self._vad_in_speech and until <= self.clock.now():
+            return False
+        inp.lingering = (until, "command", inp.voiced_windows)
+        return True
+
     def _linger_step(self, inp: _Input, now: float) -> None:
-        """A lingering candidate (see :meth:`_may_go_on`): voice again goes on with it; no voice in time, or the
-        answer ended meanwhile: it was not a barge-in after all."""
+        """A lingering input (see :meth:`_may_go_on` and :meth:`_may_go_on_after_command`): voice again goes on
+        with it; no voice in time (or, for a candidate, the answer ended meanwhile): it is closed unanswered."""
         assert inp.lingering is not None
         until, reason, voiced = inp.lingering
-        if self._reply is not None and inp.voiced_windows > voiced:
+        alive = self._reply is not None or not inp.during_reply
+        if alive and inp.voiced_windows > voiced:
             self._continue_candidate(inp)
             return
-        if now < until and self._reply is not None:
+        if now < until and alive:
             return
         self.bus.emit(TurnDecision(turn=inp.turn, state="el", reason=reason, voiced_s=round(inp.voiced_s, 3),
-                                   candidate=True))
+                                   candidate=inp.during_reply))
         self._close_input(inp, reason=reason)
+        if not inp.during_reply and self._vad_in_speech:
+            self._restart_vad()     # whatever the user says next opens a turn of its own
 
     def _continue_candidate(self, inp: _Input) -> None:
         """The user goes on after a pause inside a candidate ("Stop. [pause] What is two plus two?"): listen to
-        all of it again, the part already judged included, as one candidate (the answer stays held)."""
+        all of it again, the part already judged included, as one candidate (the answer stays held), or, after a
+        command alone that stopped the answer, as one turn."""
         cont = _Input(turn=inp.turn, opened_t=inp.opened_t, onset_sample=inp.onset_sample,
                       during_reply=inp.during_reply, began_during_reply=inp.began_during_reply,
                       paused_at=inp.paused_at, joins=inp.joins, continued=inp.continued + 1)
@@ -841,9 +862,16 @@ class Engine:
     def _not_a_turn(self, inp: _Input) -> str | None:
         """Why a backend 'ss' for an ordinary input must not be answered (None: answer it). A backchannel is not
         a turn when it began while the assistant spoke, nor after an answer that asked nothing (it acknowledges);
-        after a question of the assistant's ("Shall I go on?" "Yeah.") it is the user's answer."""
+        after a question of the assistant's ("Shall I go on?" "Yeah.") it is the user's answer. A command alone
+        that began while the assistant spoke ("Wait.", "Stop.") has done what it asked once the answer stopped: it
+        is not answered ("command"; its words stay in the transcript), after a grace in which the user may go on
+        (:meth:`_may_go_on_after_command`)."""
         text = inp.user_text
-        if text is None or inp.joined or not is_backchannel(text) or not text.strip():
+        if text is None or inp.joined or not text.strip():
+            return None
+        if inp.began_during_reply and is_command(text) and not content_words(text):
+            return "command"
+        if not is_backchannel(text):
             return None
         if inp.began_during_reply:
             return "backchannel"
@@ -862,8 +890,8 @@ class Engine:
 
     def _check_timeouts(self, inp: _Input, now: float) -> None:
         cfg = self.config
-        if self._ptt_held:
-            return
+        if self._ptt_held or inp.lingering is not None:
+            return      # a lingering input has its own deadline
         reason = None
         if inp.offset_t is not None and now - inp.offset_t >= cfg.silence_timeout_s:
             reason = "silence_timeout"

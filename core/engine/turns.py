@@ -57,8 +57,10 @@ class TurnSummary:
 
     @property
     def ignored(self) -> bool:
-        """The user's input was not taken as a turn (noise, a backchannel, a candidate that did not interrupt)."""
-        return self.decision == "el" and not self.assistant_text
+        """The user's input was not taken as a turn (noise, a backchannel, a candidate that did not interrupt).
+        A command that stopped the answer ("Wait.", reason ``command``) was heard and acted on: not ignored."""
+        final = [r for d, r in zip(self.decisions, self.reasons) if d != "cl"]
+        return self.decision == "el" and not self.assistant_text and not (final and final[-1] == "command")
 
     @property
     def heard_text(self) -> str:

@@ -96,7 +96,10 @@ class _Turn:
 
     @property
     def in_transcript(self) -> bool:
-        return bool(self.text.strip()) and not self.closed_el
+        """Its words show as a turn: not dropped as noise or a backchannel ("el"); a command that stopped the
+        answer ("el" for "command": nothing to answer) stays, as in the app."""
+        ignored = self.closed_el and self.decisions[-1].get("reason") != "command"
+        return bool(self.text.strip()) and not ignored
 
 
 def _turns(events: Iterable[dict]) -> dict[int, _Turn]:

@@ -166,6 +166,17 @@ def test_lite_says_how_sure_its_recogniser_was_and_the_engine_weighs_it(lite):
         assert veto("What is 2 plus 2?", -0.5, 28) is None          # three content words: a question, however short
         assert veto("1 is 2 plus 2.", -0.5, 28) is None             # numbers are words
         assert veto("They make me a chair.", -0.5, 28) == "too_short"   # two: maybe a backchannel made into words
+
+        def not_a_turn(text, began_during_reply=True):      # the candidate's turn, once it has interrupted
+            inp = _Input(turn=2, opened_t=0.0, onset_sample=0, during_reply=False, user_text=text,
+                         began_during_reply=began_during_reply)
+            return engine._not_a_turn(inp)
+
+        assert not_a_turn("Wait.") == "command"            # it stopped the answer: nothing to answer
+        assert not_a_turn("Stop, stop.") == "command"
+        assert not_a_turn("Stop. What is 2 plus 2?") is None
+        assert not_a_turn("Okay.") == "backchannel"
+        assert not_a_turn("Wait.", began_during_reply=False) is None    # nothing was playing: an ordinary turn
     finally:
         engine.close()
 
@@ -205,12 +216,12 @@ def test_whether_speech_joins_the_turn_is_judged_when_the_user_resumed(lite):
         engine.close()
 
 
-def _candidate_over_an_answer(lite, first_part: str):
-    """A long answer plays; 3 s into it the user says ``first_part``, pauses 0.7 s and asks a question."""
+def _candidate_over_an_answer(lite, first_part: str, pause_s: float = 0.7):
+    """A long answer plays; 3 s into it the user says ``first_part``, pauses ``pause_s`` and asks a question."""
     ask = espeak("Tell me a long story about a dragon who lived in the sea.")
     part, question = espeak(first_part), espeak("What is two plus two?")
     at = 0.4 + len(ask) / 16_000 + 4.0
-    audio = mix([Placed(0.4, ask), Placed(at, part), Placed(at + len(part) / 16_000 + 0.7, question)], tail_s=6.0)
+    audio = mix([Placed(0.4, ask), Placed(at, part), Placed(at + len(part) / 16_000 + pause_s, question)], tail_s=6.0)
     d = Drive(lite)
     return d.feed(audio)
 
@@ -250,3 +261,34 @@ def test_feedback_the_user_stopped_after_plays_on_at_once(lite):
     assert resumed
     cut = [e for e in _of(events, "interruption") if e.reason == "barge_in"]
     assert len(cut) == 1 and cut[0].turn > dropped[0].turn
+
+
+def test_a_command_alone_stops_the_answer_and_is_not_answered(lite):
+    """"Wait." over an answer stops it, and the assistant then listens: the command did what it asked, so it is not
+    answered (reason ``command``), and nothing plays after it."""
+    ask, wait = espeak("Tell me a long story about a dragon who lived in the sea."), espeak("Wait.")
+    at = 0.4 + len(ask) / 16_000 + 4.0
+    events = Drive(lite).feed(mix([Placed(0.4, ask), Placed(at, wait)], tail_s=6.0))
+    cut = [e for e in _of(events, "interruption") if e.reason == "barge_in"]
+    assert len(cut) == 1, [e.to_dict() for e in _of(events, "turn_decision")]
+    turn = cut[0].turn
+    closed = [e for e in _of(events, "turn_decision") if e.turn == turn and e.state == "el"]
+    assert closed and closed[-1].reason == "command", [e.to_dict() for e in _of(events, "turn_decision")]
+    assert [e.turn for e in _of(events, "latency")] == [cut[0].reply_turn]       # only the story was answered
+    assert not [e for e in _of(events, "assistant_text") if e.turn >= turn]
+    assert _of(events, "state")[-1].state == "listening"
+
+
+def test_a_command_then_a_question_after_a_pause_is_one_answered_turn(lite):
+    """"Stop. [pause] What is two plus two?" over an answer: the barge-in may be decided on "Stop." alone, and the
+    turn is then judged at the pause on "Stop."; it stays open, unanswered, for the grace, and the question that
+    follows is heard with it as one turn and answered (the live loop once lost the question here)."""
+    events = _candidate_over_an_answer(lite, "Stop.", pause_s=0.9)
+    cut = [e for e in _of(events, "interruption") if e.reason == "barge_in"]
+    assert len(cut) == 1, [e.to_dict() for e in _of(events, "turn_decision")]
+    turn = cut[0].turn
+    answered = [e.turn for e in _of(events, "latency")]
+    assert answered == [cut[0].reply_turn, turn], [e.to_dict() for e in _of(events, "turn_decision")]
+    finals = [(e.full or "").lower() for e in _of(events, "user_text") if e.final and e.turn == turn]
+    assert "plus" not in finals[0] and "stop" in finals[-1] and "plus" in finals[-1], finals   # judged, then whole
+    assert not [e for e in _of(events, "turn_decision") if e.turn == turn and e.state == "el"]

@@ -66,3 +66,23 @@ def test_compare_turns_checks_decisions_texts_and_what_was_heard():
     assert not shorter["match"] and "turn #2: only in the original" in shorter["reasons"]
     report = {"verdict": "mismatch", "original": {"path": "a"}, "replay": {"path": "b"}, **shorter}
     assert "missing in the replay" in render_report_md(report)
+
+
+def test_a_command_that_stopped_the_answer_stays_and_a_backchannel_goes():
+    """ "Wait." over the answer interrupts it and is then not answered (reason ``command``): the user's words stay
+    in the transcript; an "okay" over it is not a turn and leaves none."""
+    events = EVENTS[:9] + [
+        _ev(2.5, 2, "vad_onset", at=2.5),
+        _ev(2.8, 2, "user_text", text="okay", final=True),
+        _ev(2.9, 2, "turn_decision", state="el", reason="backchannel", candidate=True),
+        _ev(3.0, 3, "vad_onset", at=3.0),
+        _ev(3.4, 3, "turn_decision", state="ss", barge_in=True, candidate=True),
+        _ev(3.4, 3, "interruption", reply_turn=1, heard_text="I am fine. And you?",
+            unheard_text="Let me tell you a story."),
+        _ev(3.9, 3, "user_text", text="Wait.", final=True),
+        _ev(4.0, 3, "turn_decision", state="el", reason="command"),
+    ]
+    turns = {s.turn: s for s in summarize_turns(events)}
+    assert turns[2].ignored and not turns[3].ignored
+    md = render_transcript(list(turns.values()), {"session_id": "s1", "profile": "lite"})
+    assert "okay" not in md and "**User** [0:03.9, turn 3]: Wait." in md

@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 
 # The engine's threads run Python between their torch/onnxruntime calls. With CPython's default 5 ms GIL switch
 # interval the GUI thread can wait tens of ms for the GIL on every callback; 1 ms keeps the event loop's lateness
-# well under 50 ms (measured: max 60 ms -> 8 ms with a busy Python thread) at a negligible cost to the engine.
+# under 50 ms at a negligible cost to the engine (`parley bench gui`, docs/benchmarks.md: beside a thread busy in
+# Python, p99 135-154 ms with 5 ms, 37 ms with 1 ms).
 GUI_SWITCH_INTERVAL_S = 0.001
 # X11 auto-repeat can deliver a held key as release/press pairs ~30-50 ms apart: a release counts after this long.
 PTT_RELEASE_DEBOUNCE_MS = 150

@@ -154,6 +154,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     tt.add_argument("--checkpoint")
     tt.add_argument("--llm")
     tt.set_defaults(func=_handler_lazy("core.compose.bench:run_turns_bench"))
+    gui = bsub.add_parser("gui", help="the window's event-loop lateness beside a thread busy in Python (JSON)")
+    gui.add_argument("--seconds", type=float, default=3.0, help="length of each measurement (default 3 s)")
+    gui.set_defaults(func=_handler_lazy("app.bench:run_gui_bench"))
     eng.add_argument("--question-wav", help="a spoken question (WAV) to repeat instead of espeak-ng's questions")
     eng.set_defaults(func=_handler_lazy("core.compose.bench:run_bench"))
 

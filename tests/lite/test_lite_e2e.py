@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -257,9 +256,7 @@ def test_cancel_and_interrupted_keep_history_honest(backend):
         if piece.audio is not None:
             break
     cancel.set()
-    t0 = time.perf_counter()
-    assert list(steps) == []                       # stops at the next step
-    assert time.perf_counter() - t0 < 0.5
+    assert list(steps) == []                       # stops at the next step: no piece after the cancel
     assert conv.state.last_reply.cancelled
     backend.interrupted(conv, "Paris is")
     assert conv.history[-1] == {"role": "assistant", "content": "Paris is"}

@@ -738,17 +738,20 @@ class Engine:
 
     def _may_go_on_after_command(self, inp: _Input) -> bool:
         """A command alone that stopped the answer ("Stop.") was judged at a pause: the user may be going on
-        ("Stop. [pause] What is two plus two?"). Keep the turn open, unanswered, until ``candidate_grace_s`` after
-        the end of their speech; if they speak again, all of it is listened to again as one turn. True: it stays
-        open. Unlike a candidate's, this grace has no count of continuations: the tail of the command itself may
-        come in the chunk after the judgment and go on with it; the turn's length (``max_turn_s``) bounds it."""
+        ("Stop. [pause] What is two plus two?"). Keep the turn open, unanswered, for ``candidate_grace_s`` after
+        the judgment (or the end of their speech, if later); if they speak again, all of it is listened to again as
+        one turn. True: it stays open. Unlike a candidate's, this grace has no count of continuations: the tail of
+        the command itself may come in the chunk after the judgment and go on with it; the turn's length
+        (``max_turn_s``) bounds it."""
         cfg = self.config
-        if cfg.candidate_grace_s <= 0 or self.clock.now() - inp.opened_t >= cfg.max_turn_s:
+        now = self.clock.now()
+        if cfg.candidate_grace_s <= 0 or now - inp.opened_t >= cfg.max_turn_s:
             return False
-        until = (inp.speech_end_t if inp.speech_end_t is not None else self.clock.now()) + cfg.candidate_grace_s
-        if not self._vad_in_speech and until <= self.clock.now():
-            return False
+        # nothing plays meanwhile, so the grace may run from the judgment: live, the turn can be judged later after
+        # the command than the grace lasts (the VAD's offset, the recogniser on a machine busy with the cut answer)
+        until = max(now, inp.speech_end_t if inp.speech_end_t is not None else now) + cfg.candidate_grace_s
         inp.lingering = (until, "command", inp.voiced_windows)
+        self._set_state(DuplexState.LISTENING)      # the user sees the assistant listening, not a turn of theirs
         return True
 
     def _linger_step(self, inp: _Input, now: float) -> None:
@@ -758,6 +761,8 @@ class Engine:
         until, reason, voiced = inp.lingering
         alive = self._reply is not None or not inp.during_reply
         if alive and inp.voiced_windows > voiced:
+            if not inp.during_reply:
+                self._set_state(DuplexState.USER_SPEAKING)
             self._continue_candidate(inp)
             return
         if now < until and alive:

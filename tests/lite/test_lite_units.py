@@ -51,6 +51,17 @@ def test_whisper_silence_hallucination_is_ignorable_but_real_words_are_not():
     assert not is_ignorable(Transcript("Yes.", 0), cfg)
 
 
+def test_whisper_no_speech_test_is_not_asked_of_long_speech():
+    """A barge-in question over the echo can get a no-speech probability over 0.6 ("What is tube plus tube?",
+    0.62, with 1.3 s of speech): with a second or more of speech the VAD's evidence wins; short sounds stay dropped."""
+    cfg = TurnConfig()
+    heard = Transcript("What is tube plus tube?", 0, no_speech_prob=0.62, avg_logprob=-1.07)
+    assert not is_ignorable(heard, cfg, speech_ms=1344)
+    assert is_ignorable(heard, cfg, speech_ms=600)
+    assert is_ignorable(heard, cfg)                               # length unknown: as before
+    assert is_ignorable(Transcript("Thank you.", 0, no_speech_prob=0.9, avg_logprob=-1.4), cfg, speech_ms=64)
+
+
 def _run(tracker: TurnTracker, pattern: list[float], text: str | None):
     """Feed chunks with the given per-chunk VAD probability; supply ``text`` whenever a transcript is due."""
     states = []

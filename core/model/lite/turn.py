@@ -54,7 +54,11 @@ class TurnConfig:
                                         # which drops what follows a long pause ("What is the capital ... of Spain?")
     max_turn_s: float = 28.0            # Whisper's window is 30 s: end the turn here
     no_speech_prob: float = 0.6         # Whisper's no-speech probability above which (and a low log-prob)...
-    no_speech_logprob: float = -1.0     # ...the transcript is taken as a hallucination on non-speech
+    no_speech_logprob: float = -1.0     # ...the transcript is taken as a hallucination on non-speech,
+    no_speech_max_speech_ms: int | None = 1000   # ...when the VAD heard less speech than this (None: always).
+                                        # Barge-in questions over the echo measured no-speech 0.61-0.63 with
+                                        # 1.1-1.4 s of speech ("What is tube plus tube?", dropped); the
+                                        # hallucinations it catches came with 32-900 ms.
 
 
 @dataclass
@@ -70,13 +74,16 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+(?:-[a-z0-9']+)*", cleaned)
 
 
-def is_ignorable(t: Transcript | None, cfg: TurnConfig) -> bool:
+def is_ignorable(t: Transcript | None, cfg: TurnConfig, speech_ms: float | None = None) -> bool:
     """No words, only sounds (hums, hesitations, laughter, coughs, noise annotations: ``core.speech_acts``), or
-    Whisper's typical output on non-speech. Lexical backchannels ("yeah", "okay") are the engine's call: they can
-    be the answer to a question."""
+    Whisper's typical output on non-speech (not asked of an utterance with ``no_speech_max_speech_ms`` of speech
+    or more: the VAD's evidence outweighs it). Lexical backchannels ("yeah", "okay") are the engine's call: they
+    can be the answer to a question."""
     if t is None or not words(t.text):
         return True
-    if t.no_speech_prob > cfg.no_speech_prob and t.avg_logprob < cfg.no_speech_logprob:
+    long_speech = (cfg.no_speech_max_speech_ms is not None and speech_ms is not None
+                   and speech_ms >= cfg.no_speech_max_speech_ms)
+    if not long_speech and t.no_speech_prob > cfg.no_speech_prob and t.avg_logprob < cfg.no_speech_logprob:
         return True
     return is_nonlexical(t.text)
 
@@ -248,7 +255,7 @@ class TurnTracker:
                 and is_command(self.candidate.text) and not content_words(self.candidate.text)):
             need_ms = min(need_ms, self.cfg.command_min_speech_ms)
         too_short = self.speech_samples * 1000 < need_ms * MODEL_INPUT_RATE
-        return too_short or is_ignorable(self.candidate, self.cfg)
+        return too_short or is_ignorable(self.candidate, self.cfg, self.speech_samples * 1000 / MODEL_INPUT_RATE)
 
     def decide(self, force: bool = False) -> tuple[TurnState, tuple[float, float, float]]:
         """The state after this listen step; ``force`` ends the turn now (end of input, too long)."""

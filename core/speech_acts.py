@@ -117,6 +117,11 @@ def is_command(text: str) -> bool:
     return bool(command_words(text))
 
 
+def is_command_alone(text: str) -> bool:
+    """A command and no content word ("Wait.", "Stop, stop."): it asks only that the assistant stop or wait."""
+    return is_command(text) and not content_words(text)
+
+
 def is_nonlexical(text: str) -> bool:
     """Only sounds: hums, hesitations, laughter, coughs, noise annotations (an empty transcript too)."""
     ws = [w for w in words(text) if not _spelled(w)]

@@ -77,7 +77,7 @@ from core.engine.events import (
 )
 from core.queues import DropOldestQueue
 from core.runtime import free_cuda_cache, is_out_of_memory
-from core.speech_acts import command_words, content_words, has_feedback, is_backchannel, is_command
+from core.speech_acts import command_words, content_words, has_feedback, is_backchannel, is_command_alone
 from core.speech_acts import words as speech_words
 
 log = logging.getLogger(__name__)
@@ -874,7 +874,7 @@ class Engine:
         text = inp.user_text
         if text is None or inp.joined or not text.strip():
             return None
-        if inp.began_during_reply and is_command(text) and not content_words(text):
+        if inp.began_during_reply and is_command_alone(text):
             return "command"
         if not is_backchannel(text):
             return None

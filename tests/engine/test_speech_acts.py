@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.speech_acts import content_words, is_backchannel, is_command, is_nonlexical
+from core.speech_acts import content_words, is_backchannel, is_command, is_command_alone, is_nonlexical
 
 
 @pytest.mark.parametrize("text", ["Mm-hmm.", "Hmmmm.", "Mmmmm", "Uh-uh-uh", "Mm-mmm.", "Ahhhh!", "Ummmm...",
@@ -33,6 +33,12 @@ def test_a_command_spelled_as_its_homophone_is_a_command(text):
     """Whisper has no context to choose the spelling of a lone word: "Wait." over the assistant's echo came back as
     "weight" and was dropped as too short for one content word."""
     assert is_command(text) and not is_backchannel(text) and not content_words(text)
+    assert is_command_alone(text)
+
+
+def test_a_command_alone_has_no_content_word():
+    assert is_command_alone("Stop, stop.") and is_command_alone("Wait.")
+    assert not is_command_alone("Stop. What is 2 plus 2?") and not is_command_alone("Okay.")
 
 
 @pytest.mark.parametrize("text,feedback", [("Okay.", True), ("Mm-hmm.", True), ("and then Hm", True),

@@ -24,7 +24,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from core.constants import MODEL_INPUT_RATE, VAD_WINDOW_SAMPLES_16K
-from core.speech_acts import content_words, is_command, is_nonlexical
+from core.speech_acts import is_command_alone, is_nonlexical
 
 TurnState = Literal["cl", "ss", "el"]   # the engine's turn states: keep listening, answer now, ignore
 
@@ -252,10 +252,10 @@ class TurnTracker:
     def ignorable(self) -> bool:
         need_ms = self.cfg.min_speech_ms
         if (self.cfg.command_min_speech_ms is not None and self.candidate is not None
-                and is_command(self.candidate.text) and not content_words(self.candidate.text)):
+                and is_command_alone(self.candidate.text)):
             need_ms = min(need_ms, self.cfg.command_min_speech_ms)
-        too_short = self.speech_samples * 1000 < need_ms * MODEL_INPUT_RATE
-        return too_short or is_ignorable(self.candidate, self.cfg, self.speech_samples * 1000 / MODEL_INPUT_RATE)
+        speech_ms = self.speech_samples * 1000 / MODEL_INPUT_RATE
+        return speech_ms < need_ms or is_ignorable(self.candidate, self.cfg, speech_ms)
 
     def decide(self, force: bool = False) -> tuple[TurnState, tuple[float, float, float]]:
         """The state after this listen step; ``force`` ends the turn now (end of input, too long)."""

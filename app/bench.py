@@ -140,6 +140,7 @@ def run_gui_bench(args: argparse.Namespace) -> int:
         from core.errors import UserError
 
         raise UserError(f"--seconds must be between 0.5 and 600, not {seconds:g}")
+    saved = {k: os.environ.get(k) for k in ("PARLEY_CONFIG_DIR", "PARLEY_DATA_DIR")}
     with tempfile.TemporaryDirectory(prefix="parley-bench-gui-") as tmp:
         # the window must not read or write the user's settings, geometry or sessions
         os.environ["PARLEY_CONFIG_DIR"] = os.path.join(tmp, "config")
@@ -167,6 +168,11 @@ def run_gui_bench(args: argparse.Namespace) -> int:
             window.close()
             window.wait_shut_down(60_000)
             qt_app.processEvents()
+            for k, v in saved.items():      # the folders are gone: nothing after this may look there
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     out = {"bench": "gui", "platform": qt_app.platformName(), "cpus": os.cpu_count(),
            "window_switch_interval_s": GUI_SWITCH_INTERVAL_S, "runs": runs}
     print(json.dumps(out))

@@ -350,6 +350,7 @@ def test_the_gui_benchmark_prints_one_json_object(capsys, config_dir):
     assert [r["switch_interval_s"] for r in out["runs"]] == pytest.approx([0.005, GUI_SWITCH_INTERVAL_S])
     assert all(r["ticks"] > 0 and r["events_published"] > 0 for r in out["runs"])
     assert sys.getswitchinterval() == before
+    assert os.environ["PARLEY_CONFIG_DIR"] == str(config_dir)     # the temporary folders were the bench's only
 
 
 def test_settings_and_geometry_persist_across_restart(qtbot, make_window, config_dir):

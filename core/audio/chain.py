@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 RATE = MODEL_INPUT_RATE
 FRAME = AEC_FRAME_SAMPLES_16K
+# process() takes longer blocks in pieces of at most this: the VAD keeps the probabilities of its latest 512
+# windows (16 s) until the chain collects them, and a longer block lost the first ones
+MAX_BLOCK = 8 * RATE
 _NEAR_END_RATIO = 0.1     # AEC3 output above -10 dB of the microphone: the user speaks (the linear filter holds)
 
 
@@ -174,6 +177,11 @@ class CaptureChain:
         n = len(mic)
         if n % FRAME:
             raise ValueError(f"the capture chain takes whole 10 ms frames, got {n} samples")
+        if n > MAX_BLOCK:
+            for a in range(0, n, MAX_BLOCK):
+                self.process(mic[a:a + MAX_BLOCK], ref[a:a + MAX_BLOCK],
+                             None if ref_unshifted is None else ref_unshifted[a:a + MAX_BLOCK])
+            return
         if len(self._clean) < n:
             self._clean = np.zeros(n, dtype=np.float32)
             self._near = np.zeros(n, dtype=np.float32)

@@ -90,6 +90,29 @@ def test_events_do_not_depend_on_how_the_stream_is_cut(model, sentences):
     assert got == ref and len(ref) == 4
 
 
+def test_the_capture_chain_gives_every_chunk_its_probabilities_however_long_the_block(sentences):
+    """The VAD keeps its latest 512 window probabilities (16 s) until the chain collects them: a 24 s block in one
+    ``process`` call lost the first ones (a test helper that fed whole files saw a question with none and never
+    answered it). The chain takes long blocks in pieces; the chunks are the same as when fed 160 ms at a time."""
+    from core.engine.filemode import file_chain
+
+    a, b = sentences
+    sig = np.concatenate([np.zeros(8000, np.float32), a, np.zeros(20 * RATE, np.float32), b,
+                          np.zeros(RATE, np.float32)])
+    sig = np.pad(sig, (0, -len(sig) % 2560))
+
+    def probs(step: int) -> np.ndarray:
+        chain, out = file_chain(None), []
+        chain.on_chunk = out.append
+        for i in range(0, len(sig), step):
+            chain.process(sig[i:i + step], np.zeros(min(step, len(sig) - i), np.float32))
+        return np.stack([c.vad_probs for c in out])
+
+    whole, streamed = probs(len(sig)), probs(2560)
+    assert len(sig) > 16 * RATE and streamed[:40].max() > 0.9            # the first sentence is in the first chunks
+    np.testing.assert_allclose(whole, streamed, atol=1e-6)
+
+
 def test_pre_roll_is_the_audio_before_the_onset(model, sentences):
     a, _ = sentences
     noise = (np.random.default_rng(3).standard_normal(RATE) * 1e-3).astype(np.float32)

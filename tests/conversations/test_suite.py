@@ -89,6 +89,10 @@ def test_nothing_interrupts_the_assistant_but_the_user(suite):
     assert agg["stray_turns"] <= 2, agg
     assert agg["false_interruptions"] <= _misheard_backchannels(agg["backchannels"]["count"]), agg
     assert agg["ignored_alone"]["interruptions"] == 0
+    # an "ahem" and a cough while the assistant is silent: Whisper tiny makes words of the "ahem" in most rooms,
+    # which Lite's sound test (TurnConfig.sound_margin) takes for a sound; 0 of 4 answered in three runs (2 before)
+    alone = agg["ignored_alone"]
+    assert alone["answered"] <= 1 and alone["left_in_transcript"] <= 1, alone
 
 
 def test_real_barge_ins_interrupt_quickly_and_are_understood(barge_ins):

@@ -8,6 +8,7 @@ import struct
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -60,6 +61,19 @@ def test_whisper_no_speech_test_is_not_asked_of_long_speech():
     assert is_ignorable(heard, cfg, speech_ms=600)
     assert is_ignorable(heard, cfg)                               # length unknown: as before
     assert is_ignorable(Transcript("Thank you.", 0, no_speech_prob=0.9, avg_logprob=-1.4), cfg, speech_ms=64)
+
+
+def test_short_words_whisper_finds_hardly_likelier_than_a_sound_are_a_sound():
+    """``sound_margin``: how much likelier Whisper finds its words than "Ahem." or "Hmm." on the same audio. An
+    "ahem" heard as "his own," in a room scored 0.5; real replies 5 and more. Not asked of long speech, nor when
+    the recogniser did not measure it."""
+    cfg = TurnConfig()
+    assert is_ignorable(Transcript("his own,", 0, sound_margin=0.5), cfg, speech_ms=480)
+    assert not is_ignorable(Transcript("Yes.", 0, sound_margin=8.6), cfg, speech_ms=420)
+    assert not is_ignorable(Transcript("his own,", 0, sound_margin=0.5), cfg, speech_ms=1200)
+    assert not is_ignorable(Transcript("his own,", 0), cfg, speech_ms=480)
+    assert not is_ignorable(Transcript("his own,", 0, sound_margin=0.5), replace(cfg, sound_margin=None),
+                            speech_ms=480)
 
 
 def _run(tracker: TurnTracker, pattern: list[float], text: str | None):

@@ -386,9 +386,14 @@ class LiteBackend(Backend):
         # beam search (when asked for) only for the final transcript of real utterances: on short sounds it prefers
         # long hallucinations ("Mm" -> "I'm at camp, I'm at camp"); live partials are always greedy
         beam = candidate and turn.speech_samples >= self.settings.asr_beam_min_speech_s * MODEL_INPUT_RATE
-        result = self.asr.transcribe(audio, beam_size=self.settings.asr_beam_size if beam else 1)
+        # the sound test (TurnConfig.sound_margin) only where it can decide: a candidate of short speech
+        cfg = turn.cfg
+        short = (cfg.no_speech_max_speech_ms is None
+                 or turn.speech_samples * 1000 < cfg.no_speech_max_speech_ms * MODEL_INPUT_RATE)
+        result = self.asr.transcribe(audio, beam_size=self.settings.asr_beam_size if beam else 1,
+                                     sound_margin=candidate and short and cfg.sound_margin is not None)
         st.asr_calls.append({"audio_s": len(audio) / MODEL_INPUT_RATE, "compute_s": result.seconds})
-        t = Transcript(result.text, end, result.no_speech_prob, result.avg_logprob)
+        t = Transcript(result.text, end, result.no_speech_prob, result.avg_logprob, result.sound_margin)
         if candidate:
             turn.candidate = t
             turn.partial = t

@@ -59,6 +59,10 @@ class TurnConfig:
                                         # Barge-in questions over the echo measured no-speech 0.61-0.63 with
                                         # 1.1-1.4 s of speech ("What is tube plus tube?", dropped); the
                                         # hallucinations it catches came with 32-900 ms.
+    sound_margin: float | None = 5.0    # speech shorter than no_speech_max_speech_ms whose words Whisper finds
+                                        # less than this much likelier (nats, whole sequence) than the likeliest
+                                        # reading of it as a sound ("Ahem.", "Hmm.", "(coughs)": asr.SOUND_READINGS)
+                                        # is a sound. None: not asked. docs/lite.md has the measurement.
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Transcript:
     end_sample: int          # transcript covers turn audio [0, end_sample)
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
+    sound_margin: float | None = None   # WhisperAsr.sound_margin, when it was asked
 
 
 def words(text: str) -> list[str]:
@@ -75,15 +80,19 @@ def words(text: str) -> list[str]:
 
 
 def is_ignorable(t: Transcript | None, cfg: TurnConfig, speech_ms: float | None = None) -> bool:
-    """No words, only sounds (hums, hesitations, laughter, coughs, noise annotations: ``core.speech_acts``), or
-    Whisper's typical output on non-speech (not asked of an utterance with ``no_speech_max_speech_ms`` of speech
-    or more: the VAD's evidence outweighs it). Lexical backchannels ("yeah", "okay") are the engine's call: they
-    can be the answer to a question."""
+    """No words, only sounds (hums, hesitations, laughter, coughs, noise annotations: ``core.speech_acts``),
+    Whisper's typical output on non-speech, or short words that Whisper itself finds hardly likelier than a sound
+    (``sound_margin``; the last two are not asked of an utterance with ``no_speech_max_speech_ms`` of speech or
+    more: the VAD's evidence outweighs them). Lexical backchannels ("yeah", "okay") are the engine's call: they can
+    be the answer to a question."""
     if t is None or not words(t.text):
         return True
     long_speech = (cfg.no_speech_max_speech_ms is not None and speech_ms is not None
                    and speech_ms >= cfg.no_speech_max_speech_ms)
     if not long_speech and t.no_speech_prob > cfg.no_speech_prob and t.avg_logprob < cfg.no_speech_logprob:
+        return True
+    if (not long_speech and cfg.sound_margin is not None and t.sound_margin is not None
+            and t.sound_margin < cfg.sound_margin):
         return True
     return is_nonlexical(t.text)
 

@@ -868,20 +868,25 @@ class Engine:
         """Why a backend 'ss' for an ordinary input must not be answered (None: answer it). A backchannel is not
         a turn when it began while the assistant spoke, nor after an answer that asked nothing (it acknowledges);
         after a question of the assistant's ("Shall I go on?" "Yeah.") it is the user's answer. A command alone
-        that began while the assistant spoke ("Wait.", "Stop.") has done what it asked once the answer stopped: it
-        is not answered ("command"; its words stay in the transcript), after a grace in which the user may go on
-        (:meth:`_may_go_on_after_command`)."""
+        ("Wait.", "Stop.") is not answered either ("command"; its words stay in the transcript): over an answer it
+        has done what it asked once the answer stopped, and after one it asks the assistant to hold on, unless the
+        assistant had asked something ("Shall I go on?" "No."). Its turn stays open for a grace in which the user
+        may go on (:meth:`_may_go_on_after_command`)."""
         text = inp.user_text
         if text is None or inp.joined or not text.strip():
             return None
-        if inp.began_during_reply and is_command_alone(text):
+        if is_command_alone(text) and (inp.began_during_reply or not self._assistant_asked()):
             return "command"
         if not is_backchannel(text):
             return None
         if inp.began_during_reply:
             return "backchannel"
+        return None if self._assistant_asked() else "backchannel"
+
+    def _assistant_asked(self) -> bool:
+        """The assistant's latest answer ended on a question."""
         last = next((m.get("content") or "" for m in reversed(self.history) if m.get("role") == "assistant"), "")
-        return None if last.rstrip().endswith("?") else "backchannel"
+        return last.rstrip().endswith("?")
 
     def _close_input(self, inp: _Input, reason: str) -> None:
         if self._input is inp:

@@ -176,7 +176,12 @@ def test_lite_says_how_sure_its_recogniser_was_and_the_engine_weighs_it(lite):
         assert not_a_turn("Stop, stop.") == "command"
         assert not_a_turn("Stop. What is 2 plus 2?") is None
         assert not_a_turn("Okay.") == "backchannel"
-        assert not_a_turn("Wait.", began_during_reply=False) is None    # nothing was playing: an ordinary turn
+        assert not_a_turn("Wait.", began_during_reply=False) == "command"   # after an answer: hold on
+        assert not_a_turn("What is 2 plus 2?", began_during_reply=False) is None
+        engine.history.append({"role": "assistant", "content": "Shall I go on?"})
+        assert not_a_turn("No.", began_during_reply=False) is None       # the user's answer to the question
+        assert not_a_turn("Yeah.", began_during_reply=False) is None
+        assert not_a_turn("No.") == "command"                            # over the question: it stopped it
     finally:
         engine.close()
 
@@ -277,6 +282,24 @@ def test_a_command_alone_stops_the_answer_and_is_not_answered(lite):
     assert [e.turn for e in _of(events, "latency")] == [cut[0].reply_turn]       # only the story was answered
     assert not [e for e in _of(events, "assistant_text") if e.turn >= turn]
     assert _of(events, "state")[-1].state == "listening"
+
+
+def test_a_command_alone_after_an_answer_is_not_answered(lite):
+    """"Wait." once the answer has ended asks the assistant to hold on, not to answer ("I'm here to help with any
+    kind of creative writing project" before): the assistant goes on listening, and the next question is answered."""
+    ask, wait, question = espeak("What is the capital of France?"), espeak("Wait."), espeak("What is two plus two?")
+    at_wait = 0.4 + len(ask) / 16_000 + 7.0
+    at_question = at_wait + len(wait) / 16_000 + 5.0
+    events = Drive(lite).feed(mix([Placed(0.4, ask), Placed(at_wait, wait), Placed(at_question, question)],
+                                  tail_s=6.0))
+    decisions = [e.to_dict() for e in _of(events, "turn_decision")]
+    assert not _of(events, "interruption"), decisions                   # the first answer had ended
+    closed = [e for e in _of(events, "turn_decision") if e.state == "el" and e.reason == "command"]
+    assert len(closed) == 1, decisions
+    answered = [e.turn for e in _of(events, "latency")]
+    assert len(answered) == 2 and closed[0].turn not in answered, decisions
+    finals = [(e.full or "").lower() for e in _of(events, "user_text") if e.final and e.turn == answered[-1]]
+    assert "plus" in finals[-1], finals
 
 
 def test_a_command_then_a_question_after_a_pause_is_one_answered_turn(lite):

@@ -21,7 +21,8 @@ from core.model.lite.guards import copies_earlier, loop_start
 from core.model.lite.llm import SamplingConfig, sample
 from core.model.lite.text import ClauseSegmenter, speakable
 from core.model.lite.tts import phoneme_ids
-from core.model.lite.turn import TurnConfig, TurnTracker, Transcript, is_ignorable, silence_needed_ms
+from core.model.lite.turn import (TurnConfig, TurnTracker, Transcript, is_ignorable, respelled,
+                                  silence_needed_ms)
 from lite_helpers import corpus_wer, wer
 
 CHUNK = 2560
@@ -74,6 +75,15 @@ def test_short_words_whisper_finds_hardly_likelier_than_a_sound_are_a_sound():
     assert not is_ignorable(Transcript("his own,", 0), cfg, speech_ms=480)
     assert not is_ignorable(Transcript("his own,", 0, sound_margin=0.5), replace(cfg, sound_margin=None),
                             speech_ms=480)
+
+
+def test_a_lone_letter_is_the_word_it_sounds_like():
+    """Whisper tiny spells a lone "Why?" in a reverberant room as the letter "y", which is no word: it is taken as
+    the word it sounds like, and so is a turn; anything longer is left as it is."""
+    assert respelled("y") == respelled("Y?") == respelled(" y. ") == "Why?"
+    assert respelled("y y") == "y y" and respelled("yes") == "yes" and respelled("Why?") == "Why?"
+    assert is_ignorable(Transcript("y", 0), TurnConfig())
+    assert not is_ignorable(Transcript(respelled("y"), 0), TurnConfig(), speech_ms=400)
 
 
 def _run(tracker: TurnTracker, pattern: list[float], text: str | None):

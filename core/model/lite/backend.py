@@ -49,7 +49,7 @@ from core.model.lite.guards import copies_earlier, words
 from core.model.lite.llm import ChatLlm, Generation, LlmState, SamplingConfig
 from core.model.lite.text import ClauseSegmenter, speakable
 from core.model.lite.tts import PiperVoice
-from core.model.lite.turn import TurnConfig, TurnTracker, Transcript
+from core.model.lite.turn import TurnConfig, TurnTracker, Transcript, respelled
 from core.model.lite.vad import SileroVad, VadState
 from core.runtime import collect_garbage
 
@@ -393,7 +393,7 @@ class LiteBackend(Backend):
         result = self.asr.transcribe(audio, beam_size=self.settings.asr_beam_size if beam else 1,
                                      sound_margin=candidate and short and cfg.sound_margin is not None)
         st.asr_calls.append({"audio_s": len(audio) / MODEL_INPUT_RATE, "compute_s": result.seconds})
-        t = Transcript(result.text, end, result.no_speech_prob, result.avg_logprob, result.sound_margin)
+        t = Transcript(respelled(result.text), end, result.no_speech_prob, result.avg_logprob, result.sound_margin)
         if candidate:
             turn.candidate = t
             turn.partial = t

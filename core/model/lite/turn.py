@@ -79,6 +79,17 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+(?:-[a-z0-9']+)*", cleaned)
 
 
+# A lone letter that sounds like a one-word utterance is how Whisper tiny, with no context, spells that word: "Why?"
+# in the simulated rooms came out "y" in every room (dry: "Why?"), and a lone letter is no word, so it was dropped.
+LETTER_WORDS = {"y": "Why?"}
+
+
+def respelled(text: str) -> str:
+    """``text``, or the word a lone letter sounds like (:data:`LETTER_WORDS`): "y" and "Y?" -> "Why?"."""
+    bare = text.strip().strip(".?!,…").strip().lower()
+    return LETTER_WORDS.get(bare, text)
+
+
 def is_ignorable(t: Transcript | None, cfg: TurnConfig, speech_ms: float | None = None) -> bool:
     """No words, only sounds (hums, hesitations, laughter, coughs, noise annotations: ``core.speech_acts``),
     Whisper's typical output on non-speech, or short words that Whisper itself finds hardly likelier than a sound

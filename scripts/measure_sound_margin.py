@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 
 sys.path.insert(0, os.getcwd())
@@ -28,10 +27,6 @@ REPLIES = ["Yes.", "No.", "Thanks.", "Paris.", "What?", "Go on.", "Tell me more.
            "Thank you.", "Cool.", "Of course.", "Maybe.", "Blue.", "Ten.", "London.", "Hi.", "Goodbye.", "Please.",
            "Help.", "Correct."]
 VOICES = ["en-gb", "en-us", "en-us+f3", "en-us+m3", "en-gb+f2"]
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9 ]", " ", text.lower()).replace("7", "seven").replace("10", "ten").split()
 
 
 def main() -> int:
@@ -45,6 +40,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     from core.audio.room import EchoRoom, NOMINAL_SPEECH_DBFS
+    from core.harness.text import normalize
     from core.harness.user import cough
     from core.harness.voices import render
     from core.model.lite.asr import WhisperAsr
@@ -74,7 +70,7 @@ def main() -> int:
                 elif kind == "sound":
                     label = "sound heard as words"
                 else:
-                    label = ("reply heard right" if _words(text)[0] in _words(r.text) else "reply misheard")
+                    label = ("reply heard right" if normalize(text)[0] in normalize(r.text) else "reply misheard")
                 g = groups.setdefault(label, {"count": 0, "taken_for_a_sound": 0})
                 g["count"] += 1
                 taken = r.sound_margin is not None and r.sound_margin < threshold

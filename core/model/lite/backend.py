@@ -388,10 +388,9 @@ class LiteBackend(Backend):
         beam = candidate and turn.speech_samples >= self.settings.asr_beam_min_speech_s * MODEL_INPUT_RATE
         # the sound test (TurnConfig.sound_margin) only where it can decide: a candidate of short speech
         cfg = turn.cfg
-        short = (cfg.no_speech_max_speech_ms is None
-                 or turn.speech_samples * 1000 < cfg.no_speech_max_speech_ms * MODEL_INPUT_RATE)
         result = self.asr.transcribe(audio, beam_size=self.settings.asr_beam_size if beam else 1,
-                                     sound_margin=candidate and short and cfg.sound_margin is not None)
+                                     sound_margin=(candidate and cfg.sound_margin is not None
+                                                   and cfg.short_speech(turn.speech_ms)))
         st.asr_calls.append({"audio_s": len(audio) / MODEL_INPUT_RATE, "compute_s": result.seconds})
         t = Transcript(respelled(result.text), end, result.no_speech_prob, result.avg_logprob, result.sound_margin)
         if candidate:

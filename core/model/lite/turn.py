@@ -64,6 +64,11 @@ class TurnConfig:
                                         # reading of it as a sound ("Ahem.", "Hmm.", "(coughs)": asr.SOUND_READINGS)
                                         # is a sound. None: not asked. docs/lite.md has the measurement.
 
+    def short_speech(self, speech_ms: float | None) -> bool:
+        """Whisper's own evidence on non-speech (the no-speech and sound tests) is asked of this much speech: less
+        than ``no_speech_max_speech_ms``, or an unknown length."""
+        return self.no_speech_max_speech_ms is None or speech_ms is None or speech_ms < self.no_speech_max_speech_ms
+
 
 @dataclass
 class Transcript:
@@ -98,12 +103,10 @@ def is_ignorable(t: Transcript | None, cfg: TurnConfig, speech_ms: float | None 
     be the answer to a question."""
     if t is None or not words(t.text):
         return True
-    long_speech = (cfg.no_speech_max_speech_ms is not None and speech_ms is not None
-                   and speech_ms >= cfg.no_speech_max_speech_ms)
-    if not long_speech and t.no_speech_prob > cfg.no_speech_prob and t.avg_logprob < cfg.no_speech_logprob:
+    short = cfg.short_speech(speech_ms)
+    if short and t.no_speech_prob > cfg.no_speech_prob and t.avg_logprob < cfg.no_speech_logprob:
         return True
-    if (not long_speech and cfg.sound_margin is not None and t.sound_margin is not None
-            and t.sound_margin < cfg.sound_margin):
+    if short and cfg.sound_margin is not None and t.sound_margin is not None and t.sound_margin < cfg.sound_margin:
         return True
     return is_nonlexical(t.text)
 
@@ -269,13 +272,17 @@ class TurnTracker:
 
     # ------------------------------------------------------------------------------------------- decision
 
+    @property
+    def speech_ms(self) -> float:
+        """How much of the turn the VAD heard as speech."""
+        return self.speech_samples * 1000 / MODEL_INPUT_RATE
+
     def ignorable(self) -> bool:
         need_ms = self.cfg.min_speech_ms
         if (self.cfg.command_min_speech_ms is not None and self.candidate is not None
                 and is_command_alone(self.candidate.text)):
             need_ms = min(need_ms, self.cfg.command_min_speech_ms)
-        speech_ms = self.speech_samples * 1000 / MODEL_INPUT_RATE
-        return speech_ms < need_ms or is_ignorable(self.candidate, self.cfg, speech_ms)
+        return self.speech_ms < need_ms or is_ignorable(self.candidate, self.cfg, self.speech_ms)
 
     def decide(self, force: bool = False) -> tuple[TurnState, tuple[float, float, float]]:
         """The state after this listen step; ``force`` ends the turn now (end of input, too long)."""

@@ -34,6 +34,16 @@ def main() -> int:
     ap.add_argument("--rooms", default="dry,laptop,speakerphone", help="comma-separated: dry and room presets")
     ap.add_argument("--seeds", default="0", help="comma-separated room seeds")
     args = ap.parse_args()
+    from core.audio.room import get_preset
+
+    rooms = [r.strip() for r in args.rooms.split(",") if r.strip()]
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+        for room in rooms:
+            if room != "dry":
+                get_preset(room)
+    except ValueError as exc:         # one line, before any model loads
+        ap.error(str(exc))
 
     import numpy as np
     import torch
@@ -51,8 +61,8 @@ def main() -> int:
     threshold = TurnConfig().sound_margin
     groups: dict[str, dict] = {}
     dropped_replies: list[dict] = []
-    for room in args.rooms.split(","):
-        for seed in ([0] if room == "dry" else [int(s) for s in args.seeds.split(",")]):
+    for room in rooms:
+        for seed in ([0] if room == "dry" else seeds):
             items = [("sound", t, v) for t in SOUNDS for v in VOICES] + [("sound", "cough", k) for k in range(3)]
             items += [("reply", t, v) for t in REPLIES for v in VOICES]
             for kind, text, voice in items:

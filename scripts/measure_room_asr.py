@@ -21,33 +21,26 @@ import sys
 
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.join(os.getcwd(), "tests", "lite"))
+from _rooms import add_room_options, each_room, rooms_and_seeds, through_room  # noqa: E402
 
 VOICES = ["en-gb", "en-us", "en-us+f3", "en-us+m3", "en-gb+f2"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rooms", default="dry,laptop,speakerphone", help="comma-separated: dry and room presets")
-    ap.add_argument("--seeds", default="0", help="comma-separated room seeds (they also pick voices and speeds)")
+    add_room_options(ap, seeds_help="comma-separated room seeds (they also pick voices and speeds)")
     ap.add_argument("--beams", default="3", help="comma-separated beam widths measured beside greedy")
     args = ap.parse_args()
-    from core.audio.room import get_preset
-
-    rooms = [r.strip() for r in args.rooms.split(",") if r.strip()]
+    rooms, seeds = rooms_and_seeds(ap, args)
     try:
-        seeds = [int(x) for x in args.seeds.split(",")]
         beams = [1] + [int(x) for x in args.beams.split(",") if x.strip() and int(x) > 1]
-        for room in rooms:
-            if room != "dry":
-                get_preset(room)
-    except ValueError as exc:         # one line, before any model loads
+    except ValueError as exc:
         ap.error(str(exc))
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(1)
-    from core.audio.room import EchoRoom, NOMINAL_SPEECH_DBFS
+    from core.audio.room import NOMINAL_SPEECH_DBFS
     from core.harness.text import wer
     from core.harness.voices import render
     from core.model.lite.asr import WhisperAsr
@@ -56,31 +49,26 @@ def main() -> int:
     asr = WhisperAsr.load()
     table: dict[str, dict] = {}
     examples: list[dict] = []
-    for room in rooms:
-        for seed in ([0] if room == "dry" else seeds):
-            for i, (question, _) in enumerate(ACCURACY_QUESTIONS):
-                voice = VOICES[(i + seed) % len(VOICES)]
-                speed = 150 + 10 * ((7 * i + seed) % 4)
-                x = np.asarray(render(question, voice=voice, speed=speed, level_dbfs=NOMINAL_SPEECH_DBFS),
-                               np.float32)
-                sig = np.concatenate([np.zeros(8000, np.float32), x, np.zeros(8000, np.float32)])
-                if room != "dry":
-                    sig = EchoRoom(room, seed=seed).mic(sig, np.zeros_like(sig))
-                heard = {}
-                for k in beams:
-                    text = asr.transcribe(sig, beam_size=k).text
-                    w = wer(question, text)
-                    row = table.setdefault(room, {}).setdefault("greedy" if k == 1 else f"beam {k}",
-                                                                {"words": 0, "errors": 0, "exact": 0,
-                                                                 "utterances": 0})
-                    row["words"] += w["words"]
-                    row["errors"] += w["errors"]
-                    row["exact"] += int(w["errors"] == 0)
-                    row["utterances"] += 1
-                    heard[k] = text
-                if room != "dry" and len(examples) < 12 and wer(question, heard[1])["errors"] >= 2:
-                    examples.append({"room": room, "seed": seed, "voice": voice, "said": question,
-                                     "greedy": heard[1], **{f"beam {k}": heard[k] for k in beams[1:]}})
+    for room, seed in each_room(rooms, seeds):
+        for i, (question, _) in enumerate(ACCURACY_QUESTIONS):
+            voice = VOICES[(i + seed) % len(VOICES)]
+            speed = 150 + 10 * ((7 * i + seed) % 4)
+            sig = through_room(render(question, voice=voice, speed=speed, level_dbfs=NOMINAL_SPEECH_DBFS),
+                               room, seed)
+            heard = {}
+            for k in beams:
+                text = asr.transcribe(sig, beam_size=k).text
+                w = wer(question, text)
+                row = table.setdefault(room, {}).setdefault("greedy" if k == 1 else f"beam {k}",
+                                                            {"words": 0, "errors": 0, "exact": 0, "utterances": 0})
+                row["words"] += w["words"]
+                row["errors"] += w["errors"]
+                row["exact"] += int(w["errors"] == 0)
+                row["utterances"] += 1
+                heard[k] = text
+            if room != "dry" and len(examples) < 12 and wer(question, heard[1])["errors"] >= 2:
+                examples.append({"room": room, "seed": seed, "voice": voice, "said": question,
+                                 "greedy": heard[1], **{f"beam {k}": heard[k] for k in beams[1:]}})
     for rows in table.values():
         for row in rows.values():
             row["wer"] = round(row["errors"] / max(row["words"], 1), 3)

@@ -20,6 +20,7 @@ import os
 import sys
 
 sys.path.insert(0, os.getcwd())
+from _rooms import add_room_options, each_room, rooms_and_seeds, through_room  # noqa: E402
 
 SOUNDS = ["ahem", "ahem, ahem", "hmm", "um", "uh", "ha ha ha", "hrrm", "er", "mmm"]
 REPLIES = ["Yes.", "No.", "Thanks.", "Paris.", "What?", "Go on.", "Tell me more.", "Why?", "Hello.", "Sure.",
@@ -31,25 +32,14 @@ VOICES = ["en-gb", "en-us", "en-us+f3", "en-us+m3", "en-gb+f2"]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rooms", default="dry,laptop,speakerphone", help="comma-separated: dry and room presets")
-    ap.add_argument("--seeds", default="0", help="comma-separated room seeds")
+    add_room_options(ap)
     args = ap.parse_args()
-    from core.audio.room import get_preset
+    rooms, seeds = rooms_and_seeds(ap, args)
 
-    rooms = [r.strip() for r in args.rooms.split(",") if r.strip()]
-    try:
-        seeds = [int(x) for x in args.seeds.split(",")]
-        for room in rooms:
-            if room != "dry":
-                get_preset(room)
-    except ValueError as exc:         # one line, before any model loads
-        ap.error(str(exc))
-
-    import numpy as np
     import torch
 
     torch.set_num_threads(1)
-    from core.audio.room import EchoRoom, NOMINAL_SPEECH_DBFS
+    from core.audio.room import NOMINAL_SPEECH_DBFS
     from core.harness.text import normalize
     from core.harness.user import cough
     from core.harness.voices import render
@@ -61,33 +51,29 @@ def main() -> int:
     threshold = TurnConfig().sound_margin
     groups: dict[str, dict] = {}
     dropped_replies: list[dict] = []
-    for room in rooms:
-        for seed in ([0] if room == "dry" else seeds):
-            items = [("sound", t, v) for t in SOUNDS for v in VOICES] + [("sound", "cough", k) for k in range(3)]
-            items += [("reply", t, v) for t in REPLIES for v in VOICES]
-            for kind, text, voice in items:
-                if text == "cough":
-                    x = cough(0.3, NOMINAL_SPEECH_DBFS, seed=int(voice))
-                else:
-                    x = render(text, voice=voice, speed=160, level_dbfs=NOMINAL_SPEECH_DBFS)
-                sig = np.concatenate([np.zeros(8000, np.float32), np.asarray(x, np.float32),
-                                      np.zeros(5000, np.float32)])
-                if room != "dry":
-                    sig = EchoRoom(room, seed=seed).mic(sig, np.zeros_like(sig))
-                r = asr.transcribe(sig, sound_margin=True)
-                if not r.text or is_nonlexical(r.text):
-                    label = f"{kind}: no words or a sound by the vocabulary"
-                elif kind == "sound":
-                    label = "sound heard as words"
-                else:
-                    label = ("reply heard right" if normalize(text)[0] in normalize(r.text) else "reply misheard")
-                g = groups.setdefault(label, {"count": 0, "taken_for_a_sound": 0})
-                g["count"] += 1
-                taken = r.sound_margin is not None and r.sound_margin < threshold
-                g["taken_for_a_sound"] += int(taken)
-                if taken and label == "reply heard right":
-                    dropped_replies.append({"said": text, "heard": r.text, "margin": round(r.sound_margin, 2),
-                                            "voice": voice, "room": room, "seed": seed})
+    for room, seed in each_room(rooms, seeds):
+        items = [("sound", t, v) for t in SOUNDS for v in VOICES] + [("sound", "cough", k) for k in range(3)]
+        items += [("reply", t, v) for t in REPLIES for v in VOICES]
+        for kind, text, voice in items:
+            if text == "cough":
+                x = cough(0.3, NOMINAL_SPEECH_DBFS, seed=int(voice))
+            else:
+                x = render(text, voice=voice, speed=160, level_dbfs=NOMINAL_SPEECH_DBFS)
+            sig = through_room(x, room, seed, tail=5000)
+            r = asr.transcribe(sig, sound_margin=True)
+            if not r.text or is_nonlexical(r.text):
+                label = f"{kind}: no words or a sound by the vocabulary"
+            elif kind == "sound":
+                label = "sound heard as words"
+            else:
+                label = ("reply heard right" if normalize(text)[0] in normalize(r.text) else "reply misheard")
+            g = groups.setdefault(label, {"count": 0, "taken_for_a_sound": 0})
+            g["count"] += 1
+            taken = r.sound_margin is not None and r.sound_margin < threshold
+            g["taken_for_a_sound"] += int(taken)
+            if taken and label == "reply heard right":
+                dropped_replies.append({"said": text, "heard": r.text, "margin": round(r.sound_margin, 2),
+                                        "voice": voice, "room": room, "seed": seed})
     print(json.dumps({"bench": "sound_margin", "threshold": threshold, "rooms": args.rooms, "seeds": args.seeds,
                       "groups": groups, "replies_heard_right_taken_for_a_sound": dropped_replies}, indent=1))
     return 0

@@ -84,6 +84,10 @@ class EngineConfig:
     # restarts afterwards with the whole utterance.
     join_window_s: float = 2.5
     join_max_played_s: float = 1.0
+    # When the user resumed is judged from the voiced windows that lead up to the VAD's onset without a gap longer
+    # than this: over the start of an answer the onset can come a second after the user resumed (the windows
+    # already heard them, the onset's echo checks did not yet). 0: from the onset alone.
+    join_lookback_gap_s: float = 0.4
     # A candidate judged not a barge-in at a pause inside the user's speech is not the end of it: "Stop. [pause]
     # What is two plus two?" is judged on "Stop." ("It's not.", too short) when the user pauses after it. While
     # the user still speaks, or if they resume within ``candidate_grace_s`` of the end of their speech (the answer

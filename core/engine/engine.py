@@ -545,7 +545,7 @@ class Engine:
         if self._ptt_held:
             self._ptt_heard = True
         reply = self._reply
-        joinable = reply is not None and self._joins_previous_turn(reply, self._clock_t(onset_sample))
+        joinable = reply is not None and self._joins_previous_turn(reply, self._resumed_t(reply, onset_sample))
         self.turn += 1
         during = reply is not None
         inp = _Input(turn=self.turn, opened_t=now, onset_sample=onset_sample, during_reply=during,
@@ -583,6 +583,26 @@ class Engine:
         if reply.first_played_t is not None:
             played_s = min(played_s, max(0.0, onset_t - reply.first_played_t))
         return played_s <= self.config.join_max_played_s
+
+    def _resumed_t(self, reply: _Reply, onset_sample: int) -> float:
+        """When the user resumed speaking (session clock), for an onset at ``onset_sample`` while ``reply`` plays:
+        the onset, or the first of the voiced windows that lead up to it with no gap longer than
+        ``join_lookback_gap_s``. Over the start of an answer the VAD's onset can come a second after the user
+        resumed: its echo checks hold back windows in which silero already heard them. Never before the end of the
+        speech the answer is for."""
+        t = self._clock_t(onset_sample)
+        gap = self.config.join_lookback_gap_s
+        if gap <= 0:
+            return t
+        window_s = VAD_WINDOW_SAMPLES_16K / MODEL_INPUT_RATE
+        for end, when in reversed(self._recent_voiced):
+            if end > onset_sample:
+                continue
+            start = when - window_s
+            if t - when > gap or start <= reply.speech_end_t:
+                break
+            t = min(t, start)
+        return t
 
     def _join_previous_turn(self, inp: _Input) -> None:
         """The candidate ``inp`` continues the turn whose answer is playing (the user had only paused): drop that

@@ -93,9 +93,11 @@ def test_interruption_stops_the_answer_and_reports_the_unheard_text(tmp_path, tw
     answer_start = _speaking_at(events_a, 1)
     answer_len = _audio_out_s(events_a, 1)
     assert answer_len > 6.0, "the story answer must be long enough to be interrupted"
-    # The same first question, then the second one 1 s into the answer (on the virtual clock).
+    # The same first question, then the second one 1.5 s into the answer (on the virtual clock): past
+    # join_max_played_s, so it interrupts rather than continuing the first turn (when the user resumed is judged
+    # from their first voiced window, not from the VAD's onset).
     story_at = 0.5
-    audio = mix([Placed(story_at, clips["story"]), Placed(answer_start + 1.0, clips["spider"])], tail_s=10.0)
+    audio = mix([Placed(story_at, clips["story"]), Placed(answer_start + 1.5, clips["spider"])], tail_s=10.0)
     summary, events, out = parley_chat(tmp_path, audio, "lite", settings=LONG, extra=ARGS)
     assert summary["errors"] == 0
     [cut] = of_type(events, "interruption")

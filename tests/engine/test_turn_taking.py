@@ -221,6 +221,59 @@ def test_whether_speech_joins_the_turn_is_judged_when_the_user_resumed(lite):
         engine.close()
 
 
+def test_when_the_user_resumed_is_read_from_the_voiced_windows_before_a_late_onset(lite):
+    """Over the start of an answer, in the laptop room, "and also the capital of Germany." resumed 0.1 s into the
+    answer, and silero heard it at once, but the VAD's echo checks made its onset wait 1.2 s: the answer had played
+    too long for a join, and the continuation became a barge-in heard from its middle ("of capital of Germany.").
+    The voiced windows that lead up to the onset say when the user resumed; a gap, or the end of the speech the
+    answer is for, ends the look back."""
+    import threading
+
+    import numpy as np
+
+    from core.engine.clock import VirtualClock
+    from core.engine.engine import Engine, _Reply
+    from core.engine.alignment import ReplyTranscript
+    from core.engine.sink import VirtualAudioSink
+
+    clock = VirtualClock()
+    rate = lite.output_rate
+    sink = VirtualAudioSink(clock, rate)
+    engine = Engine(lite, sink)
+    engine.start()
+    w = 512 / 16_000
+
+    def voiced(*ends_s: float) -> None:
+        engine._recent_voiced.clear()
+        engine._recent_voiced.extend((round(t * 16_000), t) for t in ends_s)
+
+    try:
+        clock.set(10.0)
+        sink.enqueue(np.full(3 * rate, 0.1, dtype=np.float32), rate, 7)
+        clock.set(11.6)
+        sink.advance(11.6)
+        reply = _Reply(turn=7, cancel=threading.Event(), iterator=None, transcript=ReplyTranscript(rate),
+                       decided_t=10.0, speech_end_t=9.5, user_text="Tell me the capital of Italy",
+                       input_audio=[(np.zeros(2560, dtype=np.float32), np.zeros(5, dtype=np.float32))],
+                       first_played_t=10.0)
+        onset = round(11.2 * 16_000)
+        # the earlier speech up to 9.5 s; resumed at 10.1 s with holes of up to 0.3 s; the onset at 11.2 s
+        voiced(9.4, 9.45, 9.5, 10.1 + w, 10.1 + 2 * w, 10.45, 10.8, 11.2 + w)
+        resumed = engine._resumed_t(reply, onset)
+        assert resumed == pytest.approx(10.1)
+        assert engine._joins_previous_turn(reply, resumed)
+        assert not engine._joins_previous_turn(reply, 11.2)          # judged on the onset alone: no join
+        voiced(10.1 + w, 10.1 + 2 * w, 11.2 + w)                     # a 1 s gap: the onset is when they resumed
+        assert engine._resumed_t(reply, onset) == pytest.approx(11.2)
+        voiced(9.45, 9.5, 9.8, 10.1, 10.4, 10.7, 11.0)               # a chain that runs into the earlier speech
+        assert engine._resumed_t(reply, onset) == pytest.approx(9.8 - w)
+        engine.config.join_lookback_gap_s = 0.0                      # off: the onset alone
+        voiced(10.1 + w, 10.1 + 2 * w, 10.45, 10.8, 11.2 + w)
+        assert engine._resumed_t(reply, onset) == pytest.approx(11.2)
+    finally:
+        engine.close()
+
+
 def _candidate_over_an_answer(lite, first_part: str, pause_s: float = 0.7):
     """A long answer plays; 3 s into it the user says ``first_part``, pauses ``pause_s`` and asks a question."""
     ask = espeak("Tell me a long story about a dragon who lived in the sea.")

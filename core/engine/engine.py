@@ -598,10 +598,10 @@ class Engine:
         for end, when in reversed(self._recent_voiced):
             if end > onset_sample:
                 continue
-            start = when - window_s
+            start = when - window_s          # windows come newest first: each one starts before the last
             if t - when > gap or start <= reply.speech_end_t:
                 break
-            t = min(t, start)
+            t = start
         return t
 
     def _join_previous_turn(self, inp: _Input) -> None:

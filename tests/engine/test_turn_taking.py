@@ -4,6 +4,8 @@ the turn, and backchannels are not answered. Tests never assert wall-clock speed
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from _shared import chunks
@@ -186,17 +188,17 @@ def test_lite_says_how_sure_its_recogniser_was_and_the_engine_weighs_it(lite):
         engine.close()
 
 
-def test_whether_speech_joins_the_turn_is_judged_when_the_user_resumed(lite):
-    """Over the start of an answer the echo canceller is still learning, so the VAD may report resumed speech a few
-    hundred milliseconds after it began. What decides whether it continues the user's turn is how much of the answer
-    had played when they resumed, not when the onset was reported."""
+@contextlib.contextmanager
+def _answer_playing(lite, played_until: float):
+    """An engine whose answer (turn 7, to speech that ended at 9.5 s) began playing at 10.0 s and has played until
+    ``played_until`` on a virtual clock: yields (engine, that answer's reply)."""
     import threading
 
     import numpy as np
 
+    from core.engine.alignment import ReplyTranscript
     from core.engine.clock import VirtualClock
     from core.engine.engine import Engine, _Reply
-    from core.engine.alignment import ReplyTranscript
     from core.engine.sink import VirtualAudioSink
 
     clock = VirtualClock()
@@ -207,18 +209,26 @@ def test_whether_speech_joins_the_turn_is_judged_when_the_user_resumed(lite):
     try:
         clock.set(10.0)
         sink.enqueue(np.full(3 * rate, 0.1, dtype=np.float32), rate, 7)
-        clock.set(11.4)                     # 1.4 s of the answer has played by the time the onset is reported
-        sink.advance(11.4)
-        reply = _Reply(turn=7, cancel=threading.Event(), iterator=None, transcript=ReplyTranscript(rate), decided_t=10.0,
-                       speech_end_t=9.5, user_text="Tell me the capital of Italy",
-                       input_audio=[(np.zeros(2560, dtype=np.float32), np.zeros(5, dtype=np.float32))],
-                       first_played_t=10.0)
+        clock.set(played_until)
+        sink.advance(played_until)
+        yield engine, _Reply(turn=7, cancel=threading.Event(), iterator=None, transcript=ReplyTranscript(rate),
+                             decided_t=10.0, speech_end_t=9.5, user_text="Tell me the capital of Italy",
+                             input_audio=[(np.zeros(2560, dtype=np.float32), np.zeros(5, dtype=np.float32))],
+                             first_played_t=10.0)
+    finally:
+        engine.close()
+
+
+def test_whether_speech_joins_the_turn_is_judged_when_the_user_resumed(lite):
+    """Over the start of an answer the echo canceller is still learning, so the VAD may report resumed speech a few
+    hundred milliseconds after it began. What decides whether it continues the user's turn is how much of the answer
+    had played when they resumed, not when the onset was reported."""
+    # 1.4 s of the answer has played by the time the onset is reported
+    with _answer_playing(lite, played_until=11.4) as (engine, reply):
         assert engine._joins_previous_turn(reply, onset_t=10.6)         # resumed 0.6 s into the answer
         assert not engine._joins_previous_turn(reply, onset_t=11.2)     # 1.2 s in: the user heard the answer
         reply.first_played_t = None                                      # a sink that cannot say when it started
         assert not engine._joins_previous_turn(reply, onset_t=10.6)     # what has played so far counts
-    finally:
-        engine.close()
 
 
 def test_when_the_user_resumed_is_read_from_the_voiced_windows_before_a_late_onset(lite):
@@ -227,35 +237,12 @@ def test_when_the_user_resumed_is_read_from_the_voiced_windows_before_a_late_ons
     too long for a join, and the continuation became a barge-in heard from its middle ("of capital of Germany.").
     The voiced windows that lead up to the onset say when the user resumed; a gap, or the end of the speech the
     answer is for, ends the look back."""
-    import threading
-
-    import numpy as np
-
-    from core.engine.clock import VirtualClock
-    from core.engine.engine import Engine, _Reply
-    from core.engine.alignment import ReplyTranscript
-    from core.engine.sink import VirtualAudioSink
-
-    clock = VirtualClock()
-    rate = lite.output_rate
-    sink = VirtualAudioSink(clock, rate)
-    engine = Engine(lite, sink)
-    engine.start()
     w = 512 / 16_000
+    with _answer_playing(lite, played_until=11.6) as (engine, reply):
+        def voiced(*ends_s: float) -> None:
+            engine._recent_voiced.clear()
+            engine._recent_voiced.extend((round(t * 16_000), t) for t in ends_s)
 
-    def voiced(*ends_s: float) -> None:
-        engine._recent_voiced.clear()
-        engine._recent_voiced.extend((round(t * 16_000), t) for t in ends_s)
-
-    try:
-        clock.set(10.0)
-        sink.enqueue(np.full(3 * rate, 0.1, dtype=np.float32), rate, 7)
-        clock.set(11.6)
-        sink.advance(11.6)
-        reply = _Reply(turn=7, cancel=threading.Event(), iterator=None, transcript=ReplyTranscript(rate),
-                       decided_t=10.0, speech_end_t=9.5, user_text="Tell me the capital of Italy",
-                       input_audio=[(np.zeros(2560, dtype=np.float32), np.zeros(5, dtype=np.float32))],
-                       first_played_t=10.0)
         onset = round(11.2 * 16_000)
         # the earlier speech up to 9.5 s; resumed at 10.1 s with holes of up to 0.3 s; the onset at 11.2 s
         voiced(9.4, 9.45, 9.5, 10.1 + w, 10.1 + 2 * w, 10.45, 10.8, 11.2 + w)
@@ -270,8 +257,6 @@ def test_when_the_user_resumed_is_read_from_the_voiced_windows_before_a_late_ons
         engine.config.join_lookback_gap_s = 0.0                      # off: the onset alone
         voiced(10.1 + w, 10.1 + 2 * w, 10.45, 10.8, 11.2 + w)
         assert engine._resumed_t(reply, onset) == pytest.approx(11.2)
-    finally:
-        engine.close()
 
 
 def _candidate_over_an_answer(lite, first_part: str, pause_s: float = 0.7):

@@ -15,6 +15,11 @@ assistant's echo for the user. While echo cancellation is on, a linear echo canc
 also gives ``near_16k``: the microphone minus a linear echo estimate, nothing suppressed, so a user who talks over
 the assistant is heard whole by the speech model (AEC3's suppressor tears the near-end voice apart in double talk).
 
+The user starting over the assistant. A turn is judged chunk by chunk, but the answer should stop the moment the
+user starts: :attr:`CaptureChain.on_onset` is called with the stream position of every onset the VAD decides while
+the assistant's audio plays, at once, from the processing thread, before the chunk that holds it is complete (the
+composition root points it at :meth:`core.engine.engine.Engine.hold_for_onset`).
+
 An echo path that moves. A loaded machine's sound server underruns and catches up: the loudspeaker's latency jumps by
 some milliseconds while the reference does not, and for a moment both cancellers let the assistant's voice through.
 :class:`~core.audio.audio_io.AudioIO` holds the VAD's echo verdict after the underruns and re-alignments it sees
@@ -102,9 +107,11 @@ class CaptureChain:
 
     def __init__(self, config: ChainConfig | None = None, on_chunk: Callable[[AudioChunk], None] | None = None,
                  vad: EchoAwareVad | None = None,
-                 time_of: Callable[[int], float | None] | None = None) -> None:
+                 time_of: Callable[[int], float | None] | None = None,
+                 on_onset: Callable[[int], None] | None = None) -> None:
         self.config = config or ChainConfig()
         self.on_chunk = on_chunk
+        self.on_onset = on_onset          # an onset while the assistant speaks (its stream position), at once
         self.time_of = time_of            # capture time of a stream position (AudioIO: time.monotonic())
         self.aec = EchoCanceller(self.config.aec or AecConfig())
         self.linear = LinearEchoCanceller() if (self.config.aec or AecConfig()).echo_cancellation else None
@@ -229,8 +236,13 @@ class CaptureChain:
             while e < n_frames and speaking[e] == speaking[k]:
                 e += 1
             a, b = k * FRAME, e * FRAME
-            events += vad.process(clean[a:b], bool(speaking[k]), ref[a:b], raw_16k=mic[a:b],
-                                  near_16k=near[a:b] if linear is not None else None)
+            found = vad.process(clean[a:b], bool(speaking[k]), ref[a:b], raw_16k=mic[a:b],
+                                near_16k=near[a:b] if linear is not None else None)
+            if speaking[k] and self.on_onset is not None:
+                for ev in found:
+                    if ev.kind == "onset":
+                        self._tell_onset(_decided_at(ev))
+            events += found
             k = e
         self._window_probs += vad.take_window_probs()
         self._meter(mic, clean, ref)
@@ -241,6 +253,12 @@ class CaptureChain:
                 vad.set_echo_lag_hint(self.config.reference_lead_ms + self._echo_est.delay_ms)
         self._add_to_chunk(i0, clean, mic, ref, near, events, bool(speaking.any()))
         self.position += n
+
+    def _tell_onset(self, position: int) -> None:
+        try:
+            self.on_onset(position)
+        except Exception:
+            log.exception("on_onset callback failed")
 
     def _echo_path_moved(self, linear: LinearEchoCanceller, mic_e: float, ref: np.ndarray) -> bool:
         """The linear filter had learned the echo path and now makes a frame that is not quiet clearly louder than

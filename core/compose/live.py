@@ -114,6 +114,7 @@ class LiveStack:
                           aec=AecConfig(echo_cancellation=s.audio.aec, noise_suppression=s.audio.noise_suppression),
                           ready_sound=s.audio.ready_sound)
         audio = AudioIO(cfg, on_chunk=self._on_chunk, vad=EchoAwareVad(vad_config(s)))
+        audio.chain.on_onset = self.engine.hold_for_onset   # the answer stops at the onset, not at its chunk
         self._source = QueueChunkSource(restart_vad=audio.restart_vad)
         audio.events.subscribe(self._on_audio_event)
         audio.set_input_gate(self._gate_closed())

@@ -64,6 +64,11 @@ class EngineConfig:
     # echo-aware VAD already checked), and plays on when the candidate is not a barge-in (the user hears the
     # assistant stop at once; a backchannel or a cough costs a short gap).
     pause_voiced_s: float = 0.0
+    # With ``pause_voiced_s`` 0, the capture chain holds the answer the moment its VAD decides an onset over it
+    # (``Engine.hold_for_onset``, from the audio thread), not when the onset's 160 ms chunk reaches the engine:
+    # the answer stops up to a chunk (and any queue wait) sooner. The engine then owns that hold like its own
+    # pause, or lets the answer play on when the onset opened no candidate. False: the chunk's turn only.
+    hold_on_onset: bool = True
     # A command ("stop", "wait") interrupts with this much voiced audio (three VAD windows): short words, and the
     # echo canceller takes part of the user's voice during double talk. Over the laptop room's echo the VAD credited
     # a spoken "Wait." with 128-192 ms, and 0.2 s dropped it; the transcript, a command alone, is the evidence.

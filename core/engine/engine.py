@@ -279,6 +279,10 @@ class Engine:
         self._source: ChunkSource | None = None
         self._chunk_overhead_s = 0.0
         self._backend_s = 0.0
+        # An answer held by the capture chain at an onset, before the onset's chunk got here: (stream position of
+        # the decision in the producer's stream, clock time of the hold). Set from the audio thread.
+        self._onset_hold: tuple[int, float] | None = None
+        self._onset_hold_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------------------------
     # life cycle
@@ -345,6 +349,8 @@ class Engine:
         or the source ends a second time (a drain limit)."""
         stop = stop or self._stop
         self._source = source
+        with self._onset_hold_lock:
+            self._onset_hold = None      # a hold from an earlier source's stream (positions start over)
         draining = False
         try:
             if self.conv is None:
@@ -452,6 +458,38 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------------
     # listen step
 
+    def hold_for_onset(self, position: int) -> None:
+        """The capture chain's VAD decided an onset over the assistant's audio at stream ``position``: hold the
+        answer now (any thread; the chain calls it from the audio thread). The onset's chunk, when the engine
+        gets to it, opens a candidate that takes this hold as its own pause (its time is the decision's), or, when
+        no candidate holds the answer, playback goes on (:meth:`_settle_onset_hold`)."""
+        if not self.config.hold_on_onset or self.config.pause_voiced_s > 0 or self._reply is None:
+            return
+        with self._onset_hold_lock:
+            if self._onset_hold is not None:
+                return
+            self.sink.pause()
+            self._onset_hold = (int(position), self.clock.now())
+
+    def _take_onset_hold(self, chunk_end: int) -> float | None:
+        """The time of a hold whose onset lies in a chunk processed now (producer stream position ``chunk_end``
+        or earlier), taking it over from the audio thread; None when there is none."""
+        with self._onset_hold_lock:
+            hold = self._onset_hold
+            if hold is None or hold[0] > chunk_end:
+                return None
+            self._onset_hold = None
+        return hold[1]
+
+    def _settle_onset_hold(self, held_at: float | None) -> None:
+        """A hold from :meth:`hold_for_onset` that no candidate took over: the answer plays on."""
+        if held_at is None:
+            return
+        inp = self._input
+        if inp is not None and inp.paused_at is not None:
+            return          # the engine holds the answer itself
+        self.sink.resume()
+
     def process_chunk(self, chunk: AudioChunk) -> None:
         """One listen step on a 160 ms chunk from the capture chain (2560 samples of 16 kHz mono float32, with the
         chain's VAD probabilities and onset/offset decisions).
@@ -524,9 +562,11 @@ class Engine:
             result = self._listen(self._input, samples, probs)
             if result is not None:
                 self._decide(self._input, result)
+        held_at = self._take_onset_hold(chunk.start + len(samples))
         inp = self._input
         if inp is not None and inp.during_reply and self._reply is not None and inp.lingering is None:
-            self._candidate_step(inp, now)
+            self._candidate_step(inp, now, held_at)
+        self._settle_onset_hold(held_at)
         if self._input is not None:
             self._check_timeouts(self._input, now)
 
@@ -843,13 +883,14 @@ class Engine:
             return "too_short"
         return None
 
-    def _candidate_step(self, inp: _Input, now: float) -> None:
+    def _candidate_step(self, inp: _Input, now: float, held_at: float | None = None) -> None:
         """A candidate listened to while the answer plays: hold the answer's playback as soon as it holds a little
         voiced speech (the user hears the assistant stop at once, and the rest of their words come without echo);
-        take the turn when the transcript shows a barge-in; play on at once when it ended as a backchannel."""
+        take the turn when the transcript shows a barge-in; play on at once when it ended as a backchannel.
+        ``held_at``: the capture chain already held the answer at this time, at the onset (:meth:`hold_for_onset`)."""
         cfg = self.config
         if inp.paused_at is None and inp.voiced_s >= cfg.pause_voiced_s:
-            inp.paused_at = now
+            inp.paused_at = now if held_at is None else min(held_at, now)
             self.sink.pause()
             self.bus.emit(Playback(turn=inp.turn, paused=True, reason="user_speaking", reply_turn=self._reply.turn))
         if self._interrupting(inp):

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 MAX_STEPS_PER_CHUNK = 10_000   # a reply iterator that never yields audio cannot spin a fast-mode run forever
 REFERENCE_LOOKAHEAD_S = 0.02   # a chunk is handed over this long after its end: the played reference is complete
+SUB_BLOCK_SAMPLES_16K = 320    # the chain gets a chunk in pieces of 20 ms, as from a sound card's callbacks
 
 
 def load_wav_16k(path: str | Path) -> np.ndarray:
@@ -241,19 +242,28 @@ class FileSource(ChunkSource):
             if self._idle_reads < MAX_STEPS_PER_CHUNK:
                 return None
         self._idle_reads = 0
+        chunk = self._next_chunk()
         if not self.realtime:
-            self.clock.set(due)
-        return self._next_chunk()
+            self.clock.set(max(self.clock.now(), due))
+        return chunk
 
     def _next_chunk(self) -> AudioChunk:
+        """The next chunk, 20 ms at a time as a sound card's callbacks bring it: on the virtual clock, time moves
+        to the end of each piece (plus the reference's look-ahead) before the sink plays it, so a hold at an onset
+        (:meth:`core.engine.engine.Engine.hold_for_onset`) silences the rest of the chunk."""
         start = self.k * CHUNK_SAMPLES_16K
-        t_end = (self.k + 1) * CHUNK_SECONDS
-        self.sink.advance(max(self.clock.now(), t_end + REFERENCE_LOOKAHEAD_S))
-        played = self.reference.take(start, CHUNK_SAMPLES_16K)
-        self.user.assistant_audible(t_end, bool(np.any(np.abs(played) > 1e-4)) or self.sink.pending_seconds() > 0)
-        user = self.user.block(start, CHUNK_SAMPLES_16K)
-        mic = user if self.room is None else np.asarray(self.room.mic(user, played), dtype=np.float32)
-        self.chain.process(mic, played)
+        for a in range(0, CHUNK_SAMPLES_16K, SUB_BLOCK_SAMPLES_16K):
+            t_end = (start + a + SUB_BLOCK_SAMPLES_16K) / MODEL_INPUT_RATE
+            due = t_end + REFERENCE_LOOKAHEAD_S
+            if not self.realtime and self.clock.now() < due:
+                self.clock.set(due)
+            self.sink.advance(max(self.clock.now(), due))
+            played = self.reference.take(start + a, SUB_BLOCK_SAMPLES_16K)
+            self.user.assistant_audible(t_end, bool(np.any(np.abs(played) > 1e-4))
+                                        or self.sink.pending_seconds() > 0)
+            user = self.user.block(start + a, SUB_BLOCK_SAMPLES_16K)
+            mic = user if self.room is None else np.asarray(self.room.mic(user, played), dtype=np.float32)
+            self.chain.process(mic, played)
         chunk = self._pending.pop(0)
         self._pending.clear()
         chunk.t_start = self.k * CHUNK_SECONDS        # captured at k x 160 ms on the input timeline
@@ -374,7 +384,9 @@ def run_conversation(backend: Backend, audio_16k: np.ndarray | UserInput, output
     engine = Engine(backend, sink, bus=bus, config=config, system_prompt=system_prompt)
     if on_engine is not None:
         on_engine(engine)
-    source = FileSource(user, clock, sink, chain=file_chain(room, vad), room=room, realtime=realtime,
+    chain = file_chain(room, vad)
+    chain.on_onset = engine.hold_for_onset      # as the live stack wires it (core.compose.live)
+    source = FileSource(user, clock, sink, chain=chain, room=room, realtime=realtime,
                         drain_limit_s=config.drain_limit_s, on_chunk=on_chunk)
     wall0 = time.perf_counter()
     try:

@@ -106,13 +106,16 @@ def test_interruption_stops_the_answer_and_reports_the_unheard_text(tmp_path, tw
     assert decision.turn == 2 and decision.state == "ss"
     # The flush happened in the listen step that decided: within one chunk of the decision.
     assert 0.0 <= cut.t - decision.t <= 0.16
-    # Playback was held when the user started speaking (decision_t: what the user heard as the assistant's stop);
-    # the answer was cut once the transcript showed a barge-in.
+    # Playback was held when the user started speaking (decision_t: what the user heard as the assistant's stop;
+    # the capture chain held it at the VAD's onset, up to a chunk before the engine's pause event); the answer was
+    # cut once the transcript showed a barge-in.
     [pause] = [e for e in of_type(events, "playback") if e.paused and e.reply_turn == 1]
-    assert cut.decision_t == pytest.approx(pause.t) and cut.flush_t >= cut.decision_t
-    # Nothing more of answer 1 was played after the pause.
-    held = max([e.total for e in of_type(events, "audio_played") if e.turn == 1 and e.t <= pause.t] or [0])
-    assert all(e.total <= held for e in of_type(events, "audio_played") if e.turn == 1)
+    assert pause.t - 0.16 - 1e-6 <= cut.decision_t <= pause.t + 1e-6 and cut.flush_t >= cut.decision_t
+    # Nothing more of answer 1 was played after the hold: the output is silent from then until the flush (what
+    # played between the last report and the hold is reported with the flush).
+    wav, rate = sf.read(str(out), dtype="float32")
+    a, b = int((cut.decision_t + 0.005) * rate), int(cut.flush_t * rate)
+    assert b > a and np.abs(wav[a:b]).max() == 0.0
     total_1 = sum(e.samples for e in of_type(events, "audio_out") if e.turn == 1)
     assert _played(events, 1) < total_1
     # Heard + unheard = what was generated; the unheard part is not empty.

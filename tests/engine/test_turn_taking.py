@@ -353,3 +353,62 @@ def test_a_command_then_a_question_after_a_pause_is_one_answered_turn(lite):
     finals = [(e.full or "").lower() for e in _of(events, "user_text") if e.final and e.turn == turn]
     assert "plus" not in finals[0] and "stop" in finals[-1] and "plus" in finals[-1], finals   # judged, then whole
     assert not [e for e in _of(events, "turn_decision") if e.turn == turn and e.state == "el"]
+
+
+def _barge_in_in_a_room(lite, tmp_path, hold_on_onset: bool):
+    """A story in the laptop room, and 3 s into it "Stop. What is two plus two?": (the barge-in's interruption,
+    the first playback hold, the output audio, its rate)."""
+    from core.audio.room import EchoRoom
+    from core.engine.config import EngineConfig
+    from core.engine.events import Interruption, Playback
+    from core.engine.filemode import load_wav_16k, run_conversation
+
+    ask, stop = espeak("Tell me a long story about a dragon who lived in the sea."), espeak("Stop. What is two plus two?")
+    at = 0.4 + len(ask) / 16_000 + 3.4
+    audio = mix([Placed(0.4, ask), Placed(at, stop)], tail_s=6.0)
+    seen = []
+    out = tmp_path / f"out{int(hold_on_onset)}.wav"
+    run_conversation(lite, audio, out, config=EngineConfig(hold_on_onset=hold_on_onset), room=EchoRoom("laptop", 0),
+                     subscribers=[seen.append])
+    cut = [e for e in seen if isinstance(e, Interruption) and e.reason == "barge_in"]
+    held = [e for e in seen if isinstance(e, Playback) and e.paused]
+    assert len(cut) == 1 and held, [e.to_dict() for e in seen if e.type == "turn_decision"]
+    import soundfile
+
+    played, rate = soundfile.read(str(out), dtype="float32")
+    return cut[0], held[0], played, rate, at
+
+
+def test_the_answer_stops_at_the_onset_not_when_its_chunk_reaches_the_engine(lite, tmp_path):
+    """The capture chain holds the answer the moment its VAD decides an onset over it (``Engine.hold_for_onset``);
+    the engine, a chunk later, takes that hold as the candidate's pause. The answer is silent from the hold on, up
+    to 160 ms before the chunk of the onset was processed; without the hold it stops on the chunk grid."""
+    early, held, played, rate, at = _barge_in_in_a_room(lite, tmp_path, hold_on_onset=True)
+    assert early.decision_t < held.t - 0.01                 # held inside the chunk, before the engine saw it
+    assert early.decision_t > at                            # ... and after the user began
+    a, b = int((early.decision_t + 0.005) * rate), int(held.t * rate)
+    assert b > a and not played[a:b].any()                   # silent from the hold on
+    late, held_late, _, _, _ = _barge_in_in_a_room(lite, tmp_path, hold_on_onset=False)
+    assert late.decision_t == pytest.approx(held_late.t)    # on the chunk grid: when the engine paused
+    assert early.decision_t < late.decision_t
+
+
+def test_a_hold_at_an_onset_that_opens_no_candidate_lets_the_answer_play_on(lite):
+    """An onset the chain held the answer for, whose chunk opens no candidate (the engine already has an input
+    that is not a candidate): the answer plays on once that chunk is processed."""
+    import numpy as np
+
+    from core.audio.interfaces import AudioChunk
+    from core.engine.engine import _Input
+
+    with _answer_playing(lite, played_until=11.0) as (engine, reply):
+        engine._reply = reply
+        engine._input = _Input(turn=8, opened_t=10.9, onset_sample=0, during_reply=False, began_during_reply=False)
+        engine.hold_for_onset(2560 * 3 + 100)
+        assert engine.sink.paused
+        silent = np.zeros(2560, dtype=np.float32)
+        for k in range(4):
+            engine.sink.clock.set(11.0 + 0.16 * (k + 1))
+            engine.process_chunk(AudioChunk(samples_16k=silent, start=2560 * k, vad_probs=np.zeros(5, np.float32)))
+            assert engine.sink.paused == (k < 3)             # settled with the chunk that holds the onset
+        engine._reply = None

@@ -190,9 +190,9 @@ class PlayedReference:
 class FileSource(ChunkSource):
     """Chunks of a file-driven conversation for :meth:`Engine.run`.
 
-    Each 160 ms the user's audio (``user``) is mixed with the room's echo of what the sink played over the same
-    span (``room``; None: no echo), and the mix goes through the capture chain with that played audio as the
-    canceller's reference. On the virtual clock, :meth:`read` moves time on only when the engine has nothing else
+    Each 20 ms (:data:`SUB_BLOCK_SAMPLES_16K`) the user's audio (``user``) is mixed with the room's echo of what the
+    sink played over the same span (``room``; None: no echo), and the mix goes through the capture chain with that
+    played audio as the canceller's reference; every 160 ms the chain hands over a chunk. On the virtual clock, :meth:`read` moves time on only when the engine has nothing else
     to do (compute time is not on the clock); on the wall clock it waits for the chunk's capture time. After the
     input ends it raises :class:`EOFError` once, then keeps time running with silence (the answer plays out) until
     ``drain_limit_s``, then raises again.

@@ -261,6 +261,28 @@ def test_live_partial_transcript_while_speaking(backend):
     assert len({p for _, p in partials}) >= 2 and partials[0][0] < end_s - 1.0
 
 
+def test_the_final_transcript_is_decoded_after_a_short_silence_and_partials_are_not(backend):
+    """A turn's audio starts with its pre-roll, which for a barge-in lies in the answer's residual echo: the final
+    transcript is decoded with ``asr_lead_s`` of digital silence in front of it (docs/lite.md), live partials as
+    they are; the transcript is the whole question."""
+    audio, end_s = _speak("Please tell me something interesting about the history of the city of Rome.",
+                          "en-us", 150)
+    conv = backend.new_conversation()
+    result = None
+    for i in range(len(audio) // 2560):
+        result = backend.listen(conv, audio[i * 2560:(i + 1) * 2560])
+        if result.final:
+            break
+    assert result is not None and result.final and result.state == "ss"
+    calls = list(conv.state.asr_calls)
+    finals = [c for c in calls if c["final"]]
+    partials = [c for c in calls if not c["final"]]
+    assert finals and partials
+    assert all(c["lead_s"] == backend.settings.asr_lead_s == 0.5 for c in finals)
+    assert all(c["lead_s"] == 0.0 for c in partials)
+    assert "rome" in (conv.state.user_text or "").lower()
+
+
 def test_multi_turn_history_and_prefix_reuse(backend):
     conv = backend.new_conversation(system_prompt="You are a helpful AI assistant. Answer in one short sentence.")
     system_tokens = conv.context_tokens

@@ -93,6 +93,8 @@ class LiteSettings:
     asr_margin_s: float | None = 1.0    # Whisper encoder window = audio + margin (None: the full 30 s)
     asr_beam_size: int = 1              # final transcript: greedy (1) or beam search; see docs/lite.md for why 1
     asr_beam_min_speech_s: float = 1.0  # ...beam search only for at least this much speech
+    asr_lead_s: float = 0.5             # final transcript: this much digital silence before the turn's audio (a
+                                        # barge-in's pre-roll starts in the answer's residual echo; docs/lite.md)
     seed: int = 0
     torch_threads: int | None = None    # None: core.runtime default (1, or PARLEY_TORCH_THREADS)
 
@@ -383,6 +385,9 @@ class LiteBackend(Backend):
         turn = st.turn
         end = turn.candidate_end() if candidate else turn.n_samples
         audio = turn.asr_audio(end)
+        lead = int(self.settings.asr_lead_s * MODEL_INPUT_RATE) if candidate else 0
+        if lead > 0:
+            audio = np.concatenate([np.zeros(lead, dtype=np.float32), audio])
         # beam search (when asked for) only for the final transcript of real utterances: on short sounds it prefers
         # long hallucinations ("Mm" -> "I'm at camp, I'm at camp"); live partials are always greedy
         beam = candidate and turn.speech_samples >= self.settings.asr_beam_min_speech_s * MODEL_INPUT_RATE
@@ -391,7 +396,8 @@ class LiteBackend(Backend):
         result = self.asr.transcribe(audio, beam_size=self.settings.asr_beam_size if beam else 1,
                                      sound_margin=(candidate and cfg.sound_margin is not None
                                                    and cfg.short_speech(turn.speech_ms)))
-        st.asr_calls.append({"audio_s": len(audio) / MODEL_INPUT_RATE, "compute_s": result.seconds})
+        st.asr_calls.append({"audio_s": len(audio) / MODEL_INPUT_RATE, "compute_s": result.seconds,
+                             "lead_s": lead / MODEL_INPUT_RATE, "final": candidate})
         t = Transcript(respelled(result.text), end, result.no_speech_prob, result.avg_logprob, result.sound_margin)
         if candidate:
             turn.candidate = t

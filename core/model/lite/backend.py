@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -93,10 +94,22 @@ class LiteSettings:
     asr_margin_s: float | None = 1.0    # Whisper encoder window = audio + margin (None: the full 30 s)
     asr_beam_size: int = 1              # final transcript: greedy (1) or beam search; see docs/lite.md for why 1
     asr_beam_min_speech_s: float = 1.0  # ...beam search only for at least this much speech
-    asr_lead_s: float = 0.5             # final transcript: this much digital silence before the turn's audio (a
-                                        # barge-in's pre-roll starts in the answer's residual echo; docs/lite.md)
+    asr_lead_s: float = 0.5             # final transcript: this much digital silence before the turn's audio
+    asr_lead_above_dbfs: float = -60.0  # ...when its first 0.25 s is louder than this, not (near) digital silence:
+                                        # a barge-in's pre-roll lies in the answer's residual echo (docs/lite.md)
     seed: int = 0
     torch_threads: int | None = None    # None: core.runtime default (1, or PARLEY_TORCH_THREADS)
+
+
+LEAD_PROBE_SAMPLES = MODEL_INPUT_RATE // 4     # asr_lead_above_dbfs is measured over a turn's first 0.25 s
+
+
+def _level_dbfs(x: np.ndarray) -> float:
+    """Mean-square level of ``x`` in dBFS (-120 for silence or nothing)."""
+    if not len(x):
+        return -120.0
+    power = float(np.dot(x.astype(np.float64), x.astype(np.float64))) / len(x)
+    return 10.0 * math.log10(power) if power > 1e-12 else -120.0
 
 
 @dataclass
@@ -386,8 +399,10 @@ class LiteBackend(Backend):
         end = turn.candidate_end() if candidate else turn.n_samples
         audio = turn.asr_audio(end)
         lead = int(self.settings.asr_lead_s * MODEL_INPUT_RATE) if candidate else 0
-        if lead > 0:
+        if lead > 0 and _level_dbfs(audio[:LEAD_PROBE_SAMPLES]) > self.settings.asr_lead_above_dbfs:
             audio = np.concatenate([np.zeros(lead, dtype=np.float32), audio])
+        else:
+            lead = 0
         # beam search (when asked for) only for the final transcript of real utterances: on short sounds it prefers
         # long hallucinations ("Mm" -> "I'm at camp, I'm at camp"); live partials are always greedy
         beam = candidate and turn.speech_samples >= self.settings.asr_beam_min_speech_s * MODEL_INPUT_RATE

@@ -15,6 +15,7 @@ import subprocess
 
 import numpy as np
 
+from core.audio.levels import rms_dbfs
 from core.constants import MODEL_INPUT_RATE
 
 
@@ -63,10 +64,6 @@ def check_voice(voice: str) -> None:
         raise SpeechError(f"espeak-ng has no voice {language!r} (espeak-ng --voices lists them)")
     if variant and variant.lower() not in available_variants():
         raise SpeechError(f"espeak-ng has no voice variant {variant!r} (espeak-ng --voices=variant lists them)")
-
-
-def rms_dbfs(x: np.ndarray) -> float:
-    return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20))
 
 
 def render(text: str, voice: str = "en-us", speed: int = 160, level_dbfs: float | None = None) -> np.ndarray:

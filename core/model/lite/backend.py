@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -31,6 +30,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from core.audio.levels import rms_dbfs
 from core.constants import MODEL_INPUT_RATE
 from core.engine.backend import (
     Backend,
@@ -102,14 +102,6 @@ class LiteSettings:
 
 
 LEAD_PROBE_SAMPLES = MODEL_INPUT_RATE // 4     # asr_lead_above_dbfs is measured over a turn's first 0.25 s
-
-
-def _level_dbfs(x: np.ndarray) -> float:
-    """Mean-square level of ``x`` in dBFS (-120 for silence or nothing)."""
-    if not len(x):
-        return -120.0
-    power = float(np.dot(x.astype(np.float64), x.astype(np.float64))) / len(x)
-    return 10.0 * math.log10(power) if power > 1e-12 else -120.0
 
 
 @dataclass
@@ -399,7 +391,7 @@ class LiteBackend(Backend):
         end = turn.candidate_end() if candidate else turn.n_samples
         audio = turn.asr_audio(end)
         lead = int(self.settings.asr_lead_s * MODEL_INPUT_RATE) if candidate else 0
-        if lead > 0 and _level_dbfs(audio[:LEAD_PROBE_SAMPLES]) > self.settings.asr_lead_above_dbfs:
+        if lead > 0 and rms_dbfs(audio[:LEAD_PROBE_SAMPLES]) > self.settings.asr_lead_above_dbfs:
             audio = np.concatenate([np.zeros(lead, dtype=np.float32), audio])
         else:
             lead = 0

@@ -446,6 +446,20 @@ def test_backend_translates_lite_errors():
     assert isinstance(err.value.__cause__, LiteError)
 
 
+@pytest.mark.parametrize("changes", [{"asr_lead_s": 1e9}, {"asr_lead_s": -0.5}, {"asr_lead_s": float("nan")},
+                                     {"asr_lead_s": "0.5"}, {"asr_lead_above_dbfs": 20.0}])
+def test_absurd_lead_silence_settings_are_refused_before_anything_loads(changes):
+    """``asr_lead_s`` sizes an array of zeros: 1e9 would ask for gigabytes at the first barge-in. The settings come
+    from PARLEY_ENGINE_SETTINGS too, so the backend checks them first and says which one is wrong."""
+    from core.engine.backend import BackendError
+    from core.model.lite.backend import LiteBackend, LiteSettings
+
+    with pytest.raises(BackendError, match=next(iter(changes))):
+        LiteBackend(LiteSettings(**changes), packages_dir="/nonexistent")    # refused before any weight is found
+    LiteSettings(asr_lead_s=0.0).validate()
+    LiteSettings().validate()
+
+
 def test_upgrades_live_in_the_apps_models_folder(monkeypatch, tmp_path):
     """catalog.upgrades_dir() repeats core.settings.store's rule (the model layer does not import settings)."""
     from core.model.lite import catalog

@@ -100,7 +100,19 @@ class LiteSettings:
     seed: int = 0
     torch_threads: int | None = None    # None: core.runtime default (1, or PARLEY_TORCH_THREADS)
 
+    def validate(self) -> None:
+        """Raise :class:`LiteError` for a numeric setting that cannot work (they come from the command line and
+        ``PARLEY_ENGINE_SETTINGS`` as well as from code), before anything is loaded."""
+        def check(name: str, lo: float, hi: float) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                raise LiteError(f"Lite setting {name} must be a number from {lo:g} to {hi:g}, not {value!r}")
 
+        check("asr_lead_s", 0.0, MAX_ASR_LEAD_S)
+        check("asr_lead_above_dbfs", -200.0, 0.0)
+
+
+MAX_ASR_LEAD_S = 5.0            # more silence before a transcript only costs decoding time
 LEAD_PROBE_SAMPLES = MODEL_INPUT_RATE // 4     # asr_lead_above_dbfs is measured over a turn's first 0.25 s
 
 
@@ -181,6 +193,8 @@ class LiteBackend(Backend):
                 raise TypeError(f"unknown Lite setting {key!r}")
             setattr(self.settings, key, value)
         s = self.settings
+        with backend_errors():
+            s.validate()
         rebuild = s.rebuild_cache or cachemod.rebuild_requested()
         self.load_times: dict[str, float] = {}
         self._vad: SileroVad | None = None     # only for callers that give listen() no speech probabilities

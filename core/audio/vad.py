@@ -22,10 +22,11 @@ Echo awareness:
 
   A window that looks like echo cannot start or continue an onset candidate.
 
-* **Two rules for barge-ins; one is on.** Both helped barge-ins in the simulated rooms (below), but on the real
-  PulseAudio loop, in one CI run with both on, 20 s of the assistant speaking alone opened two false onsets. Rooms
-  whose echo path jumps (``core.audio.room``, ``glitch_ms``) showed which: the dominant near-end rule (below) let
-  the moved echo through, the dip rule added nothing. So the dip rule is on and the dominant rule is an option.
+* **Two rules for barge-ins, both on.** Both helped barge-ins in the simulated rooms (below). The dominant
+  near-end rule (below) was off for a while: on the real PulseAudio loop, in one CI run, 20 s of the assistant
+  speaking alone opened two false onsets, and rooms whose echo path jumps (``core.audio.room``, ``glitch_ms``)
+  showed that the rule let the moved echo through. It is on again since it also asks the linear canceller to still
+  remove echo (``near_end_dominant_max_ratio_db``), which a moved echo path does not let it do.
 * **One dip per run** (``speaking_dip_prob``, on by default at 0.0; None turns it off). Over the echo the user's
   voice is found window by window, and a
   word often has one window in it that falls short: a softer sound, or a window the near-end path below refuses.
@@ -48,13 +49,19 @@ Echo awareness:
   (``near_end_aec_ratio_db``: a linear filter thrown off by an echo path that moved must not open a turn). When the
   user dominates both outputs (the linear one ``near_end_dominant_db`` above its floor, AEC3's within
   ``near_end_dominant_aec_db`` of the microphone), a likeness to the reference may be a chance match of two voices
-  (an option, off: ``near_end_dominant_db`` None). In the speakerphone room the likeness refused two windows of
-  "Stop." at -0.6 dB over a -22 dB floor, and the onset came with the next sentence, 0.85 s late; the rule heard
+  (``near_end_dominant_db``; None turns the rule off). In the speakerphone room the likeness refused two windows
+  of "Stop." at -0.6 dB over a -22 dB floor, and the onset came with the next sentence, 0.85 s late; the rule heard
   it at once. But an echo path that jumps also dominates both outputs for a while: in the glitchy rooms the rule
-  opened 24-30 false onsets per 530 s of echo alone where the VAD without it opened 3-17.
-  ``near_end_dominant_max_similarity`` caps the likeness it overrules (the user's windows it took measured
-  0.5-0.79, the moved echo's 0.5-0.99, median 0.83); at 0.7 it kept every barge-in onset the rule brought in the
-  replay and halved the false onsets (7-19), still more than without the rule. Residual echo of a steady path
+  alone opened 24-30 false onsets per 530 s of echo alone where the VAD without it opened 3-17. Two conditions
+  tell the two apart. ``near_end_dominant_max_similarity`` (0.75) caps the likeness the rule overrules (the
+  user's windows measured 0.51-0.73, the moved echo's 0.5-0.99, median 0.76-0.83). ``near_end_dominant_max_ratio_db``
+  (-0.75 dB) asks the linear canceller's output to stay under the microphone: its echo estimate is still right,
+  so subtracting it still removes something, and what stands out above the floor is the user. After a latency
+  jump the estimate is wrong, the canceller hands on the microphone as it is (it never outputs more than the
+  microphone), and the ratio sits at 0 dB. On traced windows where the rule would overrule a likeness (three
+  seeds of the barge-in scripts, a 184 s glitchy speakerphone run): the user's 25 of 34 passed both conditions,
+  the moved echo's 0 of 62 (2 of 62 with the ratio alone, 19-39 with the likeness cap alone). A user who
+  drowns the echo completely also brings the ratio to about 0 dB and is then refused, as before. Residual echo of a steady path
   never rises above that floor; a user over the echo brings it to a few dB under the microphone. This path is used
   only once the floor shows a converged filter (``near_end_min_erle_db``), so a fresh filter falls back to AEC3's
   path alone. Measured (``scripts/bench`` ``parley bench rooms`` and the
@@ -160,12 +167,14 @@ class VadConfig:
     near_end_min_ratio_db: float = -20.0  # ... and never below this (a user over the echo: -10 to -2 dB)
     near_end_aec_ratio_db: float = -28.0  # ... while AEC3 lets something through too (its output/microphone ratio:
                                           # echo alone -33 to -60 dB, a user over the echo -8 to -15 dB)
-    near_end_dominant_db: float | None = None   # this far above the floor (15 was tried), with AEC3 passing
-    near_end_dominant_aec_db: float = -15.0     # at least this much, the user dominates both outputs: the
-                                                # similarity check is not asked (None: always asked). OFF by
-                                                # default: see the module docstring.
-    near_end_dominant_max_similarity: float | None = None   # ... and only while the similarity stays under this
-                                                # (None: any likeness is overruled; 0.7 was measured)
+    near_end_dominant_db: float | None = 15.0   # this far above the floor, with AEC3 passing
+    near_end_dominant_aec_db: float = -15.0     # at least this much, the user dominates both outputs: a likeness
+                                                # to the reference does not veto (None: the rule is off)
+    near_end_dominant_max_similarity: float | None = 0.75   # ... unless the likeness reaches this (None: any
+                                                # likeness is overruled)
+    near_end_dominant_max_ratio_db: float | None = -0.75   # ... and only while the linear canceller's output stays
+                                                # this far under the microphone: its echo path still holds, so
+                                                # what stands out is not a moved echo (None: not asked)
 
 
 class EchoAwareVad:
@@ -373,7 +382,8 @@ class EchoAwareVad:
                     and not self.near_echo.held       # the echo path just moved: what stands out is the echo
                     and ratio_db >= self._near_floor_db + c.near_end_dominant_db
                     and (c.near_end_dominant_max_similarity is None
-                         or self.near_echo.similarity < c.near_end_dominant_max_similarity))
+                         or self.near_echo.similarity < c.near_end_dominant_max_similarity)
+                    and (c.near_end_dominant_max_ratio_db is None or ratio_db <= c.near_end_dominant_max_ratio_db))
         if echo_like and not dominant:
             return 0.0
         if echo_like:

@@ -3,6 +3,8 @@ gating and double talk with synthetic echo."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -226,8 +228,10 @@ def test_one_dip_inside_a_barge_in_neither_counts_nor_breaks_the_run(model, espe
 def test_a_user_who_dominates_both_cancellers_is_heard_even_when_the_reference_looks_alike(model, espeak):
     """The near-end path refuses a window whose linear-canceller output follows the reference (an echo path that
     moved). When the user dominates both outputs (the linear one far above its echo floor, AEC3 letting much
-    through, as in real double talk), a match is a chance likeness of two voices, and it does not veto: here the
-    user says the very words the assistant says, in step with its echo."""
+    through, as in real double talk) while the linear canceller still removes echo (its output under the
+    microphone), a match is a chance likeness of two voices, and it does not veto. Here the user says the very
+    words the assistant says, in step with its echo: the extreme case, so the cap on the likeness the rule
+    overrules (``near_end_dominant_max_similarity``) is lifted to show the rest of the rule."""
     far, _ = espeak("The capital of France is Paris, a city on the river Seine.", voice="en-us", rate=RATE)
     far = np.concatenate([far, far, far]).astype(np.float32) * 0.5
     d = int(0.05 * RATE)
@@ -240,7 +244,7 @@ def test_a_user_who_dominates_both_cancellers_is_heard_even_when_the_reference_l
     near = 0.03 * echo + user                    # the linear canceller: ~30 dB under the echo, the user whole
     clean = 0.002 * echo + 0.5 * user            # AEC3: the echo gone, much of the user through
 
-    def onsets(cfg):
+    def onsets(cfg, clean=clean, raw=raw, near=near):
         vad = EchoAwareVad(cfg, model=model)
         events = []
         for i in range(0, len(far), 160):
@@ -248,15 +252,21 @@ def test_a_user_who_dominates_both_cancellers_is_heard_even_when_the_reference_l
             events += vad.process(clean[s], True, far[s], raw_16k=raw[s], near_16k=near[s])
         return [e for e in events if e.kind == "onset"]
 
-    heard = onsets(VadConfig(near_end_dominant_db=15.0))     # an option, off by default (see core/audio/vad.py)
+    any_likeness = VadConfig(near_end_dominant_max_similarity=None)
+    heard = onsets(any_likeness)
     assert heard and heard[0].sample >= at - 512, heard
-    assert onsets(VadConfig()) == []
-    assert onsets(VadConfig(near_end_dominant_db=None)) == []      # the likeness alone vetoes every window
+    by_default = onsets(VadConfig())             # the default cap on the likeness: heard where it dips under
+    assert by_default and by_default[0].sample >= at - 512, by_default
+    assert onsets(VadConfig(near_end_dominant_db=None)) == []      # without the rule, any likeness vetoes
     # echo alone, however loud the linear residual gets, is never dominant: AEC3 removes it
     loud = 0.3 * echo
-    vad = EchoAwareVad(VadConfig(near_end_dominant_db=15.0), model=model)
-    events = []
-    for i in range(0, len(far), 160):
-        s = slice(i, i + 160)
-        events += vad.process(0.002 * echo[s], True, far[s], raw_16k=echo[s], near_16k=loud[s])
-    assert [e for e in events if e.kind == "onset"] == []
+    assert onsets(any_likeness, clean=0.002 * echo, raw=echo, near=loud) == []
+    # an echo path that moved: both cancellers lose the echo at once, the linear one no longer removes anything
+    # (its output as loud as the microphone) and AEC3 lets the echo through; the same likeness, no user
+    lost = np.concatenate([echo[:at], 1.6 * echo[at:]])
+    moved = onsets(any_likeness, clean=np.concatenate([0.002 * echo[:at], 0.8 * echo[at:]]), raw=lost,
+                   near=np.concatenate([0.03 * echo[:at], lost[at:]]))
+    assert moved == []
+    lifted = replace(any_likeness, near_end_dominant_max_ratio_db=None)
+    assert onsets(lifted, clean=np.concatenate([0.002 * echo[:at], 0.8 * echo[at:]]), raw=lost,
+                  near=np.concatenate([0.03 * echo[:at], lost[at:]])) != []   # what the ratio condition stops

@@ -103,3 +103,29 @@ def test_the_same_question_asked_again_may_get_the_same_answer(backend):
     again = _ask(backend, conv, "What is the capital of Japan?")
     assert "tokyo" in first.lower() and "tokyo" in again.lower()
     assert conv.state.last_reply.guards == []
+
+
+def test_an_answer_that_would_copy_an_earlier_one_is_regenerated_before_a_word_of_it_is_said(backend):
+    """Met in the conversation suite (laptop room): after the misheard "Once is the capital of staying." had been
+    answered "The maker, Max, is a master of staying.", SmolLM2 began the next two answers, to "Tell me a long
+    story about a trip to the moon." and "Wait, what is the capital of Japan?", with that answer again. Their first
+    clause, "The maker,", was too short for the copy guard and was spoken; when the next clause showed the copy, the
+    answer could only be ended there, and the user heard "The maker," and nothing more. Now the first clauses wait
+    for words enough to judge, so the copy is regenerated before anything is said."""
+    conv = backend.new_conversation()
+    for question, answer in [("Tell me a long story about a maker who makes red.",
+                              "The maker, a man named Max who creates"),
+                             ("Once is the capital of staying.", "The maker, Max, is a master of staying.")]:
+        conv.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    earlier = [m["content"] for m in conv.history if m["role"] == "assistant"]
+    story = _ask(backend, conv, "Tell me a long story about a trip to the moon.")
+    reply = conv.state.last_reply
+    print(f"\n  story: {story!r} {reply.guards}")
+    assert "copy-ended" not in reply.guards
+    assert copies_earlier(story, earlier) is None
+    assert len(words(story)) >= 25 and "moon" in story.lower()
+    said = " ".join(s["text"] for s in reply.segments)             # what was synthesised is what the text says
+    assert words(said) == words(story)
+    japan = _ask(backend, conv, "Wait, what is the capital of Japan?")
+    print(f"  japan: {japan!r} {conv.state.last_reply.guards}")
+    assert "tokyo" in japan.lower()

@@ -46,7 +46,7 @@ from core.log import speech
 from core.model.lite import cache as cachemod
 from core.model.lite.asr import WhisperAsr
 from core.model.lite.errors import LiteError
-from core.model.lite.guards import copies_earlier, words
+from core.model.lite.guards import COPY_MIN_WORDS, copies_earlier, words
 from core.model.lite.llm import ChatLlm, Generation, LlmState, SamplingConfig
 from core.model.lite.text import ClauseSegmenter, speakable
 from core.model.lite.tts import PiperVoice
@@ -150,6 +150,7 @@ class Draft:
     checked_chars: int = 0              # text[:checked_chars] passed the copy guard (complete clauses)
     segmenter: ClauseSegmenter = field(default_factory=ClauseSegmenter)
     clauses: deque[str] = field(default_factory=deque)                  # complete, not yet synthesised
+    held: list[str] = field(default_factory=list)   # complete first clauses too short for the copy guard to judge
     audio: deque[tuple[str, np.ndarray]] = field(default_factory=deque)  # synthesised, not yet handed out
     spoken: int = 0                     # clauses handed out as audio
     done: bool = False
@@ -523,12 +524,14 @@ class LiteBackend(Backend):
             return draft  # half a UTF-8 character, or a retokenisation: wait for the next token
         delta, draft.text = text[len(draft.text):], text
         clauses = draft.segmenter.feed(delta)
-        return self._accept(conv, draft, clauses) if clauses else draft
+        return self._accept(conv, draft, clauses) if (clauses or draft.held) else draft
 
     def _cut_loop(self, draft: Draft) -> None:
         """The loop guard ended the answer: keep one copy (the repeated tail is neither spoken nor kept)."""
         cut = draft.gen.loop_cut or 0
         draft.guards.append("loop")
+        draft.clauses.extend(draft.held)
+        draft.held = []
         kept = self.llm.decode(draft.token_ids[:cut]).lstrip()
         repeated = len(draft.text) - len(kept) if draft.text.startswith(kept) else len(draft.segmenter.buffer)
         pending = draft.segmenter.buffer
@@ -542,8 +545,16 @@ class LiteBackend(Backend):
         log.info("loop guard: the answer started repeating itself after %d tokens; ended there", cut)
 
     def _accept(self, conv: Conversation, draft: Draft, clauses: list[str]) -> Draft:
-        """Complete clauses pass the copy guard, then wait for synthesis."""
+        """Complete clauses pass the copy guard, then wait for synthesis. The answer's first clauses wait until it
+        has words enough to tell a copy (``COPY_MIN_WORDS``) or ends: a first clause of two words ("The maker,")
+        passed before, and when the next one showed the copy, the answer could only be ended there, so the user
+        heard those two words and nothing else."""
+        clauses, draft.held = draft.held + list(clauses), []
         if not clauses:
+            return draft
+        if (self.settings.copy_guard and draft.checked_chars == 0 and not draft.done and not draft.trimmed
+                and len(words(draft.text)) < COPY_MIN_WORDS):
+            draft.held = clauses
             return draft
         copied = self._copied_answer(draft) if self.settings.copy_guard else None
         if copied is None:

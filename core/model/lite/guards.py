@@ -38,7 +38,11 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def copies_earlier(answer: str, earlier: list[str], min_words: int = 4, ratio: float = 0.8) -> int | None:
+COPY_MIN_WORDS = 4      # fewer words than this cannot be told from a chance likeness
+
+
+def copies_earlier(answer: str, earlier: list[str], min_words: int = COPY_MIN_WORDS,
+                   ratio: float = 0.8) -> int | None:
     """Index in ``earlier`` of an answer that ``answer`` (possibly still growing) largely repeats, else None.
 
     ``answer`` repeats an earlier answer when it has at least ``min_words`` words and its words match the

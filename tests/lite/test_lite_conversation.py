@@ -129,3 +129,24 @@ def test_an_answer_that_would_copy_an_earlier_one_is_regenerated_before_a_word_o
     japan = _ask(backend, conv, "Wait, what is the capital of Japan?")
     print(f"  japan: {japan!r} {conv.state.last_reply.guards}")
     assert "tokyo" in japan.lower()
+
+
+def test_an_answer_that_starts_copying_an_earlier_one_later_goes_on_instead_of_stopping(backend):
+    """Tried as a user: "Tell me a story about a little boat." (heard "... a little mode.") after a story about a
+    brave knight got "The story of a little mode is one", then the answer went on as the first story had ("... that
+    has been passed down through generations") and the copy guard could only end it there, in mid-sentence. The
+    first clause had already been spoken, so the answer now goes on from it with the history trimmed."""
+    conv = backend.new_conversation()
+    for question, answer in [("Tell me a long story about a brave night.",
+                              "The story of a brave night is one that has been passed down through generations. "
+                              "It's a tale of courage, sacrifice, and the unforgiving beauty of nature."),
+                             ("What is the capital on France?", "The capital of France is Paris.")]:
+        conv.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    earlier = [m["content"] for m in conv.history if m["role"] == "assistant"]
+    story = _ask(backend, conv, "Tell me a story about a little mode.")
+    reply = conv.state.last_reply
+    print(f"\n  story: {story!r} {reply.guards}")
+    assert "copy-ended" not in reply.guards
+    assert copies_earlier(story, earlier) is None
+    assert len(words(story)) >= 25
+    assert words(" ".join(s["text"] for s in reply.segments)) == words(story)   # said as shown, nothing dropped

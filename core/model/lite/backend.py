@@ -127,7 +127,7 @@ class ReplyRecord:
     prefill_tokens: int = 0
     speculative_tokens: int = 0         # tokens already generated during the end-of-turn silence
     speculative_audio: int = 0          # clauses already synthesised during the end-of-turn silence
-    guards: list[str] = field(default_factory=list)   # "loop" / "copy-regenerated" / "copy-ended"
+    guards: list[str] = field(default_factory=list)   # "loop" / "copy-regenerated" / "copy-continued" / "copy-ended"
     timings: dict[str, float] = field(default_factory=dict)
     cancelled: bool = False
 
@@ -492,11 +492,12 @@ class LiteBackend(Backend):
         return tuple((m["role"], m["content"]) for m in history), user_text
 
     def _new_draft(self, conv: Conversation, user_text: str, history: list[dict[str, str]],
-                   trimmed: bool = False, key: tuple | None = None) -> Draft:
-        """Prefill the prompt for ``user_text`` after ``history`` and return the answer's draft."""
+                   trimmed: bool = False, key: tuple | None = None, said: list[int] | None = None) -> Draft:
+        """Prefill the prompt for ``user_text`` after ``history`` and return the answer's draft; ``said``: answer
+        tokens already spoken, prefilled after the prompt so that the answer goes on from them."""
         st: LiteState = conv.state
         messages, _ = self._fit(conv.system_prompt, list(history) + [{"role": "user", "content": user_text}])
-        prompt_ids = self.llm.render(messages)
+        prompt_ids = self.llm.render(messages) + list(said or [])
         gen = self.llm.start(st.llm, prompt_ids)
         return Draft(user_text, key or self._key(history, user_text), prompt_ids, gen, history=list(history),
                      trimmed=trimmed, rng=self._draft_rng(history, user_text, trimmed))
@@ -573,12 +574,41 @@ class LiteBackend(Backend):
             fresh.guards = draft.guards + ["copy-regenerated"]
             fresh.history = draft.history
             return fresh
+        if not draft.trimmed:
+            fresh = self._continue_without(conv, draft, copied)
+            if fresh is not None:
+                return fresh
         draft.guards.append("copy-ended")
         draft.done = True
         draft.text = draft.text[: draft.checked_chars].rstrip()
         draft.segmenter.buffer = ""
         log.info("copy guard: the answer started repeating an earlier one; ended there")
         return draft
+
+    def _continue_without(self, conv: Conversation, draft: Draft, copied: int) -> Draft | None:
+        """The answer, after what it has already said, went on to copy the earlier answer at history index
+        ``copied`` (a story that began like the previous story, "The story of a little boat is one that has been
+        passed down ..."): go on from what was said, with the history trimmed as for a regenerated answer, instead
+        of ending the answer in mid-sentence. None when the said text is not a whole number of tokens."""
+        said = draft.text[: draft.checked_chars].rstrip()
+        ids = None
+        for k in range(1, len(draft.token_ids) + 1):
+            text = self.llm.decode(draft.token_ids[:k]).lstrip()
+            if len(text) >= len(said):
+                ids = draft.token_ids[:k] if text == said else None
+                break
+        if ids is None:
+            return None
+        history = list(draft.history[copied + 1:])
+        log.info("copy guard: the answer started repeating an earlier one after %d characters; going on with %d of "
+                 "%d messages", len(said), len(history), len(draft.history))
+        fresh = self._new_draft(conv, draft.user_text, history, trimmed=True, key=draft.history_key, said=ids)
+        fresh.text, fresh.token_ids, fresh.checked_chars = said, list(ids), len(said)
+        fresh.segmenter.emitted = draft.segmenter.emitted
+        fresh.clauses, fresh.audio, fresh.spoken, fresh.tts_s = draft.clauses, draft.audio, draft.spoken, draft.tts_s
+        fresh.guards = draft.guards + ["copy-continued"]
+        fresh.history = draft.history
+        return fresh
 
     @staticmethod
     def _copied_answer(draft: Draft) -> int | None:
@@ -657,7 +687,8 @@ class LiteBackend(Backend):
                             timings.setdefault("first_audio_s", time.perf_counter() - t0)
                             yield ReplyPiece(audio=audio, segment_end=True)
                         continue
-                    visible = len(draft.text) if (draft.checked_chars or draft.done) else 0
+                    # only what passed the copy guard is shown: what it drops is never said
+                    visible = len(draft.text) if draft.done else draft.checked_chars
                     if visible > shown:
                         timings.setdefault("first_token_s", time.perf_counter() - t0)
                         piece, shown = draft.text[shown:visible], visible

@@ -50,9 +50,19 @@ class TurnText:
 
     @property
     def heard(self) -> str:
-        if self.unheard and self.committed.endswith(self.unheard):
-            return self.committed[: len(self.committed) - len(self.unheard)]
-        return self.committed
+        return self.committed[: len(self.committed) - len(self.unheard_tail)] if self.unheard_tail else self.committed
+
+    @property
+    def unheard_tail(self) -> str:
+        """The end of ``committed`` that was never played ("" when ``unheard`` is not its end). The backend's text
+        may end in the space after a clause, the engine's unheard text never does."""
+        tail = self.unheard.strip()
+        if not tail:
+            return ""
+        body = self.committed.rstrip()
+        if not body.endswith(tail):
+            return ""
+        return self.committed[len(body) - len(tail):]
 
     @property
     def message(self) -> str:
@@ -130,7 +140,7 @@ class TurnEntry(QFrame):
                 return f"<i style='color:{css(t.user_muted)}'>{text}{more}</i>"
             return text or f"<i style='color:{css(t.user_muted)}'>(nothing understood)</i>"
         heard = html.escape(d.heard)
-        unheard = d.committed[len(d.heard):] if d.unheard and d.committed.endswith(d.unheard) else d.unheard
+        unheard = d.unheard_tail or d.unheard
         out = heard
         if unheard:
             out += f"<s style='color:{css(t.unheard)}'>{html.escape(unheard)}</s>"

@@ -133,6 +133,24 @@ def window(qtbot, config_dir):
     assert w.wait_shut_down()
 
 
+def test_the_unheard_end_of_an_answer_is_struck_through_once_whatever_the_spaces(qtbot, window):
+    """Lite hands its text out clause by clause, each with the space after it; the engine's unheard text is
+    stripped. Tried as a user: the bubble showed "... It's a tale of courage, " and then the unheard part struck
+    through after it, so those words appeared twice."""
+    w = window
+    w.handle_event(event("user_text", 0.5, 1, {"text": "Tell me a long story.", "final": True}))
+    for i, clause in enumerate(("The story of a brave knight is one that has been passed down ",
+                                "through generations. ", "It's a tale of courage, ")):
+        w.handle_event(event("assistant_text", 1.0 + i / 10, 1, {"text": clause}))
+    w.handle_event(event("interruption", 3.0, 2, {"reply_turn": 1,
+                                                   "unheard_text": "through generations. It's a tale of courage,"}))
+    d = w.transcript.entry(1, "assistant", create=False).data
+    assert d.heard.strip() == "The story of a brave knight is one that has been passed down"
+    assert d.message == "The story of a brave knight is one that has been passed down"
+    html = w.transcript.entry(1, "assistant", create=False).body_html()
+    assert html.count("courage") == 1 and html.count("generations") == 1 and "<s " in html
+
+
 def test_copy_a_message_copy_all_and_export_from_the_context_menu(qtbot, window, tmp_path):
     w = window
     _converse(w)

@@ -105,6 +105,22 @@ def test_the_same_question_asked_again_may_get_the_same_answer(backend):
     assert conv.state.last_reply.guards == []
 
 
+def _story_after(backend, exchanges: list[tuple[str, str]], request: str):
+    """Ask ``request`` in a conversation whose history holds ``exchanges`` (question, answer as heard): the answer
+    is a whole one of its own (not ended by the copy guard, no copy of those answers, said as shown)."""
+    conv = backend.new_conversation()
+    for question, answer in exchanges:
+        conv.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    story = _ask(backend, conv, request)
+    reply = conv.state.last_reply
+    print(f"\n  {request!r} -> {story!r} {reply.guards}")
+    assert "copy-ended" not in reply.guards
+    assert copies_earlier(story, [answer for _, answer in exchanges]) is None
+    assert len(words(story)) >= 25
+    assert words(" ".join(seg["text"] for seg in reply.segments)) == words(story)   # said as shown
+    return conv, story, reply
+
+
 def test_an_answer_that_would_copy_an_earlier_one_is_regenerated_before_a_word_of_it_is_said(backend):
     """Met in the conversation suite (laptop room): after the misheard "Once is the capital of staying." had been
     answered "The maker, Max, is a master of staying.", SmolLM2 began the next two answers, to "Tell me a long
@@ -112,20 +128,11 @@ def test_an_answer_that_would_copy_an_earlier_one_is_regenerated_before_a_word_o
     clause, "The maker,", was too short for the copy guard and was spoken; when the next clause showed the copy, the
     answer could only be ended there, and the user heard "The maker," and nothing more. Now the first clauses wait
     for words enough to judge, so the copy is regenerated before anything is said."""
-    conv = backend.new_conversation()
-    for question, answer in [("Tell me a long story about a maker who makes red.",
-                              "The maker, a man named Max who creates"),
-                             ("Once is the capital of staying.", "The maker, Max, is a master of staying.")]:
-        conv.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-    earlier = [m["content"] for m in conv.history if m["role"] == "assistant"]
-    story = _ask(backend, conv, "Tell me a long story about a trip to the moon.")
-    reply = conv.state.last_reply
-    print(f"\n  story: {story!r} {reply.guards}")
-    assert "copy-ended" not in reply.guards
-    assert copies_earlier(story, earlier) is None
-    assert len(words(story)) >= 25 and "moon" in story.lower()
-    said = " ".join(s["text"] for s in reply.segments)             # what was synthesised is what the text says
-    assert words(said) == words(story)
+    conv, story, _ = _story_after(backend, [
+        ("Tell me a long story about a maker who makes red.", "The maker, a man named Max who creates"),
+        ("Once is the capital of staying.", "The maker, Max, is a master of staying.")],
+        "Tell me a long story about a trip to the moon.")
+    assert "moon" in story.lower()
     japan = _ask(backend, conv, "Wait, what is the capital of Japan?")
     print(f"  japan: {japan!r} {conv.state.last_reply.guards}")
     assert "tokyo" in japan.lower()
@@ -136,17 +143,10 @@ def test_an_answer_that_starts_copying_an_earlier_one_later_goes_on_instead_of_s
     brave knight got "The story of a little mode is one", then the answer went on as the first story had ("... that
     has been passed down through generations") and the copy guard could only end it there, in mid-sentence. The
     first clause had already been spoken, so the answer now goes on from it with the history trimmed."""
-    conv = backend.new_conversation()
-    for question, answer in [("Tell me a long story about a brave night.",
-                              "The story of a brave night is one that has been passed down through generations. "
-                              "It's a tale of courage, sacrifice, and the unforgiving beauty of nature."),
-                             ("What is the capital on France?", "The capital of France is Paris.")]:
-        conv.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-    earlier = [m["content"] for m in conv.history if m["role"] == "assistant"]
-    story = _ask(backend, conv, "Tell me a story about a little mode.")
-    reply = conv.state.last_reply
-    print(f"\n  story: {story!r} {reply.guards}")
-    assert "copy-ended" not in reply.guards
-    assert copies_earlier(story, earlier) is None
-    assert len(words(story)) >= 25
-    assert words(" ".join(s["text"] for s in reply.segments)) == words(story)   # said as shown, nothing dropped
+    _, _, reply = _story_after(backend, [
+        ("Tell me a long story about a brave night.",
+         "The story of a brave night is one that has been passed down through generations. It's a tale of courage, "
+         "sacrifice, and the unforgiving beauty of nature."),
+        ("What is the capital on France?", "The capital of France is Paris.")],
+        "Tell me a story about a little mode.")
+    assert "copy-continued" in reply.guards

@@ -50,7 +50,8 @@ class TurnText:
 
     @property
     def heard(self) -> str:
-        return self.committed[: len(self.committed) - len(self.unheard_tail)] if self.unheard_tail else self.committed
+        tail = self.unheard_tail
+        return self.committed[: len(self.committed) - len(tail)] if tail else self.committed
 
     @property
     def unheard_tail(self) -> str:

@@ -567,13 +567,9 @@ class LiteBackend(Backend):
                 draft.clauses.extend(clauses)
                 draft.checked_chars = len(draft.text) - len(draft.segmenter.buffer)
                 return draft
-            history = list(draft.history[copied + 1:])
             log.info("copy guard: the answer repeated an earlier one; regenerating with %d of %d messages",
-                     len(history), len(draft.history))
-            fresh = self._new_draft(conv, draft.user_text, history, trimmed=True, key=draft.history_key)
-            fresh.guards = draft.guards + ["copy-regenerated"]
-            fresh.history = draft.history
-            return fresh
+                     len(draft.history) - copied - 1, len(draft.history))
+            return self._trimmed_draft(conv, draft, copied, "copy-regenerated")
         if not draft.trimmed:
             fresh = self._continue_without(conv, draft, copied)
             if fresh is not None:
@@ -591,22 +587,33 @@ class LiteBackend(Backend):
         passed down ..."): go on from what was said, with the history trimmed as for a regenerated answer, instead
         of ending the answer in mid-sentence. None when the said text is not a whole number of tokens."""
         said = draft.text[: draft.checked_chars].rstrip()
-        ids = None
-        for k in range(1, len(draft.token_ids) + 1):
-            text = self.llm.decode(draft.token_ids[:k]).lstrip()
-            if len(text) >= len(said):
-                ids = draft.token_ids[:k] if text == said else None
-                break
-        if ids is None:
+        # the shortest token prefix that decodes to at least the said text (decoded lengths grow with the prefix)
+        lo, hi = 1, len(draft.token_ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(self.llm.decode(draft.token_ids[:mid]).lstrip()) >= len(said):
+                hi = mid
+            else:
+                lo = mid + 1
+        ids = draft.token_ids[:lo]
+        if not said or self.llm.decode(ids).lstrip() != said:
             return None
-        history = list(draft.history[copied + 1:])
         log.info("copy guard: the answer started repeating an earlier one after %d characters; going on with %d of "
-                 "%d messages", len(said), len(history), len(draft.history))
-        fresh = self._new_draft(conv, draft.user_text, history, trimmed=True, key=draft.history_key, said=ids)
+                 "%d messages", len(said), len(draft.history) - copied - 1, len(draft.history))
+        fresh = self._trimmed_draft(conv, draft, copied, "copy-continued", said=ids)
         fresh.text, fresh.token_ids, fresh.checked_chars = said, list(ids), len(said)
         fresh.segmenter.emitted = draft.segmenter.emitted
         fresh.clauses, fresh.audio, fresh.spoken, fresh.tts_s = draft.clauses, draft.audio, draft.spoken, draft.tts_s
-        fresh.guards = draft.guards + ["copy-continued"]
+        return fresh
+
+    def _trimmed_draft(self, conv: Conversation, draft: Draft, copied: int, guard: str,
+                       said: list[int] | None = None) -> Draft:
+        """A new draft of ``draft``'s answer with the history trimmed to the messages after the copied answer at
+        index ``copied`` (the copy is what the model would otherwise lean on); it keeps ``draft``'s cache key and
+        full history, so that the turn is still recognised as the same one and commits to the whole history."""
+        history = list(draft.history[copied + 1:])
+        fresh = self._new_draft(conv, draft.user_text, history, trimmed=True, key=draft.history_key, said=said)
+        fresh.guards = draft.guards + [guard]
         fresh.history = draft.history
         return fresh
 

@@ -43,7 +43,7 @@ from core.engine.backend import (
     no_progress,
 )
 from core.log import speech
-from core.model.lite import cache as cachemod
+from core.model.lite import arithmetic, cache as cachemod
 from core.model.lite.asr import WhisperAsr
 from core.model.lite.errors import LiteError
 from core.model.lite.guards import COPY_MIN_WORDS, copies_earlier, words
@@ -91,6 +91,7 @@ class LiteSettings:
     speculate_budget_s: float = 0.13    # ...generate its first clause and synthesise it, within this much time
     speculate_max_tokens: int = 24      # per listen step (a chunk is 160 ms), at most this many tokens
     copy_guard: bool = True             # an answer that repeats an earlier one is regenerated, history trimmed
+    calculator: bool = True             # a question that is only arithmetic is answered by core.model.lite.arithmetic
     asr_margin_s: float | None = 1.0    # Whisper encoder window = audio + margin (None: the full 30 s)
     asr_beam_size: int = 1              # final transcript: greedy (1) or beam search; see docs/lite.md for why 1
     asr_beam_min_speech_s: float = 1.0  # ...beam search only for at least this much speech
@@ -128,6 +129,7 @@ class ReplyRecord:
     speculative_tokens: int = 0         # tokens already generated during the end-of-turn silence
     speculative_audio: int = 0          # clauses already synthesised during the end-of-turn silence
     guards: list[str] = field(default_factory=list)   # "loop" / "copy-regenerated" / "copy-continued" / "copy-ended"
+                                                      # / "calculator"
     timings: dict[str, float] = field(default_factory=dict)
     cancelled: bool = False
 
@@ -448,7 +450,7 @@ class LiteBackend(Backend):
                 st.spec = self._new_draft(conv, text, list(conv.history))
                 st.spec_text = text
             draft = st.spec
-            while time.perf_counter() < deadline and not draft.done and not draft.audio:
+            while time.perf_counter() < deadline and not draft.audio and (draft.clauses or not draft.done):
                 if draft.clauses:
                     self._synthesize_next(draft)   # the first clause: its audio is ready when the turn ends
                     break
@@ -497,10 +499,21 @@ class LiteBackend(Backend):
         tokens already spoken, prefilled after the prompt so that the answer goes on from them."""
         st: LiteState = conv.state
         messages, _ = self._fit(conv.system_prompt, list(history) + [{"role": "user", "content": user_text}])
+        computed = arithmetic.answer(user_text) if self.settings.calculator and not said else None
+        if computed is not None:
+            said = self.llm.encode(computed)
         prompt_ids = self.llm.render(messages) + list(said or [])
         gen = self.llm.start(st.llm, prompt_ids)
-        return Draft(user_text, key or self._key(history, user_text), prompt_ids, gen, history=list(history),
-                     trimmed=trimmed, rng=self._draft_rng(history, user_text, trimmed))
+        draft = Draft(user_text, key or self._key(history, user_text), prompt_ids, gen, history=list(history),
+                      trimmed=trimmed, rng=self._draft_rng(history, user_text, trimmed))
+        if computed is not None:
+            # the calculator's answer, as if the model had said it (its tokens are in the KV cache, so the next
+            # turn reuses them); it is spoken clause by clause like any answer
+            draft.token_ids, draft.text, draft.checked_chars = list(said), computed, len(computed)
+            draft.clauses.extend(draft.segmenter.feed(computed) + draft.segmenter.flush())
+            draft.done, draft.guards = True, ["calculator"]
+            log.info("calculator: the question was arithmetic; answered without the language model")
+        return draft
 
     def _draft_rng(self, history: list[dict[str, str]], user_text: str, trimmed: bool) -> np.random.Generator:
         """Each answer samples from its own stream, seeded by the conversation's seed, the history and the user's

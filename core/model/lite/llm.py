@@ -304,7 +304,11 @@ class ChatLlm:
         return [int(i) for i in ids]
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.encode(text))
+
+    def encode(self, text: str) -> list[int]:
+        """The token ids of ``text`` (no special tokens)."""
+        return [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
 
     # ------------------------------------------------------------------------------------------------ compute
 

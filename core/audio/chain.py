@@ -135,6 +135,7 @@ class CaptureChain:
         self._window_probs: list[tuple[int, float]] = []
         self._clean = np.zeros(0, dtype=np.float32)
         self._near = np.zeros(0, dtype=np.float32)
+        self._excess = np.zeros(0, dtype=np.float32)
         self.position = 0                 # stream position of the next sample to process
         self.chunks_delivered = 0
         self.moved_path_holds = 0         # blocks in which the linear filter said the echo path moved
@@ -192,8 +193,10 @@ class CaptureChain:
         if len(self._clean) < n:
             self._clean = np.zeros(n, dtype=np.float32)
             self._near = np.zeros(n, dtype=np.float32)
+            self._excess = np.zeros(n, dtype=np.float32)
         clean = self._clean[:n]
         near = self._near[:n]
+        excess = self._excess[:n]
         linear = self.linear
         watch_path = linear is not None and self.config.moved_path_hold_ms > 0
         moved = False
@@ -205,6 +208,7 @@ class CaptureChain:
                 mic_e = float(np.einsum("i,i->", m, m))
                 adapt = float(np.einsum("i,i->", c, c)) < _NEAR_END_RATIO * mic_e
                 linear.process(m, r, adapt, near[f:f + FRAME])
+                excess[f:f + FRAME] = linear.excess
                 if watch_path:
                     moved = self._echo_path_moved(linear, mic_e, r) or moved
         if moved and not self.vad.in_speech:
@@ -237,7 +241,8 @@ class CaptureChain:
                 e += 1
             a, b = k * FRAME, e * FRAME
             found = vad.process(clean[a:b], bool(speaking[k]), ref[a:b], raw_16k=mic[a:b],
-                                near_16k=near[a:b] if linear is not None else None)
+                                near_16k=near[a:b] if linear is not None else None,
+                                near_excess_16k=excess[a:b] if linear is not None else None)
             if speaking[k] and self.on_onset is not None:
                 for ev in found:
                     if ev.kind == "onset":

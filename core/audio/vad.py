@@ -60,7 +60,14 @@ Echo awareness:
   jump the estimate is wrong, the canceller hands on the microphone as it is (it never outputs more than the
   microphone), and the ratio sits at 0 dB. On traced windows where the rule would overrule a likeness (three
   seeds of the barge-in scripts, a 184 s glitchy speakerphone run): the user's 25 of 34 passed both conditions,
-  the moved echo's 0 of 62 (2 of 62 with the ratio alone, 19-39 with the likeness cap alone). A user who
+  the moved echo's 0 of 62 (2 of 62 with the ratio alone, 19-39 with the likeness cap alone). The ratio alone
+  can be fooled for a moment: in a later trace (3 minutes of the assistant alone, the speakerphone's path jumping
+  30 ms six times a minute) 10 of 60 moved-echo windows under the rule had the linear output 0.8-2.3 dB under the
+  microphone, but in every one of them some 10 ms frame of the last 96 ms had been made 3.7-12.7 times louder than
+  the microphone by the canceller's wrong estimate (``LinearEchoCanceller.excess``, handed on per sample by the
+  chain as ``near_excess_16k``). A user over a right estimate makes a frame at most a little louder (1.39 at most
+  in the 75 windows of users the rule took in four seeds of the barge-in scripts), so the rule also asks that no
+  frame of the last 96 ms exceeded 1.5 (``near_end_dominant_max_excess``). A user who
   drowns the echo completely also brings the ratio to about 0 dB and is then refused, as before. Residual echo of a steady path
   never rises above that floor; a user over the echo brings it to a few dB under the microphone. This path is used
   only once the floor shows a converged filter (``near_end_min_erle_db``), so a fresh filter falls back to AEC3's
@@ -175,6 +182,10 @@ class VadConfig:
     near_end_dominant_max_ratio_db: float | None = -0.75   # ... and only while the linear canceller's output stays
                                                 # this far under the microphone: its echo path still holds, so
                                                 # what stands out is not a moved echo (None: not asked)
+    near_end_dominant_max_excess: float | None = 1.5   # ... and no 10 ms frame of the last 96 ms in which the
+                                                # canceller's estimate, subtracted, made the frame this many times
+                                                # louder than the microphone (its echo path is wrong: it moved).
+                                                # Needs the chain's ``near_excess_16k``; None: not asked
 
 
 class EchoAwareVad:
@@ -189,6 +200,7 @@ class EchoAwareVad:
         self._win_ref = np.zeros(w, dtype=np.float32)
         self._win_raw = np.zeros(w, dtype=np.float32)
         self._win_near = np.zeros(w, dtype=np.float32)
+        self._win_excess = np.zeros(w, dtype=np.float32)
         c = self.config
         self.echo = ResidualEchoCheck(c)
         self.near_echo = ResidualEchoCheck(c)       # the same check on the linear canceller's output
@@ -205,7 +217,9 @@ class EchoAwareVad:
         self._fill_has_ref = False
         self._fill_has_raw = False
         self._fill_has_near = False
+        self._fill_has_excess = False
         self._near_ratio = collections.deque(maxlen=3)   # (near energy, raw energy) of the latest windows
+        self._near_excess = collections.deque(maxlen=3)  # the canceller's largest frame excess in those windows
         self._near_floor_db = 0.0      # echo-only level of the linear canceller's output under the microphone
         self.near_prob = 0.0           # silero on the linear output, when it counted (else 0)
         self.near_windows = 0          # windows in which the near-end path found the user
@@ -274,10 +288,11 @@ class EchoAwareVad:
 
     def process(self, samples_16k: np.ndarray, assistant_speaking: bool,
                 reference_16k: np.ndarray | None = None, *, raw_16k: np.ndarray | None = None,
-                near_16k: np.ndarray | None = None) -> list[VadEvent]:
+                near_16k: np.ndarray | None = None, near_excess_16k: np.ndarray | None = None) -> list[VadEvent]:
         """Feed cleaned samples (and optionally the aligned far-end reference, the raw microphone and the linear
-        canceller's output, same length). Returns the onsets/offsets decided in the windows completed by these
-        samples."""
+        canceller's output, same length; ``near_excess_16k``: per sample, the canceller's
+        :attr:`~core.audio.linear_aec.LinearEchoCanceller.excess` of its 10 ms frame). Returns the onsets/offsets
+        decided in the windows completed by these samples."""
         x = np.asarray(samples_16k, dtype=np.float32).reshape(-1)
         events: list[VadEvent] = []
         w = VAD_WINDOW_SAMPLES_16K
@@ -289,6 +304,7 @@ class EchoAwareVad:
             self._copy_side(self._win_ref, reference_16k, i, k, "_fill_has_ref")
             self._copy_side(self._win_raw, raw_16k, i, k, "_fill_has_raw")
             self._copy_side(self._win_near, near_16k, i, k, "_fill_has_near")
+            self._copy_side(self._win_excess, near_excess_16k, i, k, "_fill_has_excess")
             self._fill += k
             i += k
             if self._fill == w:
@@ -299,6 +315,7 @@ class EchoAwareVad:
                 self._fill_has_ref = False
                 self._fill_has_raw = False
                 self._fill_has_near = False
+                self._fill_has_excess = False
         return events
 
     def _copy_side(self, dst: np.ndarray, src: np.ndarray | None, i: int, k: int, flag: str) -> None:
@@ -356,12 +373,14 @@ class EchoAwareVad:
         self.near_prob = 0.0
         if not (speaking and c.near_end_check and self._fill_has_near and self._fill_has_raw):
             self._near_ratio.clear()
+            self._near_excess.clear()
             return 0.0
         near_e = float(np.dot(self._win_near, self._win_near))
         raw_e = float(np.dot(self._win_raw, self._win_raw))
         if raw_e < 1e-7 * len(self._win_raw):          # nothing at the microphone (-70 dBFS): nothing to judge
             return 0.0
         self._near_ratio.append((near_e, raw_e))
+        self._near_excess.append(float(self._win_excess.max()) if self._fill_has_excess else 0.0)
         ratio_db = 10.0 * math.log10((sum(a for a, _ in self._near_ratio) + 1e-12)
                                      / (sum(b for _, b in self._near_ratio) + 1e-12))
         self._near_floor_db = min(ratio_db, self._near_floor_db + 0.05)
@@ -383,7 +402,9 @@ class EchoAwareVad:
                     and ratio_db >= self._near_floor_db + c.near_end_dominant_db
                     and (c.near_end_dominant_max_similarity is None
                          or self.near_echo.similarity < c.near_end_dominant_max_similarity)
-                    and (c.near_end_dominant_max_ratio_db is None or ratio_db <= c.near_end_dominant_max_ratio_db))
+                    and (c.near_end_dominant_max_ratio_db is None or ratio_db <= c.near_end_dominant_max_ratio_db)
+                    and (c.near_end_dominant_max_excess is None
+                         or max(self._near_excess) <= c.near_end_dominant_max_excess))
         if echo_like and not dominant:
             return 0.0
         if echo_like:
@@ -401,6 +422,7 @@ class EchoAwareVad:
         """The linear canceller starts over (a new echo path): its echo floor must be learned again."""
         self._near_floor_db = 0.0
         self._near_ratio.clear()
+        self._near_excess.clear()
         self.near_echo.reset()
         if self._near_model is not None:
             self._near_model.reset()

@@ -244,12 +244,13 @@ def test_a_user_who_dominates_both_cancellers_is_heard_even_when_the_reference_l
     near = 0.03 * echo + user                    # the linear canceller: ~30 dB under the echo, the user whole
     clean = 0.002 * echo + 0.5 * user            # AEC3: the echo gone, much of the user through
 
-    def onsets(cfg, clean=clean, raw=raw, near=near):
+    def onsets(cfg, clean=clean, raw=raw, near=near, excess=None):
         vad = EchoAwareVad(cfg, model=model)
         events = []
         for i in range(0, len(far), 160):
             s = slice(i, i + 160)
-            events += vad.process(clean[s], True, far[s], raw_16k=raw[s], near_16k=near[s])
+            events += vad.process(clean[s], True, far[s], raw_16k=raw[s], near_16k=near[s],
+                                  near_excess_16k=None if excess is None else excess[s])
         return [e for e in events if e.kind == "onset"]
 
     any_likeness = VadConfig(near_end_dominant_max_similarity=None)
@@ -270,3 +271,12 @@ def test_a_user_who_dominates_both_cancellers_is_heard_even_when_the_reference_l
     lifted = replace(any_likeness, near_end_dominant_max_ratio_db=None)
     assert onsets(lifted, clean=np.concatenate([0.002 * echo[:at], 0.8 * echo[at:]]), raw=lost,
                   near=np.concatenate([0.03 * echo[:at], lost[at:]])) != []   # what the ratio condition stops
+    # a path that moved while the canceller's output still happens to sit under the microphone (here 2 dB): the
+    # frames where its wrong estimate, subtracted, made the microphone three times louder give it away
+    # (``near_end_dominant_max_excess``); a user over a right estimate makes a frame at most a little louder
+    under = np.concatenate([0.03 * echo[:at], 0.8 * lost[at:]])
+    moved_clean = np.concatenate([0.002 * echo[:at], 0.8 * echo[at:]])
+    wrong = np.concatenate([np.full(at, 0.5, np.float32), np.full(len(far) - at, 3.0, np.float32)])
+    assert onsets(any_likeness, clean=moved_clean, raw=lost, near=under, excess=wrong) == []
+    assert onsets(any_likeness, clean=moved_clean, raw=lost, near=under, excess=np.minimum(wrong, 1.1)) != []
+    assert onsets(any_likeness, excess=np.full(len(far), 1.2, np.float32)) == heard     # the user, as before

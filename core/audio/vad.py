@@ -66,7 +66,7 @@ Echo awareness:
   microphone, but in every one of them some 10 ms frame of the last 96 ms had been made 3.7-12.7 times louder than
   the microphone by the canceller's wrong estimate (``LinearEchoCanceller.excess``, handed on per sample by the
   chain as ``near_excess_16k``). A user over a right estimate makes a frame at most a little louder (1.39 at most
-  in the 75 windows of users the rule took in four seeds of the barge-in scripts), so the rule also asks that no
+  in the 41 windows of users the rule took in four seeds of the barge-in scripts), so the rule also asks that no
   frame of the last 96 ms exceeded 1.5 (``near_end_dominant_max_excess``). A user who
   drowns the echo completely also brings the ratio to about 0 dB and is then refused, as before. Residual echo of a steady path
   never rises above that floor; a user over the echo brings it to a few dB under the microphone. This path is used

@@ -218,8 +218,8 @@ class EchoAwareVad:
         self._fill_has_raw = False
         self._fill_has_near = False
         self._fill_has_excess = False
-        self._near_ratio = collections.deque(maxlen=3)   # (near energy, raw energy) of the latest windows
-        self._near_excess = collections.deque(maxlen=3)  # the canceller's largest frame excess in those windows
+        # (near energy, raw energy, the canceller's largest frame excess) of the latest windows
+        self._near_ratio = collections.deque(maxlen=3)
         self._near_floor_db = 0.0      # echo-only level of the linear canceller's output under the microphone
         self.near_prob = 0.0           # silero on the linear output, when it counted (else 0)
         self.near_windows = 0          # windows in which the near-end path found the user
@@ -373,16 +373,14 @@ class EchoAwareVad:
         self.near_prob = 0.0
         if not (speaking and c.near_end_check and self._fill_has_near and self._fill_has_raw):
             self._near_ratio.clear()
-            self._near_excess.clear()
             return 0.0
         near_e = float(np.dot(self._win_near, self._win_near))
         raw_e = float(np.dot(self._win_raw, self._win_raw))
         if raw_e < 1e-7 * len(self._win_raw):          # nothing at the microphone (-70 dBFS): nothing to judge
             return 0.0
-        self._near_ratio.append((near_e, raw_e))
-        self._near_excess.append(float(self._win_excess.max()) if self._fill_has_excess else 0.0)
-        ratio_db = 10.0 * math.log10((sum(a for a, _ in self._near_ratio) + 1e-12)
-                                     / (sum(b for _, b in self._near_ratio) + 1e-12))
+        self._near_ratio.append((near_e, raw_e, float(self._win_excess.max()) if self._fill_has_excess else 0.0))
+        ratio_db = 10.0 * math.log10((sum(a for a, _, _ in self._near_ratio) + 1e-12)
+                                     / (sum(b for _, b, _ in self._near_ratio) + 1e-12))
         self._near_floor_db = min(ratio_db, self._near_floor_db + 0.05)
         self.near_echo.push(self._win_near, self._win_ref if self._fill_has_ref else None, self._win_raw)
         if self._near_floor_db > -c.near_end_min_erle_db:
@@ -404,7 +402,7 @@ class EchoAwareVad:
                          or self.near_echo.similarity < c.near_end_dominant_max_similarity)
                     and (c.near_end_dominant_max_ratio_db is None or ratio_db <= c.near_end_dominant_max_ratio_db)
                     and (c.near_end_dominant_max_excess is None
-                         or max(self._near_excess) <= c.near_end_dominant_max_excess))
+                         or max(x for _, _, x in self._near_ratio) <= c.near_end_dominant_max_excess))
         if echo_like and not dominant:
             return 0.0
         if echo_like:
@@ -422,7 +420,6 @@ class EchoAwareVad:
         """The linear canceller starts over (a new echo path): its echo floor must be learned again."""
         self._near_floor_db = 0.0
         self._near_ratio.clear()
-        self._near_excess.clear()
         self.near_echo.reset()
         if self._near_model is not None:
             self._near_model.reset()

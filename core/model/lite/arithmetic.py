@@ -1,6 +1,6 @@
 """Spoken arithmetic for the Lite profile: "What is two plus two?" answered by a calculator, not by the LLM.
 
-SmolLM2-135M cannot add: asked "What is two plus two?" it answers "2." or "The answer is 2 + 2 = 4 + 2 = 6." A
+SmolLM2-135M cannot add: asked "What is two plus two?" it answered "2." or "Two and two is a double meaning." A
 person who asks a voice assistant a sum expects the right number, so a question that is nothing but arithmetic is
 answered here, exactly (``fractions.Fraction``), and the answer goes into the conversation's history like any other.
 Anything else (a question with words the grammar does not know, "what is the capital of two", a bare number) is
@@ -89,7 +89,7 @@ def parse(text: str) -> tuple[str, Fraction | float | None] | None:
         return None
     try:
         tokens = _tokens(body)
-        if sum(t[0] == "op" for t in tokens) == 0:
+        if not any(t[0] == "op" for t in tokens):
             return None      # a bare number is not a sum
         return _Parser(tokens).run()
     except (_Unparsed, ValueError, OverflowError, ZeroDivisionError):
@@ -224,7 +224,7 @@ class _Parser:
 
     def expr(self) -> tuple[str, Fraction | float]:
         spoken, value = self.term()
-        while (t := self.peek()) is not None and t == ("op", "+") or t == ("op", "-"):
+        while (t := self.peek()) in (("op", "+"), ("op", "-")):
             self.i += 1
             s2, v2 = self.term()
             spoken, value = f"{spoken} {_SPOKEN[t[1]]} {s2}", (value + v2 if t[1] == "+" else value - v2)
@@ -286,9 +286,7 @@ def _format(value: Fraction | float) -> str:
         return str(value.numerator)
     f = float(value)
     rounded = round(f, 4)
-    text = f"{rounded:.4f}".rstrip("0").rstrip(".")
-    if text in ("-0", ""):
-        text = "0"
+    text = f"{rounded:.4f}".rstrip("0").rstrip(".")      # value >= 0 here: never "-0" nor ""
     exact = isinstance(value, Fraction) and Fraction(text) == value
     return text if exact else f"about {text}"
 

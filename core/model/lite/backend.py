@@ -600,6 +600,8 @@ class LiteBackend(Backend):
         passed down ..."): go on from what was said, with the history trimmed as for a regenerated answer, instead
         of ending the answer in mid-sentence. None when the said text is not a whole number of tokens."""
         said = draft.text[: draft.checked_chars].rstrip()
+        if not said:
+            return None
         # the shortest token prefix that decodes to at least the said text (decoded lengths grow with the prefix)
         lo, hi = 1, len(draft.token_ids)
         while lo < hi:
@@ -609,7 +611,7 @@ class LiteBackend(Backend):
             else:
                 lo = mid + 1
         ids = draft.token_ids[:lo]
-        if not said or self.llm.decode(ids).lstrip() != said:
+        if self.llm.decode(ids).lstrip() != said:
             return None
         log.info("copy guard: the answer started repeating an earlier one after %d characters; going on with %d of "
                  "%d messages", len(said), len(draft.history) - copied - 1, len(draft.history))
